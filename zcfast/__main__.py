@@ -1,0 +1,5 @@
+import sys
+
+from zcfast.cli import main
+
+sys.exit(main())
