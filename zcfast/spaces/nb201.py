@@ -1,0 +1,510 @@
+"""NAS-Bench-201 (NATS-Bench topology search space): 15,625 cell architectures.
+
+Architecture string (official format), edges in this order::
+
+    |op~0|+|op~0|op~1|+|op~0|op~1|op~2|
+      e01    e02   e12    e03   e13   e23        (eSD: edge from node S to node D)
+
+An ``Arch`` here is the tuple of the six op names in that string order. Ops:
+``none, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3`` (``OPS``, the index used by
+``to_choices``).
+
+The network is the benchmark's own (NATS-Bench topology / AutoDL-Projects ``TinyNetwork``
+with ``InferCell`` and ``ResNetBasicblock``), reimplemented: stem Conv3x3(3→C)+BN; three
+stages of N cells at C, 2C, 4C channels separated by residual reduction blocks; final
+BN-ReLU, global average pooling, linear classifier. BatchNorm is affine with running stats,
+cell ops are ReLU-Conv-BN, average pooling does not count padding. Defaults C=16, N=5.
+
+Ground truth comes from the shipped table ``zcfast/assets/nb201/nb201_groundtruth_merged.csv.gz``
+(see the README there for provenance); ``table()`` exposes it as numpy arrays.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import random
+import threading
+from importlib import resources
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .base import SearchSpace, check_num_classes, check_rng, stable_digest
+
+OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+#: (source node, destination node) of each position of the architecture string / tuple.
+EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
+#: NASLib op ids (column ``naslib_op_indices``): 0=skip_connect 1=none 2=nor_conv_3x3 3=nor_conv_1x1 4=avg_pool_3x3.
+NASLIB_OPS: tuple[str, ...] = ("skip_connect", "none", "nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3")
+#: NASLib position (edges (1,2),(1,3),(1,4),(2,3),(2,4),(3,4)) of each string position.
+_STRING_TO_NASLIB = (0, 1, 3, 2, 4, 5)
+NUM_ARCHS = 15625
+
+_OP_INDEX = {op: i for i, op in enumerate(OPS)}
+_NASLIB_INDEX = {op: i for i, op in enumerate(NASLIB_OPS)}
+
+Arch201 = tuple  # tuple[str, str, str, str, str, str]
+
+
+# --------------------------------------------------------------------------------------------
+# Architecture strings
+# --------------------------------------------------------------------------------------------
+def parse_arch_str(text: str) -> tuple[str, ...]:
+    """Parse ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` into a 6-tuple of op names.
+
+    Raises:
+        ValueError naming the problem (type, node count, edge input index, unknown op).
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"NB201 architecture string must be str, got {type(text).__name__}")
+    s = text.strip()
+    nodes = s.split("+")
+    if len(nodes) != 3:
+        raise ValueError(f"NB201 architecture string must have 3 '+'-separated nodes, got {len(nodes)}: {text!r}")
+    ops: list[str] = []
+    for node, part in enumerate(nodes, start=1):
+        if len(part) < 2 or not (part.startswith("|") and part.endswith("|")):
+            raise ValueError(f"NB201 node {node} must be written '|op~i|...|', got {part!r} in {text!r}")
+        items = part[1:-1].split("|")
+        if len(items) != node:
+            raise ValueError(f"NB201 node {node} must have {node} input edges, got {len(items)} in {text!r}")
+        for expected_in, item in enumerate(items):
+            op, sep, src = item.partition("~")
+            if not sep:
+                raise ValueError(f"NB201 edge {item!r} must be 'op~input' in {text!r}")
+            if src != str(expected_in):
+                raise ValueError(
+                    f"NB201 edge {item!r} of node {node}: input index must be {expected_in} "
+                    f"(edges are listed in input order), got {src!r} in {text!r}")
+            if op not in _OP_INDEX:
+                raise ValueError(f"NB201 unknown op {op!r} in {text!r}; expected one of {OPS}")
+            ops.append(op)
+    return tuple(ops)
+
+
+def arch_str(arch: Sequence[str]) -> str:
+    """The official string of a 6-tuple of op names (inverse of ``parse_arch_str``)."""
+    a = check_arch(arch)
+    return f"|{a[0]}~0|+|{a[1]}~0|{a[2]}~1|+|{a[3]}~0|{a[4]}~1|{a[5]}~2|"
+
+
+def check_arch(arch: Any) -> tuple[str, ...]:
+    """Validate and normalise an NB201 architecture (6-tuple of op names, or its string)."""
+    if isinstance(arch, str):
+        return parse_arch_str(arch)
+    if not isinstance(arch, (tuple, list)):
+        raise ValueError(f"NB201 architecture must be a tuple of 6 op names or a string, got {type(arch).__name__}")
+    if len(arch) != 6:
+        raise ValueError(f"NB201 architecture must have 6 edges, got {len(arch)}")
+    for i, op in enumerate(arch):
+        if op not in _OP_INDEX:
+            raise ValueError(f"NB201 unknown op {op!r} on edge {i}; expected one of {OPS}")
+    return tuple(arch)
+
+
+def to_naslib(arch: Sequence[str]) -> tuple[int, ...]:
+    """NASLib op-index tuple (edges (1,2),(1,3),(1,4),(2,3),(2,4),(3,4); 0=skip 1=none 2=conv3 3=conv1 4=pool)."""
+    a = check_arch(arch)
+    out = [0] * 6
+    for s, n in enumerate(_STRING_TO_NASLIB):
+        out[n] = _NASLIB_INDEX[a[s]]
+    return tuple(out)
+
+
+def from_naslib(indices: Sequence[int]) -> tuple[str, ...]:
+    """Inverse of ``to_naslib``; ValueError on wrong length or an op id outside 0..4."""
+    idx = list(indices)
+    if len(idx) != 6:
+        raise ValueError(f"NASLib NB201 op-index tuple must have 6 entries, got {len(idx)}")
+    for i, v in enumerate(idx):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < 5:
+            raise ValueError(f"NASLib NB201 op index {v!r} at position {i} out of range 0..4")
+    return tuple(NASLIB_OPS[idx[n]] for n in _STRING_TO_NASLIB)
+
+
+def live_edges(arch: Sequence[str]) -> tuple[bool, ...]:
+    """For each edge: does it lie on an input→output path of non-``none`` edges?"""
+    a = check_arch(arch)
+    fwd = [True, False, False, False]
+    for (s, d), op in zip(EDGES, a):
+        if op != "none" and fwd[s]:
+            fwd[d] = True
+    bwd = [False, False, False, True]
+    for (s, d), op in sorted(zip(EDGES, a), key=lambda e: -e[0][1]):
+        if op != "none" and bwd[d]:
+            bwd[s] = True
+    return tuple(op != "none" and fwd[s] and bwd[d] for (s, d), op in zip(EDGES, a))
+
+
+def prune(arch: Sequence[str]) -> tuple[str, ...]:
+    """Replace the op of every edge that is not on an input→output path by ``none``."""
+    a = check_arch(arch)
+    return tuple(op if live else "none" for op, live in zip(a, live_edges(a)))
+
+
+def canonical_expr(arch: Sequence[str]) -> str:
+    """The cell's function as a canonical expression (the basis of ``key``).
+
+    Rule (documented, in the spirit of AutoDL-Projects' ``to_unique_str(consider_zero=True)``):
+    node 0 is ``x``; a node is the sum of its incoming terms; ``none`` and any edge whose
+    source node is identically zero contribute nothing (the benchmark treats an op applied
+    to a zero node as zero); ``skip_connect`` contributes its source's terms unchanged
+    (sums are flattened, being associative); any other op contributes ``op(<source>)``.
+    Terms of a sum are sorted, so equivalent paths in any order give the same text. A node
+    with no terms is zero; the key of a cell whose output is zero is ``zero``. Edges that do
+    not reach the output never appear, so ops on dead edges are irrelevant.
+    """
+    a = check_arch(arch)
+    nodes: list[list[str] | None] = [["x"], None, None, None]
+    for d in (1, 2, 3):
+        terms: list[str] = []
+        for (s, dd), op in zip(EDGES, a):
+            if dd != d or op == "none" or nodes[s] is None:
+                continue
+            src = nodes[s]
+            assert src is not None
+            if op == "skip_connect":
+                terms.extend(src)
+            else:
+                terms.append(f"{op}({'+'.join(src)})")
+        nodes[d] = sorted(terms) if terms else None
+    out = nodes[3]
+    return "zero" if out is None else "+".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Network (benchmark layout)
+# --------------------------------------------------------------------------------------------
+class ReLUConvBN(nn.Sequential):
+    """ReLU → Conv2d (no bias) → affine BatchNorm2d. [N, C_in, H, W] → [N, C_out, H/stride, W/stride]."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> None:
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(c_out, affine=True, track_running_stats=True),
+        )
+
+
+class Zero(nn.Module):
+    """The ``none`` op: ``x * 0`` (same shape as x; keeps NaN/inf propagation of the benchmark)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul(0.0)
+
+
+def _make_op(op: str, c: int) -> nn.Module:
+    if op == "nor_conv_3x3":
+        return ReLUConvBN(c, c, 3, 1, 1)
+    if op == "nor_conv_1x1":
+        return ReLUConvBN(c, c, 1, 1, 0)
+    if op == "avg_pool_3x3":
+        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    if op == "skip_connect":
+        return nn.Identity()
+    if op == "none":
+        return Zero()
+    raise ValueError(f"NB201 unknown op {op!r}")
+
+
+class NB201Cell(nn.Module):
+    """The benchmark's ``InferCell`` (C_in == C_out, stride 1). [N, C, H, W] → [N, C, H, W]."""
+
+    def __init__(self, arch: tuple[str, ...], c: int) -> None:
+        super().__init__()
+        self.edges = nn.ModuleList(_make_op(op, c) for op in arch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.edges
+        n1 = e[0](x)
+        n2 = e[1](x) + e[2](n1)
+        return e[3](x) + e[4](n1) + e[5](n2)
+
+
+class ResNetBasicBlock(nn.Module):
+    """The benchmark's residual reduction block ``ResNetBasicblock(C_in, C_out, stride=2)``.
+
+    ``conv_a`` = ReLUConvBN 3x3 stride 2, ``conv_b`` = ReLUConvBN 3x3, shortcut = AvgPool2d(2, 2)
+    then Conv1x1 (no bias, no BN). [N, C_in, H, W] → [N, C_out, H/2, W/2].
+    """
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, 2, 1)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3, 1, 1)
+        self.downsample = nn.Sequential(
+            nn.AvgPool2d(kernel_size=2, stride=2, padding=0),
+            nn.Conv2d(c_in, c_out, 1, stride=1, padding=0, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample(x) + self.conv_b(self.conv_a(x))
+
+
+class NB201Network(nn.Module):
+    """The NAS-Bench-201 network. Input [N, 3, H, W] → logits [N, num_classes].
+
+    Attributes:
+        arch: the 6-tuple of ops of every cell.
+        stem, cells (ModuleList: N cells, block, N cells, block, N cells), lastact, classifier.
+
+    BatchNorm roles (for synflow's official quirk, which removes stem/cell/final BNs but keeps
+    the BNs inside the residual reduction blocks): ``reduction_batchnorms()`` and
+    ``cell_stem_final_batchnorms()`` partition all BatchNorm2d modules of the network.
+    """
+
+    def __init__(self, arch: tuple[str, ...], num_classes: int = 10, channels: int = 16,
+                 cells_per_stage: int = 5) -> None:
+        super().__init__()
+        self.arch = arch
+        c = channels
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+        layers: list[nn.Module] = []
+        c_prev = c
+        for stage, width in enumerate((c, 2 * c, 4 * c)):
+            if stage > 0:
+                layers.append(ResNetBasicBlock(c_prev, width))
+                c_prev = width
+            for _ in range(cells_per_stage):
+                layers.append(NB201Cell(arch, width))
+        self.cells = nn.ModuleList(layers)
+        self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=True))
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_prev, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for layer in self.cells:
+            x = layer(x)
+        x = self.lastact(x)
+        x = self.global_pooling(x).flatten(1)
+        return self.classifier(x)
+
+    def reduction_batchnorms(self) -> list[nn.BatchNorm2d]:
+        """BatchNorms inside the residual reduction blocks (kept by the official NB201 synflow)."""
+        return [m for layer in self.cells if isinstance(layer, ResNetBasicBlock)
+                for m in layer.modules() if isinstance(m, nn.BatchNorm2d)]
+
+    def cell_stem_final_batchnorms(self) -> list[nn.BatchNorm2d]:
+        """Stem, cell and final BatchNorms (the ones the official NB201 synflow removes)."""
+        keep = {id(m) for m in self.reduction_batchnorms()}
+        return [m for m in self.modules() if isinstance(m, nn.BatchNorm2d) and id(m) not in keep]
+
+
+# --------------------------------------------------------------------------------------------
+# Ground-truth table
+# --------------------------------------------------------------------------------------------
+_TABLE_LOCK = threading.Lock()
+_TABLE: dict[str, np.ndarray] | None = None
+_INDEX: dict[tuple[str, ...], int] | None = None
+TABLE_FILE = "nb201_groundtruth_merged.csv.gz"
+
+
+def _read_table() -> dict[str, np.ndarray]:
+    ref = resources.files("zcfast") / "assets" / "nb201" / TABLE_FILE
+    raw = ref.read_bytes()
+    text = gzip.decompress(raw).decode("utf-8")
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader)
+    rows = list(reader)
+    if len(rows) != NUM_ARCHS:
+        raise RuntimeError(f"{TABLE_FILE}: expected {NUM_ARCHS} rows, found {len(rows)}")
+    cols = list(zip(*rows))
+    out: dict[str, np.ndarray] = {}
+    for name, col in zip(header, cols):
+        if name == "index":
+            out[name] = np.array(col, dtype=np.int64)
+        elif name == "arch_str":
+            out[name] = np.array(col, dtype=object)
+        elif name == "naslib_op_indices":
+            out[name] = np.array([[int(v) for v in s.strip("()").split(",")] for s in col], dtype=np.int64)
+        else:
+            out[name] = np.array([float(v) if v else np.nan for v in col], dtype=np.float64)
+    if not np.array_equal(out["index"], np.arange(NUM_ARCHS)):
+        raise RuntimeError(f"{TABLE_FILE}: 'index' column is not 0..{NUM_ARCHS - 1} in order")
+    for arr in out.values():
+        arr.setflags(write=False)
+    return out
+
+
+def table() -> dict[str, np.ndarray]:
+    """The shipped NB201 ground-truth table, loaded once (thread-safe) and cached.
+
+    Returns:
+        column name → read-only array of length 15,625 in benchmark index order:
+        ``index`` int64 [N]; ``arch_str`` object [N]; ``naslib_op_indices`` int64 [N, 6];
+        every other column float64 [N] with NaN where the source has no value. Accuracies are
+        percentages; ``cifar10valid_hp12_cost_robot`` is the 12-epoch training cost.
+    """
+    global _TABLE
+    if _TABLE is None:
+        with _TABLE_LOCK:
+            if _TABLE is None:
+                _TABLE = _read_table()
+    return _TABLE
+
+
+def _arch_index() -> dict[tuple[str, ...], int]:
+    global _INDEX
+    if _INDEX is None:
+        t = table()
+        with _TABLE_LOCK:
+            if _INDEX is None:
+                _INDEX = {parse_arch_str(s): i for i, s in enumerate(t["arch_str"])}
+    return _INDEX
+
+
+_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet16_120": "imagenet16_120",
+             "imagenet16-120": "imagenet16_120", "imagenet": "imagenet16_120"}
+
+#: metric name → column template (``{d}`` = dataset); see ``NB201Space.ground_truth``.
+METRICS: dict[str, str] = {
+    "test": "{d}_test_nats",
+    "test_robot": "{d}_test_robot",
+    "test_fewshotnas": "{d}_test_fewshotnas",
+    "valid": "{d}_val_nbsuitezero",
+    "hp12_valacc": "cifar10valid_hp12_valacc_robot",
+    "hp12_cost": "cifar10valid_hp12_cost_robot",
+}
+
+
+def column_for(dataset: str, metric: str = "test") -> str:
+    """The table column that ``ground_truth(arch, dataset, metric)`` reads.
+
+    ``metric`` is one of ``METRICS`` or a raw numeric column name of ``table()``.
+    """
+    t = table()
+    if metric in t and metric not in ("index", "arch_str", "naslib_op_indices"):
+        return metric
+    d = _DATASETS.get(str(dataset).lower())
+    if d is None:
+        raise ValueError(f"NB201 unknown dataset {dataset!r}; expected cifar10, cifar100 or imagenet16_120")
+    if metric not in METRICS:
+        raise ValueError(f"NB201 unknown metric {metric!r}; expected one of {sorted(METRICS)} or a column name")
+    if metric.startswith("hp12") and d != "cifar10":
+        raise ValueError(f"NB201 metric {metric!r} exists only for cifar10 (cifar10-valid, 12 epochs)")
+    col = METRICS[metric].format(d=d)
+    if col not in t:
+        raise ValueError(f"NB201 metric {metric!r} is not available for dataset {d!r} (no column {col!r})")
+    return col
+
+
+# --------------------------------------------------------------------------------------------
+# The space
+# --------------------------------------------------------------------------------------------
+class NB201Space(SearchSpace):
+    """NAS-Bench-201. ``Arch`` = tuple of 6 op names in string-edge order (``EDGES``).
+
+    Methods also accept the official string wherever an arch is expected.
+    """
+
+    name = "nb201"
+    num_choices = [len(OPS)] * 6
+
+    def size(self) -> int:
+        return NUM_ARCHS
+
+    def sample(self, rng: random.Random) -> tuple[str, ...]:
+        """Uniform over all 5^6 architectures: one ``rng.randrange(5)`` per edge, in edge order."""
+        check_rng(rng)
+        return tuple(OPS[rng.randrange(len(OPS))] for _ in range(6))
+
+    def enumerate(self) -> Iterator[tuple[str, ...]]:
+        """All 15,625 architectures in official benchmark index order."""
+        for s in table()["arch_str"]:
+            yield parse_arch_str(s)
+
+    def index(self, arch: Any) -> int:
+        """Benchmark index (0..15624) of ``arch``."""
+        return _arch_index()[check_arch(arch)]
+
+    def arch_at(self, index: int) -> tuple[str, ...]:
+        """Architecture at benchmark ``index``; ValueError if out of range."""
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < NUM_ARCHS:
+            raise ValueError(f"NB201 index {index!r} out of range 0..{NUM_ARCHS - 1}")
+        return parse_arch_str(table()["arch_str"][int(index)])
+
+    def neighbours(self, arch: Any) -> list[tuple[str, ...]]:
+        """The 24 one-edit neighbours (each edge × each other op), edge-major, ops in ``OPS`` order."""
+        a = check_arch(arch)
+        out = []
+        for i in range(6):
+            for op in OPS:
+                if op != a[i]:
+                    out.append(a[:i] + (op,) + a[i + 1:])
+        return out
+
+    def encode(self, arch: Any) -> str:
+        return arch_str(arch)
+
+    def decode(self, text: str) -> tuple[str, ...]:
+        return parse_arch_str(text)
+
+    def key(self, arch: Any) -> str:
+        """32-hex SHA-256 prefix of ``canonical_expr(arch)``: equal for functionally identical cells."""
+        return stable_digest("nb201:" + canonical_expr(arch))
+
+    def to_choices(self, arch: Any) -> list[int]:
+        return [_OP_INDEX[op] for op in check_arch(arch)]
+
+    def from_choices(self, choices: Sequence[int]) -> tuple[str, ...]:
+        return tuple(OPS[c] for c in self._check_choices(choices))
+
+    def to_naslib(self, arch: Any) -> tuple[int, ...]:
+        return to_naslib(arch)
+
+    def from_naslib(self, indices: Sequence[int]) -> tuple[str, ...]:
+        return from_naslib(indices)
+
+    def graph(self, arch: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Ops-on-nodes DAG: V = 8 (input, the 6 edges' ops in string order, output).
+
+        Returns:
+            adjacency [8, 8] float32 (row → column), op one-hot [8, 7] float32 with columns
+            ``OPS`` (0..4), input (5), output (6). Op vertex e feeds op vertex f when e's
+            destination node is f's source node; edges leaving node 0 hang off the input
+            vertex, edges entering node 3 feed the output vertex.
+        """
+        a = check_arch(arch)
+        adj = np.zeros((8, 8), dtype=np.float32)
+        feat = np.zeros((8, len(OPS) + 2), dtype=np.float32)
+        feat[0, len(OPS)] = 1.0
+        feat[7, len(OPS) + 1] = 1.0
+        for e, ((s, d), op) in enumerate(zip(EDGES, a)):
+            feat[e + 1, _OP_INDEX[op]] = 1.0
+            if s == 0:
+                adj[0, e + 1] = 1.0
+            if d == 3:
+                adj[e + 1, 7] = 1.0
+            for f, (s2, _) in enumerate(EDGES):
+                if s2 == d:
+                    adj[e + 1, f + 1] = 1.0
+        return adj, feat
+
+    def build(self, arch: Any, num_classes: int = 10, *, channels: int = 16,
+              cells_per_stage: int = 5) -> NB201Network:
+        """The benchmark network (default 16 channels, 5 cells per stage; 10/100/120 classes)."""
+        a = check_arch(arch)
+        num_classes = check_num_classes(num_classes)
+        if not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"channels must be a positive int, got {channels!r}")
+        if not isinstance(cells_per_stage, int) or cells_per_stage < 0:
+            raise ValueError(f"cells_per_stage must be a non-negative int, got {cells_per_stage!r}")
+        return NB201Network(a, num_classes, channels, cells_per_stage)
+
+    def ground_truth(self, arch: Any, dataset: str = "cifar10", metric: str = "test") -> float:
+        """Benchmark accuracy (%) of ``arch`` from the shipped table.
+
+        Metrics (column read, ``{d}`` = cifar10 / cifar100 / imagenet16_120):
+          ``test`` (default): ``{d}_test_nats``, 200-epoch test accuracy, mean over seeds
+          (for CIFAR-10 this is the run trained on train+valid, not the paper's cifar10-valid);
+          ``test_robot``: ``{d}_test_robot``; ``test_fewshotnas``: cifar10 only;
+          ``valid``: ``{d}_val_nbsuitezero`` (cifar10, imagenet16_120);
+          ``hp12_valacc`` / ``hp12_cost``: cifar10-valid 12-epoch validation accuracy / cost;
+          or any numeric column name of ``table()``. Returns NaN where the source has no value.
+        """
+        col = column_for(dataset, metric)
+        return float(table()[col][self.index(arch)])
