@@ -1,0 +1,321 @@
+"""Data for the proxies: shipped CIFAR samples, user datasets and the paper's batch.
+
+The paper (Abdelfattah et al., ICLR 2021) scores every NAS-Bench-201 network on one random
+minibatch of 64 training images (seed 42), normalised with the CIFAR mean/std, using the
+official loader's training augmentation (RandomCrop with padding, horizontal flip).
+
+Shipped (``zcfast/assets/cifar``, see its README for provenance and licence):
+
+- ``"cifar10"``: the first 200 CIFAR-10 training images (lossless);
+- ``"cifar10-test"``: the first 20 CIFAR-10 test images;
+- ``"cifar100"``: the first 20 CIFAR-100 test images (fine labels). Only 20: a batch of 64 needs a
+  user dataset;
+- ImageNet16-120: no images; pass a user dataset (16x16 images, labels 0..119).
+
+A user dataset is an ``.npz`` file holding ``x`` (or ``images``) uint8 ``[N, H, W, 3]`` and
+``y`` (or ``labels``) integer ``[N]`` (optionally ``num_classes``), or a folder with one
+sub-folder of images per class (sorted sub-folder names give labels 0, 1, ...).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "DATASETS",
+    "MEAN",
+    "STD",
+    "NUM_CLASSES",
+    "SHIPPED",
+    "canonical_dataset",
+    "load_dataset",
+    "make_batch",
+    "paper_batch",
+    "batch_fingerprint",
+]
+
+ASSETS = Path(__file__).resolve().parent / "assets" / "cifar"
+
+#: Canonical ground-truth dataset names (NAS-Bench-201 naming).
+DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "ImageNet16-120")
+
+_ALIASES = {
+    "cifar10": "cifar10",
+    "cifar-10": "cifar10",
+    "cifar10-valid": "cifar10",
+    "cifar100": "cifar100",
+    "cifar-100": "cifar100",
+    "imagenet16-120": "ImageNet16-120",
+    "imagenet16_120": "ImageNet16-120",
+    "imagenet16": "ImageNet16-120",
+    "in16": "ImageNet16-120",
+}
+
+#: Per-channel normalisation, RGB order, for images scaled to [0, 1] (official loader values).
+MEAN: dict[str, tuple[float, float, float]] = {
+    "cifar10": (0.4914, 0.4822, 0.4465),
+    "cifar100": (0.4914, 0.4822, 0.4465),
+    "ImageNet16-120": (122.68 / 255, 116.66 / 255, 104.01 / 255),
+}
+STD: dict[str, tuple[float, float, float]] = {
+    "cifar10": (0.2023, 0.1994, 0.2010),
+    "cifar100": (0.2023, 0.1994, 0.2010),
+    "ImageNet16-120": (63.22 / 255, 61.26 / 255, 65.09 / 255),
+}
+NUM_CLASSES: dict[str, int] = {"cifar10": 10, "cifar100": 100, "ImageNet16-120": 120}
+#: Image side length of each benchmark dataset (the augmentation pads by side // 8).
+IMAGE_SIZE: dict[str, int] = {"cifar10": 32, "cifar100": 32, "ImageNet16-120": 16}
+
+#: Shipped sets: name -> (file under zcfast/assets/cifar, number of classes).
+SHIPPED: dict[str, tuple[str, int]] = {
+    "cifar10": ("cifar10_train_200_png_kaggle_raywu60kg.npz", 10),
+    "cifar10-train": ("cifar10_train_200_png_kaggle_raywu60kg.npz", 10),
+    "cifar10-test": ("cifar10_test_first20_png_foolbox.npz", 10),
+    "cifar100": ("cifar100_test_first20_png_foolbox.npz", 100),
+    "cifar100-test": ("cifar100_test_first20_png_foolbox.npz", 100),
+}
+#: The shipped set ``paper_batch`` uses for each ground-truth dataset when no data is given.
+_DEFAULT_DATA = {"cifar10": "cifar10", "cifar100": "cifar100", "ImageNet16-120": None}
+
+_IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+
+
+def canonical_dataset(name: str) -> str:
+    """Canonical ground-truth dataset name (``cifar10``, ``cifar100``, ``ImageNet16-120``).
+
+    Raises ValueError naming the unknown dataset and the known ones.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"dataset must be a string, got {type(name).__name__}")
+    key = name.strip().lower()
+    if key not in _ALIASES:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    return _ALIASES[key]
+
+
+def _check_arrays(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    if x.dtype != np.uint8:
+        raise ValueError(f"{where}: images must be uint8 [N, H, W, 3], got dtype {x.dtype}")
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"{where}: images must have shape [N, H, W, 3] (uint8 NHWC RGB), got {list(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{where}: the dataset holds no images")
+    if min(x.shape[1], x.shape[2]) < 4:
+        raise ValueError(f"{where}: images of {x.shape[1]}x{x.shape[2]} pixels are too small (need >= 4x4)")
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"{where}: labels must have shape [N] = [{x.shape[0]}] to match the images, got {list(y.shape)}"
+        )
+    if not np.issubdtype(y.dtype, np.integer):
+        if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+        else:
+            raise ValueError(f"{where}: labels must be integers, got dtype {y.dtype}")
+    if y.min() < 0:
+        raise ValueError(f"{where}: labels must be >= 0, found {int(y.min())}")
+    return np.ascontiguousarray(x), y.astype(np.int64)
+
+
+def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    if not zipfile.is_zipfile(path):  # np.load would otherwise try to unpickle it
+        raise ValueError(f"{path}: not a readable .npz file (not a zip archive)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            keys = set(f.files)
+            xk = "x" if "x" in keys else "images" if "images" in keys else None
+            yk = "y" if "y" in keys else "labels" if "labels" in keys else None
+            if xk is None or yk is None:
+                raise ValueError(
+                    f"{path}: an .npz dataset needs arrays 'x' (or 'images') and 'y' (or 'labels'); "
+                    f"found {sorted(keys)}"
+                )
+            x, y = f[xk], f[yk]
+            nc = int(f["num_classes"]) if "num_classes" in keys else None
+    except (OSError, EOFError) as exc:  # not an npz / corrupt zip
+        raise ValueError(f"{path}: not a readable .npz file ({exc})") from exc
+    x, y = _check_arrays(x, y, str(path))
+    if nc is None:
+        nc = int(y.max()) + 1
+    elif y.max() >= nc:
+        raise ValueError(f"{path}: label {int(y.max())} is out of range for num_classes={nc}")
+    return x, y, nc
+
+
+def _load_folder(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    try:
+        from PIL import Image
+    except ImportError as exc:  # pragma: no cover - pillow ships with matplotlib
+        raise ValueError("reading an image folder needs Pillow (pip install pillow)") from exc
+    classes = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise ValueError(f"{path}: an image-folder dataset needs one sub-folder per class; found none")
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    for label, cls in enumerate(classes):
+        for f in sorted((path / cls).iterdir()):
+            if f.suffix.lower() not in _IMAGE_EXTS or not f.is_file():
+                continue
+            try:
+                with Image.open(f) as im:
+                    arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            except Exception as exc:  # PIL raises many types for a bad file
+                raise ValueError(f"{f}: not a readable image ({exc})") from exc
+            if images and arr.shape != images[0].shape:
+                raise ValueError(
+                    f"{f}: image is {arr.shape[1]}x{arr.shape[0]}, but the others are "
+                    f"{images[0].shape[1]}x{images[0].shape[0]}; resize them to one size"
+                )
+            images.append(arr)
+            labels.append(label)
+    if not images:
+        raise ValueError(f"{path}: no images ({', '.join(sorted(_IMAGE_EXTS))}) in its class folders")
+    x, y = _check_arrays(np.stack(images), np.asarray(labels, dtype=np.int64), str(path))
+    return x, y, len(classes)
+
+
+def load_dataset(name_or_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, int]:
+    """Load a shipped sample or a user dataset.
+
+    Args:
+        name_or_path: a shipped name (``cifar10``, ``cifar10-test``, ``cifar100``; see
+            :data:`SHIPPED`), a ``.npz`` file, or an image folder (one sub-folder per class).
+
+    Returns:
+        ``(images, labels, num_classes)``: images uint8 ``[N, H, W, 3]`` (RGB), labels int64
+        ``[N]``, and the number of classes (``num_classes`` stored in the file, the number of
+        class folders, or ``max(label) + 1``).
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+        ValueError: wrong array names, shape, dtype or labels (the message names the problem).
+    """
+    if isinstance(name_or_path, str) and name_or_path.lower() in SHIPPED:
+        fname, nc = SHIPPED[name_or_path.lower()]
+        x, y, _ = _load_npz(ASSETS / fname)
+        return x, y, nc
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"dataset {str(name_or_path)!r} is neither a shipped set ({', '.join(SHIPPED)}) nor an existing path"
+        )
+    if path.is_dir():
+        return _load_folder(path)
+    if path.suffix.lower() != ".npz":
+        raise ValueError(f"{path}: a dataset file must be an .npz (uint8 NHWC 'x' and labels 'y')")
+    return _load_npz(path)
+
+
+def make_batch(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    seed: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    augment: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw ``batch_size`` distinct images at random and normalise them.
+
+    The draw uses ``torch.Generator().manual_seed(seed)``: a random permutation of the N images,
+    first ``batch_size`` taken; then (``augment``) per image a RandomCrop(H, padding=H//8) with
+    zero padding and a horizontal flip with probability 1/2, from the same generator.
+
+    Args:
+        images: uint8 ``[N, H, W, 3]``.
+        labels: int ``[N]``.
+    Returns:
+        ``x`` float32 ``[B, 3, H, W]`` normalised as ``(x/255 - mean) / std``, ``y`` int64 ``[B]``.
+    """
+    images, labels = _check_arrays(np.asarray(images), np.asarray(labels), "make_batch")
+    n = images.shape[0]
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size > n:
+        raise ValueError(f"batch_size {batch_size} is larger than the dataset ({n} images)")
+    g = torch.Generator().manual_seed(int(seed))
+    idx = torch.randperm(n, generator=g)[:batch_size]
+    x = torch.from_numpy(images[idx.numpy()]).permute(0, 3, 1, 2).contiguous()  # uint8 [B,3,H,W]
+    y = torch.from_numpy(labels[idx.numpy()]).long()
+    if augment:
+        b, _, h, w = x.shape
+        pad = max(1, h // 8)
+        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))  # zero fill, as torchvision
+        out = torch.empty_like(x)
+        tops = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+        lefts = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+        flips = torch.rand(b, generator=g) < 0.5
+        for i in range(b):
+            t, l = int(tops[i]), int(lefts[i])
+            crop = padded[i, :, t : t + h, l : l + w]
+            out[i] = crop.flip(-1) if bool(flips[i]) else crop
+        x = out
+    xf = x.float().div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (xf - m) / s, y
+
+
+def paper_batch(
+    dataset: str = "cifar10",
+    batch_size: int = 64,
+    seed: int = 42,
+    *,
+    data: str | os.PathLike | None = None,
+    augment: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's minibatch: ``batch_size`` random training images, seed 42, normalised.
+
+    Args:
+        dataset: ground-truth dataset (``cifar10``, ``cifar100``, ``ImageNet16-120``): chooses the
+            normalisation, the default images and the label range (10 / 100 / 120 classes).
+        batch_size: images in the batch (the paper: 64 for NB201).
+        seed: generator seed for the draw and the augmentation (the paper: 42).
+        data: images to draw from: a shipped name or a user dataset path
+            (see :func:`load_dataset`); default the shipped set of ``dataset``.
+        augment: apply the official training augmentation (random crop with padding + flip).
+
+    Returns:
+        ``x`` float32 ``[B, 3, H, W]`` and ``y`` int64 ``[B]``.
+
+    Raises:
+        ValueError: no shipped data for the dataset (ImageNet16-120), too few images (shipped
+            CIFAR-100 has 20), or labels outside ``[0, num_classes)`` of the dataset.
+    """
+    ds = canonical_dataset(dataset)
+    if data is None:
+        data = _DEFAULT_DATA[ds]
+        if data is None:
+            raise ValueError(
+                f"no {ds} images are shipped with zcfast; pass a dataset of "
+                f"{IMAGE_SIZE[ds]}x{IMAGE_SIZE[ds]} images with labels 0..{NUM_CLASSES[ds] - 1} "
+                "(an .npz or an image folder, e.g. --data PATH)"
+            )
+    images, labels, _ = load_dataset(data)
+    if batch_size > images.shape[0]:
+        hint = (
+            " (zcfast ships only 20 CIFAR-100 images: use batch_size <= 20 or pass a dataset)"
+            if data == "cifar100" else ""
+        )
+        raise ValueError(f"batch_size {batch_size} is larger than the {images.shape[0]} images of {str(data)!r}{hint}")
+    if labels.max() >= NUM_CLASSES[ds]:
+        raise ValueError(
+            f"label {int(labels.max())} in {str(data)!r} is out of range for {ds} "
+            f"({NUM_CLASSES[ds]} classes, labels 0..{NUM_CLASSES[ds] - 1})"
+        )
+    return make_batch(images, labels, batch_size, seed, MEAN[ds], STD[ds], augment=augment)
+
+
+def batch_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    """A short sha256 of a batch (its shape, dtype and values): identifies the batch in a run's config."""
+    h = hashlib.sha256()
+    xc = x.detach().cpu().contiguous()
+    h.update(f"{tuple(xc.shape)}|{xc.dtype}|".encode())
+    h.update(xc.numpy().tobytes())
+    h.update(y.detach().cpu().long().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
