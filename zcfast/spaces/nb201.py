@@ -145,16 +145,44 @@ def prune(arch: Sequence[str]) -> tuple[str, ...]:
     return tuple(op if live else "none" for op, live in zip(a, live_edges(a)))
 
 
-def canonical_expr(arch: Sequence[str]) -> str:
-    """The cell's function as a canonical expression (the basis of ``key``).
+def unique_str(arch: Sequence[str]) -> str:
+    """The benchmark's isomorphism-canonical text of a cell (exposed; ``key`` uses a coarsening).
 
-    Rule (documented, in the spirit of AutoDL-Projects' ``to_unique_str(consider_zero=True)``):
+    Same rule as NAS-Bench-201 / AutoDL-Projects ``Structure.to_unique_str(consider_zero=True)``,
+    which the benchmark uses to count 6,466 unique cells among the 15,625 (reimplemented): node 0
+    is ``0``; each incoming edge gives a term: ``#`` (zero) if the op is ``none`` or the source
+    node's text is exactly ``#``, the source's text for ``skip_connect``, else
+    ``(<source>)@<op>``; a node's text is its terms sorted and joined with ``+``. So the order
+    of equivalent paths into a node is irrelevant, identity edges are transparent, and ops
+    that only see a zero input are irrelevant. The output node's text is returned.
+    """
+    a = check_arch(arch)
+    nodes = ["0", "", "", ""]
+    for d in (1, 2, 3):
+        terms = []
+        for (s, dd), op in zip(EDGES, a):
+            if dd != d:
+                continue
+            if op == "none" or nodes[s] == "#":
+                terms.append("#")
+            elif op == "skip_connect":
+                terms.append(nodes[s])
+            else:
+                terms.append(f"({nodes[s]})@{op}")
+        nodes[d] = "+".join(sorted(terms))
+    return nodes[3]
+
+
+def canonical_expr(arch: Sequence[str]) -> str:
+    """The cell's function as a canonical expression (the basis of ``NB201Space.key``).
+
+    This is the basis of ``NB201Space.key``. Rule:
     node 0 is ``x``; a node is the sum of its incoming terms; ``none`` and any edge whose
     source node is identically zero contribute nothing (the benchmark treats an op applied
     to a zero node as zero); ``skip_connect`` contributes its source's terms unchanged
     (sums are flattened, being associative); any other op contributes ``op(<source>)``.
     Terms of a sum are sorted, so equivalent paths in any order give the same text. A node
-    with no terms is zero; the key of a cell whose output is zero is ``zero``. Edges that do
+    with no terms is zero; a cell whose output is zero gives ``zero``. Edges that do
     not reach the output never appear, so ops on dead edges are irrelevant.
     """
     a = check_arch(arch)
@@ -444,7 +472,15 @@ class NB201Space(SearchSpace):
         return parse_arch_str(text)
 
     def key(self, arch: Any) -> str:
-        """32-hex SHA-256 prefix of ``canonical_expr(arch)``: equal for functionally identical cells."""
+        """32-hex SHA-256 prefix of ``canonical_expr(arch)`` (stable across runs and machines).
+
+        Isomorphism rule: see ``canonical_expr``. It is a coarsening of the benchmark's own
+        notion (``unique_str``, 6,466 classes): every pair of cells the benchmark calls
+        isomorphic shares a key, and in addition ops on edges off every input→output path
+        never matter (``key(a) == key(prune(a))``), which the benchmark's text rule misses
+        for nodes that sum several zeros. 4,930 distinct keys over the 15,625 cells. Use
+        ``encode`` or ``index`` to tell isomorphic cells apart.
+        """
         return stable_digest("nb201:" + canonical_expr(arch))
 
     def to_choices(self, arch: Any) -> list[int]:
