@@ -1,0 +1,120 @@
+"""NAS search with zero-cost warmup and move proposal (issue #6; docs/search.md).
+
+Four families over any :class:`zcfast.spaces.SearchSpace`, with a budget counted in trained
+architectures:
+
+- ``random``: random search (warmup: train the proxy's best of a pool first);
+- ``evolution``: aging evolution with tournament selection (warmup: seed the population with
+  the proxy's best; move: train the proxy's best neighbour of the parent);
+- ``reinforce``: REINFORCE over the space's choices with a moving-average baseline (warmup:
+  pre-train the policy on the proxy's best);
+- ``brp``: binary-relation GCN predictor, trained iteratively (warmup: pre-train the predictor
+  on proxy rankings).
+
+Entry point::
+
+    result = zcfast.search.search(space, "evolution", budget=100, seed=0,
+                                  dataset="cifar10", warmup="synflow", warmup_pool=3000,
+                                  move="synflow")
+    result.records        # every trained architecture in order (JSON: result.to_json())
+    result.curve()        # best accuracy after each trained architecture [budget]
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .brp import brp
+from .common import (BenchmarkOracle, CallableOracle, ComputedProxy, Ledger, Oracle,
+                     ProxySource, SearchResult, TableOracle, TableProxy, TrainedRecord,
+                     load_score_table, make_oracle, make_proxy)
+from .evolution import evolution, propose_move
+from .random import random_search
+from .reinforce import reinforce
+
+ALGORITHMS: dict[str, Callable[..., SearchResult]] = {
+    "random": random_search,
+    "evolution": evolution,
+    "reinforce": reinforce,
+    "brp": brp,
+}
+_ALIASES = {"rs": "random", "ae": "evolution", "rea": "evolution", "aging-evolution": "evolution",
+            "rl": "reinforce", "bp": "brp", "brp-nas": "brp", "predictor": "brp"}
+#: Families that accept a zero-cost move proposal.
+MOVE_ALGORITHMS = ("evolution",)
+
+
+def available() -> list[str]:
+    """Algorithm names accepted by :func:`search`."""
+    return sorted(ALGORITHMS)
+
+
+def resolve_algo(name: str) -> str:
+    """Canonical algorithm name; unknown -> ValueError listing the available ones."""
+    if not isinstance(name, str):
+        raise ValueError(f"algorithm must be a name, got {name!r}")
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in ALGORITHMS:
+        raise ValueError(f"unknown search algorithm {name!r}; available: {available()}")
+    return key
+
+
+def search(space: Any, algo: str, budget: int, *, seed: int = 0,
+           oracle: Oracle | Callable[[Any], float] | None = None, dataset: str = "cifar10",
+           metric: str | None = None, warmup: Any = None, warmup_pool: int | None = None,
+           move: Any = None, move_explore: float | None = None, store: Any = None,
+           proxy_seed: int = 42, proxy_column: str | None = None,
+           on_train: Callable[[TrainedRecord], None] | None = None,
+           **options: Any) -> SearchResult:
+    """Run one search.
+
+    Args:
+        space: a SearchSpace or its name (``zcfast.spaces.get``).
+        algo: ``random`` | ``evolution`` | ``reinforce`` | ``brp`` (aliases: rs, ae, rl, bp).
+        budget: number of architectures the oracle may train.
+        seed: the run's seed; a run is deterministic given it.
+        oracle: an :class:`Oracle` or callable ``arch -> accuracy``; default the benchmark
+            lookup ``space.ground_truth(arch, dataset, metric)``.
+        warmup / move: proxy specs for :func:`make_proxy` (registered proxy name, score-table
+            path, mapping or ProxySource); ``None`` disables them. ``move`` only applies to
+            evolution.
+        warmup_pool: architectures scored by the warmup (default per family: 3,000; brp: 256 on
+            NB201, 512 on NB101).
+        store: a ``zcfast.store.ResultStore`` caching computed proxy scores.
+        options: family-specific options (population, tournament, lr, hidden, ...).
+    """
+    if isinstance(space, str):
+        from zcfast import spaces
+        space = spaces.get(space)
+    name = resolve_algo(algo)
+    if move is not None and name not in MOVE_ALGORITHMS:
+        raise ValueError(f"zero-cost move proposal applies to {list(MOVE_ALGORITHMS)}, not {name!r}")
+    warm = make_proxy(warmup, space, dataset, store, proxy_seed, proxy_column)
+    mv = warm if (move is not None and move == warmup and warm is not None) else \
+        make_proxy(move, space, dataset, store, proxy_seed, proxy_column)
+    kwargs: dict[str, Any] = dict(options)
+    if warm is not None:
+        kwargs["warmup"] = warm
+        if warmup_pool is not None:
+            kwargs["warmup_pool"] = warmup_pool
+    elif warmup_pool is not None:
+        kwargs["warmup_pool"] = warmup_pool   # harmless without warmup; recorded nowhere
+    if mv is not None:
+        kwargs["move"] = mv
+        if move_explore is not None:
+            kwargs["move_explore"] = move_explore
+    try:
+        fn = ALGORITHMS[name]
+        result = fn(space, make_oracle(space, oracle, dataset, metric), budget, seed=seed,
+                    on_train=on_train, **kwargs)
+    except TypeError as exc:
+        if "unexpected keyword" in str(exc):
+            raise ValueError(f"{name}: {exc}") from exc
+        raise
+    result.config.update({"space": space.name, "dataset": dataset, "metric": metric})
+    return result
+
+
+__all__ = ["ALGORITHMS", "BenchmarkOracle", "CallableOracle", "ComputedProxy", "Ledger",
+           "MOVE_ALGORITHMS", "Oracle", "ProxySource", "SearchResult", "TableOracle", "TableProxy",
+           "TrainedRecord", "available", "brp", "evolution", "load_score_table", "make_oracle",
+           "make_proxy", "propose_move", "random_search", "reinforce", "resolve_algo", "search"]

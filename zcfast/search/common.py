@@ -1,0 +1,526 @@
+"""Shared machinery of the search algorithms: training oracle, budget ledger, proxy sources.
+
+Budget accounting (issue #6):
+
+- scoring architectures with a zero-cost proxy (warmup pool, move proposal) costs no training
+  budget; it is counted separately in ``SearchResult.proxy_evaluations``;
+- each architecture handed to the training oracle for the first time costs one unit of budget,
+  whether the oracle succeeds, raises or returns NaN (the error is recorded, the search goes on);
+- asking for an architecture that was already trained (same ``space.key``) is a free lookup of
+  the recorded accuracy.
+
+Every trained architecture is logged in order as a :class:`TrainedRecord`.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+import os
+import random as _random
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+Arch = Hashable
+
+# Paper defaults shared by several families (see docs/search.md for the citations).
+DEFAULT_MOVE_EXPLORE = 0.25
+MAX_CONSECUTIVE_LOOKUPS = 2000
+
+
+class BudgetExhausted(Exception):
+    """Raised by :meth:`Ledger.train` when no training budget is left."""
+
+
+class SearchStalled(Exception):
+    """Raised when an algorithm keeps proposing already-trained architectures."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Training oracles
+# ---------------------------------------------------------------------------------------------
+
+class Oracle(ABC):
+    """Trains (or looks up) one architecture and returns its accuracy (%)."""
+
+    name: str = "oracle"
+
+    @abstractmethod
+    def __call__(self, arch: Arch) -> float:
+        ...
+
+
+class BenchmarkOracle(Oracle):
+    """Benchmark lookup through ``space.ground_truth(arch, dataset, metric)``.
+
+    Lookups are memoised per architecture key, so repeated experiments stay cheap.
+    """
+
+    def __init__(self, space: Any, dataset: str = "cifar10", metric: str | None = None) -> None:
+        self.space = space
+        self.dataset = dataset
+        self.metric = metric
+        self.name = f"benchmark:{space.name}:{dataset}" + (f":{metric}" if metric else "")
+        self._cache: dict[str, float] = {}
+
+    def __call__(self, arch: Arch) -> float:
+        key = self.space.key(arch)
+        if key not in self._cache:
+            if self.metric is None:
+                value = self.space.ground_truth(arch, self.dataset)
+            else:
+                value = self.space.ground_truth(arch, self.dataset, self.metric)
+            self._cache[key] = float(value)
+        return self._cache[key]
+
+
+class TableOracle(Oracle):
+    """Accuracy looked up in a mapping ``space.encode(arch) -> accuracy``."""
+
+    def __init__(self, space: Any, table: Mapping[str, float], name: str = "table") -> None:
+        self.space = space
+        self.table = dict(table)
+        self.name = name
+
+    def __call__(self, arch: Arch) -> float:
+        text = self.space.encode(arch)
+        if text not in self.table:
+            raise KeyError(f"architecture {text!r} is not in the accuracy table {self.name!r}")
+        return float(self.table[text])
+
+
+class CallableOracle(Oracle):
+    """A user function ``arch -> accuracy`` (e.g. one that really trains the network)."""
+
+    def __init__(self, fn: Callable[[Arch], float], name: str | None = None) -> None:
+        if not callable(fn):
+            raise ValueError(f"trainer must be callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "trainer")
+
+    def __call__(self, arch: Arch) -> float:
+        return float(self.fn(arch))
+
+
+def make_oracle(space: Any, oracle: Oracle | Callable[[Arch], float] | None = None,
+                dataset: str = "cifar10", metric: str | None = None) -> Oracle:
+    """An :class:`Oracle` from an oracle, a user callable, or (``None``) the benchmark lookup."""
+    if isinstance(oracle, Oracle):
+        return oracle
+    if oracle is None:
+        return BenchmarkOracle(space, dataset, metric)
+    return CallableOracle(oracle)
+
+
+# ---------------------------------------------------------------------------------------------
+# Proxy sources
+# ---------------------------------------------------------------------------------------------
+
+class ProxySource(ABC):
+    """Zero-cost scores of architectures (larger = predicted better). Costs no training budget."""
+
+    name: str = "proxy"
+
+    def __init__(self) -> None:
+        self.evaluations = 0          # scores requested (lookups or computations)
+
+    @abstractmethod
+    def _scores(self, archs: Sequence[Arch]) -> list[float]:
+        ...
+
+    def scores(self, archs: Sequence[Arch]) -> np.ndarray:
+        """Scores of ``archs`` -> float64 array ``[len(archs)]``; NaN where scoring failed."""
+        self.evaluations += len(archs)
+        return np.asarray(self._scores(list(archs)), dtype=np.float64)
+
+
+class TableProxy(ProxySource):
+    """A precomputed score table ``space.encode(arch) -> score``."""
+
+    def __init__(self, space: Any, table: Mapping[str, float], name: str = "table") -> None:
+        super().__init__()
+        if not table:
+            raise ValueError(f"score table {name!r} is empty")
+        self.space = space
+        self.table = {str(k): float(v) for k, v in table.items()}
+        self.name = name
+
+    def _scores(self, archs: Sequence[Arch]) -> list[float]:
+        out = []
+        for arch in archs:
+            text = self.space.encode(arch)
+            if text not in self.table:
+                raise ValueError(f"architecture {text!r} is not in score table {self.name!r}")
+            out.append(self.table[text])
+        return out
+
+    @classmethod
+    def from_file(cls, space: Any, path: str, column: str | None = None) -> "TableProxy":
+        """Load a CSV (optionally ``.gz``) with an ``arch_str`` column and a score column.
+
+        ``column`` picks the score column; by default the only column besides
+        ``index``/``arch_str``/``arch_key``/``error``/``seconds``.
+        """
+        table = load_score_table(path, column)
+        name = os.path.basename(path)
+        return cls(space, table, name=f"{name}:{column}" if column else name)
+
+
+def load_score_table(path: str, column: str | None = None) -> dict[str, float]:
+    """Read ``arch_str -> score`` from a CSV / CSV.gz file (see :meth:`TableProxy.from_file`)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"score table {path!r} does not exist")
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields = reader.fieldnames or []
+        if "arch_str" not in fields:
+            raise ValueError(f"score table {path!r} has no 'arch_str' column (columns: {fields})")
+        if column is None:
+            extra = [f for f in fields
+                     if f not in ("index", "arch_str", "arch_key", "error", "seconds")]
+            if len(extra) != 1:
+                raise ValueError(f"score table {path!r} has score columns {extra}: "
+                                 "say which one to use")
+            column = extra[0]
+        elif column not in fields:
+            raise ValueError(f"score table {path!r} has no column {column!r} (columns: {fields})")
+        table: dict[str, float] = {}
+        for row in reader:
+            value = row[column]
+            table[row["arch_str"]] = float(value) if value not in ("", None) else math.nan
+    return table
+
+
+class ComputedProxy(ProxySource):
+    """A registered zcfast proxy computed with ``zcfast.score_arch`` and cached per architecture.
+
+    Scores are memoised in memory and, when ``store`` is given, in the shared
+    :class:`zcfast.store.ResultStore` under the run config returned by :meth:`store_config`
+    (the same kind of config the correlation study uses), so a later search, correlation or
+    scan reuses them.
+    """
+
+    def __init__(self, space: Any, proxy: str, dataset: str = "cifar10", seed: int = 42,
+                 batch_size: int | None = None, store: Any = None, device: str = "cpu",
+                 inputs: Any = None, targets: Any = None, num_classes: int | None = None) -> None:
+        super().__init__()
+        self.space = space
+        self.proxy = proxy
+        self.name = proxy
+        self.dataset = dataset
+        self.seed = seed
+        self.device = device
+        self.batch_size = batch_size or (64 if space.name == "nb201" else 256)
+        self._inputs = inputs
+        self._targets = targets
+        self.num_classes = num_classes
+        self.store = store
+        self._run_id: str | None = None
+        self._cache: dict[str, float] = {}
+        self.computed = 0              # architectures actually scored (not cache hits)
+
+    def store_config(self) -> dict[str, Any]:
+        return {"space": self.space.name, "dataset": self.dataset, "batch": "paper",
+                "batch_size": self.batch_size, "seed": self.seed, "proxies": [self.proxy]}
+
+    def _batch(self) -> tuple[Any, Any]:
+        if self._inputs is None:
+            from zcfast.data import paper_batch
+            self._inputs, self._targets = paper_batch(self.dataset, self.batch_size, self.seed)
+        if self.num_classes is None:
+            self.num_classes = {"cifar100": 100, "imagenet16_120": 120,
+                                "ImageNet16-120": 120}.get(self.dataset, 10)
+        return self._inputs, self._targets
+
+    def _load_store(self) -> None:
+        if self.store is None or self._run_id is not None:
+            return
+        self._run_id = self.store.run_id(self.store_config())
+        for row in self.store.rows(self._run_id):
+            value = row.values.get(self.proxy, math.nan) if row.error is None else math.nan
+            self._cache[row.arch_key] = float(value)
+
+    def _scores(self, archs: Sequence[Arch]) -> list[float]:
+        import zcfast
+        self._load_store()
+        out, new_rows = [], []
+        for arch in archs:
+            key = self.space.key(arch)
+            if key not in self._cache:
+                inputs, targets = self._batch()
+                t0 = time.perf_counter()
+                error = None
+                try:
+                    values = zcfast.score_arch(self.space, arch, inputs, targets, [self.proxy],
+                                               seed=self.seed, num_classes=self.num_classes,
+                                               device=self.device)
+                    value = float(values[self.proxy])
+                except (RuntimeError, ValueError, FloatingPointError) as exc:
+                    value, values, error = math.nan, {}, f"{type(exc).__name__}: {exc}"
+                self.computed += 1
+                self._cache[key] = value
+                if self.store is not None:
+                    from zcfast.store import ScoreRow
+                    new_rows.append(ScoreRow(key, self.space.encode(arch),
+                                             {self.proxy: value} if error is None else {},
+                                             error, time.perf_counter() - t0))
+            out.append(self._cache[key])
+        if new_rows:
+            self.store.put_many(self._run_id, new_rows)
+        return out
+
+
+def make_proxy(spec: Any, space: Any, dataset: str = "cifar10", store: Any = None,
+               seed: int = 42, column: str | None = None, device: str = "cpu") -> ProxySource | None:
+    """A :class:`ProxySource` from a spec.
+
+    ``spec`` may be ``None`` (no proxy), a :class:`ProxySource`, a mapping ``arch_str -> score``,
+    a path to a score table (CSV / CSV.gz with an ``arch_str`` column), or the name of a proxy
+    registered in ``zcfast.available_proxies()``. Anything else -> ``ValueError``.
+    """
+    if spec is None:
+        return None
+    if isinstance(spec, ProxySource):
+        return spec
+    if isinstance(spec, Mapping):
+        return TableProxy(space, spec)
+    if not isinstance(spec, str):
+        raise ValueError(f"proxy must be a name, a score-table path or a mapping, got {spec!r}")
+    if os.path.exists(spec) or spec.endswith((".csv", ".csv.gz")):
+        return TableProxy.from_file(space, spec, column)
+    try:
+        import zcfast
+        available = list(zcfast.available_proxies())
+    except (ImportError, AttributeError):
+        available = []
+    if spec in available:
+        return ComputedProxy(space, spec, dataset=dataset, seed=seed, store=store, device=device)
+    raise ValueError(f"unknown proxy {spec!r}: expected one of {sorted(available)} "
+                     "or the path of a score table (CSV with arch_str and score columns)")
+
+
+def rank_order(scores: np.ndarray) -> np.ndarray:
+    """Indices sorting ``scores`` best first; NaN ranks last; ties keep the input order."""
+    keyed = np.where(np.isnan(scores), -np.inf, scores)
+    return np.argsort(-keyed, kind="stable")
+
+
+# ---------------------------------------------------------------------------------------------
+# Records, ledger and results
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainedRecord:
+    """One architecture handed to the training oracle (one unit of budget)."""
+
+    step: int                   # 1-based position in training order
+    arch_str: str               # space.encode(arch)
+    arch_key: str               # space.key(arch)
+    accuracy: float             # NaN when the oracle failed
+    best_accuracy: float        # best accuracy among records 1..step (NaN while none valid)
+    source: str                 # how it was chosen: "random", "warmup", "mutation", "move", ...
+    proxy_score: float | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("accuracy", "best_accuracy", "proxy_score"):
+            if isinstance(d[k], float) and math.isnan(d[k]):
+                d[k] = None
+        return d
+
+
+class Ledger:
+    """Budget accounting and the log of trained architectures for one search run."""
+
+    def __init__(self, space: Any, oracle: Oracle, budget: int,
+                 on_train: Callable[[TrainedRecord], None] | None = None,
+                 max_consecutive_lookups: int = MAX_CONSECUTIVE_LOOKUPS) -> None:
+        if not isinstance(budget, (int, np.integer)) or budget < 1:
+            raise ValueError(f"budget must be a positive number of trained architectures, got {budget!r}")
+        self.space = space
+        self.oracle = oracle
+        self.budget = int(budget)
+        self.on_train = on_train
+        self.records: list[TrainedRecord] = []
+        self.lookups = 0
+        self._acc: dict[str, float] = {}
+        self._arch: dict[str, Arch] = {}
+        self._consecutive_lookups = 0
+        self.max_consecutive_lookups = max_consecutive_lookups
+        self.best_arch: Arch | None = None
+        self.best_accuracy = math.nan
+        size = space.size()
+        self.space_size = int(size) if size is not None else None
+
+    @property
+    def used(self) -> int:
+        return len(self.records)
+
+    @property
+    def remaining(self) -> int:
+        return self.budget - self.used
+
+    @property
+    def done(self) -> bool:
+        """No budget left, or every architecture of a finite space trained."""
+        return self.remaining <= 0 or (self.space_size is not None and self.used >= self.space_size)
+
+    def seen(self, arch: Arch) -> bool:
+        return self.space.key(arch) in self._acc
+
+    def accuracy(self, arch: Arch) -> float | None:
+        """Recorded accuracy of an already-trained architecture (free), else ``None``."""
+        return self._acc.get(self.space.key(arch))
+
+    def train(self, arch: Arch, source: str, proxy_score: float | None = None) -> float:
+        """Accuracy of ``arch``: a free lookup if already trained, else one unit of budget.
+
+        Oracle exceptions and non-finite results give NaN, recorded with the error.
+        """
+        key = self.space.key(arch)
+        if key in self._acc:
+            self.lookups += 1
+            self._consecutive_lookups += 1
+            if self._consecutive_lookups > self.max_consecutive_lookups:
+                raise SearchStalled(f"{self._consecutive_lookups} consecutive proposals were "
+                                    "already trained")
+            return self._acc[key]
+        if self.remaining <= 0:
+            raise BudgetExhausted(f"training budget of {self.budget} architectures used up")
+        self._consecutive_lookups = 0
+        t0 = time.perf_counter()
+        error = None
+        try:
+            acc = float(self.oracle(arch))
+            if not math.isfinite(acc):
+                error = f"trainer returned a non-finite accuracy ({acc})"
+                acc = math.nan
+        except Exception as exc:  # noqa: BLE001 -- a user trainer may raise anything; recorded
+            acc, error = math.nan, f"{type(exc).__name__}: {exc}"
+        seconds = time.perf_counter() - t0
+        self._acc[key] = acc
+        self._arch[key] = arch
+        if not math.isnan(acc) and (math.isnan(self.best_accuracy) or acc > self.best_accuracy):
+            self.best_accuracy, self.best_arch = acc, arch
+        record = TrainedRecord(step=len(self.records) + 1, arch_str=self.space.encode(arch),
+                               arch_key=key, accuracy=acc, best_accuracy=self.best_accuracy,
+                               source=source,
+                               proxy_score=None if proxy_score is None else float(proxy_score),
+                               error=error, seconds=seconds)
+        self.records.append(record)
+        if self.on_train is not None:
+            self.on_train(record)
+        return acc
+
+
+def fitness(acc: float) -> float:
+    """Selection value of an accuracy: failed trainings (NaN) lose every comparison."""
+    return -math.inf if acc is None or math.isnan(acc) else acc
+
+
+@dataclass
+class SearchResult:
+    """Outcome of one search run."""
+
+    algo: str
+    seed: int
+    budget: int
+    records: list[TrainedRecord]
+    best_arch_str: str | None
+    best_accuracy: float
+    proxy_evaluations: int
+    lookups: int
+    stalled: bool = False
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def trained(self) -> int:
+        return len(self.records)
+
+    def curve(self, length: int | None = None) -> np.ndarray:
+        """Best accuracy after each trained architecture -> ``[length]`` (default: budget).
+
+        Entries past the last trained architecture repeat the final value; NaN before the
+        first successful training.
+        """
+        length = self.budget if length is None else length
+        out = np.full(length, np.nan)
+        best = [r.best_accuracy for r in self.records[:length]]
+        out[:len(best)] = best
+        if best and len(best) < length:
+            out[len(best):] = best[-1]
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"algo": self.algo, "seed": self.seed, "budget": self.budget,
+                "trained": self.trained, "lookups": self.lookups,
+                "proxy_evaluations": self.proxy_evaluations, "stalled": self.stalled,
+                "best_arch_str": self.best_arch_str,
+                "best_accuracy": None if math.isnan(self.best_accuracy) else self.best_accuracy,
+                "config": self.config, "records": [r.to_json() for r in self.records]}
+
+
+def finish(algo: str, seed: int, ledger: Ledger, proxies: Iterable[ProxySource | None],
+           config: dict[str, Any], stalled: bool = False) -> SearchResult:
+    """Package a ledger as a :class:`SearchResult`."""
+    seen: set[int] = set()
+    evals = 0
+    for p in proxies:
+        if p is not None and id(p) not in seen:
+            seen.add(id(p))
+            evals += p.evaluations
+    best = ledger.best_arch
+    return SearchResult(algo=algo, seed=seed, budget=ledger.budget, records=list(ledger.records),
+                        best_arch_str=None if best is None else ledger.space.encode(best),
+                        best_accuracy=ledger.best_accuracy, proxy_evaluations=evals,
+                        lookups=ledger.lookups, stalled=stalled, config=config)
+
+
+def sample_pool(space: Any, n: int, rng: _random.Random) -> list[Arch]:
+    """``n`` distinct architectures (by ``space.key``) drawn uniformly; the whole space if smaller."""
+    if n < 1:
+        raise ValueError(f"warmup pool must hold at least one architecture, got {n}")
+    size = space.size()
+    if size is not None and size <= n:
+        pool = list(space.enumerate())
+        rng.shuffle(pool)
+        return pool
+    pool, keys = [], set()
+    attempts = 0
+    while len(pool) < n:
+        arch = space.sample(rng)
+        attempts += 1
+        key = space.key(arch)
+        if key not in keys:
+            keys.add(key)
+            pool.append(arch)
+        elif attempts > 50 * n:
+            raise ValueError(f"could not draw {n} distinct architectures from {space.name}")
+    return pool
+
+
+def make_rngs(seed: int) -> tuple[_random.Random, np.random.Generator]:
+    """The run's Python RNG (for space sampling/mutation) and numpy Generator."""
+    if not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    return _random.Random(int(seed)), np.random.default_rng(int(seed))
+
+
+def warmup_ranking(space: Any, proxy: ProxySource, pool_size: int,
+                   rng: _random.Random) -> tuple[list[Arch], np.ndarray]:
+    """Zero-cost warmup: score a pool of ``pool_size`` random architectures with ``proxy``.
+
+    Returns the pool sorted best first and its scores ``[pool_size]`` in that order (NaN
+    last). Costs no training budget.
+    """
+    pool = sample_pool(space, pool_size, rng)
+    scores = proxy.scores(pool)
+    order = rank_order(scores)
+    return [pool[i] for i in order], scores[order]
