@@ -1,0 +1,569 @@
+"""The paper's correlation study (Abdelfattah et al., ICLR 2021, Table 1 and Figure 1).
+
+Score a sample (or all) of a search space's architectures with zero-cost proxies on one real
+minibatch, join with the benchmark's ground truth, and report per proxy Spearman ρ, Kendall τ,
+ρ/τ within the top 10 % by accuracy, the top-10 % overlap, the paper's pairwise vote agreement
+and seconds per architecture, beside the paper's numbers and a reduced-training baseline.
+
+Resumability: every score is written to a :class:`zcfast.store.ResultStore` as it is computed
+(buffered at most :data:`FLUSH_SECONDS` seconds). Each proxy has its own run in the store,
+identified by everything that determines its value (space, proxy, batch fingerprint, number
+of classes, init seed, device type), and rows are keyed by the architecture's canonical text
+(one row per benchmark entry, as the paper scores every entry, isomorphic ones included). So:
+
+- an interrupted study continues where it stopped, recomputing nothing that was stored;
+- a larger ``n`` with the same ``seed`` extends a smaller one (the sample is a prefix of one
+  seeded permutation of the space), and a study of another subset or with other proxies
+  reuses every score already stored (e.g. ``synflow`` over all 15,625 NB201 entries, then all
+  proxies on 1,000 of them, scores synflow on none of the 1,000 again).
+
+Architectures missing several proxies are scored by one ``score_arch`` call (shared passes);
+the per-proxy time is measured separately, each proxy alone, on the first ``time_sample``
+architectures of the sample.
+
+Example::
+
+    res = zcfast.correlate.correlate("nb201", "cifar10", proxies="all", n=1000, seed=0,
+                                      out="runs/c10")
+    print(zcfast.correlate.format_table(res.summary))
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from . import data as zdata
+from . import metrics
+
+__all__ = [
+    "PAPER_PROXIES",
+    "VOTE_PROXIES",
+    "PAPER_SPEARMAN",
+    "PAPER_VOTE",
+    "StudyResult",
+    "resolve_proxies",
+    "sample_archs",
+    "correlate",
+    "summarize",
+    "format_table",
+    "write_outputs",
+]
+
+#: The paper's six proxies, in its Table 1 order.
+PAPER_PROXIES: tuple[str, ...] = ("grad_norm", "snip", "grasp", "fisher", "synflow", "jacob_cov")
+#: The proxies of the paper's vote.
+VOTE_PROXIES: tuple[str, ...] = ("synflow", "jacob_cov", "snip")
+#: |Spearman ρ| over all 15,625 NB201 architectures, paper Table 1 (official notebook output).
+PAPER_SPEARMAN: dict[str, dict[str, float]] = {
+    "cifar10": {"grad_norm": 0.594, "snip": 0.596, "grasp": 0.514, "fisher": 0.360, "synflow": 0.737, "jacob_cov": 0.731},
+    "cifar100": {"grad_norm": 0.637, "snip": 0.637, "grasp": 0.547, "fisher": 0.385, "synflow": 0.763, "jacob_cov": 0.704},
+    "ImageNet16-120": {"grad_norm": 0.578, "snip": 0.578, "grasp": 0.549, "fisher": 0.327, "synflow": 0.751, "jacob_cov": 0.701},
+}
+#: The paper's pairwise vote agreement (synflow, jacob_cov, snip), official notebook output.
+PAPER_VOTE: dict[str, float] = {"cifar10": 0.8170822831897641, "cifar100": 0.8323757385510576,
+                                "ImageNet16-120": 0.8131110314104887}
+#: Reduced-training baselines per (space, dataset): (label, accuracy metric, cost metric, cost unit).
+BASELINES: dict[tuple[str, str], list[tuple[str, str, str, str]]] = {
+    ("nb201", "cifar10"): [("train_12ep", "hp12_valacc", "hp12_cost", "s of training (benchmark record)")],
+}
+#: Longest time (s) a computed score waits in memory before it is committed to the store.
+FLUSH_SECONDS: float = 2.0
+
+ScoreFn = Callable[..., Mapping[str, float]]
+
+
+@dataclass
+class StudyResult:
+    """What :func:`correlate` computed.
+
+    Attributes:
+        archs: canonical text of each studied architecture, ``[n]``, in sample order.
+        index: benchmark index of each architecture (``-1`` when the space has none), ``[n]``.
+        acc: ground-truth accuracy ``[n]`` (NaN where the benchmark has none).
+        scores: proxy -> ``[n]`` float64 scores (NaN where scoring failed or gave NaN).
+        errors: proxy -> ``[n]`` error text (``""`` when none).
+        baselines: label -> (accuracy ``[n]``, cost ``[n]``) of each reduced-training baseline.
+        seconds: ``[n]`` wall seconds of the ``score_arch`` call that produced each
+            architecture's scores (0 for rows scored by an earlier study with other proxies).
+        summary: the JSON summary (see :func:`summarize`).
+        files: output name -> path (when ``out`` was given).
+    """
+
+    archs: list[str]
+    index: np.ndarray
+    acc: np.ndarray
+    scores: dict[str, np.ndarray]
+    errors: dict[str, list[str]]
+    baselines: dict[str, tuple[np.ndarray, np.ndarray]]
+    seconds: np.ndarray
+    summary: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------
+# inputs
+# ------------------------------------------------------------------------------------------
+def _available_proxies() -> list[str]:
+    import zcfast
+
+    return list(zcfast.available_proxies())
+
+
+def resolve_proxies(spec: str | Sequence[str], available: Sequence[str] | None = None) -> list[str]:
+    """Proxy names from ``"all"`` (the paper's six), ``"a,b"`` or a list; unknown -> ValueError."""
+    avail = list(available) if available is not None else _available_proxies()
+    if isinstance(spec, str):
+        names = list(PAPER_PROXIES) if spec.strip().lower() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    else:
+        names = [str(s) for s in spec]
+    if not names:
+        raise ValueError("no proxies given; use 'all' or a comma-separated list")
+    unknown = [p for p in names if p not in avail]
+    if unknown:
+        raise ValueError(f"unknown proxy {', '.join(map(repr, unknown))}; available: {', '.join(sorted(avail))}")
+    out: list[str] = []
+    for p in names:
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def sample_archs(space: Any, n: int | None, seed: int) -> list[Any]:
+    """``n`` distinct architectures drawn uniformly without replacement (``None``: all).
+
+    For a finite space the sample is the first ``n`` of ``random.Random(seed).shuffle`` of the
+    enumeration, so a larger ``n`` extends a smaller one with the same seed. ``n=None`` returns
+    the whole space in enumeration (benchmark index) order. Infinite spaces are sampled with
+    ``space.sample`` and de-duplicated by canonical text.
+    """
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ValueError(f"n must be a positive integer or 'all', got {n!r}")
+    size = space.size()
+    if size is not None:
+        every = list(space.enumerate())
+        if n is None:
+            return every
+        if n > len(every):
+            raise ValueError(f"n={n} is larger than the {space.name} space ({len(every)} architectures); use --n all")
+        order = list(range(len(every)))
+        random.Random(seed).shuffle(order)
+        return [every[i] for i in order[:n]]
+    if n is None:
+        raise ValueError(f"the {space.name} space is infinite: give a sample size n")
+    rng = random.Random(seed)
+    seen: dict[str, Any] = {}
+    tries = 0
+    while len(seen) < n:
+        a = space.sample(rng)
+        seen.setdefault(space.encode(a), a)
+        tries += 1
+        if tries > 100 * n:
+            raise ValueError(f"could not draw {n} distinct architectures from {space.name}")
+    return list(seen.values())
+
+
+def _default_score_fn(space: Any, arch: Any, inputs: torch.Tensor, targets: torch.Tensor,
+                      proxies: Sequence[str], seed: int, num_classes: int, device: str) -> Mapping[str, float]:
+    import zcfast
+
+    return zcfast.score_arch(space, arch, inputs, targets, list(proxies), seed=seed,
+                             num_classes=num_classes, device=device)
+
+
+# ------------------------------------------------------------------------------------------
+# scoring with the store
+# ------------------------------------------------------------------------------------------
+class _Writer:
+    """Buffers ScoreRows per run and commits them at most FLUSH_SECONDS after they were made."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.buf: dict[str, list[Any]] = {}
+        self.last = time.monotonic()
+
+    def add(self, run_id: str, row: Any) -> None:
+        self.buf.setdefault(run_id, []).append(row)
+        if time.monotonic() - self.last >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        for rid, rows in self.buf.items():
+            if rows:
+                self.store.put_many(rid, rows)
+        self.buf = {}
+        self.last = time.monotonic()
+
+
+def _float(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def correlate(
+    space: str | Any = "nb201",
+    dataset: str = "cifar10",
+    proxies: str | Sequence[str] = "all",
+    n: int | None = 1000,
+    seed: int = 0,
+    *,
+    out: str | os.PathLike | None = None,
+    store: str | os.PathLike | None = None,
+    data: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    batch_seed: int = 42,
+    augment: bool = True,
+    init_seed: int = 42,
+    metric: str = "test",
+    device: str = "cpu",
+    nan_policy: str = "omit",
+    time_sample: int = 5,
+    progress: bool = True,
+    score_fn: ScoreFn | None = None,
+    plots: bool = True,
+) -> StudyResult:
+    """Run the correlation study; see the module docstring.
+
+    Args:
+        space: a space name (``zcfast.spaces.get``) or a SearchSpace.
+        dataset: ground-truth dataset: ``cifar10``, ``cifar100``, ``ImageNet16-120``; also sets
+            the number of classes of the scored networks (10 / 100 / 120) and the normalisation.
+        proxies: ``"all"`` (the paper's six), a comma-separated string or a list.
+        n: architectures to study (uniform without replacement, ``seed``); ``None`` = all.
+        seed: sampling seed.
+        out: directory for ``scores.csv``, ``summary.json``, ``table.txt`` and PNG plots (and
+            the default store ``results.sqlite``); None writes nothing but the store.
+        store: result store path (default ``out/results.sqlite``; one of them is required).
+        data: images for the batch (shipped name or user dataset path); default the shipped
+            set of ``dataset`` (see :func:`zcfast.data.paper_batch`).
+        batch_size, batch_seed, augment: the batch (paper: 64, 42, augmented).
+        init_seed: seed of the per-architecture initialisation (``zcfast.proxies.arch_seed``).
+        metric: ground-truth metric of ``space.ground_truth`` (NB201: ``test`` = 200-epoch test
+            accuracy, ``test_robot``, ``valid``, ...).
+        device: ``cpu`` or ``cuda``.
+        nan_policy: how NaN scores are ranked (:mod:`zcfast.metrics`).
+        time_sample: architectures on which each proxy is timed alone (0: skip).
+        progress: show a tqdm progress bar (rate, ETA) on stderr.
+        score_fn: scorer with ``score_arch``'s signature (default ``zcfast.score_arch``).
+        plots: write the PNG plots (needs matplotlib).
+
+    Returns:
+        :class:`StudyResult`.
+
+    Raises:
+        ValueError / FileNotFoundError: bad space, dataset, proxy, metric, data or store, all
+        checked before the store is opened or written.
+    """
+    from . import spaces
+    from .store import ResultStore, ScoreRow
+
+    # ---- validate everything before touching the store
+    sp = spaces.get(space) if isinstance(space, str) else space
+    ds = zdata.canonical_dataset(dataset)
+    if nan_policy not in metrics.NAN_POLICIES:
+        raise ValueError(f"unknown nan_policy {nan_policy!r}; known: {', '.join(metrics.NAN_POLICIES)}")
+    names = resolve_proxies(proxies)
+    if out is None and store is None:
+        raise ValueError("give an output directory (out) or a store path")
+    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise ValueError(f"unknown device {device!r}; use cpu or cuda")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but torch.cuda.is_available() is False")
+    archs = sample_archs(sp, n, seed)
+    acc = np.array([sp.ground_truth(a, ds, metric) for a in archs], dtype=np.float64)
+    gt_column = None
+    if sp.name == "nb201":
+        from .spaces import nb201
+
+        gt_column = nb201.column_for(ds, metric)
+    base_specs = BASELINES.get((sp.name, ds), [])
+    baselines = {
+        label: (np.array([sp.ground_truth(a, ds, m) for a in archs], dtype=np.float64),
+                np.array([sp.ground_truth(a, ds, c) for a in archs], dtype=np.float64))
+        for label, m, c, _ in base_specs
+    }
+    x, y = zdata.paper_batch(ds, batch_size, batch_seed, data=data, augment=augment)
+    num_classes = zdata.NUM_CLASSES[ds]
+    fingerprint = zdata.batch_fingerprint(x, y)
+    score = score_fn or _default_score_fn
+
+    out_dir = Path(out) if out is not None else None
+    store_path = Path(store) if store is not None else out_dir / "results.sqlite"  # type: ignore[operator]
+    if store_path.exists() and store_path.is_dir():
+        raise ValueError(f"store path {store_path} is a directory")
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+
+    base_config = {
+        "study": "correlate",
+        "space": sp.name,
+        "num_classes": num_classes,
+        "batch": {"fingerprint": fingerprint, "data": str(data) if data is not None else f"shipped:{ds}",
+                  "size": batch_size, "seed": batch_seed, "augment": augment, "norm": ds},
+        "init_seed": init_seed,
+        "device": torch.device(device).type,
+        "row_key": "arch_str",
+    }
+    t_start = time.perf_counter()
+    arch_strs = [sp.encode(a) for a in archs]
+    values: dict[str, dict[str, float]] = {p: {} for p in names}
+    errors: dict[str, dict[str, str]] = {p: {} for p in names}
+    seconds: dict[str, float] = {}
+    with ResultStore(store_path, create=True) as st:
+        run_ids = {p: st.run_id({**base_config, "proxy": p}) for p in names}
+        wanted = set(arch_strs)
+        for p in names:
+            for row in st.rows(run_ids[p]):
+                if row.arch_key in wanted:
+                    values[p][row.arch_key] = _float(row.values.get(p, math.nan))
+                    if row.error:
+                        errors[p][row.arch_key] = row.error
+                    seconds[row.arch_key] = max(seconds.get(row.arch_key, 0.0), row.seconds)
+        todo = [(a, s) for a, s in zip(archs, arch_strs) if any(s not in values[p] for p in names)]
+        n_resumed = len(archs) - len(todo)
+        writer = _Writer(st)
+        bar = None
+        if progress and todo:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(archs), initial=n_resumed, unit="arch", dynamic_ncols=True,
+                       desc=f"{sp.name}/{ds} {','.join(names)}", file=sys.stderr)
+        try:
+            for a, s in todo:
+                missing = [p for p in names if s not in values[p]]
+                err = None
+                t0 = time.perf_counter()
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", RuntimeWarning)
+                        res = dict(score(sp, a, x, y, missing, seed=init_seed, num_classes=num_classes, device=device))
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as exc:  # recorded per architecture, never silently dropped
+                    res = {}
+                    err = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+                dt = time.perf_counter() - t0
+                seconds[s] = dt
+                for p in missing:
+                    v = _float(res.get(p, math.nan))
+                    perr = err if err else (None if p in res else f"proxy {p} returned no value")
+                    values[p][s] = v
+                    if perr:
+                        errors[p][s] = perr
+                    writer.add(run_ids[p], ScoreRow(s, s, {p: v} if p in res else {}, perr, dt))
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            writer.flush()
+            if bar is not None:
+                bar.close()
+        store_counts = {p: st.count(run_ids[p]) for p in names}
+
+    # ---- per-proxy time, each proxy alone, on the first architectures of the sample
+    alone: dict[str, float] = {}
+    if time_sample > 0:
+        for p in names:
+            ts = []
+            for a in archs[:time_sample]:
+                t0 = time.perf_counter()
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", RuntimeWarning)
+                        score(sp, a, x, y, [p], seed=init_seed, num_classes=num_classes, device=device)
+                except Exception:
+                    pass
+                ts.append(time.perf_counter() - t0)
+            alone[p] = float(np.median(ts))
+
+    index = np.array([sp.index(a) if hasattr(sp, "index") else -1 for a in archs], dtype=np.int64)
+    score_arr = {p: np.array([values[p].get(s, math.nan) for s in arch_strs], dtype=np.float64) for p in names}
+    err_arr = {p: [errors[p].get(s, "") for s in arch_strs] for p in names}
+    sec_arr = np.array([seconds.get(s, 0.0) for s in arch_strs], dtype=np.float64)
+    summary = summarize(score_arr, acc, dataset=ds, baselines=baselines, nan_policy=nan_policy,
+                        errors=err_arr)
+    summary.update({
+        "space": sp.name,
+        "dataset": ds,
+        "n": len(archs),
+        "sample": {"seed": seed, "n": "all" if n is None else n, "method": "uniform without replacement"},
+        "ground_truth": {"metric": metric, "column": gt_column},
+        "batch": base_config["batch"],
+        "num_classes": num_classes,
+        "init_seed": init_seed,
+        "device": str(device),
+        "store": str(store_path),
+        "run_ids": run_ids,
+        "store_rows": store_counts,
+        "resumed_archs": n_resumed,
+        "scored_archs": len(todo),
+        "wall_seconds": time.perf_counter() - t_start,
+        "seconds_per_arch_joint_median": float(np.median(sec_arr[sec_arr > 0])) if (sec_arr > 0).any() else None,
+        "time_sample": time_sample,
+    })
+    for p in names:
+        summary["proxies"][p]["seconds_per_arch_alone"] = alone.get(p)
+    for label, _, _, unit in base_specs:
+        summary["baselines"][label]["cost_unit"] = unit
+    result = StudyResult(arch_strs, index, acc, score_arr, err_arr, baselines, sec_arr, summary)
+    if out_dir is not None:
+        result.files = write_outputs(result, out_dir, plots=plots)
+    return result
+
+
+# ------------------------------------------------------------------------------------------
+# analysis and outputs
+# ------------------------------------------------------------------------------------------
+def _num(v: float) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def summarize(
+    scores: Mapping[str, np.ndarray],
+    acc: np.ndarray,
+    *,
+    dataset: str = "cifar10",
+    baselines: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    nan_policy: str = "omit",
+    errors: Mapping[str, Sequence[str]] | None = None,
+    vote_proxies: Sequence[str] = VOTE_PROXIES,
+) -> dict[str, Any]:
+    """Correlation summary (JSON-ready; NaN -> None).
+
+    Args:
+        scores: proxy -> ``[n]`` scores; acc: ``[n]`` accuracies.
+        baselines: label -> (``[n]`` reduced-training accuracy, ``[n]`` cost).
+    Returns:
+        ``{"proxies": {p: {spearman, abs_spearman, kendall, spearman_top10, kendall_top10,
+        top10_overlap, n_used, n_nan, n_error, paper_abs_spearman, delta_vs_paper}},
+        "vote": {...} | None, "baselines": {...}, "nan_policy": ...}``.
+    """
+    ds = zdata.canonical_dataset(dataset)
+    acc = np.asarray(acc, dtype=np.float64)
+    paper = PAPER_SPEARMAN.get(ds, {})
+    out: dict[str, Any] = {"nan_policy": nan_policy, "proxies": {}, "baselines": {}, "vote": None}
+    for p, s in scores.items():
+        s = np.asarray(s, dtype=np.float64)
+        rho = metrics.spearman(s, acc, nan_policy)
+        ok = ~np.isnan(acc)
+        n_nan = int(np.isnan(s[ok]).sum())
+        entry = {
+            "spearman": _num(rho),
+            "abs_spearman": _num(abs(rho)),
+            "kendall": _num(metrics.kendall(s, acc, nan_policy)),
+            "spearman_top10": _num(metrics.top_fraction_spearman(s, acc, 0.1, nan_policy)),
+            "kendall_top10": _num(metrics.top_fraction_kendall(s, acc, 0.1, nan_policy)),
+            "top10_overlap": _num(metrics.top_overlap(s, acc, 0.1)),
+            "n_used": int(ok.sum()) if nan_policy == "worst" else int((ok & ~np.isnan(s)).sum()),
+            "n_nan": n_nan,
+            "n_error": int(sum(1 for e in (errors or {}).get(p, []) if e)),
+            "paper_abs_spearman": paper.get(p),
+            "delta_vs_paper": _num(abs(rho) - paper[p]) if p in paper and not math.isnan(rho) else None,
+        }
+        out["proxies"][p] = entry
+    if all(p in scores for p in vote_proxies):
+        agree = metrics.vote_agreement({p: scores[p] for p in vote_proxies}, acc)
+        out["vote"] = {"proxies": list(vote_proxies), "agreement": _num(agree), "paper": PAPER_VOTE.get(ds),
+                       "delta_vs_paper": _num(agree - PAPER_VOTE[ds]) if ds in PAPER_VOTE else None}
+    for label, (bacc, cost) in (baselines or {}).items():
+        rho = metrics.spearman(bacc, acc, "omit")
+        out["baselines"][label] = {
+            "spearman": _num(rho),
+            "kendall": _num(metrics.kendall(bacc, acc, "omit")),
+            "spearman_top10": _num(metrics.top_fraction_spearman(bacc, acc, 0.1, "omit")),
+            "cost_per_arch_mean": _num(float(np.nanmean(cost))) if np.isfinite(cost).any() else None,
+            "n_used": int((~np.isnan(bacc) & ~np.isnan(acc)).sum()),
+        }
+    return out
+
+
+def _fmt(v: Any, nd: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def format_table(summary: Mapping[str, Any]) -> str:
+    """A terminal table: one row per proxy, the paper's |ρ| beside ours, then vote and baselines."""
+    head = ["proxy", "rho", "|rho|", "paper", "delta", "tau", "rho@top10%", "top10 ovl", "NaN", "err", "s/arch"]
+    rows = []
+    for p, e in summary["proxies"].items():
+        rows.append([p, _fmt(e["spearman"]), _fmt(e["abs_spearman"]), _fmt(e["paper_abs_spearman"]),
+                     (f"{e['delta_vs_paper']:+.3f}" if e["delta_vs_paper"] is not None else "-"),
+                     _fmt(e["kendall"]), _fmt(e["spearman_top10"]), _fmt(e["top10_overlap"], 2),
+                     str(e["n_nan"]), str(e["n_error"]), _fmt(e.get("seconds_per_arch_alone"), 3)])
+    v = summary.get("vote")
+    if v:
+        rows.append(["vote*", "-", _fmt(v["agreement"]), _fmt(v["paper"]),
+                     (f"{v['delta_vs_paper']:+.3f}" if v["delta_vs_paper"] is not None else "-"),
+                     "-", "-", "-", "-", "-", "-"])
+    for label, b in summary.get("baselines", {}).items():
+        rows.append([label + "**", _fmt(b["spearman"]), _fmt(abs(b["spearman"]) if b["spearman"] is not None else None),
+                     "-", "-", _fmt(b["kendall"]), _fmt(b["spearman_top10"]), "-", "-", "-",
+                     _fmt(b.get("cost_per_arch_mean"), 1)])
+    widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
+    line = "-+-".join("-" * w for w in widths)
+    fmt_row = lambda r: " | ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    gt = summary.get("ground_truth", {})
+    title = (f"{summary.get('space', '?')} / {summary.get('dataset', '?')}: {summary.get('n', '?')} architectures, "
+             f"ground truth {gt.get('column') or gt.get('metric', '?')}, NaN scores: {summary.get('nan_policy')}")
+    lines = [title, fmt_row(head), line] + [fmt_row(r) for r in rows]
+    notes = ["rho = Spearman, tau = Kendall tau-b; paper = |rho| of Abdelfattah et al. (all 15,625 NB201 archs); "
+             "s/arch = median seconds per architecture, each proxy alone"]
+    if v:
+        notes.append("* vote = fraction of architecture pairs where the majority of "
+                     f"{', '.join(v['proxies'])} orders the pair as the accuracy does (paper's pairwise vote)")
+    for label, b in summary.get("baselines", {}).items():
+        notes.append(f"** {label}: rank correlation of the 12-epoch reduced-training validation accuracy "
+                     f"(cifar10-valid) with the ground truth; s/arch column = mean training cost "
+                     f"({b.get('cost_unit', '')})")
+    return "\n".join(lines + notes)
+
+
+def write_outputs(result: StudyResult, out_dir: str | os.PathLike, plots: bool = True) -> dict[str, Path]:
+    """Write ``scores.csv`` (one row per architecture), ``summary.json``, ``table.txt`` and,
+    with ``plots``, ``scatter.png`` (each proxy vs accuracy) and ``rho_vs_paper.png``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    names = list(result.scores)
+    p_csv = out / "scores.csv"
+    with open(p_csv, "w", newline="") as fh:
+        w = csv.writer(fh)
+        bl = list(result.baselines)
+        w.writerow(["index", "arch_str", "accuracy"] + [f"{b}_acc" for b in bl] + [f"{b}_cost" for b in bl]
+                   + names + [f"{p}_error" for p in names] + ["seconds"])
+        for i, s in enumerate(result.archs):
+            w.writerow([int(result.index[i]), s, repr(float(result.acc[i]))]
+                       + [repr(float(result.baselines[b][0][i])) for b in bl]
+                       + [repr(float(result.baselines[b][1][i])) for b in bl]
+                       + [repr(float(result.scores[p][i])) for p in names]
+                       + [result.errors[p][i] for p in names] + [f"{result.seconds[i]:.4f}"])
+    files["csv"] = p_csv
+    p_json = out / "summary.json"
+    p_json.write_text(json.dumps(result.summary, indent=2, sort_keys=False, allow_nan=False) + "\n")
+    files["json"] = p_json
+    p_txt = out / "table.txt"
+    p_txt.write_text(format_table(result.summary) + "\n")
+    files["table"] = p_txt
+    if plots:
+        from . import plots as zplots
+
+        files["scatter"] = zplots.scatter_grid(result.scores, result.acc, out / "scatter.png",
+                                               title=f"{result.summary.get('space')} / {result.summary.get('dataset')}",
+                                               rho={p: result.summary["proxies"][p]["spearman"] for p in names})
+        files["bars"] = zplots.rho_bars(result.summary, out / "rho_vs_paper.png")
+    return files
