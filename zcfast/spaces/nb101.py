@@ -1,0 +1,521 @@
+"""NAS-Bench-101: cell DAGs of ≤ 7 vertices and ≤ 9 edges, 423,624 unique models.
+
+An ``Arch`` is an ``NB101Arch`` (frozen dataclass): an upper-triangular 0/1 adjacency matrix
+(tuple of tuples, row = source) and the op of each vertex (``input``, interior ops from
+``OPS``, ``output``). Architectures are always kept *pruned* as the benchmark does: vertices
+that are not on an input→output path are removed (``make_arch``).
+
+``key`` is the benchmark's own graph hash (``hash_module``): an md5 fingerprint, invariant
+to vertex relabelling, that reproduces the ``hash`` of the benchmark records.
+
+The network is the benchmark's (reimplemented): stem Conv3x3-BN-ReLU with 128 channels;
+3 stacks of 3 cells; 2x2 max-pool and channel doubling before stacks 2 and 3; global average
+pooling and a dense layer. Inside a cell, vertices feeding the output split the output
+channels (concatenated), the input is projected by Conv1x1-BN-ReLU wherever it feeds a vertex
+or the output, and other vertices take the largest channel count of their successors.
+
+Ground truth is read from a user-supplied records file (``NB101Space(data_path=...)``, or the
+``ZCFAST_NB101_PATH`` environment variable): JSON (or pickle) holding a list of records, or a
+dict hash → record, each with ``hash`` and ``results["108"]`` = list of runs with
+``final_test_accuracy`` etc. (the format of NASLib's nb101 records, see tests/assets).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pickle
+import random
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .base import SearchSpace, check_num_classes, check_rng
+
+INPUT, OUTPUT = "input", "output"
+OPS: tuple[str, ...] = ("conv3x3-bn-relu", "conv1x1-bn-relu", "maxpool3x3")
+MAX_VERTICES = 7
+MAX_EDGES = 9
+NUM_MODELS = 423624
+ENV_PATH = "ZCFAST_NB101_PATH"
+_OP_INDEX = {op: i for i, op in enumerate(OPS)}
+_TRIU = [(i, j) for i in range(MAX_VERTICES) for j in range(i + 1, MAX_VERTICES)]
+
+
+@dataclasses.dataclass(frozen=True)
+class NB101Arch:
+    """A pruned NB101 cell. ``matrix[i][j] == 1``: edge i → j (i < j). ``ops[0] == 'input'``,
+    ``ops[-1] == 'output'``. Build with ``make_arch`` (validates and prunes)."""
+
+    matrix: tuple[tuple[int, ...], ...]
+    ops: tuple[str, ...]
+
+    @property
+    def num_vertices(self) -> int:
+        return len(self.ops)
+
+    @property
+    def num_edges(self) -> int:
+        return sum(map(sum, self.matrix))
+
+    def np_matrix(self) -> np.ndarray:
+        """Adjacency as int64 array [V, V]."""
+        return np.array(self.matrix, dtype=np.int64).reshape(len(self.ops), len(self.ops))
+
+
+# --------------------------------------------------------------------------------------------
+# Validation, pruning, hashing
+# --------------------------------------------------------------------------------------------
+def _as_matrix(matrix: Any) -> np.ndarray:
+    try:
+        m = np.asarray(matrix)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"NB101 matrix is not a rectangular array: {exc}") from exc
+    if m.dtype == object or m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"NB101 matrix must be square 2-D, got shape {m.shape}")
+    if m.dtype == bool:
+        m = m.astype(np.int64)
+    if not np.issubdtype(m.dtype, np.number) or not np.all((m == 0) | (m == 1)):
+        raise ValueError("NB101 matrix entries must be 0 or 1")
+    m = m.astype(np.int64)
+    if np.any(np.tril(m) != 0):
+        raise ValueError("NB101 matrix must be strictly upper-triangular (edges go from lower to higher vertex)")
+    return m
+
+
+def _check_ops(ops: Any, n: int) -> list[str]:
+    if isinstance(ops, str) or not isinstance(ops, (list, tuple)):
+        raise ValueError(f"NB101 ops must be a list of op names, got {type(ops).__name__}")
+    ops = list(ops)
+    if len(ops) != n:
+        raise ValueError(f"NB101 ops has {len(ops)} entries but the matrix has {n} vertices")
+    if ops[0] != INPUT:
+        raise ValueError(f"NB101 first op must be 'input', got {ops[0]!r}")
+    if ops[-1] != OUTPUT:
+        raise ValueError(f"NB101 last op must be 'output', got {ops[-1]!r}")
+    for i, op in enumerate(ops[1:-1], start=1):
+        if op not in _OP_INDEX:
+            raise ValueError(f"NB101 unknown op {op!r} at vertex {i}; expected one of {OPS}")
+    return ops
+
+
+def prune(matrix: np.ndarray, ops: list[str]) -> tuple[np.ndarray, list[str]] | None:
+    """Remove vertices not on an input→output path (the benchmark's ``ModelSpec._prune``).
+
+    Returns None when the output is not reachable from the input (an invalid spec).
+    """
+    n = matrix.shape[0]
+    fwd = {0}
+    for j in range(1, n):
+        if any(matrix[i, j] and i in fwd for i in range(j)):
+            fwd.add(j)
+    bwd = {n - 1}
+    for i in range(n - 2, -1, -1):
+        if any(matrix[i, j] and j in bwd for j in range(i + 1, n)):
+            bwd.add(i)
+    keep = sorted(fwd & bwd)
+    if 0 not in keep or n - 1 not in keep:
+        return None
+    return matrix[np.ix_(keep, keep)], [ops[k] for k in keep]
+
+
+def make_arch(matrix: Any, ops: Sequence[str]) -> NB101Arch:
+    """Validate, prune and freeze a spec; ValueError naming the problem.
+
+    Checks: square 0/1 strictly upper-triangular matrix of ≤ 7 vertices, ops match, output
+    reachable from input, and after pruning ≤ 9 edges (the benchmark's limits).
+    """
+    m = _as_matrix(matrix)
+    n = m.shape[0]
+    if n < 2:
+        raise ValueError(f"NB101 spec needs at least 2 vertices (input, output), got {n}")
+    if n > MAX_VERTICES:
+        raise ValueError(f"NB101 spec has {n} vertices; the benchmark allows at most {MAX_VERTICES}")
+    op_list = _check_ops(ops, n)
+    pruned = prune(m, op_list)
+    if pruned is None:
+        raise ValueError("NB101 spec is invalid: no path from the input to the output")
+    pm, pops = pruned
+    if int(pm.sum()) > MAX_EDGES:
+        raise ValueError(f"NB101 spec has {int(pm.sum())} edges after pruning; the benchmark allows at most {MAX_EDGES}")
+    return NB101Arch(tuple(tuple(int(v) for v in row) for row in pm), tuple(pops))
+
+
+def check_arch(arch: Any) -> NB101Arch:
+    """Accept an ``NB101Arch`` (re-validated and pruned), a (matrix, ops) pair or a dict
+    with ``matrix``/``module_adjacency`` and ``ops``/``module_operations``."""
+    if isinstance(arch, NB101Arch):
+        return make_arch(arch.matrix, arch.ops)
+    if isinstance(arch, dict):
+        m = arch.get("matrix", arch.get("module_adjacency"))
+        o = arch.get("ops", arch.get("module_operations"))
+        if m is None or o is None:
+            raise ValueError("NB101 spec dict needs 'matrix' (or 'module_adjacency') and 'ops' (or 'module_operations')")
+        return make_arch(m, o)
+    if isinstance(arch, (tuple, list)) and len(arch) == 2:
+        return make_arch(arch[0], arch[1])
+    raise ValueError(f"NB101 architecture must be an NB101Arch, (matrix, ops) or spec dict, got {type(arch).__name__}")
+
+
+def graph_hash(matrix: np.ndarray, ops: Sequence[str]) -> str:
+    """The benchmark's ``hash_module`` fingerprint (md5 hex) of a (pruned) spec.
+
+    Vertex labels: input -1, output -2, interior ops their index in ``OPS``. Initial vertex
+    hash = md5 of ``str((out_degree, in_degree, label))``; then, as many rounds as vertices,
+    each vertex hash = md5(sorted in-neighbour hashes joined + '|' + sorted out-neighbour
+    hashes joined + '|' + own hash); fingerprint = md5 of ``str(sorted(vertex hashes))``.
+    """
+    n = matrix.shape[0]
+    labels = [-1] + [_OP_INDEX[o] for o in ops[1:-1]] + [-2]
+    in_deg = matrix.sum(axis=0).tolist()
+    out_deg = matrix.sum(axis=1).tolist()
+    hashes = [hashlib.md5(str((out_deg[v], in_deg[v], labels[v])).encode()).hexdigest() for v in range(n)]
+    for _ in range(n):
+        new = []
+        for v in range(n):
+            ins = "".join(sorted(hashes[w] for w in range(n) if matrix[w, v]))
+            outs = "".join(sorted(hashes[w] for w in range(n) if matrix[v, w]))
+            new.append(hashlib.md5((ins + "|" + outs + "|" + hashes[v]).encode()).hexdigest())
+        hashes = new
+    return hashlib.md5(str(sorted(hashes)).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Network (benchmark layout)
+# --------------------------------------------------------------------------------------------
+class ConvBnRelu(nn.Sequential):
+    """Conv2d ('same' padding, no bias) → BatchNorm2d (affine, TF defaults eps 1e-5, decay 0.997)
+    → ReLU. [N, C_in, H, W] → [N, C_out, H, W]."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int) -> None:
+        super().__init__(
+            nn.Conv2d(c_in, c_out, kernel, stride=1, padding=kernel // 2, bias=False),
+            nn.BatchNorm2d(c_out, eps=1e-5, momentum=0.003),
+            nn.ReLU(inplace=False),
+        )
+
+
+def vertex_channels(c_in: int, c_out: int, matrix: np.ndarray) -> list[int]:
+    """The benchmark's channel rule for each vertex of a cell.
+
+    Vertices feeding the output share ``c_out`` (the first ``c_out % k`` of them, in vertex
+    order, get one extra channel; k = the output's in-degree counting interior vertices
+    only); other interior vertices take the maximum over their interior successors,
+    computed backwards. Vertex 0 has ``c_in``, the output ``c_out``.
+    """
+    n = matrix.shape[0]
+    ch = [0] * n
+    ch[0], ch[n - 1] = c_in, c_out
+    if n == 2:
+        return ch
+    in_degree = matrix[1:].sum(axis=0)
+    k = int(in_degree[n - 1])
+    interior, extra = (c_out // k, c_out % k) if k else (0, 0)
+    for v in range(1, n - 1):
+        if matrix[v, n - 1]:
+            ch[v] = interior + (1 if extra else 0)
+            extra = max(extra - 1, 0)
+    for v in range(n - 3, 0, -1):
+        if not matrix[v, n - 1]:
+            for dst in range(v + 1, n - 1):
+                if matrix[v, dst]:
+                    ch[v] = max(ch[v], ch[dst])
+        if ch[v] <= 0:
+            raise ValueError(f"NB101 vertex {v} gets no channels (spec not pruned?)")
+    return ch
+
+
+class NB101Cell(nn.Module):
+    """One benchmark module. [N, C_in, H, W] → [N, C_out, H, W]."""
+
+    def __init__(self, arch: NB101Arch, c_in: int, c_out: int) -> None:
+        super().__init__()
+        m = arch.np_matrix()
+        self.n = n = m.shape[0]
+        self.matrix = m
+        self.channels = ch = vertex_channels(c_in, c_out, m)
+        ops: list[nn.Module] = [nn.Identity()]
+        proj: list[nn.Module] = [nn.Identity()]
+        for v in range(1, n - 1):
+            op = arch.ops[v]
+            if op == "conv3x3-bn-relu":
+                ops.append(ConvBnRelu(ch[v], ch[v], 3))
+            elif op == "conv1x1-bn-relu":
+                ops.append(ConvBnRelu(ch[v], ch[v], 1))
+            else:
+                ops.append(nn.MaxPool2d(3, stride=1, padding=1))
+            proj.append(ConvBnRelu(c_in, ch[v], 1) if m[0, v] else nn.Identity())
+        proj.append(ConvBnRelu(c_in, c_out, 1) if m[0, n - 1] else nn.Identity())
+        self.vertex_ops = nn.ModuleList(ops)
+        self.input_proj = nn.ModuleList(proj)
+        self._inputs = [[s for s in range(1, v) if m[s, v]] for v in range(n)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, ch, m = self.n, self.channels, self.matrix
+        states: list[torch.Tensor] = [x]
+        for v in range(1, n - 1):
+            terms = [states[s][:, :ch[v]] for s in self._inputs[v]]
+            if m[0, v]:
+                terms.append(self.input_proj[v](x))
+            h = terms[0]
+            for t in terms[1:]:
+                h = h + t
+            states.append(self.vertex_ops[v](h))
+        outs = [states[s] for s in self._inputs[n - 1]]
+        if not outs:
+            return self.input_proj[n - 1](x)
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+        if m[0, n - 1]:
+            out = out + self.input_proj[n - 1](x)
+        return out
+
+
+class NB101Network(nn.Module):
+    """The NAS-Bench-101 network. Input [N, 3, H, W] → logits [N, num_classes]."""
+
+    def __init__(self, arch: NB101Arch, num_classes: int = 10, stem_channels: int = 128,
+                 num_stacks: int = 3, cells_per_stack: int = 3) -> None:
+        super().__init__()
+        self.arch = arch
+        self.stem = ConvBnRelu(3, stem_channels, 3)
+        layers: list[nn.Module] = []
+        c_in = c = stem_channels
+        for stack in range(num_stacks):
+            if stack > 0:
+                layers.append(nn.MaxPool2d(2, stride=2))
+                c *= 2
+            for _ in range(cells_per_stack):
+                layers.append(NB101Cell(arch, c_in, c))
+                c_in = c
+        self.layers = nn.Sequential(*layers)
+        self.classifier = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layers(self.stem(x))
+        return self.classifier(x.mean(dim=(2, 3)))
+
+
+# --------------------------------------------------------------------------------------------
+# Ground truth from a user file
+# --------------------------------------------------------------------------------------------
+_METRIC_FIELDS = {
+    "test": "final_test_accuracy", "valid": "final_validation_accuracy", "train": "final_train_accuracy",
+    "halfway_test": "halfway_test_accuracy", "halfway_valid": "halfway_validation_accuracy",
+    "halfway_train": "halfway_train_accuracy", "training_time": "final_training_time",
+}
+
+
+def load_records(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """Read an NB101 records file (JSON or pickle; list of records or dict hash → record).
+
+    Raises:
+        FileNotFoundError naming the path; ValueError if the content is not records.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"NAS-Bench-101 ground-truth file not found: {str(p)!r}")
+    if p.suffix in (".pkl", ".pickle"):
+        with open(p, "rb") as f:
+            data = pickle.load(f)
+    else:
+        try:
+            data = json.loads(p.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"NAS-Bench-101 file {str(p)!r} is not valid JSON: {exc}") from exc
+    if isinstance(data, dict):
+        data = [dict(v, hash=v.get("hash", k)) if isinstance(v, dict) else v for k, v in data.items()]
+    if not isinstance(data, list) or not all(isinstance(r, dict) and "hash" in r for r in data):
+        raise ValueError(f"NAS-Bench-101 file {str(p)!r} must hold records with a 'hash' field")
+    return {r["hash"]: r for r in data}
+
+
+class NB101Space(SearchSpace):
+    """NAS-Bench-101. ``Arch`` = pruned ``NB101Arch``.
+
+    Args:
+        data_path: records file for ``ground_truth``/``enumerate`` (default: $ZCFAST_NB101_PATH).
+    """
+
+    name = "nb101"
+    #: 21 upper-triangular edge bits of a 7-vertex matrix (row-major) + 5 interior ops.
+    num_choices = [2] * len(_TRIU) + [len(OPS)] * (MAX_VERTICES - 2)
+
+    def __init__(self, data_path: str | os.PathLike[str] | None = None) -> None:
+        self._data_path = data_path
+        self._records: dict[str, dict[str, Any]] | None = None
+        self._lock = threading.Lock()
+
+    def set_data_path(self, path: str | os.PathLike[str]) -> None:
+        """Use ``path`` as the ground-truth records file (reloaded on next use)."""
+        with self._lock:
+            self._data_path, self._records = path, None
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        """hash → record of the configured file, loaded once."""
+        with self._lock:
+            if self._records is None:
+                path = self._data_path or os.environ.get(ENV_PATH)
+                if not path:
+                    raise FileNotFoundError(
+                        "no NAS-Bench-101 ground-truth file configured: pass NB101Space(data_path=...), "
+                        f"call set_data_path(...) or set {ENV_PATH}")
+                self._records = load_records(path)
+            return self._records
+
+    def size(self) -> int:
+        """The benchmark's 423,624 unique models (``enumerate`` yields the records file's)."""
+        return NUM_MODELS
+
+    def spec(self, matrix: Any, ops: Sequence[str]) -> NB101Arch:
+        """Validated, pruned architecture from a matrix and op list."""
+        return make_arch(matrix, ops)
+
+    def sample(self, rng: random.Random) -> NB101Arch:
+        """The benchmark's random spec: each of the 21 upper-triangular bits of a 7x7 matrix
+        and each interior op uniform, redrawn until valid (≤ 9 edges after pruning)."""
+        check_rng(rng)
+        while True:
+            arch = self._try_choices([rng.randrange(n) for n in self.num_choices])
+            if arch is not None:
+                return arch
+
+    def enumerate(self) -> Iterator[NB101Arch]:
+        """Architectures of the configured records file, in file order."""
+        for rec in self.records().values():
+            yield make_arch(rec["module_adjacency"], rec["module_operations"])
+
+    def neighbours(self, arch: Any) -> list[NB101Arch]:
+        """Valid specs one edge flip or one interior op change away, distinct by ``key`` and
+        different from ``arch`` (edges row-major first, then ops)."""
+        a = check_arch(arch)
+        m = a.np_matrix()
+        n = m.shape[0]
+        cands: list[tuple[np.ndarray, list[str]]] = []
+        for i in range(n):
+            for j in range(i + 1, n):
+                m2 = m.copy()
+                m2[i, j] ^= 1
+                cands.append((m2, list(a.ops)))
+        for v in range(1, n - 1):
+            for op in OPS:
+                if op != a.ops[v]:
+                    ops = list(a.ops)
+                    ops[v] = op
+                    cands.append((m, ops))
+        seen = {self.key(a)}
+        out = []
+        for m2, ops in cands:
+            try:
+                b = make_arch(m2, ops)
+            except ValueError:
+                continue
+            k = self.key(b)
+            if k not in seen:
+                seen.add(k)
+                out.append(b)
+        return out
+
+    def encode(self, arch: Any) -> str:
+        """Compact JSON ``{"matrix":[[...]],"ops":[...]}`` of the pruned spec."""
+        a = check_arch(arch)
+        return json.dumps({"matrix": [list(r) for r in a.matrix], "ops": list(a.ops)}, separators=(",", ":"))
+
+    def decode(self, text: str) -> NB101Arch:
+        if not isinstance(text, str):
+            raise ValueError(f"NB101 text must be str, got {type(text).__name__}")
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"NB101 text is not JSON: {exc}") from exc
+        if not isinstance(d, dict):
+            raise ValueError("NB101 text must be a JSON object with 'matrix' and 'ops'")
+        return check_arch(d)
+
+    def key(self, arch: Any) -> str:
+        """The benchmark's graph hash (32 hex md5), identical to the records' ``hash``."""
+        a = check_arch(arch)
+        return graph_hash(a.np_matrix(), a.ops)
+
+    def to_choices(self, arch: Any) -> list[int]:
+        """Padded 7-vertex form: vertex k < V-1 stays k, the output moves to 6, padding
+        vertices are unconnected ``conv3x3-bn-relu`` (pruned away by ``from_choices``)."""
+        a = check_arch(arch)
+        n = a.num_vertices
+        pos = list(range(n - 1)) + [MAX_VERTICES - 1]
+        big = np.zeros((MAX_VERTICES, MAX_VERTICES), dtype=np.int64)
+        big[np.ix_(pos, pos)] = a.np_matrix()
+        ops = [OPS[0]] * (MAX_VERTICES - 2)
+        for k in range(1, n - 1):
+            ops[k - 1] = a.ops[k]
+        return [int(big[i, j]) for i, j in _TRIU] + [_OP_INDEX[o] for o in ops]
+
+    def _try_choices(self, c: Sequence[int]) -> NB101Arch | None:
+        m = np.zeros((MAX_VERTICES, MAX_VERTICES), dtype=np.int64)
+        for (i, j), bit in zip(_TRIU, c):
+            m[i, j] = bit
+        ops = [INPUT] + [OPS[k] for k in c[len(_TRIU):]] + [OUTPUT]
+        try:
+            return make_arch(m, ops)
+        except ValueError:
+            return None
+
+    def from_choices(self, choices: Sequence[int]) -> NB101Arch:
+        """Inverse of ``to_choices``; ValueError if out of range or the spec is invalid."""
+        c = self._check_choices(choices)
+        m = np.zeros((MAX_VERTICES, MAX_VERTICES), dtype=np.int64)
+        for (i, j), bit in zip(_TRIU, c):
+            m[i, j] = bit
+        return make_arch(m, [INPUT] + [OPS[k] for k in c[len(_TRIU):]] + [OUTPUT])
+
+    def graph(self, arch: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(adjacency [7, 7], one-hot [7, 5]) float32, the pruned spec padded with zero rows
+        at the end. One-hot columns: input, conv3x3, conv1x1, maxpool3x3, output."""
+        a = check_arch(arch)
+        n = a.num_vertices
+        adj = np.zeros((MAX_VERTICES, MAX_VERTICES), dtype=np.float32)
+        adj[:n, :n] = a.np_matrix()
+        feat = np.zeros((MAX_VERTICES, len(OPS) + 2), dtype=np.float32)
+        cols = {INPUT: 0, OUTPUT: len(OPS) + 1, **{o: i + 1 for i, o in enumerate(OPS)}}
+        for v, op in enumerate(a.ops):
+            feat[v, cols[op]] = 1.0
+        return adj, feat
+
+    def build(self, arch: Any, num_classes: int = 10, *, stem_channels: int = 128,
+              num_stacks: int = 3, cells_per_stack: int = 3) -> NB101Network:
+        """The benchmark network (128-channel stem, 3 stacks × 3 cells)."""
+        a = check_arch(arch)
+        num_classes = check_num_classes(num_classes)
+        for name, v in (("stem_channels", stem_channels), ("num_stacks", num_stacks),
+                        ("cells_per_stack", cells_per_stack)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        return NB101Network(a, num_classes, stem_channels, num_stacks, cells_per_stack)
+
+    def ground_truth(self, arch: Any, dataset: str = "cifar10", metric: str = "test",
+                     epochs: int = 108) -> float:
+        """Mean over the records' training runs of ``metric`` at ``epochs``, in percent
+        (``training_time`` in seconds). Metrics: test, valid, train, halfway_test,
+        halfway_valid, halfway_train, training_time. Only ``cifar10`` exists in NB101.
+
+        Raises:
+            FileNotFoundError naming the missing file; KeyError if ``arch`` is not in it.
+        """
+        if str(dataset).lower() != "cifar10":
+            raise ValueError(f"NB101 has only the cifar10 dataset, got {dataset!r}")
+        if metric not in _METRIC_FIELDS:
+            raise ValueError(f"NB101 unknown metric {metric!r}; expected one of {sorted(_METRIC_FIELDS)}")
+        h = self.key(arch)
+        rec = self.records().get(h)
+        if rec is None:
+            raise KeyError(f"NB101 architecture with hash {h} is not in the ground-truth file")
+        runs = rec.get("results", {}).get(str(epochs))
+        if not runs:
+            raise KeyError(f"NB101 record {h} has no results for {epochs} epochs")
+        field = _METRIC_FIELDS[metric]
+        value = float(np.mean([r[field] for r in runs]))
+        return value if metric == "training_time" else 100.0 * value
