@@ -1,0 +1,100 @@
+"""``zcfast scan``: score many candidates into a resumable SQLite store."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Any, Callable
+
+HELP = "score many candidates of a search space into a resumable SQLite store (local cores or Ray)"
+
+
+def _n(text: str) -> int | None:
+    if text.strip().lower() == "all":
+        return None
+    try:
+        v = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--n must be a non-negative integer or 'all', got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"--n must be a non-negative integer or 'all', got {text!r}")
+    return v
+
+
+def _load_callable(spec: str) -> Callable[..., Any]:
+    if ":" not in spec:
+        raise ValueError(f"--scorer must look like 'package.module:function', got {spec!r}")
+    mod_name, attr = spec.split(":", 1)
+    try:
+        fn = getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"--scorer {spec!r} cannot be loaded: {exc}") from None
+    if not callable(fn):
+        raise ValueError(f"--scorer {spec!r} is not callable")
+    return fn
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--space", default="nb201", help="search space (nb201, nb101, darts); default nb201")
+    parser.add_argument("--proxies", required=True, help="comma-separated proxy names, e.g. synflow,jacob_cov")
+    parser.add_argument("--n", type=_n, default=None,
+                        help="distinct candidates the run should hold, or 'all' (default: enumerate the space)")
+    parser.add_argument("--store", default="results.sqlite", help="SQLite result store (default results.sqlite); "
+                        "run the same command again to resume")
+    parser.add_argument("--order", choices=("sample", "enumerate"), default=None,
+                        help="candidate stream: seeded uniform samples or the space's enumeration "
+                             "(default: sample when --n is given, else enumerate)")
+    parser.add_argument("--sample-seed", type=int, default=0, help="seed of the sampled stream (default 0)")
+    parser.add_argument("--dataset", default="cifar10", help="cifar10, cifar100 or ImageNet16-120")
+    parser.add_argument("--batch-size", type=int, default=64, help="scoring batch size (paper: 64)")
+    parser.add_argument("--batch-seed", type=int, default=42, help="seed of the batch draw (paper: 42)")
+    parser.add_argument("--seed", type=int, default=42, help="per-architecture init seed (default 42)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--backend", choices=("local", "ray", "serial"), default="local",
+                        help="local process pool (default, every core), ray, or serial")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes / Ray actors (default: every core / every cluster CPU)")
+    parser.add_argument("--address", default=None, help="Ray cluster address (ray backend); default a local instance")
+    parser.add_argument("--chunk-size", type=int, default=None, help="candidates per worker task")
+    parser.add_argument("--no-batched", action="store_true", help="score one architecture at a time")
+    parser.add_argument("--scorer", default=None,
+                        help="module:function with zcfast.score_arch's signature (default zcfast.score_arch); "
+                             "zcfast.parallel:hash_scorer is an instant synthetic scorer for testing")
+    parser.add_argument("--commit-rows", type=int, default=256, help="rows per store transaction (default 256)")
+    parser.add_argument("--commit-seconds", type=float, default=5.0,
+                        help="longest a scored row waits before it is committed (default 5)")
+    parser.add_argument("--export", default=None, help="also write the run to this Parquet file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from zcfast.scan import scan
+
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.address is not None and args.backend != "ray":
+        raise ValueError("--address only applies to --backend ray")
+    scorer = _load_callable(args.scorer) if args.scorer else None
+    order = args.order or ("sample" if args.n is not None else "enumerate")
+    try:
+        res = scan(args.space, args.proxies, args.n, store=args.store, dataset=args.dataset,
+                   batch_size=args.batch_size, data_seed=args.batch_seed, seed=args.seed,
+                   order=order, sample_seed=args.sample_seed, device=args.device,
+                   backend=args.backend, workers=args.workers, address=args.address,
+                   chunk_size=args.chunk_size, scorer=scorer,
+                   batch_scorer=None if args.no_batched else "auto",
+                   commit_rows=args.commit_rows, commit_seconds=args.commit_seconds,
+                   progress=not args.quiet, export=args.export)
+    except KeyboardInterrupt:
+        print("\nzcfast scan: interrupted; scored candidates are in the store. "
+              "Run the same command again to continue.", file=sys.stderr)
+        return 130
+    rate = res.scored / res.seconds if res.seconds > 0 else 0.0
+    print(f"run {res.run_id} in {res.store}: {res.total} candidates "
+          f"({res.scored} scored now, {res.errors} with errors) in {res.seconds:.1f} s, {rate:.1f} arch/s")
+    if res.exhausted:
+        print(f"the candidate stream ended before {res.target} distinct candidates "
+              f"(the space has no more)", file=sys.stderr)
+    if args.export:
+        print(f"exported to {args.export}")
+    return 0

@@ -1,0 +1,456 @@
+"""Scoring candidates in parallel: in-process, a local process pool, or Ray.
+
+The scan (``zcfast/scan.py``) produces *chunks* of candidates ``[(arch_key, arch_str, arch)]``
+lazily; a backend scores them and yields lists of :class:`~zcfast.store.ScoreRow` as chunks
+finish (in any order). Workers never touch the store: they return rows to the parent, which
+is the only writer.
+
+Every worker scores with ``torch.set_num_threads(threads)`` (default 1, also in the serial
+backend) so that reductions run in the same order whichever backend and worker count ran:
+with the default per-architecture scorer the values are bit-identical across backends.
+
+Backends:
+
+* ``serial``: in the calling process (debugging, tiny scans).
+* ``local``: one process per core (``os.sched_getaffinity``), ``concurrent.futures`` process
+  pool. Start method ``spawn`` by default: ``fork`` after torch has started its OpenMP
+  thread pool (and with the parent's SQLite connection open) is not safe; spawn costs about
+  one ``import torch`` per worker, once. ``start_method="forkserver"`` or ``"fork"`` may be
+  passed (or ``ZCFAST_START_METHOD``). A worker that dies (killed, out of memory) breaks the
+  pool: the pool is restarted and the chunks it held are retried one candidate at a time;
+  a candidate that kills a worker again is recorded with the error ``worker process died``.
+* ``ray``: one actor per CPU of the cluster (``ray.init(address=...)``; without an address
+  and no running instance a local one is started). zcfast must be importable on every node.
+"""
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Hashable, Iterable, Iterator, Sequence
+
+import torch
+
+from zcfast.store import ScoreRow
+
+__all__ = [
+    "Backend",
+    "LocalPoolBackend",
+    "RayBackend",
+    "SerialBackend",
+    "WorkerSpec",
+    "available_cpus",
+    "hash_scorer",
+    "make_backend",
+    "score_chunk",
+]
+
+#: A chunk of candidates: (arch_key, arch_str, arch).
+Task = tuple[str, str, Hashable]
+#: Per-architecture scorer, signature of ``zcfast.score_arch``.
+ArchScorer = Callable[..., dict[str, float]]
+#: Batched scorer, signature of ``zcfast.batched.score_batch``.
+BatchScorer = Callable[..., list[dict[str, float]]]
+
+
+def available_cpus() -> int:
+    """Cores this process may run on (affinity-aware), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a worker needs to score candidates (pickled once per worker).
+
+    Attributes:
+        space: the search space (``zcfast.spaces.SearchSpace``).
+        proxies: proxy names to compute.
+        inputs: ``[B, C, H, W]`` float batch; targets: ``[B]`` int64 labels.
+        seed: model-init seed (design.md §5 per-architecture seeding).
+        num_classes: classifier width.
+        device: torch device string.
+        scorer: per-architecture scorer (``zcfast.score_arch`` signature); None = that function.
+        batch_scorer: optional batched scorer (``zcfast.batched.score_batch`` signature) tried
+            first on a whole chunk; on any failure the chunk is rescored one at a time so a
+            failing candidate is isolated.
+        threads: ``torch.set_num_threads`` while scoring.
+    """
+
+    space: Any
+    proxies: tuple[str, ...]
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    seed: int = 42
+    num_classes: int = 10
+    device: str = "cpu"
+    scorer: ArchScorer | None = None
+    batch_scorer: BatchScorer | None = None
+    threads: int = 1
+
+
+def hash_scorer(space: Any, arch: Hashable, inputs: torch.Tensor, targets: torch.Tensor,
+                proxies: Sequence[str], seed: int = 42, num_classes: int = 10,
+                device: str = "cpu") -> dict[str, float]:
+    """A synthetic, instant scorer for testing and benchmarking the scan machinery.
+
+    Value of proxy ``p`` = a float in [-1, 1) from sha256 of ``(seed, space.key(arch), p)``;
+    deterministic, independent of order/process. Environment knobs (for tests/benchmarks):
+
+    - ``ZCFAST_HASH_SCORER_FAIL=1``: keys starting with ``"f"`` raise ``RuntimeError`` (about
+      1/16 of candidates exercise the error path);
+    - ``ZCFAST_HASH_SCORER_SLEEP=<seconds>``: sleep that long per candidate (a slow scorer);
+    - ``ZCFAST_HASH_SCORER_KILL=<prefix>``: the scoring *process* SIGKILLs itself on a key with
+      that prefix (simulates a worker killed by the OOM killer).
+    """
+    import hashlib
+    import signal
+
+    key = space.key(arch)
+    if os.environ.get("ZCFAST_HASH_SCORER_FAIL") == "1" and key.startswith("f"):
+        raise RuntimeError(f"synthetic failure for {key}")
+    kill = os.environ.get("ZCFAST_HASH_SCORER_KILL")
+    if kill and key.startswith(kill):
+        os.kill(os.getpid(), signal.SIGKILL)
+    sleep = float(os.environ.get("ZCFAST_HASH_SCORER_SLEEP") or 0)
+    if sleep > 0:
+        time.sleep(sleep)
+    out = {}
+    for p in proxies:
+        h = hashlib.sha256(f"{seed}:{key}:{p}".encode()).digest()
+        out[p] = int.from_bytes(h[:8], "little") / 2.0**63 - 1.0
+    return out
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ").strip()
+    return text[:2000]
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _check_values(values: Any, proxies: Sequence[str]) -> tuple[dict[str, float], str | None]:
+    """Validate a scorer's output: a float for every proxy; non-finite values are an error."""
+    if not isinstance(values, dict):
+        return {}, f"scorer returned {type(values).__name__}, not a dict"
+    clean: dict[str, float] = {}
+    problems = []
+    for p in proxies:
+        if p not in values:
+            problems.append(f"missing {p}")
+            continue
+        try:
+            v = float(values[p])
+        except (TypeError, ValueError):
+            problems.append(f"{p} is not a number ({values[p]!r})")
+            continue
+        clean[p] = v
+        if not math.isfinite(v):
+            problems.append(f"{p}={v}")
+    if not problems:
+        return clean, None
+    kind = "non-finite value" if all("=" in s for s in problems) else "bad scorer output"
+    return clean, f"{kind}: {', '.join(problems)}"
+
+
+def _score_one(spec: WorkerSpec, task: Task) -> ScoreRow:
+    key, text, arch = task
+    scorer = spec.scorer
+    if scorer is None:
+        from zcfast.proxies import score_arch as scorer  # noqa: N813
+    t0 = time.perf_counter()
+    try:
+        raw = scorer(spec.space, arch, spec.inputs, spec.targets, list(spec.proxies),
+                     seed=spec.seed, num_classes=spec.num_classes, device=spec.device)
+        values, error = _check_values(raw, spec.proxies)
+    except Exception as exc:  # recorded, the scan goes on
+        values = {}
+        error = ("out of memory: " if _is_oom(exc) else "") + _describe(exc)
+        if _is_oom(exc) and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return ScoreRow(key, text, values, error, time.perf_counter() - t0)
+
+
+def score_chunk(spec: WorkerSpec, chunk: Sequence[Task]) -> list[ScoreRow]:
+    """Score one chunk of candidates; never raises for a candidate's failure.
+
+    With ``spec.batch_scorer`` the chunk is first scored in one batched call (each row's
+    ``seconds`` is then the batch time divided by the chunk size); if that call raises or
+    returns the wrong number of results, every candidate is rescored alone.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(spec.threads)
+    try:
+        if spec.batch_scorer is not None and len(chunk) > 1:
+            t0 = time.perf_counter()
+            try:
+                results = spec.batch_scorer(spec.space, [t[2] for t in chunk], spec.inputs,
+                                            spec.targets, list(spec.proxies), seed=spec.seed,
+                                            device=spec.device)
+            except Exception:
+                results = None
+            if results is not None and len(results) == len(chunk):
+                dt = (time.perf_counter() - t0) / len(chunk)
+                rows = []
+                for (key, text, _), raw in zip(chunk, results):
+                    values, error = _check_values(raw, spec.proxies)
+                    rows.append(ScoreRow(key, text, values, error, dt))
+                return rows
+        return [_score_one(spec, task) for task in chunk]
+    finally:
+        torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------ backends
+class Backend:
+    """Scores chunks; :meth:`imap_unordered` pulls chunks lazily, at most ``max_in_flight``
+    outstanding, and yields each chunk's rows when it finishes."""
+
+    workers: int = 1
+
+    def imap_unordered(self, chunks: Iterable[list[Task]]) -> Iterator[list[ScoreRow]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SerialBackend(Backend):
+    """Scores in the calling process, in order."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.workers = 1
+
+    def imap_unordered(self, chunks: Iterable[list[Task]]) -> Iterator[list[ScoreRow]]:
+        for chunk in chunks:
+            yield score_chunk(self.spec, chunk)
+
+
+_WORKER_SPEC: WorkerSpec | None = None
+
+
+def _init_worker(spec: WorkerSpec) -> None:
+    global _WORKER_SPEC
+    torch.set_num_threads(spec.threads)
+    _WORKER_SPEC = spec
+
+
+def _worker_score(chunk: list[Task]) -> list[ScoreRow]:
+    assert _WORKER_SPEC is not None, "worker not initialised"
+    return score_chunk(_WORKER_SPEC, chunk)
+
+
+def _died_row(task: Task, detail: str) -> ScoreRow:
+    return ScoreRow(task[0], task[1], {}, f"worker process died while scoring this candidate "
+                    f"(killed, or out of memory?): {detail}", 0.0)
+
+
+class LocalPoolBackend(Backend):
+    """A pool of worker processes on this machine (default: one per available core)."""
+
+    def __init__(self, spec: WorkerSpec, workers: int | None = None,
+                 start_method: str | None = None, max_in_flight: int | None = None) -> None:
+        self.spec = spec
+        self.workers = int(workers) if workers else available_cpus()
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        method = start_method or os.environ.get("ZCFAST_START_METHOD") or "spawn"
+        if method not in multiprocessing.get_all_start_methods():
+            raise ValueError(f"start method {method!r} not available here; choose one of "
+                             f"{multiprocessing.get_all_start_methods()}")
+        self.start_method = method
+        self.max_in_flight = max_in_flight or 2 * self.workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(self.start_method),
+                                   initializer=_init_worker, initargs=(self.spec,))
+
+    def imap_unordered(self, chunks: Iterable[list[Task]]) -> Iterator[list[ScoreRow]]:
+        it = iter(chunks)
+        exhausted = False
+        retry: list[list[Task]] = []  # singletons to rerun after a crash, one at a time
+        pending: dict[Future, tuple[list[Task], bool]] = {}
+        self._pool = self._new_pool()
+        while True:
+            if retry:
+                if not pending:
+                    chunk = retry.pop(0)
+                    pending[self._pool.submit(_worker_score, chunk)] = (chunk, True)
+            else:
+                while not exhausted and len(pending) < self.max_in_flight:
+                    try:
+                        chunk = next(it)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    if chunk:
+                        pending[self._pool.submit(_worker_score, chunk)] = (chunk, False)
+            if not pending:
+                if exhausted and not retry:
+                    return
+                continue
+            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            broken: list[tuple[list[Task], bool, str]] = []
+            for fut in done:
+                chunk, suspect = pending.pop(fut)
+                try:
+                    rows = fut.result()
+                except BrokenProcessPool as exc:
+                    broken.append((chunk, suspect, str(exc) or "BrokenProcessPool"))
+                    continue
+                yield rows
+            if broken:
+                # every other pending future fails too: collect them, restart the pool
+                for fut, (chunk, suspect) in list(pending.items()):
+                    try:
+                        rows = fut.result()
+                    except BrokenProcessPool as exc:
+                        broken.append((chunk, suspect, str(exc) or "BrokenProcessPool"))
+                    else:
+                        yield rows
+                pending.clear()
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = self._new_pool()
+                for chunk, suspect, detail in broken:
+                    if suspect:  # it ran alone and the worker died: blame it
+                        yield [_died_row(chunk[0], detail)]
+                    else:
+                        retry.extend([t] for t in chunk)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+class RayBackend(Backend):
+    """One Ray actor per CPU (or ``workers``), each holding the WorkerSpec.
+
+    Args:
+        address: ``ray.init(address=...)``; None: use the running instance, or start a local
+            one (``include_dashboard=False``; workers get this checkout on PYTHONPATH).
+        workers: number of actors; default the cluster's CPU count.
+    """
+
+    def __init__(self, spec: WorkerSpec, address: str | None = None, workers: int | None = None,
+                 max_in_flight: int | None = None, init_kwargs: dict[str, Any] | None = None) -> None:
+        try:
+            import ray
+        except ImportError:  # pragma: no cover - ray is an optional dependency
+            raise ValueError("the ray backend needs ray: pip install 'ray[default]'") from None
+        self.ray = ray
+        self._started = False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if address is None:
+                root = str(Path(__file__).resolve().parents[1])
+                path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+                kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
+            kwargs.update(init_kwargs or {})
+            ray.init(address=address, **kwargs)
+            self._started = True
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.workers = int(workers) if workers else max(1, cpus)
+        self.max_in_flight = max_in_flight or 2 * self.workers
+        actor_cls = ray.remote(num_cpus=1)(_RayWorker)
+        spec_ref = ray.put(spec)
+        self._actors = [actor_cls.remote(spec_ref) for _ in range(self.workers)]
+        self._actor_cls = actor_cls
+        self._spec_ref = spec_ref
+
+    def imap_unordered(self, chunks: Iterable[list[Task]]) -> Iterator[list[ScoreRow]]:
+        ray = self.ray
+        it = iter(chunks)
+        exhausted = False
+        pending: dict[Any, tuple[list[Task], int, int]] = {}  # ref -> (chunk, actor idx, tries)
+        load = [0] * len(self._actors)
+        retry: list[tuple[list[Task], int]] = []
+
+        def submit(chunk: list[Task], tries: int) -> None:
+            i = min(range(len(load)), key=load.__getitem__)
+            load[i] += 1
+            pending[self._actors[i].score.remote(chunk)] = (chunk, i, tries)
+
+        while True:
+            while retry:
+                submit(*retry.pop())
+            while not exhausted and len(pending) < self.max_in_flight:
+                try:
+                    chunk = next(it)
+                except StopIteration:
+                    exhausted = True
+                    break
+                if chunk:
+                    submit(chunk, 0)
+            if not pending:
+                return
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                chunk, i, tries = pending.pop(ref)
+                load[i] -= 1
+                try:
+                    rows = ray.get(ref)
+                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+                    self._actors[i] = self._actor_cls.remote(self._spec_ref)  # replace the actor
+                    if tries >= 1:  # already retried alone: blame it
+                        yield [_died_row(t, _describe(exc)) for t in chunk]
+                    else:  # the actor may have died for a queued neighbour: retry singly
+                        retry.extend(([t], tries + 1) for t in chunk)
+                    continue
+                yield rows
+
+    def close(self) -> None:
+        for actor in getattr(self, "_actors", []):
+            try:
+                self.ray.kill(actor)
+            except Exception:
+                pass
+        self._actors = []
+        if self._started:
+            self.ray.shutdown()
+            self._started = False
+
+
+class _RayWorker:
+    """Ray actor body (wrapped with ``ray.remote`` at run time so ray stays optional)."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        _init_worker(spec)
+        self.spec = spec
+
+    def score(self, chunk: list[Task]) -> list[ScoreRow]:
+        return score_chunk(self.spec, chunk)
+
+
+def make_backend(name: str, spec: WorkerSpec, workers: int | None = None,
+                 address: str | None = None, start_method: str | None = None) -> Backend:
+    """Backend by name: ``serial``, ``local`` (default for scans) or ``ray``."""
+    if name == "serial":
+        return SerialBackend(spec)
+    if name == "local":
+        return LocalPoolBackend(spec, workers=workers, start_method=start_method)
+    if name == "ray":
+        return RayBackend(spec, address=address, workers=workers)
+    raise ValueError(f"unknown backend {name!r}; choose serial, local or ray")
