@@ -1,0 +1,86 @@
+// Host-side input checks shared by the CPU and CUDA kernels. Every failure is a ValueError
+// (c10::ValueError) whose message names the op and the offending argument, e.g.
+//   "saliency: grads[3] has shape [4, 3] but params[3] has shape [3, 4]".
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/core/TensorBody.h>
+#include <c10/core/ScalarType.h>
+#include <c10/util/Exception.h>
+#include <c10/util/ArrayRef.h>
+
+#include <string>
+
+#include "zcfast/reduce_kind.h"
+
+namespace zcfast {
+
+inline bool is_supported_float(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+// float64 inputs accumulate in float64; float32/float16/bfloat16 in float32.
+inline at::ScalarType acc_dtype_for(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+inline std::string arg_name(const char* list, size_t i) {
+  return std::string(list) + "[" + std::to_string(i) + "]";
+}
+
+inline void check_float_tensor(const at::Tensor& t, const char* op, const std::string& name) {
+  TORCH_CHECK_VALUE(t.defined(), op, ": ", name, " is undefined (None)");
+  TORCH_CHECK_VALUE(is_supported_float(t.scalar_type()), op, ": ", name,
+                    " must be float32, float64, bfloat16 or float16, got ", t.scalar_type());
+}
+
+// Validates the saliency inputs and returns the parsed kind. All tensors must share one dtype
+// and one device (that of params[0]); grads[i] must have the shape of params[i].
+inline SaliencyKind check_saliency_inputs(at::TensorList params, at::TensorList grads,
+                                          std::string_view kind) {
+  const SaliencyKind k = parse_saliency_kind(kind);
+  TORCH_CHECK_VALUE(params.size() == grads.size(), "saliency: params and grads must have the same ",
+                    "length, got len(params)=", params.size(), " and len(grads)=", grads.size());
+  if (params.empty()) return k;
+  check_float_tensor(params[0], "saliency", "params[0]");
+  const at::ScalarType dtype = params[0].scalar_type();
+  const at::Device device = params[0].device();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const std::string pn = arg_name("params", i), gn = arg_name("grads", i);
+    check_float_tensor(params[i], "saliency", pn);
+    check_float_tensor(grads[i], "saliency", gn);
+    TORCH_CHECK_VALUE(params[i].scalar_type() == dtype, "saliency: ", pn, " has dtype ",
+                      params[i].scalar_type(), " but params[0] has dtype ", dtype,
+                      " (all tensors must share one dtype)");
+    TORCH_CHECK_VALUE(grads[i].scalar_type() == dtype, "saliency: ", gn, " has dtype ",
+                      grads[i].scalar_type(), " but ", pn, " has dtype ", dtype);
+    TORCH_CHECK_VALUE(params[i].device() == device, "saliency: ", pn, " is on ", params[i].device(),
+                      " but params[0] is on ", device, " (all tensors must be on one device)");
+    TORCH_CHECK_VALUE(grads[i].device() == device, "saliency: ", gn, " is on ", grads[i].device(),
+                      " but ", pn, " is on ", params[i].device());
+    TORCH_CHECK_VALUE(grads[i].sizes() == params[i].sizes(), "saliency: ", gn, " has shape ",
+                      grads[i].sizes(), " but ", pn, " has shape ", params[i].sizes());
+  }
+  return k;
+}
+
+inline void check_fisher_inputs(const at::Tensor& act, const at::Tensor& grad) {
+  check_float_tensor(act, "fisher", "act");
+  check_float_tensor(grad, "fisher", "grad");
+  TORCH_CHECK_VALUE(act.dim() >= 2, "fisher: act must have shape [N, C, ...] (at least 2 dims), ",
+                    "got shape ", act.sizes());
+  TORCH_CHECK_VALUE(grad.sizes() == act.sizes(), "fisher: grad has shape ", grad.sizes(),
+                    " but act has shape ", act.sizes());
+  TORCH_CHECK_VALUE(grad.scalar_type() == act.scalar_type(), "fisher: grad has dtype ",
+                    grad.scalar_type(), " but act has dtype ", act.scalar_type());
+  TORCH_CHECK_VALUE(grad.device() == act.device(), "fisher: grad is on ", grad.device(),
+                    " but act is on ", act.device());
+}
+
+inline void check_jacob_cov_inputs(const at::Tensor& jac) {
+  check_float_tensor(jac, "jacob_cov", "jacobians");
+  TORCH_CHECK_VALUE(jac.dim() == 3, "jacob_cov: jacobians must have shape [M, N, D] ",
+                    "(models, samples, input features), got shape ", jac.sizes());
+}
+
+}  // namespace zcfast

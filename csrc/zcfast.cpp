@@ -1,0 +1,44 @@
+// zcfast's op schemas, declared once; kernels are registered per backend in csrc/cpu/*_cpu.cpp
+// and csrc/cuda/*_cuda.cu. The Python wrappers, shapes and semantics are in zcfast/ops.py.
+//
+// There is no pybind11: the extension module is an empty CPython module whose import runs the
+// static initialisers below (TORCH_LIBRARY / TORCH_LIBRARY_IMPL), which register the ops with
+// the dispatcher. It is built against the limited API (Py_LIMITED_API), so one binary serves
+// every CPython >= 3.10.
+#include <Python.h>
+#include <torch/library.h>
+
+#include <cstdint>
+
+namespace zcfast {
+
+#ifdef WITH_CUDA
+int64_t cuda_runtime_version();  // csrc/cuda/version_cuda.cu
+#endif
+
+// CUDART_VERSION the CUDA kernels were compiled with (e.g. 13000), or -1 for a CPU-only build.
+int64_t cuda_version() {
+#ifdef WITH_CUDA
+  return cuda_runtime_version();
+#else
+  return -1;
+#endif
+}
+
+}  // namespace zcfast
+
+TORCH_LIBRARY(zcfast, m) {
+  m.def("saliency_reduce(Tensor[] params, Tensor[] grads, str kind) -> (Tensor, Tensor)");
+  m.def("fisher_reduce(Tensor act, Tensor grad) -> (Tensor, Tensor)");
+  m.def("jacob_cov_score(Tensor jacobians, float k) -> (Tensor, Tensor)");
+  m.def("cuda_version() -> int", &zcfast::cuda_version);
+}
+
+// `from zcfast import _C` only needs a module object; importing the .so runs the registrations.
+// (PyMODINIT_FUNC is extern "C" and exported despite -fvisibility=hidden.)
+PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT, "_C", "zcfast's compiled ops (registered as torch.ops.zcfast.*)",
+      -1, nullptr, nullptr, nullptr, nullptr, nullptr};
+  return PyModule_Create(&module_def);
+}

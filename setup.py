@@ -1,0 +1,116 @@
+"""Build script for zcfast and its C++/CUDA extension ``zcfast._C``.
+
+Build (in place, incremental):   python setup.py build_ext --inplace
+Install (editable):              pip install -e . --no-build-isolation
+
+Build modes (printed at build time; ``zcfast info`` / ``zcfast.ops.build_info()`` tell at run time):
+
+- ``ZCFAST_FORCE_CPU=1``: CPU kernels only.
+- ``ZCFAST_FORCE_CUDA=1``: CPU and CUDA kernels; fails unless a CUDA toolkit (``CUDA_HOME``) and a
+  CUDA build of torch are present. Works without a GPU when ``TORCH_CUDA_ARCH_LIST`` is set.
+- otherwise (auto): CUDA kernels when a CUDA toolkit and a CUDA build of torch are present, else
+  CPU only. With no GPU visible and no ``TORCH_CUDA_ARCH_LIST``, a default list is used (torch's
+  own arch detection needs a GPU).
+- ``DEBUG=1``: ``-O0 -g``.
+
+torch must already be installed: pip's build isolation would fetch a different (multi-GB CUDA)
+torch and compile against the wrong headers, so build with ``--no-build-isolation``.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import sys
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_ARCH_LIST = "8.0;9.0+PTX"
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _version() -> str:
+    with open(os.path.join(ROOT, "zcfast", "__init__.py"), encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("__version__"):
+                return line.split("=", 1)[1].strip().strip("\"'")
+    raise RuntimeError("zcfast/__init__.py has no __version__")
+
+
+def _choose_mode(torch, cuda_home: str | None) -> tuple[str, str]:
+    """Returns ("cpu" | "cuda", reason)."""
+    force_cpu, force_cuda = _flag("ZCFAST_FORCE_CPU"), _flag("ZCFAST_FORCE_CUDA")
+    if force_cpu and force_cuda:
+        sys.exit("zcfast setup: set at most one of ZCFAST_FORCE_CPU and ZCFAST_FORCE_CUDA")
+    if force_cpu:
+        return "cpu", "ZCFAST_FORCE_CPU=1"
+    has_toolkit = cuda_home is not None and os.path.exists(os.path.join(cuda_home, "bin", "nvcc"))
+    if force_cuda:
+        if torch.version.cuda is None:
+            sys.exit(f"zcfast setup: ZCFAST_FORCE_CUDA=1 but torch {torch.__version__} is a CPU-only "
+                     "build; install a CUDA build of torch first")
+        if not has_toolkit:
+            sys.exit("zcfast setup: ZCFAST_FORCE_CUDA=1 but no CUDA toolkit was found: set CUDA_HOME "
+                     "to the toolkit folder whose bin/ holds nvcc")
+        return "cuda", "ZCFAST_FORCE_CUDA=1"
+    if torch.version.cuda is None:
+        return "cpu", f"torch {torch.__version__} has no CUDA support"
+    if not has_toolkit:
+        return "cpu", "no CUDA toolkit found (set CUDA_HOME to build the CUDA kernels)"
+    return "cuda", f"CUDA toolkit at {cuda_home} and torch built with CUDA {torch.version.cuda}"
+
+
+def _extensions():
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, CppExtension, CUDAExtension
+
+    mode, reason = _choose_mode(torch, CUDA_HOME)
+    debug = _flag("DEBUG")
+    opt = ["-O0", "-g"] if debug else ["-O3"]
+    # py_limited_api=True makes torch add -DPy_LIMITED_API (abi3 wheel, CPython >= 3.10).
+    cxx = opt + ["-fopenmp", "-fvisibility=hidden"]
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/common/*.cpp")
+                     + glob.glob("csrc/cpu/*.cpp"))
+    common = dict(include_dirs=[os.path.join(ROOT, "csrc", "include")],
+                  extra_link_args=["-fopenmp"], py_limited_api=True)
+    if mode == "cuda":
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+            os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
+            reason += f"; no GPU visible, TORCH_CUDA_ARCH_LIST={DEFAULT_ARCH_LIST}"
+        sources += sorted(glob.glob("csrc/cuda/*.cu"))
+        ext = CUDAExtension(
+            "zcfast._C", sources,
+            define_macros=[("WITH_CUDA", None)],
+            extra_compile_args={"cxx": cxx + ["-DWITH_CUDA"],
+                                "nvcc": opt + ["-DWITH_CUDA", "-lineinfo", "--expt-relaxed-constexpr"]},
+            **common)
+    else:
+        ext = CppExtension("zcfast._C", sources, extra_compile_args={"cxx": cxx}, **common)
+    print(f"zcfast setup: building the {mode.upper()} extension ({reason})"
+          f"{' [DEBUG]' if debug else ''}", flush=True)
+    return [ext]
+
+
+def _cmdclass():
+    from torch.utils.cpp_extension import BuildExtension
+
+    return {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
+setup(
+    name="zcfast",
+    version=_version(),
+    description="Fast, faithful zero-cost proxies for neural architecture search (C++/CUDA ops).",
+    packages=find_packages(include=["zcfast", "zcfast.*"]),
+    include_package_data=True,
+    package_data={"zcfast": ["assets/**/*", "py.typed"]},
+    ext_modules=_extensions(),
+    cmdclass=_cmdclass(),
+    python_requires=">=3.10",
+    install_requires=["torch>=2.6", "numpy"],
+    entry_points={"console_scripts": ["zcfast=zcfast.cli:main"]},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
+)
