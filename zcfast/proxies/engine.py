@@ -1,0 +1,395 @@
+"""The shared-pass engine behind :func:`zcfast.score`.
+
+Passes (each run only when a requested proxy needs its products):
+
+1. **Main pass** on one private deep copy of the model in training mode (BatchNorm on batch
+   statistics, as the paper): one forward of the batch, then
+   a. one backward of the loss to the counted weights -- and, for fisher, to every counted
+      layer's output (recorded by forward hooks): grad_norm, snip, plain, fisher, grasp's g;
+      with ``create_graph`` when grasp is asked for;
+   b. one backward of Σ logits to the inputs only (jacob_cov), from the same forward;
+   c. one backward of z = Σ g·g_f (g detached) to the counted weights: grasp's H·g. The
+      official code computes g in a separate no-graph pass; on the same batch and weights it
+      equals g_f, so that pass is dropped (equality is tested).
+2. **Synflow pass** on a second private copy: BatchNorms removed (except those the
+   ``synflow_keep_bn`` rule keeps), every floating parameter and buffer replaced by its
+   absolute value, float64, input ones[1, C, H, W]; one forward + backward of R = Σ output.
+
+All per-layer sums go through :mod:`zcfast.ops` (see :mod:`zcfast.proxies.reductions`). The
+caller's model and tensors are never modified; every hook is removed before returning and
+every graph is freed, so memory stays flat over thousands of calls.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import warnings
+from typing import Callable, Collection, Iterator, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from zcfast.proxies.registry import PassContext, ProxyResult, ProxySpec, resolve
+
+DEFAULT_PROXIES: tuple[str, ...] = ("grad_norm", "snip", "grasp", "fisher", "jacob_cov", "synflow")
+PAPER_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
+
+KeepBN = "Callable[[str, nn.Module], bool] | Collection[str] | None"
+
+
+# ------------------------------------------------------------------------------------------
+# checks
+# ------------------------------------------------------------------------------------------
+def _counted_layers(model: nn.Module, layer_types: Sequence[type[nn.Module]]
+                    ) -> list[tuple[str, nn.Module]]:
+    types = tuple(layer_types)
+    if not types or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
+        raise ValueError(f"layer_types must be a non-empty tuple of nn.Module classes, got {layer_types!r}")
+    layers = []
+    for name, m in model.named_modules():
+        if isinstance(m, types):
+            w = getattr(m, "weight", None)
+            if isinstance(w, nn.Parameter) and not isinstance(w, nn.parameter.UninitializedParameter):
+                layers.append((name, m))
+    if not layers:
+        raise ValueError(
+            f"the model has no weight layers of types {[t.__name__ for t in types]} "
+            "(zero-cost proxies are sums over those layers' weights; pass layer_types=...)")
+    return layers
+
+
+def _check_inputs(inputs: torch.Tensor, targets: torch.Tensor | None, need_targets: bool) -> None:
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
+    if not inputs.is_floating_point():
+        raise ValueError(f"inputs must be a floating-point tensor, got dtype {inputs.dtype}")
+    if inputs.dim() < 2 or inputs.shape[0] < 1:
+        raise ValueError(f"inputs must be a batch [N, ...] with N >= 1, got shape {tuple(inputs.shape)}")
+    if not torch.isfinite(inputs).all():
+        raise ValueError("inputs contain NaN or inf")
+    if need_targets:
+        if not isinstance(targets, torch.Tensor):
+            raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
+        if targets.shape[0] != inputs.shape[0]:
+            raise ValueError(f"targets has {targets.shape[0]} rows but inputs has {inputs.shape[0]}")
+
+
+def _check_targets_for_logits(targets: torch.Tensor, logits: torch.Tensor,
+                              loss_fn: Callable) -> None:
+    if loss_fn is not F.cross_entropy:
+        return
+    if targets.is_floating_point():
+        if targets.shape != logits.shape:
+            raise ValueError(f"floating targets (class probabilities) must have the logits' shape "
+                             f"{tuple(logits.shape)}, got {tuple(targets.shape)}")
+        return
+    if targets.dim() != 1:
+        raise ValueError(f"class-index targets must be 1-D [N], got shape {tuple(targets.shape)}")
+    c = logits.shape[1]
+    lo, hi = int(targets.min()), int(targets.max())
+    if lo < 0 or hi >= c:
+        raise ValueError(f"targets out of range: values span [{lo}, {hi}] but the model has {c} classes")
+
+
+# ------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------
+class _OutputRecorder:
+    """Forward hook recording (layer index, output, output version) into a shared list."""
+
+    __slots__ = ("store", "index")
+
+    def __init__(self, store: list, index: int) -> None:
+        self.store = store
+        self.index = index
+
+    def __call__(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            self.store.append((self.index, output, output._version))
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Run under ``torch.manual_seed(seed)`` without changing the caller's RNG state."""
+    if seed is None:
+        yield
+        return
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _model_device(layers: list[tuple[str, nn.Module]]) -> torch.device:
+    return layers[0][1].weight.device
+
+
+def _forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    try:
+        y = net(x)
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise ValueError(f"the model's forward failed on inputs of shape {tuple(x.shape)}: {exc}") from exc
+    if not isinstance(y, torch.Tensor):
+        raise ValueError(f"the model must return a logits tensor [N, C], got {type(y).__name__}")
+    return y
+
+
+def _keep_bn_rule(keep: "Callable[[str, nn.Module], bool] | Collection[str] | None"
+                  ) -> Callable[[str, nn.Module], bool]:
+    if keep is None:
+        return lambda name, module: False
+    if callable(keep):
+        return keep
+    names = set(keep)
+    return lambda name, module: name in names
+
+
+def remove_batchnorms(net: nn.Module, keep: "Callable[[str, nn.Module], bool] | Collection[str] | None" = None
+                      ) -> list[str]:
+    """Replace (in place) every BatchNorm of ``net`` not kept by ``keep`` with ``nn.Identity``.
+
+    ``keep`` is ``None`` (remove all), a collection of module names to keep, or a callable
+    ``(qualified_name, module) -> bool``. Returns the names of the removed modules.
+    Only BatchNorm *modules* are seen; ``F.batch_norm`` calls inside a forward are not.
+    """
+    rule = _keep_bn_rule(keep)
+    removed = []
+    for name, m in list(net.named_modules()):
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not rule(name, m):
+            parent_name, _, attr = name.rpartition(".")
+            parent = net.get_submodule(parent_name) if parent_name else net
+            setattr(parent, attr, nn.Identity())
+            removed.append(name)
+    return removed
+
+
+# ------------------------------------------------------------------------------------------
+# passes
+# ------------------------------------------------------------------------------------------
+def _main_pass(net: nn.Module, x: torch.Tensor, targets: torch.Tensor | None, loss_fn: Callable,
+               layer_types: Sequence[type[nn.Module]], needs: set[str], ctx: PassContext) -> None:
+    """Run pass 1 on ``net`` (a private copy, modified freely) and fill ``ctx``."""
+    net.train()
+    layers = _counted_layers(net, layer_types)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    weights = [m.weight for _, m in layers]
+    for w in weights:
+        w.requires_grad_(True)
+    want_fisher = "fisher" in needs
+    want_hg = "hessian_grad" in needs
+    want_jac = "jacobian" in needs
+    want_loss = want_fisher or want_hg or "grads" in needs or "outputs" in needs
+
+    records: list[tuple[int, torch.Tensor, int]] = []
+    handles = []
+    if want_fisher:
+        for i, (_, m) in enumerate(layers):
+            handles.append(m.register_forward_hook(_OutputRecorder(records, i)))
+    xin = x.detach().clone().requires_grad_(True) if want_jac else x.detach()
+    try:
+        y = _forward(net, xin)
+    finally:
+        for h in handles:
+            h.remove()
+    if y.dim() != 2 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"the model must return logits [N, C] with N = {x.shape[0]}, got shape {tuple(y.shape)}")
+
+    ctx.layer_names = [n for n, _ in layers]
+    ctx.weights = [w.detach() for w in weights]
+    if want_loss:
+        assert targets is not None
+        _check_targets_for_logits(targets, y, loss_fn)
+        loss = loss_fn(y, targets)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise ValueError("loss_fn must return a scalar tensor")
+        loss = loss.reshape(())
+        if "outputs" in needs:
+            ctx.logits = y.detach()
+            ctx.loss = loss.detach()
+        acts: list[torch.Tensor] = []
+        act_layer: list[int] = []
+        if want_fisher:
+            stale = sorted({ctx.layer_names[i] for i, a, v in records if a._version != v})
+            if stale:
+                ctx.problems["fisher"] = (
+                    "fisher: the outputs of layers " + ", ".join(stale[:5]) +
+                    " are modified in place later in the forward (e.g. ReLU(inplace=True)); "
+                    "their activation gradient cannot be recovered faithfully")
+            for i, a, v in records:
+                if a._version == v:
+                    acts.append(a)
+                    act_layer.append(i)
+        retain = want_jac or want_hg
+        if loss.requires_grad:
+            grads = torch.autograd.grad(loss, weights + acts, retain_graph=retain,
+                                        create_graph=want_hg, allow_unused=True)
+        else:  # the loss does not depend on any counted weight
+            grads = (None,) * (len(weights) + len(acts))
+        g_w = list(grads[:len(weights)])
+        ctx.grads = [g.detach() if g is not None else None for g in g_w]
+        if want_fisher:
+            dims = [(-1 if isinstance(m, nn.Linear) else 1) for _, m in layers]
+            pairs: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in layers]
+            for i, a, g in zip(act_layer, acts, grads[len(weights):]):
+                if g is not None:
+                    pairs[i].append((a.detach(), g.detach()))
+            ctx.fisher_pairs = pairs
+            ctx.fisher_channel_dims = dims
+        del grads, acts, records
+    if want_jac:
+        (jac,) = torch.autograd.grad(y, xin, grad_outputs=torch.ones_like(y),
+                                     retain_graph=want_hg, allow_unused=True)
+        ctx.jacobian = jac.detach() if jac is not None else torch.zeros_like(xin)
+    if want_hg:
+        terms = [(g.detach() * g).sum() for g in g_w if g is not None and g.requires_grad]
+        if terms:
+            z = torch.stack(terms).sum()
+            hg = torch.autograd.grad(z, weights, allow_unused=True)
+            ctx.hessian_grads = [h.detach() if h is not None else None for h in hg]
+        else:
+            ctx.hessian_grads = [None] * len(weights)
+
+
+def _synflow_pass(net: nn.Module, x: torch.Tensor, layer_types: Sequence[type[nn.Module]],
+                  keep_bn: "Callable[[str, nn.Module], bool] | Collection[str] | None",
+                  ctx: PassContext) -> None:
+    """Run pass 2 on ``net`` (a private copy, modified freely) and fill ``ctx``."""
+    remove_batchnorms(net, keep_bn)
+    net.double()
+    with torch.no_grad():
+        for t in list(net.parameters()) + list(net.buffers()):
+            if t.is_floating_point():
+                t.abs_()
+    net.train()
+    layers = _counted_layers(net, layer_types)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    weights = [m.weight for _, m in layers]
+    for w in weights:
+        w.requires_grad_(True)
+    ones = torch.ones((1,) + tuple(x.shape[1:]), dtype=torch.float64, device=x.device)
+    out = _forward(net, ones)
+    r = out.sum()
+    ctx.synflow_output = float(r.detach())
+    if r.requires_grad:
+        gs = torch.autograd.grad(r, weights, allow_unused=True)
+    else:
+        gs = (None,) * len(weights)
+    if not ctx.layer_names:
+        ctx.layer_names = [n for n, _ in layers]
+    ctx.synflow_weights = [w.detach() for w in weights]
+    ctx.synflow_grads = [g.detach() if g is not None else None for g in gs]
+
+
+# ------------------------------------------------------------------------------------------
+# public entry points
+# ------------------------------------------------------------------------------------------
+def _finalise(spec: ProxySpec, raw: object, ctx: PassContext, per_layer: bool) -> ProxyResult:
+    if isinstance(raw, ProxyResult):
+        res = raw
+    elif isinstance(raw, tuple) and len(raw) == 2:
+        res = ProxyResult(spec.name, float(raw[0]), dict(raw[1]))
+    else:
+        res = ProxyResult(spec.name, float(raw))  # type: ignore[arg-type]
+    if res.name != spec.name:
+        res = ProxyResult(spec.name, res.value, res.per_layer, res.log_value, res.error)
+    error = res.error
+    for need in spec.needs:
+        if need in ctx.problems and error is None:
+            error = ctx.problems[need]
+    if error is None and not math.isfinite(res.value):
+        error = f"{spec.name} is not finite ({res.value})"
+    value = res.value if error is None or not math.isfinite(res.value) else float("nan")
+    return ProxyResult(spec.name, value, res.per_layer if per_layer else None, res.log_value, error)
+
+
+def score_detailed(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None,
+                   proxies: Sequence[str] | str = DEFAULT_PROXIES,
+                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+                   layer_types: Sequence[type[nn.Module]] = PAPER_LAYER_TYPES,
+                   per_layer: bool = False, *,
+                   synflow_keep_bn: "Callable[[str, nn.Module], bool] | Collection[str] | None" = None,
+                   seed: int | None = 0, _owned: bool = False) -> dict[str, ProxyResult]:
+    """Score ``model`` with each proxy, in the fewest shared passes.
+
+    Args:
+        model: any classifier ``nn.Module`` mapping inputs [N, ...] to logits [N, C]. Never
+            modified (parameters, buffers, train/eval flags, requires_grad, .grad).
+        inputs: [N, ...] floating batch (moved to the model's device).
+        targets: [N] int64 class indices in [0, C) (or what ``loss_fn`` takes); may be
+            ``None`` when only jacob_cov / synflow are asked for.
+        proxies: names from :func:`available_proxies`.
+        loss_fn: ``loss_fn(logits, targets) -> scalar``; the paper's cross-entropy by default.
+        layer_types: modules whose ``.weight`` counts (paper: Conv2d and Linear; add e.g.
+            nn.Conv1d / nn.Conv3d). Biases and BatchNorm parameters never count.
+        per_layer: fill ``ProxyResult.per_layer`` (module name -> contribution).
+        synflow_keep_bn: which BatchNorms synflow keeps (default: none, every BatchNorm
+            module is bypassed): a collection of module names or ``(name, module) -> bool``.
+            :func:`score_arch` passes the official NB201 rule.
+        seed: the passes run under ``torch.manual_seed(seed)`` (e.g. dropout) without changing
+            the caller's RNG state; ``None`` leaves the global RNG alone.
+
+    Returns:
+        ``{name: ProxyResult}`` in the order asked. A non-finite value carries ``error``.
+    """
+    specs = resolve(proxies)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    layers = _counted_layers(model, layer_types)
+    needs: set[str] = set()
+    for s in specs:
+        needs.update(s.needs)
+    main_needs = needs - {"synflow"}
+    need_targets = bool(main_needs - {"jacobian"})
+    _check_inputs(inputs, targets, need_targets)
+    device = _model_device(layers)
+    x = inputs.detach().to(device)
+    t = targets.detach().to(device) if need_targets and targets is not None else None
+
+    ctx = PassContext()
+    try:
+        with _seeded(seed, device):
+            if main_needs:
+                net = model if _owned else copy.deepcopy(model)
+                _main_pass(net, x, t, loss_fn, layer_types, main_needs, ctx)
+                del net
+            if "synflow" in needs:
+                net = model if _owned else copy.deepcopy(model)
+                _synflow_pass(net, x, layer_types, synflow_keep_bn, ctx)
+                del net
+        results = {}
+        for spec in specs:
+            results[spec.name] = _finalise(spec, spec.fn(ctx), ctx, per_layer)
+    finally:
+        ctx.clear()
+    return results
+
+
+def score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None,
+          proxies: Sequence[str] | str = DEFAULT_PROXIES,
+          loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+          layer_types: Sequence[type[nn.Module]] = PAPER_LAYER_TYPES,
+          per_layer: bool = False, *,
+          synflow_keep_bn: "Callable[[str, nn.Module], bool] | Collection[str] | None" = None,
+          seed: int | None = 0) -> dict[str, float]:
+    """``{proxy: value}``; see :func:`score_detailed` for the arguments.
+
+    With ``per_layer=True`` the dict also holds ``"<proxy>/<module name>"`` entries. A
+    non-finite value is returned as is (NaN) and announced with a ``RuntimeWarning`` giving
+    its reason (use :func:`score_detailed` to get the reason as data).
+    """
+    detailed = score_detailed(model, inputs, targets, proxies, loss_fn, layer_types, per_layer,
+                              synflow_keep_bn=synflow_keep_bn, seed=seed)
+    out: dict[str, float] = {}
+    for name, r in detailed.items():
+        out[name] = r.value
+        if r.error is not None:
+            warnings.warn(f"zcfast.score: {r.error}", RuntimeWarning, stacklevel=2)
+    if per_layer:
+        for name, r in detailed.items():
+            for layer, v in (r.per_layer or {}).items():
+                out[f"{name}/{layer}"] = v
+    return out

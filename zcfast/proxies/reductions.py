@@ -1,0 +1,147 @@
+"""Per-layer reductions of the proxies, reusable outside the engine.
+
+Every function here takes plain tensors (no modules, no hooks), so the batched evaluator
+(``zcfast.batched``), whose layers hold K candidates, can call them on each candidate's slice.
+All sums go through the fused kernels of :mod:`zcfast.ops`.
+
+- :func:`weight_saliency` -- from (weight, grad) pairs: grad_norm, snip, plain, grasp, synflow.
+- :func:`fisher_layer` -- from (activation, ∂L/∂activation) pairs of one layer.
+- :func:`jacob_cov_score` -- from the input Jacobian(s).
+- :func:`log_abs_prod_sum` / :func:`stable_log_total` -- synflow's log-scale value.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from zcfast import ops
+
+#: proxy kind -> (zcfast.ops.saliency kind, sign applied to its result)
+SALIENCY_KINDS: dict[str, tuple[str, float]] = {
+    "grad_norm": ("grad_norm", 1.0),   # ‖g‖₂ per layer
+    "snip": ("abs_prod", 1.0),         # Σ|θ⊙g|
+    "synflow": ("abs_prod", 1.0),      # Σ|θ⊙∂R/∂θ| (float64 inputs)
+    "plain": ("prod", 1.0),            # Σθ⊙g
+    "grasp": ("prod", -1.0),           # −Σθ⊙(Hg): the official sign flip
+}
+
+
+def weight_saliency(weights: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None],
+                    kind: str) -> torch.Tensor:
+    """Per-layer saliency of (weight, grad) pairs.
+
+    Args:
+        weights: T tensors (any shapes), on one device.
+        grads: T tensors of the same shapes, or ``None`` where the gradient does not exist
+            (that layer contributes 0, as in the official code).
+        kind: one of :data:`SALIENCY_KINDS` (``grad_norm``, ``snip``, ``synflow``, ``plain``,
+            ``grasp``).
+
+    Returns:
+        per_layer [T] in the accumulation dtype of :mod:`zcfast.ops` (float32 for float32
+        inputs, float64 for float64). The proxy value is ``per_layer.sum()``.
+    """
+    if kind not in SALIENCY_KINDS:
+        raise ValueError(f"unknown saliency kind {kind!r}; known: {list(SALIENCY_KINDS)}")
+    if len(weights) != len(grads):
+        raise ValueError(f"{len(weights)} weights but {len(grads)} grads")
+    op_kind, sign = SALIENCY_KINDS[kind]
+    idx = [i for i, g in enumerate(grads) if g is not None]
+    if not weights:
+        raise ValueError("no weights to reduce")
+    acc = torch.float64 if weights[0].dtype == torch.float64 else torch.float32
+    out = torch.zeros(len(weights), dtype=acc, device=weights[0].device)
+    if idx:
+        per, _ = ops.saliency([weights[i] for i in idx], [grads[i] for i in idx], op_kind)
+        out[idx] = per.to(acc)
+    if sign != 1.0:
+        out = out * sign
+    return out
+
+
+def fisher_layer(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], weight_numel: int,
+                 channel_dim: int = 1) -> torch.Tensor:
+    """The official fisher value of one layer from its (activation, gradient) pairs.
+
+    Args:
+        pairs: one (act, grad) pair per call of the layer, act and grad of one shape
+            [N, C, ...] (``channel_dim=1``) or [..., C] (``channel_dim=-1``, Linear on
+            sequences). An empty list (the output did not reach the loss) gives 0.
+        weight_numel: number of elements of the layer's weight.
+        channel_dim: which dimension holds the layer's output channels.
+
+    Returns:
+        a 0-dim tensor: Σ_c |F_c| · (weight_numel / C) where, per channel,
+        F_c = Σ_calls 0.5·mean_n (Σ_rest act·grad)². The factor weight_numel / C (the fan-in)
+        reproduces the official broadcast of each channel's value to every weight of that
+        output channel before summing.
+    """
+    if not pairs:
+        return torch.zeros((), dtype=torch.float32)
+    per_channel = None
+    channels = None
+    for act, grad in pairs:
+        if act.shape != grad.shape:
+            raise ValueError(f"fisher: activation {tuple(act.shape)} and gradient "
+                             f"{tuple(grad.shape)} differ in shape")
+        if channel_dim != 1:
+            act = act.movedim(channel_dim, 1)
+            grad = grad.movedim(channel_dim, 1)
+        pc, _ = ops.fisher(act, grad)
+        per_channel = pc if per_channel is None else per_channel + pc
+        channels = act.shape[1]
+    assert per_channel is not None and channels is not None
+    if weight_numel % channels:
+        raise ValueError(f"fisher: weight of {weight_numel} elements cannot be split over "
+                         f"{channels} output channels")
+    fan_in = weight_numel // channels
+    return per_channel.abs().sum() * fan_in
+
+
+def jacob_cov_score(jacobian: torch.Tensor, k: float = 1e-5) -> tuple[float, str | None]:
+    """jacob_cov of one network from its input Jacobian.
+
+    Args:
+        jacobian: [N, ...] -- ∂(Σ logits)/∂x, one row per sample (flattened to [N, D]).
+        k: the official constant 1e-5.
+
+    Returns:
+        (score, error): score = −Σ[log(λ+k) + 1/(λ+k)] over the eigenvalues λ of the N×N
+        correlation matrix of the rows, computed in float64 as numpy's corrcoef does;
+        ``error`` names the problem when the score is not finite (zero-variance rows, N < 2).
+    """
+    n = jacobian.shape[0]
+    if n < 2:
+        return float("nan"), f"jacob_cov needs at least 2 samples, got {n}"
+    j = jacobian.reshape(n, -1).to(torch.float64)
+    if not torch.isfinite(j).all():
+        return float("nan"), "jacob_cov: the input Jacobian contains NaN or inf"
+    scores, _ = ops.jacob_cov(j.unsqueeze(0), k)
+    value = float(scores[0])
+    if math.isfinite(value):
+        return value, None
+    flat = (j.max(dim=1).values == j.min(dim=1).values).nonzero().flatten().tolist()
+    if flat:
+        return value, (f"jacob_cov is undefined: the Jacobian rows of samples {flat[:10]}"
+                       f"{'...' if len(flat) > 10 else ''} have zero variance (the output does "
+                       "not depend on those inputs), so their correlation is NaN")
+    return value, f"jacob_cov is not finite ({value}): the correlation matrix is degenerate"
+
+
+def log_abs_prod_sum(weight: torch.Tensor, grad: torch.Tensor) -> float:
+    """log Σ|w⊙g| computed without overflow (logsumexp of log|w| + log|g|)."""
+    terms = torch.log(weight.abs().to(torch.float64)) + torch.log(grad.abs().to(torch.float64))
+    terms = terms.flatten()
+    if terms.numel() == 0:
+        return float("-inf")
+    return float(torch.logsumexp(terms, dim=0))
+
+
+def stable_log_total(per_layer_logs: Sequence[float]) -> float:
+    """log Σ exp(l_i) of per-layer logs (−inf entries are empty layers)."""
+    vals = torch.tensor(list(per_layer_logs), dtype=torch.float64)
+    if vals.numel() == 0:
+        return float("-inf")
+    return float(torch.logsumexp(vals, dim=0))

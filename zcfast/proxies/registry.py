@@ -1,0 +1,173 @@
+"""Proxy registry: each zero-cost proxy is a named function of a :class:`PassContext`.
+
+A proxy declares which products of the shared passes it ``needs``; the engine
+(:mod:`zcfast.proxies.engine`) runs the fewest passes that produce the union of the needs of
+every requested proxy, then calls each proxy on the same context.
+
+Needs (what the engine puts into the context):
+
+- ``"grads"``: ``ctx.grads`` -- ∂L/∂W of the loss for every counted layer weight (one
+  forward + backward of the loss, BatchNorm in training mode).
+- ``"hessian_grad"``: ``ctx.hessian_grads`` -- H·g for every counted weight, where g = ∂L/∂W
+  (same forward, backward with ``create_graph``, then one more backward).
+- ``"fisher"``: ``ctx.fisher_pairs`` -- per counted layer, a list of (activation, ∂L/∂activation)
+  pairs, one per call of the layer in the forward (same forward + backward as ``"grads"``).
+- ``"jacobian"``: ``ctx.jacobian`` -- ∂(Σ logits)/∂inputs, shape of the inputs (same forward,
+  one more backward to the inputs only).
+- ``"synflow"``: ``ctx.synflow_weights`` / ``ctx.synflow_grads`` -- |W| in float64 and
+  ∂R/∂W for R = Σ net_|θ|(ones[1, ...]) on a copy without (most) BatchNorms (its own pass).
+- ``"outputs"``: ``ctx.logits`` [N, C] and ``ctx.loss`` (detached) from the main forward.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+NEEDS: tuple[str, ...] = ("grads", "hessian_grad", "fisher", "jacobian", "synflow", "outputs")
+
+
+@dataclass(frozen=True)
+class ProxyResult:
+    """One proxy's value for one network.
+
+    ``value`` is the paper's scalar (sum over counted layers); ``per_layer`` maps a module's
+    qualified name to its contribution (filled when asked for); ``log_value`` is the natural log
+    of ``value`` computed stably (synflow; ``None`` for proxies that can be negative);
+    ``error`` explains a non-finite ``value`` (``None`` when the value is finite).
+    """
+
+    name: str
+    value: float
+    per_layer: dict[str, float] | None = None
+    log_value: float | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the value is finite and no error was recorded."""
+        return self.error is None and math.isfinite(self.value)
+
+
+@dataclass
+class PassContext:
+    """What the shared passes produced for one network (see the module docstring).
+
+    Tensors are detached. ``layer_names[i]`` names the module whose weight is ``weights[i]``;
+    lists are aligned with it; a gradient is ``None`` where the loss does not depend on that
+    weight. ``problems`` maps a need to a reason it could not be produced faithfully.
+    """
+
+    layer_names: list[str] = field(default_factory=list)
+    weights: list[torch.Tensor] = field(default_factory=list)
+    grads: list[torch.Tensor | None] | None = None
+    hessian_grads: list[torch.Tensor | None] | None = None
+    fisher_pairs: list[list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+    fisher_channel_dims: list[int] | None = None
+    jacobian: torch.Tensor | None = None
+    synflow_weights: list[torch.Tensor] | None = None
+    synflow_grads: list[torch.Tensor | None] | None = None
+    synflow_output: float | None = None
+    logits: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
+    problems: dict[str, str] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        """Drop every tensor reference (the engine calls this before returning)."""
+        for name in ("grads", "hessian_grads", "fisher_pairs", "jacobian", "synflow_weights",
+                     "synflow_grads", "logits", "loss"):
+            setattr(self, name, None)
+        self.weights = []
+
+
+ProxyFn = Callable[[PassContext], "ProxyResult | float | tuple[float, dict[str, float]]"]
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    """A registered proxy: its function and the pass products it needs."""
+
+    name: str
+    fn: ProxyFn
+    needs: tuple[str, ...]
+
+
+_REGISTRY: dict[str, ProxySpec] = {}
+
+
+def register_proxy(name: str, needs: Sequence[str] = ("grads",)) -> Callable[[ProxyFn], ProxyFn]:
+    """Decorator registering ``fn(ctx: PassContext)`` as proxy ``name``.
+
+    ``fn`` returns a :class:`ProxyResult`, a float, or ``(value, per_layer dict)``.
+    Duplicate names and unknown needs raise ``ValueError``.
+
+    Example::
+
+        @zcfast.register_proxy("l2_grad_sq", needs=("grads",))
+        def l2_grad_sq(ctx):
+            return sum(float((g * g).sum()) for g in ctx.grads if g is not None)
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"proxy name must be a non-empty string, got {name!r}")
+    if isinstance(needs, str):
+        needs = (needs,)
+    needs_t = tuple(needs)
+    unknown = [n for n in needs_t if n not in NEEDS]
+    if unknown:
+        raise ValueError(f"proxy {name!r}: unknown needs {unknown}; known needs are {list(NEEDS)}")
+
+    def decorator(fn: ProxyFn) -> ProxyFn:
+        if name in _REGISTRY:
+            raise ValueError(f"a proxy named {name!r} is already registered")
+        if not callable(fn):
+            raise TypeError(f"proxy {name!r}: expected a callable, got {type(fn).__name__}")
+        _REGISTRY[name] = ProxySpec(name, fn, needs_t)
+        return fn
+
+    return decorator
+
+
+def unregister_proxy(name: str) -> None:
+    """Remove a user-registered proxy (built-in proxies cannot be removed)."""
+    from zcfast.proxies.builtin import BUILTIN
+
+    if name in BUILTIN:
+        raise ValueError(f"built-in proxy {name!r} cannot be unregistered")
+    if name not in _REGISTRY:
+        raise ValueError(f"no proxy named {name!r} is registered")
+    del _REGISTRY[name]
+
+
+def available_proxies() -> list[str]:
+    """Names of every registered proxy, built-ins first in the paper's order."""
+    import zcfast.proxies.builtin  # noqa: F401  (registers the built-ins)
+
+    return list(_REGISTRY)
+
+
+def resolve(proxies: Iterable[str] | str) -> list[ProxySpec]:
+    """Look up proxy names; unknown, duplicate or no names raise ``ValueError``."""
+    import zcfast.proxies.builtin  # noqa: F401
+
+    if isinstance(proxies, str):
+        proxies = (proxies,)
+    names = list(proxies)
+    if not names:
+        raise ValueError("no proxies requested")
+    specs = []
+    seen: set[str] = set()
+    for n in names:
+        if n == "vote":
+            raise ValueError(
+                "'vote' is not a per-network proxy: it compares architectures. Score "
+                "('synflow', 'jacob_cov', 'snip') and use zcfast.proxies.vote.pairwise_vote "
+                "(the paper's evaluation metric) or zcfast.proxies.vote.rank_vote (for search)")
+        if n not in _REGISTRY:
+            raise ValueError(f"unknown proxy {n!r}; available: {list(_REGISTRY)}")
+        if n in seen:
+            raise ValueError(f"proxy {n!r} requested twice")
+        seen.add(n)
+        specs.append(_REGISTRY[n])
+    return specs
