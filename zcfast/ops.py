@@ -159,26 +159,56 @@ def jacob_cov(jacobians: Tensor, k: float = 1e-5) -> tuple[Tensor, Tensor]:
 
 @torch.library.register_fake("zcfast::saliency_reduce")
 def _saliency_fake(params: list[Tensor], grads: list[Tensor], kind: str) -> tuple[Tensor, Tensor]:
-    torch._check(len(params) == len(grads), lambda: "saliency: params and grads differ in length")
-    torch._check(len(params) > 0, lambda: "saliency_reduce needs at least one tensor")
-    for p, g in zip(params, grads):
-        torch._check(p.shape == g.shape, lambda: "saliency: a grad's shape differs from its param's")
-    acc = _acc_dtype(params[0].dtype)
+    # The same checks as csrc/include/zcfast/checks.h, so meta/fake tensors fail like real ones.
+    if kind not in SALIENCY_KINDS:
+        raise ValueError(f"saliency: kind must be one of {SALIENCY_KINDS}, got {kind!r}")
+    if len(params) != len(grads):
+        raise ValueError(f"saliency: params and grads must have the same length, got "
+                         f"len(params)={len(params)} and len(grads)={len(grads)}")
+    if not params:
+        raise ValueError("saliency_reduce needs at least one tensor (zcfast.ops.saliency handles [])")
     ref = params[0]
+    for i, (p, g) in enumerate(zip(params, grads)):
+        for name, t in ((f"params[{i}]", p), (f"grads[{i}]", g)):
+            if t.dtype not in _FLOAT_DTYPES:
+                raise ValueError(f"saliency: {name} must be float32, float64, bfloat16 or float16, "
+                                 f"got {t.dtype}")
+            if t.dtype != ref.dtype:
+                raise ValueError(f"saliency: {name} has dtype {t.dtype} but params[0] has dtype "
+                                 f"{ref.dtype} (all tensors must share one dtype)")
+            if t.device != ref.device:
+                raise ValueError(f"saliency: {name} is on {t.device} but params[0] is on "
+                                 f"{ref.device} (all tensors must be on one device)")
+        if p.shape != g.shape:
+            raise ValueError(f"saliency: grads[{i}] has shape {list(g.shape)} but params[{i}] has "
+                             f"shape {list(p.shape)}")
+    acc = _acc_dtype(ref.dtype)
     return ref.new_empty((len(params),), dtype=acc), ref.new_empty((), dtype=acc)
 
 
 @torch.library.register_fake("zcfast::fisher_reduce")
 def _fisher_fake(act: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
-    torch._check(act.dim() >= 2, lambda: "fisher: act must be [N, C, ...]")
-    torch._check(act.shape == grad.shape, lambda: "fisher: grad's shape differs from act's")
+    if act.dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"fisher: act must be float32, float64, bfloat16 or float16, got {act.dtype}")
+    if act.dim() < 2:
+        raise ValueError(f"fisher: act must have shape [N, C, ...], got {list(act.shape)}")
+    if grad.shape != act.shape:
+        raise ValueError(f"fisher: grad has shape {list(grad.shape)} but act has shape {list(act.shape)}")
+    if grad.dtype != act.dtype:
+        raise ValueError(f"fisher: grad has dtype {grad.dtype} but act has dtype {act.dtype}")
+    if grad.device != act.device:
+        raise ValueError(f"fisher: grad is on {grad.device} but act is on {act.device}")
     acc = _acc_dtype(act.dtype)
     return act.new_empty((act.shape[1],), dtype=acc), act.new_empty((), dtype=acc)
 
 
 @torch.library.register_fake("zcfast::jacob_cov_score")
 def _jacob_cov_fake(jacobians: Tensor, k: float) -> tuple[Tensor, Tensor]:
-    torch._check(jacobians.dim() == 3, lambda: "jacob_cov: jacobians must be [M, N, D]")
+    if jacobians.dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"jacob_cov: jacobians must be float32, float64, bfloat16 or float16, "
+                         f"got {jacobians.dtype}")
+    if jacobians.dim() != 3:
+        raise ValueError(f"jacob_cov: jacobians must have shape [M, N, D], got {list(jacobians.shape)}")
     acc = _acc_dtype(jacobians.dtype)
     m, n = jacobians.shape[0], jacobians.shape[1]
     return jacobians.new_empty((m,), dtype=acc), jacobians.new_empty((m, n), dtype=acc)
