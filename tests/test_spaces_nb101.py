@@ -189,3 +189,12 @@ def test_bad_text_and_choices() -> None:
         SP.from_choices([2] + [0] * 25)
     with pytest.raises(ValueError, match="no path"):
         SP.from_choices([0] * 26)
+
+
+def test_direct_cell_has_insertion_neighbours() -> None:
+    """input → output alone has no valid edge flip; the fallback inserts one vertex."""
+    a = SP.spec([[0, 1], [0, 0]], ["input", "output"])
+    nbrs = SP.neighbours(a)
+    assert {b.ops[1] for b in nbrs} == set(nb101.OPS)
+    assert all(b.matrix == ((0, 1, 1), (0, 0, 1), (0, 0, 0)) for b in nbrs)
+    assert SP.mutate(a, random.Random(0)) in nbrs

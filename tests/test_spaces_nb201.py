@@ -141,7 +141,11 @@ def test_network_structure() -> None:
     assert not ({id(m) for m in red} & {id(m) for m in rest})
     # cell ops are ReLU -> Conv -> BN
     conv_edge = net.cells[0].edges[1]  # nor_conv_1x1
-    assert [type(m) for m in conv_edge] == [nn.ReLU, nn.Conv2d, nn.BatchNorm2d]
+    assert isinstance(conv_edge.conv, nn.Conv2d) and conv_edge.conv.kernel_size == (1, 1)
+    assert conv_edge.conv.bias is None and isinstance(conv_edge.bn, nn.BatchNorm2d)
+    x = torch.randn(2, 16, 8, 8)
+    assert torch.equal(conv_edge(x), conv_edge.bn(conv_edge.conv(torch.relu(x))))
+    assert conv_edge(x).shape == x.shape
 
 
 def test_none_cells_give_classifier_bias() -> None:

@@ -391,8 +391,42 @@ class NB101Space(SearchSpace):
 
     def neighbours(self, arch: Any) -> list[NB101Arch]:
         """Valid specs one edge flip or one interior op change away, distinct by ``key`` and
-        different from ``arch`` (edges row-major first, then ops)."""
+        different from ``arch`` (edges row-major first, then ops).
+
+        Only when no such spec exists (e.g. input → output alone, where the one flip
+        disconnects the cell) the edit "insert one vertex on a new path u → v → w" is used
+        instead, so every valid arch has a neighbour and ``mutate`` never fails.
+        """
         a = check_arch(arch)
+        out = self._one_edit(a)
+        return out if out else self._insertions(a)
+
+    def _insertions(self, a: NB101Arch) -> list[NB101Arch]:
+        m = a.np_matrix()
+        n = m.shape[0]
+        seen = {self.key(a)}
+        out = []
+        if n >= MAX_VERTICES:
+            return out
+        for p in range(1, n):  # new vertex index: between old vertices p-1 and p
+            big = np.insert(np.insert(m, p, 0, axis=0), p, 0, axis=1)
+            for u in range(p):
+                for w in range(p + 1, n + 1):
+                    for op in OPS:
+                        m2 = big.copy()
+                        m2[u, p] = m2[p, w] = 1
+                        ops = list(a.ops[:p]) + [op] + list(a.ops[p:])
+                        try:
+                            b = make_arch(m2, ops)
+                        except ValueError:
+                            continue
+                        k = self.key(b)
+                        if k not in seen:
+                            seen.add(k)
+                            out.append(b)
+        return out
+
+    def _one_edit(self, a: NB101Arch) -> list[NB101Arch]:
         m = a.np_matrix()
         n = m.shape[0]
         cands: list[tuple[np.ndarray, list[str]]] = []

@@ -206,15 +206,19 @@ def canonical_expr(arch: Sequence[str]) -> str:
 # --------------------------------------------------------------------------------------------
 # Network (benchmark layout)
 # --------------------------------------------------------------------------------------------
-class ReLUConvBN(nn.Sequential):
-    """ReLU → Conv2d (no bias) → affine BatchNorm2d. [N, C_in, H, W] → [N, C_out, H/stride, W/stride]."""
+class ReLUConvBN(nn.Module):
+    """ReLU → Conv2d (no bias) → affine BatchNorm2d. [N, C_in, H, W] → [N, C_out, H/stride, W/stride].
+
+    Holds ``conv`` and ``bn`` (the ReLU is functional: fewer modules, faster ``build``).
+    """
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> None:
-        super().__init__(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
-            nn.BatchNorm2d(c_out, affine=True, track_running_stats=True),
-        )
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False)
+        self.bn = nn.BatchNorm2d(c_out, affine=True, track_running_stats=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(torch.relu(x)))
 
 
 class Zero(nn.Module):
@@ -224,26 +228,35 @@ class Zero(nn.Module):
         return x.mul(0.0)
 
 
-def _make_op(op: str, c: int) -> nn.Module:
+def _make_op(op: str, c: int, shared: dict[str, nn.Module]) -> nn.Module:
     if op == "nor_conv_3x3":
         return ReLUConvBN(c, c, 3, 1, 1)
     if op == "nor_conv_1x1":
         return ReLUConvBN(c, c, 1, 1, 0)
-    if op == "avg_pool_3x3":
-        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
-    if op == "skip_connect":
-        return nn.Identity()
-    if op == "none":
-        return Zero()
-    raise ValueError(f"NB201 unknown op {op!r}")
+    # parameter-free ops: one instance per network, shared by every cell
+    if op not in shared:
+        if op == "avg_pool_3x3":
+            shared[op] = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+        elif op == "skip_connect":
+            shared[op] = nn.Identity()
+        elif op == "none":
+            shared[op] = Zero()
+        else:
+            raise ValueError(f"NB201 unknown op {op!r}")
+    return shared[op]
 
 
 class NB201Cell(nn.Module):
-    """The benchmark's ``InferCell`` (C_in == C_out, stride 1). [N, C, H, W] → [N, C, H, W]."""
+    """The benchmark's ``InferCell`` (C_in == C_out, stride 1). [N, C, H, W] → [N, C, H, W].
 
-    def __init__(self, arch: tuple[str, ...], c: int) -> None:
+    ``edges[i]`` is the op of edge ``EDGES[i]``; parameter-free ops (pool, identity, zero)
+    are single instances shared across the network's cells.
+    """
+
+    def __init__(self, arch: tuple[str, ...], c: int, shared: dict[str, nn.Module] | None = None) -> None:
         super().__init__()
-        self.edges = nn.ModuleList(_make_op(op, c) for op in arch)
+        shared = {} if shared is None else shared
+        self.edges = nn.ModuleList([_make_op(op, c, shared) for op in arch])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e = self.edges
@@ -291,13 +304,14 @@ class NB201Network(nn.Module):
         c = channels
         self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
         layers: list[nn.Module] = []
+        shared: dict[str, nn.Module] = {}
         c_prev = c
         for stage, width in enumerate((c, 2 * c, 4 * c)):
             if stage > 0:
                 layers.append(ResNetBasicBlock(c_prev, width))
                 c_prev = width
             for _ in range(cells_per_stage):
-                layers.append(NB201Cell(arch, width))
+                layers.append(NB201Cell(arch, width, shared))
         self.cells = nn.ModuleList(layers)
         self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=True))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
