@@ -19,6 +19,7 @@ Backends:
   passed (or ``ZCFAST_START_METHOD``). A worker that dies (killed, out of memory) breaks the
   pool: the pool is restarted and the chunks it held are retried one candidate at a time;
   a candidate that kills a worker again is recorded with the error ``worker process died``.
+  Workers exit by themselves within a second when the parent is killed.
 * ``ray``: one actor per CPU of the cluster (``ray.init(address=...)``; without an address
   and no running instance a local one is started). zcfast must be importable on every node.
 """
@@ -250,10 +251,26 @@ class SerialBackend(Backend):
 _WORKER_SPEC: WorkerSpec | None = None
 
 
-def _init_worker(spec: WorkerSpec) -> None:
+def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    """Daemon thread body: end this worker as soon as its parent is gone.
+
+    A pool worker blocks reading its task queue, whose write end every worker also holds,
+    so a SIGKILLed parent would leave it waiting forever; polling ``getppid`` ends it.
+    """
+    while True:
+        time.sleep(interval)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _init_worker(spec: WorkerSpec, watch_parent: bool = False) -> None:
     global _WORKER_SPEC
     torch.set_num_threads(spec.threads)
     _WORKER_SPEC = spec
+    if watch_parent:
+        import threading
+        threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True,
+                         name="zcfast-parent-watch").start()
 
 
 def _worker_score(chunk: list[Task]) -> list[ScoreRow]:
@@ -285,7 +302,7 @@ class LocalPoolBackend(Backend):
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(self.start_method),
-                                   initializer=_init_worker, initargs=(self.spec,))
+                                   initializer=_init_worker, initargs=(self.spec, True))
 
     def imap_unordered(self, chunks: Iterable[list[Task]]) -> Iterator[list[ScoreRow]]:
         it = iter(chunks)

@@ -1,0 +1,124 @@
+"""Fault tests: SIGKILL a `zcfast scan` process at random moments, resume each time; the store
+ends with every candidate exactly once and the values of an uninterrupted run."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from zcfast.parallel import hash_scorer
+from zcfast.scan import scan
+from zcfast.store import ResultStore
+
+ROOT = Path(__file__).resolve().parents[1]
+N = 300
+PROXIES = "snip,synflow"
+
+
+def _cmd(store: Path, backend: str) -> list[str]:
+    return [sys.executable, "-m", "zcfast", "scan", "--space", "nb201", "--proxies", PROXIES,
+            "--n", str(N), "--store", str(store), "--scorer", "zcfast.parallel:hash_scorer",
+            "--backend", backend, "--workers", "2", "--batch-size", "8", "--quiet",
+            "--commit-rows", "4", "--commit-seconds", "0.05"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            "ZCFAST_HASH_SCORER_SLEEP": "0.004", "ZCFAST_HASH_SCORER_FAIL": "1"}
+
+
+def _count(store: Path) -> int:
+    """Rows in the store, read through a read-only connection (0 before the tables exist)."""
+    if not store.exists() or store.stat().st_size == 0:
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5)
+        try:
+            return conn.execute("SELECT count(*) FROM scores").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _rows(store: Path) -> dict[str, tuple]:
+    with ResultStore(store) as st:
+        st.verify()
+        (rid,) = st.runs()
+        rows = list(st.rows(rid))
+        raw = st.conn.execute("SELECT count(*), count(DISTINCT arch_key) FROM scores").fetchone()
+    assert raw[0] == raw[1] == len(rows), "duplicate rows"
+    return {r.arch_key: (r.arch_str, r.values, r.error) for r in rows}
+
+
+def _reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple]:
+    monkeypatch.setenv("ZCFAST_HASH_SCORER_FAIL", "1")
+    ref = tmp_path / "ref.sqlite"
+    scan("nb201", PROXIES, N, store=ref, batch_size=8, backend="serial", scorer=hash_scorer,
+         progress=False)
+    return _rows(ref)
+
+
+def _kill_and_resume(tmp_path: Path, backend: str, kills: int, seed: int) -> tuple[Path, list[int]]:
+    rng = random.Random(seed)
+    store = tmp_path / f"faulted-{backend}.sqlite"
+    seen: list[int] = []
+    for _ in range(kills):
+        before = _count(store)
+        if before >= N:
+            break
+        # kill once the scan has written a random number of further rows, plus a random delay:
+        # lands anywhere in the scoring/commit cycle, also inside transactions
+        threshold = before + rng.randint(1, max(1, (N - before) // 2))
+        proc = subprocess.Popen(_cmd(store, backend), env=_env(), cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        deadline = time.monotonic() + 120
+        while _count(store) < threshold and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.08))
+        children = []
+        try:
+            children = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            pass
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # orphaned pool workers must go away by themselves (their pipe to the parent closed)
+        _, alive = psutil.wait_procs(children, timeout=30)
+        for p in alive:
+            p.kill()
+        assert not alive, f"{len(alive)} worker processes outlived their killed parent"
+        seen.append(_count(store))
+        if seen[-1]:
+            _rows(store)  # integrity + no duplicates after every crash
+    done = subprocess.run(_cmd(store, backend), env=_env(), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return store, seen
+
+
+@pytest.mark.timeout(600)
+def test_sigkill_serial_scan_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = _reference(tmp_path, monkeypatch)
+    assert len(ref) == N and any(e for _, _, e in ref.values())
+    store, seen = _kill_and_resume(tmp_path, "serial", kills=4, seed=1)
+    assert sum(0 < c < N for c in seen) >= 3, seen  # most kills landed mid-scan
+    assert _rows(store) == ref
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sigkill_local_pool_scan_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = _reference(tmp_path, monkeypatch)
+    store, seen = _kill_and_resume(tmp_path, "local", kills=2, seed=2)
+    assert sum(0 < c < N for c in seen) >= 1, seen
+    assert _rows(store) == ref
