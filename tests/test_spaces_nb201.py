@@ -141,11 +141,33 @@ def test_network_structure() -> None:
     assert not ({id(m) for m in red} & {id(m) for m in rest})
     # cell ops are ReLU -> Conv -> BN
     conv_edge = net.cells[0].edges[1]  # nor_conv_1x1
-    assert isinstance(conv_edge.conv, nn.Conv2d) and conv_edge.conv.kernel_size == (1, 1)
-    assert conv_edge.conv.bias is None and isinstance(conv_edge.bn, nn.BatchNorm2d)
-    x = torch.randn(2, 16, 8, 8)
-    assert torch.equal(conv_edge(x), conv_edge.bn(conv_edge.conv(torch.relu(x))))
-    assert conv_edge(x).shape == x.shape
+    assert [type(m) for m in conv_edge] == [nn.ReLU, nn.Conv2d, nn.BatchNorm2d]
+    assert conv_edge[1].kernel_size == (1, 1) and conv_edge[1].bias is None
+    # parameter-free modules may be shared, parameters never are
+    params = list(net.parameters())
+    assert len({id(p) for p in params}) == len(params)
+
+
+def test_construction_order_is_rng_order() -> None:
+    """Weights are drawn in forward order: stem conv, cell conv edges in edge order, reduction
+    block conv_a, conv_b, shortcut conv, ..., classifier (BatchNorms draw nothing)."""
+    arch = ("nor_conv_3x3", "avg_pool_3x3", "nor_conv_1x1", "none", "skip_connect", "nor_conv_3x3")
+    torch.manual_seed(7)
+    net = SP.build(arch)
+    torch.manual_seed(7)
+    order = [net.stem[0]]
+    for layer in net.cells:
+        if isinstance(layer, nb201.ResNetBasicBlock):
+            order += [layer.conv_a[1], layer.conv_b[1], layer.downsample[1]]
+        else:
+            order += [m[1] for m in layer.edges if isinstance(m, nn.Sequential)]
+    for conv in order:
+        ref = torch.empty_like(conv.weight)
+        nn.init.kaiming_uniform_(ref, a=math.sqrt(5))
+        assert torch.equal(ref, conv.weight)
+    w = torch.empty_like(net.classifier.weight)
+    nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+    assert torch.equal(w, net.classifier.weight)
 
 
 def test_none_cells_give_classifier_bias() -> None:

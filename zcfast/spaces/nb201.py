@@ -206,19 +206,21 @@ def canonical_expr(arch: Sequence[str]) -> str:
 # --------------------------------------------------------------------------------------------
 # Network (benchmark layout)
 # --------------------------------------------------------------------------------------------
-class ReLUConvBN(nn.Module):
-    """ReLU → Conv2d (no bias) → affine BatchNorm2d. [N, C_in, H, W] → [N, C_out, H/stride, W/stride].
+class ReLUConvBN(nn.Sequential):
+    """ReLU → Conv2d (no bias) → affine BatchNorm2d, as ``Sequential(relu, conv, bn)`` (indices
+    0, 1, 2, like the benchmark). [N, C_in, H, W] → [N, C_out, H/stride, W/stride].
 
-    Holds ``conv`` and ``bn`` (the ReLU is functional: fewer modules, faster ``build``).
+    ``relu`` may be a ReLU instance shared by the whole network (it is stateless; sharing
+    saves module construction time in ``build``).
     """
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False)
-        self.bn = nn.BatchNorm2d(c_out, affine=True, track_running_stats=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(torch.relu(x)))
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int,
+                 relu: nn.Module | None = None) -> None:
+        super().__init__(
+            nn.ReLU(inplace=False) if relu is None else relu,
+            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(c_out, affine=True, track_running_stats=True),
+        )
 
 
 class Zero(nn.Module):
@@ -228,12 +230,18 @@ class Zero(nn.Module):
         return x.mul(0.0)
 
 
+def _shared_relu(shared: dict[str, nn.Module]) -> nn.Module:
+    if "relu" not in shared:
+        shared["relu"] = nn.ReLU(inplace=False)
+    return shared["relu"]
+
+
 def _make_op(op: str, c: int, shared: dict[str, nn.Module]) -> nn.Module:
     if op == "nor_conv_3x3":
-        return ReLUConvBN(c, c, 3, 1, 1)
+        return ReLUConvBN(c, c, 3, 1, 1, _shared_relu(shared))
     if op == "nor_conv_1x1":
-        return ReLUConvBN(c, c, 1, 1, 0)
-    # parameter-free ops: one instance per network, shared by every cell
+        return ReLUConvBN(c, c, 1, 1, 0, _shared_relu(shared))
+    # parameter-free ops (they draw nothing from the RNG): one instance per network
     if op not in shared:
         if op == "avg_pool_3x3":
             shared[op] = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
