@@ -289,3 +289,25 @@ def test_cli_killed_midrun_resumes_without_loss(tmp_path):
     with ResultStore(store, create=False) as st:
         after = {r.arch_key: r.values["synflow"] for r in st.rows(rid)}
     assert len(after) == 40 and all(after[k] == v for k, v in kept.items())
+
+
+def test_report_only_reads_the_store_without_scoring_or_writing(tmp_path, fake_proxies):
+    store = tmp_path / "s.sqlite"
+    f = FakeScorer(fail_at=6)
+    with pytest.raises(KeyboardInterrupt):
+        corr.correlate("nb201", "cifar10", "snip,synflow", 20, 2, store=store, score_fn=f, time_sample=0,
+                       progress=False)
+    before = _sha(store)
+
+    def never(*a, **k):
+        raise AssertionError("report-only must not score")
+
+    r = corr.correlate("nb201", "cifar10", "snip,synflow", 20, 2, store=store, score_fn=never, time_sample=3,
+                       progress=False, compute=False)
+    assert len(r.archs) == 6 and r.summary["missing_archs"] == 14 and r.summary["n"] == 6
+    assert r.archs == [c[0] for c in f.calls]
+    assert _sha(store) == before
+    with pytest.raises(ValueError, match="no run of proxy grasp"):
+        corr.correlate("nb201", "cifar10", "grasp", 20, 2, store=store, compute=False, progress=False)
+    with pytest.raises(FileNotFoundError):
+        corr.correlate("nb201", "cifar10", "snip", 20, 2, store=tmp_path / "none.sqlite", compute=False)

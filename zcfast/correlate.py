@@ -234,6 +234,7 @@ def correlate(
     progress: bool = True,
     score_fn: ScoreFn | None = None,
     plots: bool = True,
+    compute: bool = True,
 ) -> StudyResult:
     """Run the correlation study; see the module docstring.
 
@@ -259,6 +260,9 @@ def correlate(
         progress: show a tqdm progress bar (rate, ETA) on stderr.
         score_fn: scorer with ``score_arch``'s signature (default ``zcfast.score_arch``).
         plots: write the PNG plots (needs matplotlib).
+        compute: False = score nothing: report on the sampled architectures already in the
+            store with every proxy (e.g. while a long run is still going); the others are left
+            out and counted in ``summary["missing_archs"]``.
 
     Returns:
         :class:`StudyResult`.
@@ -268,7 +272,7 @@ def correlate(
         checked before the store is opened or written.
     """
     from . import spaces
-    from .store import ResultStore, ScoreRow
+    from .store import ResultStore, ScoreRow, config_id
 
     # ---- validate everything before touching the store
     sp = spaces.get(space) if isinstance(space, str) else space
@@ -321,8 +325,17 @@ def correlate(
     values: dict[str, dict[str, float]] = {p: {} for p in names}
     errors: dict[str, dict[str, str]] = {p: {} for p in names}
     seconds: dict[str, float] = {}
-    with ResultStore(store_path, create=True) as st:
-        run_ids = {p: st.run_id({**base_config, "proxy": p}) for p in names}
+    if not compute and not store_path.exists():
+        raise FileNotFoundError(f"no result store at {store_path} to report on")
+    with ResultStore(store_path, create=compute) as st:
+        if compute:
+            run_ids = {p: st.run_id({**base_config, "proxy": p}) for p in names}
+        else:  # read only: never register runs in a store another process may be writing
+            known = st.runs()
+            run_ids = {p: config_id({**base_config, "proxy": p}) for p in names}
+            absent = [p for p in names if run_ids[p] not in known]
+            if absent:
+                raise ValueError(f"{store_path} holds no run of proxy {', '.join(absent)} with this configuration")
         wanted = set(arch_strs)
         for p in names:
             for row in st.rows(run_ids[p]):
@@ -333,6 +346,18 @@ def correlate(
                     seconds[row.arch_key] = max(seconds.get(row.arch_key, 0.0), row.seconds)
         todo = [(a, s) for a, s in zip(archs, arch_strs) if any(s not in values[p] for p in names)]
         n_resumed = len(archs) - len(todo)
+        n_missing = 0
+        if not compute:
+            missing_set = {s for _, s in todo}
+            n_missing = len(missing_set)
+            keep = [i for i, s in enumerate(arch_strs) if s not in missing_set]
+            archs = [archs[i] for i in keep]
+            arch_strs = [arch_strs[i] for i in keep]
+            acc = acc[keep]
+            baselines = {k: (v[0][keep], v[1][keep]) for k, v in baselines.items()}
+            todo = []
+            if not archs:
+                raise ValueError("the store holds no sampled architecture with every requested proxy yet")
         writer = _Writer(st)
         bar = None
         if progress and todo:
@@ -373,7 +398,7 @@ def correlate(
 
     # ---- per-proxy time, each proxy alone, on the first architectures of the sample
     alone: dict[str, float] = {}
-    if time_sample > 0:
+    if time_sample > 0 and compute:
         for p in names:
             ts = []
             for a in archs[:time_sample]:
@@ -408,6 +433,7 @@ def correlate(
         "store_rows": store_counts,
         "resumed_archs": n_resumed,
         "scored_archs": len(todo),
+        "missing_archs": n_missing,
         "wall_seconds": time.perf_counter() - t_start,
         "seconds_per_arch_joint_median": float(np.median(sec_arr[sec_arr > 0])) if (sec_arr > 0).any() else None,
         "time_sample": time_sample,

@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="architectures on which each proxy is timed alone (default 5; 0 skips)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--report-only", action="store_true",
+                        help="score nothing: report on the sampled architectures already in the store "
+                             "(e.g. while a long run is still going)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
             batch_seed=args.batch_seed, augment=not args.no_augment, init_seed=args.init_seed,
             metric=args.metric, device=args.device, nan_policy=args.nan_policy,
             time_sample=args.time_sample, progress=not args.quiet, plots=not args.no_plots,
+            compute=not args.report_only,
         )
     except KeyboardInterrupt:
         print("\nzcfast correlate: interrupted; finished architectures are in the store. "
@@ -70,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     print(corr.format_table(s))
     print(f"\n{s['scored_archs']} architectures scored now, {s['resumed_archs']} taken from the store; "
           f"wall {s['wall_seconds']:.1f} s")
+    if s.get("missing_archs"):
+        print(f"report only: {s['missing_archs']} sampled architectures are not in the store yet and were left out")
     for name, path in res.files.items():
         print(f"  {name:8s} {path}")
     return 0
