@@ -311,3 +311,20 @@ def test_report_only_reads_the_store_without_scoring_or_writing(tmp_path, fake_p
         corr.correlate("nb201", "cifar10", "grasp", 20, 2, store=store, compute=False, progress=False)
     with pytest.raises(FileNotFoundError):
         corr.correlate("nb201", "cifar10", "snip", 20, 2, store=tmp_path / "none.sqlite", compute=False)
+
+
+def test_export_table_roundtrips(tmp_path, fake_proxies):
+    import gzip
+
+    r = corr.correlate("nb201", "cifar10", "synflow,snip", 12, 0, store=tmp_path / "s.sqlite", score_fn=FakeScorer(),
+                       time_sample=0, progress=False)
+    p = corr.export_table(r, tmp_path / "t.csv.gz")
+    rows = list(csv.DictReader(gzip.open(p, "rt")))
+    assert [int(x["index"]) for x in rows] == sorted(int(i) for i in r.index)
+    by_arch = {a: k for k, a in enumerate(r.archs)}
+    for x in rows:
+        k = by_arch[x["arch_str"]]
+        assert float(x["synflow"]) == r.scores["synflow"][k] and float(x["snip"]) == r.scores["snip"][k]
+        assert float(x["synflow_log"]) == pytest.approx(math.log(r.scores["synflow"][k]))
+    assert "snip_log" not in rows[0]
+    assert corr.export_table(r, tmp_path / "u.csv.gz").read_bytes() == p.read_bytes()  # reproducible bytes

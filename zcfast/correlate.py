@@ -59,6 +59,7 @@ __all__ = [
     "summarize",
     "format_table",
     "write_outputs",
+    "export_table",
 ]
 
 #: The paper's six proxies, in its Table 1 order.
@@ -593,3 +594,35 @@ def write_outputs(result: StudyResult, out_dir: str | os.PathLike, plots: bool =
                                                rho={p: result.summary["proxies"][p]["spearman"] for p in names})
         files["bars"] = zplots.rho_bars(result.summary, out / "rho_vs_paper.png")
     return files
+
+
+def export_table(result: StudyResult, path: str | os.PathLike, log_columns: Sequence[str] = ("synflow",)) -> Path:
+    """Write the studied architectures' scores as a gzipped CSV, sorted by benchmark index.
+
+    Columns: ``index``, ``arch_str``, one column per proxy (``repr`` of the float64, so values
+    round-trip exactly; ``nan`` where missing), and ``<proxy>_log`` = natural log of the score
+    for each proxy of ``log_columns`` present (``-inf`` for 0, ``nan`` for negative or missing).
+    The gzip header carries no timestamp, so equal scores give identical bytes.
+    """
+    import gzip
+    import io
+
+    names = list(result.scores)
+    logs = [p for p in log_columns if p in result.scores]
+    order = np.argsort(result.index, kind="mergesort")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["index", "arch_str"] + names + [f"{p}_log" for p in logs])
+    for i in order:
+        vals = [float(result.scores[p][i]) for p in names]
+        lv = []
+        for p in logs:
+            v = float(result.scores[p][i])
+            lv.append(math.log(v) if v > 0 else (-math.inf if v == 0 else math.nan))
+        w.writerow([int(result.index[i]), result.archs[i]] + [repr(v) for v in vals] + [repr(v) for v in lv])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=9) as gz:
+            gz.write(buf.getvalue().encode())
+    return path
