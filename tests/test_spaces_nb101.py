@@ -87,9 +87,10 @@ def test_vertex_channel_rule() -> None:
 
 
 def test_output_shapes_and_forward() -> None:
-    for rec in RECORDS[:3]:
-        net = SP.build(arch_of(rec))
-        assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    net = SP.build(arch_of(RECORDS[0]))
+    assert net(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    for rec in RECORDS[1:6]:  # structure only: narrow stem keeps this fast
+        assert SP.build(arch_of(rec), stem_channels=8)(torch.randn(2, 3, 16, 16)).shape == (2, 10)
     small = SP.build(arch_of(RECORDS[0]), num_classes=7, stem_channels=8)
     assert small(torch.randn(1, 3, 16, 16)).shape == (1, 7)
     # input → output only: the cell is a 1x1 projection
