@@ -313,3 +313,10 @@ def test_bad_inputs() -> None:
         SP.arch_at(15625)
     with pytest.raises(ValueError):
         SP.encode(123)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_build_on_cuda() -> None:
+    net = SP.build(SP.arch_at(1)).cuda()
+    assert net(torch.randn(2, 3, 32, 32, device="cuda")).shape == (2, 10)
