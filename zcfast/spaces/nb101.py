@@ -175,13 +175,14 @@ def graph_hash(matrix: np.ndarray, ops: Sequence[str]) -> str:
     in_deg = matrix.sum(axis=0).tolist()
     out_deg = matrix.sum(axis=1).tolist()
     hashes = [hashlib.md5(str((out_deg[v], in_deg[v], labels[v])).encode()).hexdigest() for v in range(n)]
+    rows = matrix.tolist()
+    preds = [[w for w in range(n) if rows[w][v]] for v in range(n)]
+    succs = [[w for w in range(n) if rows[v][w]] for v in range(n)]
     for _ in range(n):
-        new = []
-        for v in range(n):
-            ins = "".join(sorted(hashes[w] for w in range(n) if matrix[w, v]))
-            outs = "".join(sorted(hashes[w] for w in range(n) if matrix[v, w]))
-            new.append(hashlib.md5((ins + "|" + outs + "|" + hashes[v]).encode()).hexdigest())
-        hashes = new
+        hashes = [
+            hashlib.md5(("".join(sorted(hashes[w] for w in preds[v])) + "|"
+                         + "".join(sorted(hashes[w] for w in succs[v])) + "|" + hashes[v]).encode()).hexdigest()
+            for v in range(n)]
     return hashlib.md5(str(sorted(hashes)).encode()).hexdigest()
 
 
