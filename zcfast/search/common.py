@@ -200,42 +200,49 @@ class ComputedProxy(ProxySource):
     """A registered zcfast proxy computed with ``zcfast.score_arch`` and cached per architecture.
 
     Scores are memoised in memory and, when ``store`` is given, in the shared
-    :class:`zcfast.store.ResultStore` under the run config returned by :meth:`store_config`
-    (the same kind of config the correlation study uses), so a later search, correlation or
-    scan reuses them.
+    :class:`zcfast.store.ResultStore` under exactly the run config the correlation study
+    (``zcfast.correlate``) uses for the same proxy, space, dataset and batch (rows keyed by
+    ``arch_str``), so search, correlation and scan reuse each other's scores.
     """
 
     def __init__(self, space: Any, proxy: str, dataset: str = "cifar10", seed: int = 42,
-                 batch_size: int | None = None, store: Any = None, device: str = "cpu",
-                 inputs: Any = None, targets: Any = None, num_classes: int | None = None) -> None:
+                 batch_size: int = 64, batch_seed: int = 42, store: Any = None,
+                 device: str = "cpu") -> None:
         super().__init__()
+        from zcfast import data as zdata
         self.space = space
         self.proxy = proxy
         self.name = proxy
-        self.dataset = dataset
+        self.dataset = zdata.canonical_dataset(dataset)
+        self.num_classes = zdata.NUM_CLASSES[self.dataset]
         self.seed = seed
+        self.batch_size = batch_size
+        self.batch_seed = batch_seed
         self.device = device
-        self.batch_size = batch_size or (64 if space.name == "nb201" else 256)
-        self._inputs = inputs
-        self._targets = targets
-        self.num_classes = num_classes
         self.store = store
+        self._batch: tuple[Any, Any] | None = None
         self._run_id: str | None = None
         self._cache: dict[str, float] = {}
         self.computed = 0              # architectures actually scored (not cache hits)
 
-    def store_config(self) -> dict[str, Any]:
-        return {"space": self.space.name, "dataset": self.dataset, "batch": "paper",
-                "batch_size": self.batch_size, "seed": self.seed, "proxies": [self.proxy]}
+    def inputs(self) -> tuple[Any, Any]:
+        """The paper's batch for the dataset: (x [B, 3, H, W], y [B])."""
+        if self._batch is None:
+            from zcfast import data as zdata
+            self._batch = zdata.paper_batch(self.dataset, self.batch_size, self.batch_seed)
+        return self._batch
 
-    def _batch(self) -> tuple[Any, Any]:
-        if self._inputs is None:
-            from zcfast.data import paper_batch
-            self._inputs, self._targets = paper_batch(self.dataset, self.batch_size, self.seed)
-        if self.num_classes is None:
-            self.num_classes = {"cifar100": 100, "imagenet16_120": 120,
-                                "ImageNet16-120": 120}.get(self.dataset, 10)
-        return self._inputs, self._targets
+    def store_config(self) -> dict[str, Any]:
+        """The correlation study's run config for this proxy (see zcfast/correlate.py)."""
+        import torch
+        from zcfast import data as zdata
+        x, y = self.inputs()
+        return {"study": "correlate", "space": self.space.name, "num_classes": self.num_classes,
+                "batch": {"fingerprint": zdata.batch_fingerprint(x, y),
+                          "data": f"shipped:{self.dataset}", "size": self.batch_size,
+                          "seed": self.batch_seed, "augment": True, "norm": self.dataset},
+                "init_seed": self.seed, "device": torch.device(self.device).type,
+                "row_key": "arch_str", "proxy": self.proxy}
 
     def _load_store(self) -> None:
         if self.store is None or self._run_id is not None:
@@ -243,33 +250,32 @@ class ComputedProxy(ProxySource):
         self._run_id = self.store.run_id(self.store_config())
         for row in self.store.rows(self._run_id):
             value = row.values.get(self.proxy, math.nan) if row.error is None else math.nan
-            self._cache[row.arch_key] = float(value)
+            self._cache[row.arch_str] = float(value)
 
     def _scores(self, archs: Sequence[Arch]) -> list[float]:
         import zcfast
         self._load_store()
         out, new_rows = [], []
         for arch in archs:
-            key = self.space.key(arch)
-            if key not in self._cache:
-                inputs, targets = self._batch()
+            text = self.space.encode(arch)
+            if text not in self._cache:
+                x, y = self.inputs()
                 t0 = time.perf_counter()
                 error = None
                 try:
-                    values = zcfast.score_arch(self.space, arch, inputs, targets, [self.proxy],
+                    values = zcfast.score_arch(self.space, arch, x, y, [self.proxy],
                                                seed=self.seed, num_classes=self.num_classes,
                                                device=self.device)
                     value = float(values[self.proxy])
                 except (RuntimeError, ValueError, FloatingPointError) as exc:
-                    value, values, error = math.nan, {}, f"{type(exc).__name__}: {exc}"
+                    value, error = math.nan, f"{type(exc).__name__}: {exc}"
                 self.computed += 1
-                self._cache[key] = value
+                self._cache[text] = value
                 if self.store is not None:
                     from zcfast.store import ScoreRow
-                    new_rows.append(ScoreRow(key, self.space.encode(arch),
-                                             {self.proxy: value} if error is None else {},
+                    new_rows.append(ScoreRow(text, text, {self.proxy: value} if error is None else {},
                                              error, time.perf_counter() - t0))
-            out.append(self._cache[key])
+            out.append(self._cache[text])
         if new_rows:
             self.store.put_many(self._run_id, new_rows)
         return out

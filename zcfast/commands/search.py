@@ -1,0 +1,205 @@
+"""``zcfast search``: NAS search with zero-cost warmup and move proposal (issue #6).
+
+Example::
+
+    zcfast search --space nb201 --dataset cifar10 --algo evolution --warmup synflow \\
+        --warmup-pool 3000 --move synflow --budget 100 --seeds 30 --out runs/ae
+
+writes ``OUT/seed_<k>.json`` (every trained architecture in order, with its accuracy, source
+and proxy score) and ``OUT/summary.json``, and prints a summary. Deterministic per seed.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import sys
+from typing import Any
+
+HELP = "NAS search (random, evolution, reinforce, brp) with zero-cost warmup / move proposal"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--space", default="nb201",
+                        help="search space: nb201, nb101, darts, or toy (synthetic, for demos)")
+    parser.add_argument("--dataset", default="cifar10",
+                        help="benchmark dataset of the training oracle and of computed proxies")
+    parser.add_argument("--metric", default=None,
+                        help="ground-truth metric of space.ground_truth (NB201 default: test)")
+    parser.add_argument("--algo", required=True,
+                        help="random | evolution | reinforce | brp (aliases rs, ae, rl, bp)")
+    parser.add_argument("--budget", type=int, required=True, help="trained architectures per run")
+    parser.add_argument("--seeds", type=int, default=1, help="number of seeds (runs)")
+    parser.add_argument("--seed", type=int, default=0, help="first seed (runs use seed..seed+seeds-1)")
+    parser.add_argument("--warmup", default=None,
+                        help="zero-cost warmup proxy: a registered proxy name or a score table "
+                             "(CSV/CSV.gz with arch_str and one score column)")
+    parser.add_argument("--warmup-pool", type=int, default=None,
+                        help="architectures scored by the warmup (default 3000; brp: 256 NB201, 512 NB101)")
+    parser.add_argument("--move", default=None,
+                        help="zero-cost move proposal proxy (evolution only)")
+    parser.add_argument("--move-explore", type=float, default=None,
+                        help="probability of a random neighbour instead of the proxy's best (default 0.25)")
+    parser.add_argument("--proxy-column", default=None, help="score column of a score table")
+    parser.add_argument("--store", default=None,
+                        help="result store caching computed proxy scores (default OUT/results.sqlite)")
+    parser.add_argument("--trainer", default=None,
+                        help="user training oracle 'module:function' (arch -> accuracy) "
+                             "instead of the benchmark lookup")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="algorithm option, e.g. population=64, tournament=10, hidden=600, lr=0.1")
+    parser.add_argument("--device", default="cpu", help="device for computed proxies")
+    parser.add_argument("--out", default=None, help="output directory for the JSON logs")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _parse_options(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--option expects KEY=VALUE, got {item!r}")
+        key, text = item.split("=", 1)
+        value: Any = text
+        for conv in (int, float):
+            try:
+                value = conv(text)
+                break
+            except ValueError:
+                continue
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def _load_trainer(spec: str) -> Any:
+    if ":" not in spec:
+        raise ValueError(f"--trainer expects 'module:function', got {spec!r}")
+    module_name, attr = spec.split(":", 1)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import trainer module {module_name!r}: {exc}") from exc
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ValueError(f"trainer {spec!r} is not a callable")
+    return fn
+
+
+def _space(name: str) -> Any:
+    if name == "toy":
+        from zcfast.search.toy import ToySpace
+        return ToySpace()
+    from zcfast import spaces
+    return spaces.get(name)
+
+
+def run(args: argparse.Namespace) -> int:
+    from zcfast import search as zsearch
+
+    algo = zsearch.resolve_algo(args.algo)
+    space = _space(args.space)
+    if args.budget < 1:
+        raise ValueError(f"--budget must be at least 1, got {args.budget}")
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.move is not None and algo not in zsearch.MOVE_ALGORITHMS:
+        raise ValueError(f"--move applies to {', '.join(zsearch.MOVE_ALGORITHMS)} only, not {algo}")
+    options = _parse_options(args.option)
+    trainer = _load_trainer(args.trainer) if args.trainer else None
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+    computed = [p for p in (args.warmup, args.move)
+                if p is not None and not os.path.exists(p) and not p.endswith((".csv", ".csv.gz"))]
+    store = None
+    if computed:
+        # Validate the names before opening (and possibly creating) a store.
+        zsearch.make_proxy(computed[0], space, args.dataset)
+        store_path = args.store or (os.path.join(args.out, "results.sqlite") if args.out else None)
+        if store_path:
+            from zcfast.store import ResultStore
+            store = ResultStore(store_path, create=True)
+    # Proxy sources are built once and shared by all seeds (table / cache reuse).
+    warm = zsearch.make_proxy(args.warmup, space, args.dataset, store, column=args.proxy_column,
+                              device=args.device)
+    move = (warm if args.move is not None and args.move == args.warmup else
+            zsearch.make_proxy(args.move, space, args.dataset, store, column=args.proxy_column,
+                               device=args.device))
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+        bar = tqdm(total=args.budget * args.seeds, unit="arch", desc=f"{algo} search",
+                   file=sys.stderr)
+    results = []
+    try:
+        for seed in range(args.seed, args.seed + args.seeds):
+            if bar is not None:
+                bar.set_postfix(seed=seed)
+            result = zsearch.search(space, algo, args.budget, seed=seed, oracle=trainer,
+                                    dataset=args.dataset, metric=args.metric, warmup=warm,
+                                    warmup_pool=args.warmup_pool, move=move,
+                                    move_explore=args.move_explore,
+                                    on_train=(lambda r: bar.update(1)) if bar is not None else None,
+                                    **options)
+            if bar is not None:
+                bar.update(args.budget - result.trained)   # stalled / exhausted runs
+            results.append(result)
+            if args.out:
+                with open(os.path.join(args.out, f"seed_{seed}.json"), "w") as fh:
+                    json.dump(result.to_json(), fh, indent=1)
+    finally:
+        if bar is not None:
+            bar.close()
+        if store is not None:
+            store.close()
+    summary = summarise(results)
+    summary.update({"space": space.name, "dataset": args.dataset, "algo": algo,
+                    "budget": args.budget, "warmup": args.warmup, "warmup_pool": args.warmup_pool,
+                    "move": args.move, "options": options,
+                    "trainer": args.trainer or "benchmark lookup"})
+    if args.out:
+        with open(os.path.join(args.out, "summary.json"), "w") as fh:
+            json.dump(summary, fh, indent=1)
+    print(format_summary(summary))
+    return 0
+
+
+def summarise(results: list[Any]) -> dict[str, Any]:
+    """Per-seed best accuracies and their mean / std / min / max."""
+    import numpy as np
+    best = np.array([r.best_accuracy for r in results], dtype=np.float64)
+    ok = best[~np.isnan(best)]
+    return {
+        "seeds": [r.seed for r in results],
+        "best_accuracy": [None if math.isnan(b) else float(b) for b in best],
+        "best_arch_str": [r.best_arch_str for r in results],
+        "trained": [r.trained for r in results],
+        "errors": [sum(rec.error is not None for rec in r.records) for r in results],
+        "stalled": [r.stalled for r in results],
+        "proxy_evaluations": [r.proxy_evaluations for r in results],
+        "mean": float(ok.mean()) if ok.size else None,
+        "std": float(ok.std(ddof=1)) if ok.size > 1 else None,
+        "min": float(ok.min()) if ok.size else None,
+        "max": float(ok.max()) if ok.size else None,
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    n = len(summary["seeds"])
+    lines = [f"{summary['algo']} on {summary['space']}/{summary['dataset']}: budget "
+             f"{summary['budget']}, {n} seed(s), warmup={summary['warmup']}, move={summary['move']}"]
+    if summary["mean"] is not None:
+        std = f" ± {summary['std']:.3f}" if summary["std"] is not None else ""
+        lines.append(f"best accuracy: mean {summary['mean']:.3f}{std} "
+                     f"(min {summary['min']:.3f}, max {summary['max']:.3f})")
+    else:
+        lines.append("best accuracy: none (every training failed)")
+    errors = sum(summary["errors"])
+    if errors:
+        lines.append(f"failed trainings recorded: {errors}")
+    if any(summary["stalled"]):
+        lines.append(f"runs that stopped early (only already-trained proposals left): "
+                     f"{sum(summary['stalled'])}")
+    if n == 1:
+        lines.append(f"best architecture: {summary['best_arch_str'][0]}")
+    return "\n".join(lines)
