@@ -158,6 +158,10 @@ def _batch_fails(space, archs, inputs, targets, proxies, seed=42, device="cpu"):
     raise RuntimeError("batched path unavailable")
 
 
+def _batch_unsupported(space, archs, inputs, targets, proxies, seed=42, device="cpu"):
+    raise NotImplementedError(f"no batched path for {space.name}")
+
+
 def test_batch_scorer_used_and_fallback_per_arch(tmp_path: Path) -> None:
     chunk = [(SPACE.key(a), SPACE.encode(a), a) for a in list(SPACE.enumerate())[:5]]
     spec = WorkerSpec(SPACE, tuple(PROXIES), *DATA, scorer=hash_scorer, batch_scorer=_batch_ok)
@@ -168,7 +172,10 @@ def test_batch_scorer_used_and_fallback_per_arch(tmp_path: Path) -> None:
     rows = score_chunk(spec, chunk)
     assert all(r.values == {p: _expected_value(r.arch_key, p) for p in PROXIES} and r.error is None
                for r in rows)
-    assert torch.get_num_threads() >= 1
+    spec.batch_scorer = _batch_unsupported  # NotImplementedError: batched path switched off
+    rows = score_chunk(spec, chunk)
+    assert spec.batch_scorer is None
+    assert all(r.values == {p: _expected_value(r.arch_key, p) for p in PROXIES} for r in rows)
 
 
 def test_local_pool_matches_serial_and_survives_worker_death(tmp_path: Path,

@@ -143,6 +143,13 @@ def test_plain_journal_mode(tmp_path: Path) -> None:
         assert store.count(rid) == 4
 
 
+def test_missing_parent_directories_created(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "s.sqlite"
+    with ResultStore(path) as store:
+        store.put_many(store.run_id(CFG), _rows(2))
+    assert path.is_file()
+
+
 def test_empty_file_is_initialised_only_when_creating(tmp_path: Path) -> None:
     path = tmp_path / "empty.sqlite"
     path.touch()

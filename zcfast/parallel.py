@@ -202,6 +202,9 @@ def score_chunk(spec: WorkerSpec, chunk: Sequence[Task]) -> list[ScoreRow]:
                 results = spec.batch_scorer(spec.space, [t[2] for t in chunk], spec.inputs,
                                             spec.targets, list(spec.proxies), seed=spec.seed,
                                             device=spec.device)
+            except NotImplementedError:  # e.g. a space the batched path does not cover:
+                spec.batch_scorer = None   # stop trying for the rest of this worker's life
+                results = None
             except Exception:
                 results = None
             if results is not None and len(results) == len(chunk):

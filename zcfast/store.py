@@ -201,6 +201,8 @@ class ResultStore:
             raise StoreError(f"{self.path} is a directory, not a store file")
         if not exists and not create:
             raise FileNotFoundError(f"no zcfast store at {self.path}")
+        if not exists:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         initialised = _check_header(self.path) if exists else False
         if exists and not initialised and not create:
             raise StoreError(f"{self.path} is an empty file, not a zcfast store (create=False)")
