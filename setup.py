@@ -71,7 +71,7 @@ def _extensions():
     debug = _flag("DEBUG")
     opt = ["-O0", "-g"] if debug else ["-O3"]
     # py_limited_api=True makes torch add -DPy_LIMITED_API (abi3 wheel, CPython >= 3.10).
-    cxx = opt + ["-fopenmp", "-fvisibility=hidden"]
+    cxx = opt + ["-fopenmp", "-fvisibility=hidden", "-ffp-contract=off"]
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/common/*.cpp")
                      + glob.glob("csrc/cpu/*.cpp"))
     common = dict(include_dirs=[os.path.join(ROOT, "csrc", "include")],
@@ -85,7 +85,7 @@ def _extensions():
             "zcfast._C", sources,
             define_macros=[("WITH_CUDA", None)],
             extra_compile_args={"cxx": cxx + ["-DWITH_CUDA"],
-                                "nvcc": opt + ["-DWITH_CUDA", "-lineinfo", "--expt-relaxed-constexpr"]},
+                                "nvcc": opt + ["-DWITH_CUDA", "-lineinfo", "--expt-relaxed-constexpr", "--fmad=false"]},
             **common)
     else:
         ext = CppExtension("zcfast._C", sources, extra_compile_args={"cxx": cxx}, **common)

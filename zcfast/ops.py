@@ -101,20 +101,27 @@ def saliency(params: Sequence[Tensor] | None, grads: Sequence[Tensor] | None,
         ValueError: unknown kind, a None entry, mismatched lengths / shapes / dtypes / devices,
             or an unsupported dtype (the message names the argument, e.g. ``grads[3]``).
     """
-    if kind not in SALIENCY_KINDS:
-        raise ValueError(f"saliency: kind must be one of {SALIENCY_KINDS}, got {kind!r}")
     if kind == "grad_norm" and params is None:
         params = grads
     if kind == "param_sq" and grads is None:
         grads = params
-    p = _as_list("params", params)
-    g = _as_list("grads", grads)
-    if len(p) != len(g):
-        raise ValueError(f"saliency: params and grads must have the same length, got "
-                         f"len(params)={len(p)} and len(grads)={len(g)}")
-    if not p:
+    # Fast path: lists go straight to the op, whose C++ checks name the bad argument; only when
+    # the dispatcher itself rejects an argument (None entries, non-tensors) do the Python checks
+    # run, to turn that into a ValueError naming it. Keeps the per-call overhead low.
+    if type(params) is not list:
+        params = _as_list("params", params)
+    if type(grads) is not list:
+        grads = _as_list("grads", grads)
+    if not params and not grads:
+        if kind not in SALIENCY_KINDS:
+            raise ValueError(f"saliency: kind must be one of {SALIENCY_KINDS}, got {kind!r}")
         return torch.zeros(0, dtype=torch.float32), torch.zeros((), dtype=torch.float32)
-    return torch.ops.zcfast.saliency_reduce.default(p, g, kind)
+    try:
+        return torch.ops.zcfast.saliency_reduce.default(params, grads, kind)
+    except (TypeError, RuntimeError):
+        _as_list("params", params)
+        _as_list("grads", grads)
+        raise
 
 
 def fisher(act: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:

@@ -34,10 +34,11 @@ void fisher_cpu_impl(const at::Tensor& act, const at::Tensor& grad, at::Tensor& 
   const scalar_t* a = act.const_data_ptr<scalar_t>();
   const scalar_t* g = grad.const_data_ptr<scalar_t>();
   std::vector<acc_t> s(N * C);
+  const auto run_sum = cpu_run_sum_dispatch<SaliencyKind::Prod, scalar_t, acc_t>();
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(R, 1));
   at::parallel_for(0, N * C, grain, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) {
-      s[i] = cpu_run_sum<SaliencyKind::Prod, scalar_t, acc_t>(a + i * R, g + i * R, R);
+      s[i] = run_sum(a + i * R, g + i * R, R);
     }
   });
   acc_t* out = per_channel.data_ptr<acc_t>();

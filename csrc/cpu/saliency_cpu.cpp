@@ -57,12 +57,13 @@ void saliency_cpu_impl(const std::vector<const void*>& pp, const std::vector<con
   const int64_t C = static_cast<int64_t>(chunks.size());
   std::vector<acc_t> partial(C);
 
+  const RunSumFn<K, scalar_t, acc_t> run_sum = cpu_run_sum_dispatch<K, scalar_t, acc_t>();
   auto run_chunks = [&](int64_t lo, int64_t hi) {
     for (int64_t c = lo; c < hi; ++c) {
       const ChunkRef& ch = chunks[c];
       const scalar_t* p = static_cast<const scalar_t*>(pp[ch.tensor]) + ch.start;
       const scalar_t* g = static_cast<const scalar_t*>(gp[ch.tensor]) + ch.start;
-      partial[c] = cpu_run_sum<K, scalar_t, acc_t>(p, g, ch.len);
+      partial[c] = run_sum(p, g, ch.len);
     }
   };
 

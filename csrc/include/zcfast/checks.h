@@ -46,20 +46,27 @@ inline SaliencyKind check_saliency_inputs(at::TensorList params, at::TensorList 
   const at::ScalarType dtype = params[0].scalar_type();
   const at::Device device = params[0].device();
   for (size_t i = 0; i < params.size(); ++i) {
-    const std::string pn = arg_name("params", i), gn = arg_name("grads", i);
-    check_float_tensor(params[i], "saliency", pn);
-    check_float_tensor(grads[i], "saliency", gn);
-    TORCH_CHECK_VALUE(params[i].scalar_type() == dtype, "saliency: ", pn, " has dtype ",
-                      params[i].scalar_type(), " but params[0] has dtype ", dtype,
-                      " (all tensors must share one dtype)");
-    TORCH_CHECK_VALUE(grads[i].scalar_type() == dtype, "saliency: ", gn, " has dtype ",
-                      grads[i].scalar_type(), " but ", pn, " has dtype ", dtype);
-    TORCH_CHECK_VALUE(params[i].device() == device, "saliency: ", pn, " is on ", params[i].device(),
+    // Messages are only formatted on failure (TORCH_CHECK evaluates them lazily): the happy path
+    // costs a few comparisons per tensor.
+    const at::Tensor& p = params[i];
+    const at::Tensor& g = grads[i];
+    TORCH_CHECK_VALUE(p.defined(), "saliency: params[", i, "] is undefined (None)");
+    TORCH_CHECK_VALUE(g.defined(), "saliency: grads[", i, "] is undefined (None)");
+    if (C10_UNLIKELY(p.scalar_type() != dtype || g.scalar_type() != dtype)) {
+      check_float_tensor(p, "saliency", arg_name("params", i));
+      check_float_tensor(g, "saliency", arg_name("grads", i));
+      TORCH_CHECK_VALUE(p.scalar_type() == dtype, "saliency: params[", i, "] has dtype ",
+                        p.scalar_type(), " but params[0] has dtype ", dtype,
+                        " (all tensors must share one dtype)");
+      TORCH_CHECK_VALUE(false, "saliency: grads[", i, "] has dtype ", g.scalar_type(),
+                        " but params[", i, "] has dtype ", dtype);
+    }
+    TORCH_CHECK_VALUE(p.device() == device, "saliency: params[", i, "] is on ", p.device(),
                       " but params[0] is on ", device, " (all tensors must be on one device)");
-    TORCH_CHECK_VALUE(grads[i].device() == device, "saliency: ", gn, " is on ", grads[i].device(),
-                      " but ", pn, " is on ", params[i].device());
-    TORCH_CHECK_VALUE(grads[i].sizes() == params[i].sizes(), "saliency: ", gn, " has shape ",
-                      grads[i].sizes(), " but ", pn, " has shape ", params[i].sizes());
+    TORCH_CHECK_VALUE(g.device() == device, "saliency: grads[", i, "] is on ", g.device(),
+                      " but params[", i, "] is on ", p.device());
+    TORCH_CHECK_VALUE(g.sizes() == p.sizes(), "saliency: grads[", i, "] has shape ", g.sizes(),
+                      " but params[", i, "] has shape ", p.sizes());
   }
   return k;
 }
