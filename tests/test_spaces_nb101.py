@@ -199,3 +199,18 @@ def test_direct_cell_has_insertion_neighbours() -> None:
     assert {b.ops[1] for b in nbrs} == set(nb101.OPS)
     assert all(b.matrix == ((0, 1, 1), (0, 0, 1), (0, 0, 0)) for b in nbrs)
     assert SP.mutate(a, random.Random(0)) in nbrs
+
+
+def test_spaces_pickle_for_worker_processes() -> None:
+    """Scans send the space to worker processes: every space must pickle."""
+    import pickle
+
+    for name in spaces.available():
+        sp = spaces.get(name)
+        clone = pickle.loads(pickle.dumps(sp))
+        arch = sp.sample(random.Random(0))
+        assert clone.key(arch) == sp.key(arch)
+    loaded = NB101Space(RECORDS_PATH)
+    loaded.records()
+    clone = pickle.loads(pickle.dumps(loaded))
+    assert clone.ground_truth(arch_of(RECORDS[0])) == loaded.ground_truth(arch_of(RECORDS[0]))

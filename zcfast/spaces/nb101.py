@@ -351,6 +351,13 @@ class NB101Space(SearchSpace):
         self._records: dict[str, dict[str, Any]] | None = None
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (for worker processes): keeps the data path, drops the loaded records."""
+        return {"_data_path": self._data_path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["_data_path"])
+
     def set_data_path(self, path: str | os.PathLike[str]) -> None:
         """Use ``path`` as the ground-truth records file (reloaded on next use)."""
         with self._lock:
