@@ -320,3 +320,17 @@ def test_bad_inputs() -> None:
 def test_build_on_cuda() -> None:
     net = SP.build(SP.arch_at(1)).cuda()
     assert net(torch.randn(2, 3, 32, 32, device="cuda")).shape == (2, 10)
+
+
+def test_networks_deepcopy() -> None:
+    """Proxies score deep copies: a copy must compute the same function with its own tensors."""
+    import copy
+
+    for name, kwargs in (("nb201", {}), ("nb101", {"stem_channels": 8}), ("darts", {"channels": 8})):
+        sp = spaces.get(name)
+        net = sp.build(sp.sample(random.Random(1)), **kwargs).eval()
+        twin = copy.deepcopy(net)
+        x = torch.randn(2, 3, 16, 16)
+        with torch.no_grad():
+            assert torch.equal(net(x), twin(x))
+        assert not ({id(p) for p in net.parameters()} & {id(p) for p in twin.parameters()})
