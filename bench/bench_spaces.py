@@ -117,7 +117,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=60, help="architectures per space")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     args = ap.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     res = run(args.n, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "spaces.json").write_text(json.dumps(res, indent=2))

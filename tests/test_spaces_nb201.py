@@ -22,6 +22,15 @@ from zcfast.spaces.nb201 import OPS, canonical_expr, prune, unique_str
 SP = spaces.get("nb201")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Single-threaded torch: these tiny forwards stall on OpenMP barriers on a shared, loaded CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def rows() -> list[dict[str, str]]:
     """The shipped CSV read directly (independently of nb201.table())."""
