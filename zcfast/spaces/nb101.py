@@ -89,6 +89,8 @@ def _as_matrix(matrix: Any) -> np.ndarray:
 
 
 def _check_ops(ops: Any, n: int) -> list[str]:
+    if isinstance(ops, np.ndarray):
+        ops = ops.tolist()
     if isinstance(ops, str) or not isinstance(ops, (list, tuple)):
         raise ValueError(f"NB101 ops must be a list of op names, got {type(ops).__name__}")
     ops = list(ops)
