@@ -1,0 +1,328 @@
+"""Batched multi-architecture scoring (issue #7, design.md §6).
+
+``score_batch(space, archs, inputs, targets, proxies)`` scores K architectures of a space per
+forward/backward: for NAS-Bench-201 the K candidates run as one network
+(:class:`zcfast.batched.nb201.BatchedNB201`); other spaces fall back to a loop over
+:func:`zcfast.score_arch`. Either way each candidate's scores equal ``score_arch`` on it
+(same per-architecture seed, so the same weights; same batch) within floating-point tolerance.
+
+How the proxies separate (parameters of different candidates are disjoint, inputs are
+per-candidate copies):
+
+* one forward in training mode gives logits ``[K, N, classes]``;
+* jacob_cov: ``∂(Σ logits)/∂x`` for the stacked input copies ``[N, K·3, H, W]``; candidate k's
+  rows are its own Jacobian; all K scores come from one ``zcfast.ops.jacob_cov([K, N, D])``;
+* grad_norm / snip / plain / fisher: one backward of ``Σ_k CE(logits_k, y)`` for the weights and
+  for every conv/linear output (Fisher); saliencies of all candidates' weight tensors in one
+  ``zcfast.ops.saliency`` call, summed per candidate;
+* grasp: the same backward with ``create_graph``; ``z = Σ stopgrad(g)·g``; ``∂z/∂θ = H g`` per
+  candidate (the Hessian is block diagonal across candidates);
+* synflow: a second float64 forward with |θ|, an all-ones input ``[1, K·3, H, W]`` and only the
+  reduction-block BatchNorms (NB201 quirk), ``R = Σ logits``.
+
+The same forward serves jacob_cov and the cross-entropy proxies (the official code uses a fresh
+copy per measure; in training mode the forwards are identical, so the values are too).
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+#: proxies the batched NB201 path computes itself; others fall back to score_arch per arch.
+BATCHED_PROXIES = ("grad_norm", "snip", "fisher", "jacob_cov", "synflow", "grasp", "plain")
+_CE_PROXIES = ("grad_norm", "snip", "fisher", "grasp", "plain")
+
+__all__ = ["score_batch", "supports", "choose_k", "BATCHED_PROXIES", "default_conv_mode", "fast_init_matches"]
+
+
+def supports(space: Any) -> bool:
+    """True when ``space`` has a batched path (NAS-Bench-201)."""
+    return getattr(space, "name", None) == "nb201"
+
+
+def default_conv_mode(device: torch.device | str) -> str:
+    """The convolution layout that measured fastest on ``device``.
+
+    CUDA: ``"grouped"`` (one grouped convolution per op group). CPU: ``"split"`` (one plain
+    convolution per candidate inside the batched network): on the 2-core CPU here a grouped
+    convolution was 2–4× slower than the same convolutions run separately (bench/RESULTS.md).
+    ``ZCFAST_BATCHED_CONV`` (grouped|split) overrides.
+    """
+    env = os.environ.get("ZCFAST_BATCHED_CONV")
+    if env:
+        if env not in ("grouped", "split"):
+            raise ValueError(f"ZCFAST_BATCHED_CONV must be 'grouped' or 'split', got {env!r}")
+        return env
+    return "grouped" if torch.device(device).type == "cuda" else "split"
+
+
+# Peak bytes per candidate per input sample of the float32 pass (forward + backward, grasp
+# excluded), measured for NB201 at 32×32 (see bench/bench_throughput.py --memory): about
+# 0.9 MB; 1.5 MB leaves headroom for the worst (all-conv) candidates.
+_BYTES_PER_CAND_SAMPLE_32 = 1.5e6
+
+
+def choose_k(n_archs: int, batch_size: int, device: torch.device | str = "cpu", image_hw: int = 32,
+             proxies: Sequence[str] = ()) -> int:
+    """How many candidates to stack per pass.
+
+    CPU: 8 (throughput is flat beyond that on few cores and memory grows linearly: about
+    K × batch × 1 MB at 32×32). CUDA: as many as fit in half the free memory by the estimate
+    above (×3 with grasp, whose double backward keeps more), capped at 64.
+
+    Args:
+        n_archs: number of architectures to score (K never exceeds it).
+        batch_size: N, the samples per candidate.
+        image_hw: input height (memory scales with its square).
+        proxies: requested proxies (grasp needs more memory).
+    """
+    if n_archs < 1:
+        return 1
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return max(1, min(8, n_archs))
+    free, _ = torch.cuda.mem_get_info(dev)
+    per = _BYTES_PER_CAND_SAMPLE_32 * batch_size * (image_hw / 32.0) ** 2
+    if "grasp" in proxies:
+        per *= 3
+    return max(1, min(64, n_archs, int(0.5 * free // per)))
+
+
+_FAST_INIT_OK: dict[tuple[int, int], bool] = {}
+
+
+def fast_init_matches(space: Any, num_classes: int = 10) -> bool:
+    """Whether ``nb201.fast_weights`` reproduces ``space.build`` bit for bit (checked once).
+
+    Two architectures covering every op, built and fast-initialised under the same seed,
+    must give identical tensors; otherwise score_batch builds every network (slower, same
+    result).
+    """
+    cache_key = (id(type(space)), num_classes)
+    if cache_key not in _FAST_INIT_OK:
+        from zcfast.batched.nb201 import extract, fast_weights, weights_equal
+        ok = True
+        probes = [("nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3", "skip_connect", "none", "nor_conv_3x3"),
+                  ("nor_conv_1x1", "none", "nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3", "skip_connect")]
+        with torch.random.fork_rng(devices=[]):
+            for i, arch in enumerate(probes):
+                torch.manual_seed(1234 + i)
+                built = extract(space.build(arch, num_classes))
+                torch.manual_seed(1234 + i)
+                ok = ok and weights_equal(built, fast_weights(arch, num_classes))
+        _FAST_INIT_OK[cache_key] = ok
+    return _FAST_INIT_OK[cache_key]
+
+
+def _build_weights(space: Any, arch: Any, seed: int, num_classes: int):
+    """The candidate's tensors exactly as score_arch builds its network (design.md §5)."""
+    from zcfast.batched.nb201 import extract, fast_weights
+    from zcfast.spaces.nb201 import check_arch
+    from zcfast.proxies import arch_seed, build_seeded
+    if fast_init_matches(space, num_classes):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(arch_seed(seed, space.key(arch)))
+            return fast_weights(check_arch(arch), num_classes)
+    return extract(build_seeded(space, arch, seed, num_classes))
+
+
+def _check_proxies(proxies: Iterable[str] | str) -> list[str]:
+    if isinstance(proxies, str):
+        proxies = [p.strip() for p in proxies.split(",") if p.strip()]
+    names = list(proxies)
+    if not names:
+        raise ValueError("no proxies requested")
+    try:
+        from zcfast.proxies import available_proxies
+        known = set(available_proxies())
+    except ImportError:  # pragma: no cover - the proxy package is part of zcfast
+        known = set(BATCHED_PROXIES)
+    bad = [p for p in names if p not in known]
+    if bad:
+        raise ValueError(f"unknown proxies {bad}; available: {sorted(known)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate proxies in {names}")
+    return names
+
+
+def score_batch(space: Any, archs: Sequence[Any], inputs: Tensor, targets: Tensor,
+                proxies: Iterable[str] | str, seed: int = 42, device: str | torch.device = "cpu", *,
+                num_classes: int = 10, k: int | None = None, conv_mode: str | None = None,
+                ) -> list[dict[str, float]]:
+    """Score many architectures, K per forward/backward where the space allows it.
+
+    Args:
+        space: a ``zcfast.spaces`` space; NB201 is batched, others loop over score_arch.
+        archs: the architectures (any number; scored in chunks of K).
+        inputs: [N, 3, H, W] float batch (shared by every candidate, as score_arch).
+        targets: [N] int64 labels.
+        proxies: names (or a comma-separated string) from ``zcfast.available_proxies()``.
+        seed: per-architecture seeding base (design.md §5).
+        device: where to run.
+        num_classes: classifier width (10 CIFAR-10, 100, 120 ImageNet16-120).
+        k: candidates per pass; default ``choose_k``.
+        conv_mode: "grouped" | "split"; default ``default_conv_mode(device)``.
+
+    Returns:
+        one dict per architecture, in order: proxy name → value (NaN where the proxy is
+        undefined, e.g. jacob_cov of a network whose output ignores some inputs).
+    """
+    names = _check_proxies(proxies)
+    archs = list(archs)
+    if not isinstance(inputs, Tensor) or inputs.dim() != 4:
+        raise ValueError(f"inputs must be a [N, C, H, W] tensor, got "
+                         f"{tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__}")
+    if not isinstance(targets, Tensor) or targets.dim() != 1 or targets.shape[0] != inputs.shape[0]:
+        raise ValueError(f"targets must be a [N] tensor with N={inputs.shape[0]}, got "
+                         f"{tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__}")
+    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if not archs:
+        return []
+    device = torch.device(device)
+    if not supports(space):
+        return [_score_arch(space, a, inputs, targets, names, seed, num_classes, device) for a in archs]
+    mode = conv_mode or default_conv_mode(device)
+    if mode not in ("grouped", "split"):
+        raise ValueError(f"conv_mode must be 'grouped' or 'split', got {mode!r}")
+    batched = [p for p in names if p in BATCHED_PROXIES]
+    rest = [p for p in names if p not in BATCHED_PROXIES]
+    if k is None:
+        k = choose_k(len(archs), inputs.shape[0], device, inputs.shape[-1], batched)
+    x = inputs.detach().to(device)
+    y = targets.detach().to(device)
+    out: list[dict[str, float]] = []
+    for start in range(0, len(archs), k):
+        chunk = archs[start:start + k]
+        vals = _score_chunk(space, chunk, x, y, batched, seed, num_classes, mode) if batched else \
+            [{} for _ in chunk]
+        for a, v in zip(chunk, vals):
+            if rest:
+                v.update(_score_arch(space, a, inputs, targets, rest, seed, num_classes, device))
+            out.append({p: v[p] for p in names})
+    return out
+
+
+def _score_arch(space, arch, inputs, targets, proxies, seed, num_classes, device) -> dict[str, float]:
+    from zcfast.proxies import score_arch
+    return dict(score_arch(space, arch, inputs, targets, proxies, seed=seed, num_classes=num_classes,
+                           device=str(device)))
+
+
+def _score_chunk(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, proxies: list[str], seed: int,
+                 num_classes: int, conv_mode: str) -> list[dict[str, float]]:
+    """Score one chunk of K architectures with the batched NB201 network."""
+    from zcfast.batched.nb201 import BatchedNB201
+    cands = [_build_weights(space, a, seed, num_classes) for a in archs]
+    net = BatchedNB201(cands, conv_mode=conv_mode)
+    del cands
+    K = net.K
+    results: list[dict[str, float]] = [{} for _ in range(K)]
+    device = x.device
+    want = set(proxies)
+    if want & (set(_CE_PROXIES) | {"jacob_cov"}):
+        net.map_tensors(lambda t: t.detach().to(device).requires_grad_(t.dim() > 1))
+        _gradient_pass(net, x, y, want, results)
+    if "synflow" in want:
+        net.map_tensors(lambda t: t.detach().to(device=device, dtype=torch.float64).abs().requires_grad_(t.dim() > 1))
+        _synflow_pass(net, x, results)
+    return results
+
+
+def _owner_sum(per: Tensor, owners: list[int], K: int) -> list[float]:
+    """Sum per-tensor values [T] into per-candidate totals by owner index."""
+    idx = torch.tensor(owners, device=per.device)
+    tot = torch.zeros(K, dtype=per.dtype, device=per.device).index_add_(0, idx, per)
+    return tot.tolist()
+
+
+def _per_candidate(layers, weights: Sequence[Tensor], grads: Sequence[Tensor | None]):
+    """Per-candidate (weight view, grad view, owner) triples of every layer."""
+    ws: list[Tensor] = []
+    gs: list[Tensor | None] = []
+    owners: list[int] = []
+    for layer, w, g in zip(layers, weights, grads):
+        ws += layer.split(w.detach())
+        gs += [None] * len(layer.owners) if g is None else layer.split(g.detach())
+        owners += layer.owners
+    return ws, gs, owners
+
+
+def _saliency(results, name: str, layers, weights, grads, K: int) -> None:
+    from zcfast.proxies.reductions import weight_saliency
+    ws, gs, owners = _per_candidate(layers, weights, grads)
+    per = weight_saliency(ws, gs, name)                                  # one fused call, [T]
+    for k, v in enumerate(_owner_sum(per, owners, K)):
+        results[k][name] = v
+
+
+def _gradient_pass(net, x: Tensor, y: Tensor, want: set[str], results: list[dict[str, float]]) -> None:
+    from zcfast import ops
+    K = net.K
+    N = x.shape[0]
+    need_jac = "jacob_cov" in want
+    need_ce = bool(want & set(_CE_PROXIES))
+    need_grasp = "grasp" in want
+    xk = x.repeat(1, K, 1, 1)
+    if need_jac:
+        xk.requires_grad_(True)
+    logits = net.forward(xk, bn="all")                                  # [K, N, O]
+    if need_jac:
+        (jx,) = torch.autograd.grad(logits.sum(), xk, retain_graph=need_ce)
+        jac = jx.reshape(N, K, -1).transpose(0, 1).to(torch.float64)   # [K, N, D]
+        scores, _ = ops.jacob_cov(jac, 1e-5)
+        for k, s in enumerate(scores.tolist()):
+            results[k]["jacob_cov"] = s
+        del jx, jac
+    if not need_ce:
+        return
+    layers = net.layers()
+    weights = [layer.weight for layer in layers]
+    loss = sum(F.cross_entropy(logits[k], y) for k in range(K))
+    acts = [layer.act for layer in layers] if "fisher" in want else []
+    grads = torch.autograd.grad(loss, weights + acts, create_graph=need_grasp, allow_unused=True)
+    wgrads = list(grads[:len(weights)])
+    agrads = list(grads[len(weights):])
+    for name in ("grad_norm", "snip", "plain"):
+        if name in want:
+            _saliency(results, name, layers, weights, wgrads, K)
+    if "fisher" in want:
+        tot = torch.zeros(K, dtype=torch.float32, device=x.device)
+        for layer, g in zip(layers, agrads):
+            if g is None:
+                continue
+            act = layer.act.detach()
+            g = g.detach()
+            if act.dim() == 3:                                          # classifier [K, N, O]
+                act = act.permute(1, 0, 2).reshape(N, -1)
+                g = g.permute(1, 0, 2).reshape(N, -1)
+            pc, _ = ops.fisher(act, g)                                  # [G·Cout]
+            # reductions.fisher_layer's rule per candidate: Σ_c |F_c| · fan-in
+            per = pc.abs().view(len(layer.owners), -1).sum(1) * layer.fan_in()
+            tot.index_add_(0, torch.tensor(layer.owners, device=tot.device), per.to(tot.dtype))
+        for k, v in enumerate(tot.tolist()):
+            results[k]["fisher"] = v
+    if need_grasp:
+        z = sum((g * g.detach()).sum() for g in wgrads if g is not None)
+        hg = torch.autograd.grad(z, weights, allow_unused=True)
+        _saliency(results, "grasp", layers, weights, hg, K)
+    for layer in layers:
+        layer.act = None
+
+
+def _synflow_pass(net, x: Tensor, results: list[dict[str, float]]) -> None:
+    K = net.K
+    ones = torch.ones((1, K * x.shape[1]) + tuple(x.shape[2:]), dtype=torch.float64, device=x.device)
+    logits = net.forward(ones, bn="reduction")
+    layers = net.layers()
+    weights = [layer.weight for layer in layers]
+    grads = torch.autograd.grad(logits.sum(), weights, allow_unused=True)
+    _saliency(results, "synflow", layers, weights, grads, K)
+    for layer in layers:
+        layer.act = None

@@ -1,0 +1,443 @@
+"""K NAS-Bench-201 networks evaluated as one batched network.
+
+Layout: every activation is one tensor ``[N, K·C, H, W]`` whose channels ``k·C:(k+1)·C`` belong
+to candidate ``k`` (candidate-major). With that layout
+
+* a convolution over all candidates is one grouped convolution (``groups=K``) whose weight is the
+  concatenation of the candidates' weights, or (``conv_mode="split"``) K plain convolutions over
+  the channel chunks; which one is faster depends on the device (see bench/RESULTS.md);
+* training-mode BatchNorm over ``K·C`` channels normalises each channel with its own batch
+  statistics, i.e. per candidate, exactly as each candidate's own BatchNorm would;
+* ReLU / average pooling / global pooling are per channel, so they batch for free;
+* the classifier is one ``einsum`` over ``[K, N, C]`` features and ``[K, classes, C]`` weights.
+
+Cell edges are grouped by op: on each edge, the candidates using ``nor_conv_3x3`` form one group,
+those using ``nor_conv_1x1`` another, and so on; a group gathers only its candidates' channel
+slices, so no op is computed for a candidate that does not use it. Edges that cannot change any
+proxy are skipped too (``live_edges``): an edge whose input node is identically zero (every edge
+into it is ``none``) or whose output node never reaches the cell output except through ``none``
+edges. Such an op in the reference network receives a zero input or a zero gradient, so its
+weights get exactly zero gradient and contribute exactly 0 to every proxy; leaving it out
+changes no score.
+
+Candidates' parameters are disjoint and the candidates never mix (every op is per channel
+group), so the sum of the K candidates' losses has, for each candidate's weights, exactly that
+candidate's gradient, and each candidate's copy of the input gets exactly its own input Jacobian.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from zcfast.spaces.nb201 import EDGES, OPS, NB201Cell, NB201Network, ResNetBasicBlock, live_edges
+
+CONV_KERNEL = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
+
+
+@dataclasses.dataclass
+class BN:
+    """One BatchNorm's affine parameters (None when not affine) and eps."""
+
+    weight: Tensor | None
+    bias: Tensor | None
+    eps: float = 1e-5
+
+
+@dataclasses.dataclass
+class ConvBN:
+    """A ReLU → Conv → BN block (NB201's ReLUConvBN): conv weight [Cout, Cin, k, k]."""
+
+    conv: Tensor
+    bn: BN
+    stride: int = 1
+    padding: int = 0
+
+
+@dataclasses.dataclass
+class ResBlock:
+    """NB201's residual reduction block: ``down(x) + conv_b(conv_a(x))``.
+
+    ``down`` is AvgPool2d(2, 2) followed by a 1×1 conv weight [Cout, Cin, 1, 1].
+    """
+
+    conv_a: ConvBN
+    conv_b: ConvBN
+    down: Tensor
+
+
+@dataclasses.dataclass
+class NB201Weights:
+    """Every tensor of one NB201 network, in a module-structure-independent form.
+
+    Attributes:
+        arch: the 6 op names.
+        stem: 3×3 conv [C, 3, 3, 3] + BN (no ReLU before it; ``ConvBN`` is reused for storage).
+        stages: the body in order, each item either a list of cells (each cell a dict
+            edge index → ConvBN for its convolution edges) or a ``ResBlock``.
+        last_bn: the BN of ``lastact`` (followed by ReLU).
+        fc_weight [classes, C_last], fc_bias [classes] (or None).
+    """
+
+    arch: tuple[str, ...]
+    stem: ConvBN
+    stages: list
+    last_bn: BN
+    fc_weight: Tensor
+    fc_bias: Tensor | None
+
+
+class Layer:
+    """One batched conv/linear layer: the stacked weights of its candidates and its output.
+
+    Attributes:
+        owners: candidate index of each group, in channel order (G groups).
+        weight: one tensor holding every group's weight: conv [G·Cout, Cin, k, k]
+            (group g = rows g·Cout:(g+1)·Cout), classifier [K, classes, C].
+        act: the layer's output of the last forward (conv: [N, G·Cout, H, W];
+            classifier: the logits [K, N, classes]), kept for the Fisher proxy.
+    """
+
+    def __init__(self, owners: list[int], weight: Tensor) -> None:
+        self.owners = owners
+        self.weight = weight
+        self.act: Tensor | None = None
+
+    def split(self, t: Tensor) -> list[Tensor]:
+        """Per-group views of ``t`` (the weight or its gradient), each [Cout, ...]."""
+        return list(t.chunk(len(self.owners), 0)) if t.dim() == 4 else list(t.unbind(0))
+
+    def fan_in(self) -> int:
+        """Number of weights feeding one output channel (weight[0].numel() of one candidate)."""
+        return self.weight[0].numel() if self.weight.dim() == 4 else self.weight.shape[-1]
+
+
+class _Conv:
+    """A batched ReLU? → conv → BN? over a group of candidates."""
+
+    def __init__(self, owners: list[int], blocks: list[ConvBN], relu: bool, keep_bn_for_synflow: bool) -> None:
+        self.layer = Layer(owners, torch.cat([b.conv.detach() for b in blocks]))
+        self.stride = blocks[0].stride
+        self.padding = blocks[0].padding
+        self.relu = relu
+        self.keep_bn_for_synflow = keep_bn_for_synflow
+        bns = [b.bn for b in blocks]
+        self.bn_eps = bns[0].eps
+        self.bn_weight = _cat_opt([b.weight for b in bns])
+        self.bn_bias = _cat_opt([b.bias for b in bns])
+
+
+class BatchedNB201:
+    """K NB201 candidates as one network (see the module docstring).
+
+    Build with ``BatchedNB201(weights)``; ``forward(x)`` takes ``x [N, K·3, H, W]`` (each
+    candidate's own copy of the input, candidate-major) and returns logits ``[K, N, classes]``.
+    ``layers()`` lists every conv/linear layer for the proxies; ``Layer.split`` gives each
+    candidate's weight (or gradient) as a view of the stacked tensor.
+    """
+
+    def __init__(self, cands: Sequence[NB201Weights], conv_mode: str = "grouped") -> None:
+        if not cands:
+            raise ValueError("BatchedNB201 needs at least one candidate")
+        if conv_mode not in ("grouped", "split"):
+            raise ValueError(f"conv_mode must be 'grouped' or 'split', got {conv_mode!r}")
+        self.K = len(cands)
+        self.conv_mode = conv_mode
+        self.archs = [c.arch for c in cands]
+        self.live = [live_edges(a) for a in self.archs]
+        allk = list(range(self.K))
+        self.stem = _Conv(allk, [c.stem for c in cands], relu=False, keep_bn_for_synflow=False)
+        self.stem_cout = cands[0].stem.conv.shape[0]
+        # body: ("cell", C, {edge: {op: (owners, _Conv | None)}}) or ("res", _Conv a, _Conv b, Layer down, Cin)
+        self.body: list = []
+        for si, stage in enumerate(cands[0].stages):
+            if isinstance(stage, ResBlock):
+                blocks = [c.stages[si] for c in cands]
+                a = _Conv(allk, [b.conv_a for b in blocks], relu=True, keep_bn_for_synflow=True)
+                b = _Conv(allk, [b.conv_b for b in blocks], relu=True, keep_bn_for_synflow=True)
+                down = Layer(allk, torch.cat([b.down.detach() for b in blocks]))
+                self.body.append(("res", a, b, down))
+            else:
+                for ci in range(len(stage)):
+                    edges: list[list[tuple[str, list[int], _Conv | None]]] = []
+                    for e in range(6):
+                        groups = []
+                        for op in OPS[1:]:
+                            owners = [k for k in allk if self.archs[k][e] == op and self.live[k][e]]
+                            if not owners:
+                                continue
+                            conv = None
+                            if op in CONV_KERNEL:
+                                conv = _Conv(owners, [cands[k].stages[si][ci][e] for k in owners], relu=True,
+                                             keep_bn_for_synflow=False)
+                            groups.append((op, owners, conv))
+                        edges.append(groups)
+                    self.body.append(("cell", edges))
+        self.last_bn_weight = _cat_opt([c.last_bn.weight for c in cands])
+        self.last_bn_bias = _cat_opt([c.last_bn.bias for c in cands])
+        self.last_bn_eps = cands[0].last_bn.eps
+        self.fc = Layer(allk, torch.stack([c.fc_weight.detach() for c in cands]))
+        self.fc_bias = None if cands[0].fc_bias is None else torch.stack([c.fc_bias.detach() for c in cands])
+
+    # ------------------------------------------------------------------ structure
+    def layers(self) -> list[Layer]:
+        """Every conv/linear layer, in forward order (stem, cells, residual blocks, classifier)."""
+        out = [self.stem.layer]
+        for item in self.body:
+            if item[0] == "res":
+                out += [item[1].layer, item[2].layer, item[3]]
+            else:
+                for groups in item[1]:
+                    out += [conv.layer for _, _, conv in groups if conv is not None]
+        out.append(self.fc)
+        return out
+
+    def _convs(self) -> list[_Conv]:
+        convs = [self.stem] + [c for item in self.body if item[0] == "res" for c in item[1:3]]
+        convs += [conv for item in self.body if item[0] == "cell" for g in item[1] for _, _, conv in g if conv]
+        return convs
+
+    def map_tensors(self, fn) -> None:
+        """Replace every tensor ``t`` of the network by ``fn(t)`` (e.g. device/dtype/abs/leaf)."""
+        for layer in self.layers():
+            layer.weight = fn(layer.weight)
+        for c in self._convs():
+            c.bn_weight = None if c.bn_weight is None else fn(c.bn_weight)
+            c.bn_bias = None if c.bn_bias is None else fn(c.bn_bias)
+        for name in ("last_bn_weight", "last_bn_bias", "fc_bias"):
+            t = getattr(self, name)
+            setattr(self, name, None if t is None else fn(t))
+
+    # ------------------------------------------------------------------ forward
+    def _conv(self, c: _Conv, x: Tensor, bn: str) -> Tensor:
+        """x [N, G·Cin, H, W] → [N, G·Cout, H', W'] for the group of ``c``; records the conv output."""
+        if c.relu:
+            x = F.relu(x)
+        w = c.layer.weight
+        G = len(c.layer.owners)
+        if G == 1 or self.conv_mode == "grouped":
+            y = F.conv2d(x, w, None, c.stride, c.padding, 1, G)
+        else:
+            y = torch.cat([F.conv2d(xi, wi, None, c.stride, c.padding)
+                           for xi, wi in zip(x.chunk(G, 1), w.chunk(G, 0))], 1)
+        c.layer.act = y
+        if bn == "all" or (bn == "reduction" and c.keep_bn_for_synflow):
+            y = F.batch_norm(y, None, None, c.bn_weight, c.bn_bias, True, 0.0, c.bn_eps)
+        return y
+
+    def forward(self, x: Tensor, bn: str = "all") -> Tensor:
+        """Run the K candidates.
+
+        Args:
+            x: [N, K·3, H, W], channels ``3k:3k+3`` are candidate k's input.
+            bn: "all" (training-mode BatchNorm everywhere, the default) or "reduction" (synflow's
+                NB201 network: only the residual blocks keep their BatchNorm).
+
+        Returns:
+            logits [K, N, classes].
+        """
+        if bn not in ("all", "reduction"):
+            raise ValueError(f"bn must be 'all' or 'reduction', got {bn!r}")
+        K = self.K
+        if x.dim() != 4 or x.shape[1] % K != 0:
+            raise ValueError(f"x must be [N, K*C, H, W] with K={K}, got {tuple(x.shape)}")
+        h = self._conv(self.stem, x, bn)
+        for item in self.body:
+            if item[0] == "res":
+                _, a, b, down = item
+                r = self._conv(b, self._conv(a, h, bn), bn)
+                d = F.avg_pool2d(h, 2, 2)
+                if K == 1 or self.conv_mode == "grouped":
+                    d = F.conv2d(d, down.weight, None, 1, 0, 1, K)
+                else:
+                    d = torch.cat([F.conv2d(di, wi) for di, wi in zip(d.chunk(K, 1), down.weight.chunk(K, 0))], 1)
+                down.act = d
+                h = d + r
+            else:
+                h = self._cell(item[1], h, bn)
+        C = h.shape[1] // K
+        if bn == "all":
+            h = F.batch_norm(h, None, None, self.last_bn_weight, self.last_bn_bias, True, 0.0, self.last_bn_eps)
+        h = F.relu(h)
+        feat = h.mean((2, 3)).view(h.shape[0], K, C)                      # [N, K, C]
+        logits = torch.einsum("nkc,koc->kno", feat, self.fc.weight)      # [K, N, O]
+        if self.fc_bias is not None:
+            logits = logits + self.fc_bias.unsqueeze(1)
+        self.fc.act = logits                                              # [K, N, O]
+        return logits
+
+    def _cell(self, edges: list, x: Tensor, bn: str) -> Tensor:
+        K = self.K
+        C = x.shape[1] // K
+        nodes: list[Tensor] = [x]
+        for j in (1, 2, 3):
+            full: list[Tensor] = []
+            part_idx: list[Tensor] = []
+            part: list[Tensor] = []
+            for e, (i, jj) in enumerate(EDGES):
+                if jj != j:
+                    continue
+                for op, owners, conv in edges[e]:
+                    src = nodes[i]
+                    idx = None
+                    if len(owners) < K:
+                        idx = _channel_index(owners, C, src.device)
+                        src = src.index_select(1, idx)
+                    if op == "skip_connect":
+                        y = src
+                    elif op == "avg_pool_3x3":
+                        y = F.avg_pool2d(src, 3, 1, 1, count_include_pad=False)
+                    else:
+                        y = self._conv(conv, src, bn)
+                    if idx is None:
+                        full.append(y)
+                    else:
+                        part_idx.append(idx)
+                        part.append(y)
+            if full:
+                node = full[0]
+                for y in full[1:]:
+                    node = node + y
+            else:
+                node = x.new_zeros(x.shape)
+            if part:
+                node = node.index_add(1, torch.cat(part_idx), torch.cat(part, 1) if len(part) > 1 else part[0])
+            nodes.append(node)
+        return nodes[3]
+
+
+def _cat_opt(ts: list[Tensor | None]) -> Tensor | None:
+    return None if ts[0] is None else torch.cat(ts)
+
+
+def _channel_index(owners: list[int], C: int, device: torch.device) -> Tensor:
+    """Channel indices of the candidates ``owners`` in a candidate-major [.., K·C, ..] tensor."""
+    base = torch.tensor(owners, dtype=torch.long, device=device).unsqueeze(1) * C
+    return (base + torch.arange(C, device=device)).reshape(-1)
+
+
+def _bn(m: nn.Module) -> BN:
+    if not isinstance(m, nn.BatchNorm2d):
+        raise TypeError(f"expected BatchNorm2d, got {type(m).__name__}")
+    return BN(m.weight, m.bias, m.eps)
+
+
+def _relu_conv_bn(m: nn.Module) -> ConvBN:
+    conv, bn = m[1], m[2]
+    return ConvBN(conv.weight, _bn(bn), conv.stride[0], conv.padding[0])
+
+
+def extract(net: NB201Network) -> NB201Weights:
+    """The tensors of a network built by ``zcfast.spaces.get("nb201").build`` (shared, not copied).
+
+    Raises:
+        TypeError: ``net`` is not an ``NB201Network`` (another layout has no batched path).
+    """
+    if not isinstance(net, NB201Network):
+        raise TypeError(f"batched NB201 scoring needs an NB201Network, got {type(net).__name__}")
+    stem_conv, stem_bn = net.stem[0], net.stem[1]
+    stem = ConvBN(stem_conv.weight, _bn(stem_bn), stem_conv.stride[0], stem_conv.padding[0])
+    stages: list = []
+    for layer in net.cells:
+        if isinstance(layer, ResNetBasicBlock):
+            stages.append(ResBlock(_relu_conv_bn(layer.conv_a), _relu_conv_bn(layer.conv_b),
+                                   layer.downsample[1].weight))
+        elif isinstance(layer, NB201Cell):
+            if not stages or isinstance(stages[-1], ResBlock):
+                stages.append([])
+            stages[-1].append({e: _relu_conv_bn(m) for e, m in enumerate(layer.edges)
+                               if isinstance(m, nn.Sequential)})
+        else:
+            raise TypeError(f"unexpected NB201 body module {type(layer).__name__}")
+    return NB201Weights(tuple(net.arch), stem, stages, _bn(net.lastact[0]), net.classifier.weight,
+                        net.classifier.bias)
+
+
+# ------------------------------------------------------------------------------------------
+# Fast initialisation: the same random draws as building the network, without the modules
+# ------------------------------------------------------------------------------------------
+def _kaiming_uniform(shape: tuple[int, ...]) -> Tensor:
+    """``nn.init.kaiming_uniform_(w, a=sqrt(5))`` of a fresh tensor, as Conv2d/Linear init."""
+    fan_in = 1
+    for s in shape[1:]:
+        fan_in *= s
+    gain = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))
+    std = gain / math.sqrt(fan_in)
+    bound = math.sqrt(3.0) * std
+    return torch.empty(shape).uniform_(-bound, bound)
+
+
+def _bn_init(c: int) -> BN:
+    return BN(torch.ones(c), torch.zeros(c), 1e-5)
+
+
+def fast_weights(arch: Sequence[str], num_classes: int = 10, channels: int = 16,
+                 cells_per_stage: int = 5) -> NB201Weights:
+    """The tensors ``NB201Network(arch, num_classes, channels, cells_per_stage)`` would get.
+
+    Draws from the global torch RNG in exactly the order module construction does (stem conv,
+    each cell's conv edges in edge order, each reduction block's conv_a, conv_b, shortcut conv,
+    classifier weight then bias; BatchNorms draw nothing), so under the same seed the tensors
+    are bit-identical to the built network's, at a fraction of the cost (no modules).
+    ``zcfast.batched`` checks that equality once per process and layout before relying on it
+    (``fast_init_matches``) and builds the networks otherwise.
+    """
+    c = channels
+    stem = ConvBN(_kaiming_uniform((c, 3, 3, 3)), _bn_init(c), 1, 1)
+    stages: list = []
+    c_prev = c
+    for stage, width in enumerate((c, 2 * c, 4 * c)):
+        if stage > 0:
+            a = ConvBN(_kaiming_uniform((width, c_prev, 3, 3)), _bn_init(width), 2, 1)
+            b = ConvBN(_kaiming_uniform((width, width, 3, 3)), _bn_init(width), 1, 1)
+            stages.append(ResBlock(a, b, _kaiming_uniform((width, c_prev, 1, 1))))
+            c_prev = width
+        cells = []
+        for _ in range(cells_per_stage):
+            cell = {}
+            for e, op in enumerate(arch):
+                if op in CONV_KERNEL:
+                    kk = CONV_KERNEL[op]
+                    cell[e] = ConvBN(_kaiming_uniform((width, width, kk, kk)), _bn_init(width), 1, kk // 2)
+            cells.append(cell)
+        stages.append(cells)
+    fc_w = _kaiming_uniform((num_classes, c_prev))
+    bound = 1 / math.sqrt(c_prev)
+    fc_b = torch.empty(num_classes).uniform_(-bound, bound)
+    return NB201Weights(tuple(arch), stem, stages, _bn_init(c_prev), fc_w, fc_b)
+
+
+def weights_equal(a: NB201Weights, b: NB201Weights) -> bool:
+    """Bit-exact equality of every tensor of two candidates (and of their layout)."""
+    def flat(w: NB201Weights) -> list:
+        out = [w.stem.conv, w.stem.bn.weight, w.stem.bn.bias, w.stem.stride, w.stem.padding]
+        for st in w.stages:
+            if isinstance(st, ResBlock):
+                for cb in (st.conv_a, st.conv_b):
+                    out += [cb.conv, cb.bn.weight, cb.bn.bias, cb.stride, cb.padding, cb.bn.eps]
+                out.append(st.down)
+            else:
+                for cell in st:
+                    out.append(tuple(sorted(cell)))
+                    for e in sorted(cell):
+                        cb = cell[e]
+                        out += [cb.conv, cb.bn.weight, cb.bn.bias, cb.stride, cb.padding, cb.bn.eps]
+            out.append("|")
+        out += [w.last_bn.weight, w.last_bn.bias, w.last_bn.eps, w.fc_weight, w.fc_bias, w.arch]
+        return out
+    fa, fb = flat(a), flat(b)
+    if len(fa) != len(fb):
+        return False
+    for x, y in zip(fa, fb):
+        if isinstance(x, Tensor) or isinstance(y, Tensor):
+            if not (isinstance(x, Tensor) and isinstance(y, Tensor) and x.shape == y.shape
+                    and torch.equal(x.detach(), y.detach())):
+                return False
+        elif x != y:
+            return False
+    return True
