@@ -21,8 +21,9 @@ GCN defaults follow the paper's BRP-NAS: 4 layers, 600 hidden units, dropout 0.2
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -174,11 +175,14 @@ def brp(space: Any, oracle: Oracle, budget: int, *, seed: int = 0,
         train_steps: int = DEFAULT_TRAIN_STEPS, warmup_steps: int = DEFAULT_WARMUP_STEPS,
         explore_top: int = DEFAULT_EXPLORE_TOP, max_candidates: int = DEFAULT_MAX_CANDIDATES,
         warmup: ProxySource | None = None, warmup_pool: int | None = None,
+        threads: int | None = 1,
         on_train: Callable[[TrainedRecord], None] | None = None) -> SearchResult:
     """Binary-relation-predictor search over ``space`` with ``budget`` trained architectures.
 
     Candidates are the whole space when it has at most ``max_candidates`` architectures,
-    otherwise a fresh uniform sample of ``max_candidates`` per iteration.
+    otherwise a fresh uniform sample of ``max_candidates`` per iteration. ``threads``: torch
+    intra-op threads while the predictor runs (restored afterwards; ``None`` leaves the
+    setting alone). One thread is fastest for these small GCNs on a shared CPU.
     """
     if iterations < 1:
         raise ValueError(f"iterations must be at least 1, got {iterations}")
@@ -215,7 +219,7 @@ def brp(space: Any, oracle: Oracle, budget: int, *, seed: int = 0,
     in_dim = (all_graphs.feat.shape[-1] if all_graphs is not None
               else space.graph(space.sample(rng))[1].shape[1])
     stalled = False
-    with torch.random.fork_rng(devices=[]):
+    with _num_threads(threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         predictor = BinaryRelationPredictor(in_dim, hidden, layers, dropout, lr, weight_decay, batch)
         pretrained = False
@@ -258,6 +262,20 @@ def brp(space: Any, oracle: Oracle, budget: int, *, seed: int = 0,
         except SearchStalled:
             stalled = True
     return finish("brp", seed, ledger, [warmup], config, stalled)
+
+
+@contextlib.contextmanager
+def _num_threads(threads: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op thread count (``None``: leave it alone)."""
+    old = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _distinct(space: Any, archs: Any) -> list[Arch]:

@@ -312,8 +312,9 @@ def make_proxy(spec: Any, space: Any, dataset: str = "cifar10", store: Any = Non
 
 def rank_order(scores: np.ndarray) -> np.ndarray:
     """Indices sorting ``scores`` best first; NaN ranks last; ties keep the input order."""
-    keyed = np.where(np.isnan(scores), -np.inf, scores)
-    return np.argsort(-keyed, kind="stable")
+    nan = np.isnan(scores)
+    keyed = np.where(nan, 0.0, -scores)
+    return np.lexsort((keyed, nan))           # last key is primary: non-NaN first, then -score
 
 
 # ---------------------------------------------------------------------------------------------
