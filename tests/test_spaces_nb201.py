@@ -343,3 +343,25 @@ def test_networks_deepcopy() -> None:
         with torch.no_grad():
             assert torch.equal(net(x), twin(x))
         assert not ({id(p) for p in net.parameters()} & {id(p) for p in twin.parameters()})
+
+
+def test_isomorphic_cells_compute_the_same_function() -> None:
+    """Two cells with one key (nodes 1 and 2 swapped, no edge between them) give the same
+    network output once the weights are mapped edge to edge (e01↔e02, e13↔e23)."""
+    a = ("nor_conv_3x3", "nor_conv_1x1", "none", "avg_pool_3x3", "nor_conv_1x1", "nor_conv_3x3")
+    b = ("nor_conv_1x1", "nor_conv_3x3", "none", "avg_pool_3x3", "nor_conv_3x3", "nor_conv_1x1")
+    assert SP.key(a) == SP.key(b)
+    swap = {0: 1, 1: 0, 4: 5, 5: 4}
+    net_a, net_b = SP.build(a).eval(), SP.build(b)
+    sa = net_a.state_dict()
+    mapped = {}
+    for name, tensor in sa.items():
+        parts = name.split(".")
+        if parts[0] == "cells" and parts[2] == "edges":
+            parts[3] = str(swap.get(int(parts[3]), int(parts[3])))
+        mapped[".".join(parts)] = tensor
+    net_b.load_state_dict(mapped)
+    net_b.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(net_a(x), net_b(x), rtol=1e-4, atol=1e-5)
