@@ -96,18 +96,43 @@ def _check_targets_for_logits(targets: torch.Tensor, logits: torch.Tensor,
 # ------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------
+class _GradCatcher:
+    """Tensor hook storing the gradient of one recorded layer output (while active)."""
+
+    __slots__ = ("entry", "active")
+
+    def __init__(self, entry: list) -> None:
+        self.entry = entry
+        self.active = True
+
+    def __call__(self, grad: torch.Tensor) -> None:
+        if self.active:
+            self.entry[2] = grad.detach()
+
+
 class _OutputRecorder:
-    """Forward hook recording (layer index, output, output version) into a shared list."""
+    """Forward hook recording each call's output of one layer and catching its gradient.
 
-    __slots__ = ("store", "index")
+    Appends ``[layer index, output, grad]`` to a shared list; ``grad`` is filled by a tensor
+    hook during the loss backward. A tensor hook registered before a later in-place change of
+    the output (e.g. ``ReLU(inplace=True)``) still receives the gradient with respect to the
+    value before the change, as the official identity-module hook does.
+    """
 
-    def __init__(self, store: list, index: int) -> None:
+    __slots__ = ("store", "catchers", "index")
+
+    def __init__(self, store: list, catchers: list, index: int) -> None:
         self.store = store
+        self.catchers = catchers
         self.index = index
 
     def __call__(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
         if isinstance(output, torch.Tensor) and output.requires_grad:
-            self.store.append((self.index, output, output._version))
+            entry = [self.index, output, None]
+            catcher = _GradCatcher(entry)
+            output.register_hook(catcher)
+            self.store.append(entry)
+            self.catchers.append(catcher)
 
 
 @contextlib.contextmanager
@@ -183,11 +208,12 @@ def _main_pass(net: nn.Module, x: torch.Tensor, targets: torch.Tensor | None, lo
     want_jac = "jacobian" in needs
     want_loss = want_fisher or want_hg or "grads" in needs or "outputs" in needs
 
-    records: list[tuple[int, torch.Tensor, int]] = []
+    records: list[list] = []
+    catchers: list[_GradCatcher] = []
     handles = []
     if want_fisher:
         for i, (_, m) in enumerate(layers):
-            handles.append(m.register_forward_hook(_OutputRecorder(records, i)))
+            handles.append(m.register_forward_hook(_OutputRecorder(records, catchers, i)))
     xin = x.detach().clone().requires_grad_(True) if want_jac else x.detach()
     try:
         y = _forward(net, xin)
@@ -199,6 +225,7 @@ def _main_pass(net: nn.Module, x: torch.Tensor, targets: torch.Tensor | None, lo
 
     ctx.layer_names = [n for n, _ in layers]
     ctx.weights = [w.detach() for w in weights]
+    g_w: list[torch.Tensor | None] = []
     if want_loss:
         assert targets is not None
         _check_targets_for_logits(targets, y, loss_fn)
@@ -209,36 +236,23 @@ def _main_pass(net: nn.Module, x: torch.Tensor, targets: torch.Tensor | None, lo
         if "outputs" in needs:
             ctx.logits = y.detach()
             ctx.loss = loss.detach()
-        acts: list[torch.Tensor] = []
-        act_layer: list[int] = []
-        if want_fisher:
-            stale = sorted({ctx.layer_names[i] for i, a, v in records if a._version != v})
-            if stale:
-                ctx.problems["fisher"] = (
-                    "fisher: the outputs of layers " + ", ".join(stale[:5]) +
-                    " are modified in place later in the forward (e.g. ReLU(inplace=True)); "
-                    "their activation gradient cannot be recovered faithfully")
-            for i, a, v in records:
-                if a._version == v:
-                    acts.append(a)
-                    act_layer.append(i)
-        retain = want_jac or want_hg
         if loss.requires_grad:
-            grads = torch.autograd.grad(loss, weights + acts, retain_graph=retain,
-                                        create_graph=want_hg, allow_unused=True)
+            g_w = list(torch.autograd.grad(loss, weights, retain_graph=want_jac or want_hg,
+                                           create_graph=want_hg, allow_unused=True))
         else:  # the loss does not depend on any counted weight
-            grads = (None,) * (len(weights) + len(acts))
-        g_w = list(grads[:len(weights)])
+            g_w = [None] * len(weights)
         ctx.grads = [g.detach() if g is not None else None for g in g_w]
         if want_fisher:
-            dims = [(-1 if isinstance(m, nn.Linear) else 1) for _, m in layers]
+            for c in catchers:  # later backwards (jacobian, H·g) must not overwrite
+                c.active = False
             pairs: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in layers]
-            for i, a, g in zip(act_layer, acts, grads[len(weights):]):
-                if g is not None:
-                    pairs[i].append((a.detach(), g.detach()))
+            for i, out, grad in records:
+                if grad is not None:
+                    pairs[i].append((out.detach(), grad))
             ctx.fisher_pairs = pairs
-            ctx.fisher_channel_dims = dims
-        del grads, acts, records
+            ctx.fisher_channel_dims = [(-1 if isinstance(m, nn.Linear) else 1) for _, m in layers]
+        records.clear()
+        catchers.clear()
     if want_jac:
         (jac,) = torch.autograd.grad(y, xin, grad_outputs=torch.ones_like(y),
                                      retain_graph=want_hg, allow_unused=True)

@@ -1,0 +1,374 @@
+"""Proxy engine: each proxy against an independent computation on tiny seeded models."""
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import zcfast
+from zcfast.proxies import (ProxyResult, available_proxies, register_proxy, score, score_detailed,
+                            unregister_proxy)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import official_style  # noqa: E402  (plain-PyTorch, official-style baseline)
+
+SIX = ("grad_norm", "snip", "grasp", "fisher", "jacob_cov", "synflow")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # shared 2-core CI box: avoid OpenMP barrier stalls
+    yield
+    torch.set_num_threads(old)
+
+
+def mlp(d_in: int = 5, hidden: int = 7, classes: int = 3, bias: bool = True, seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(d_in, hidden, bias=bias), nn.ReLU(), nn.Linear(hidden, classes, bias=bias))
+
+
+def small_cnn(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5))
+
+
+def data(n: int = 8, shape=(5,), classes: int = 3, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn((n,) + tuple(shape), generator=g), torch.randint(0, classes, (n,), generator=g)
+
+
+def rel(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(b), 1e-30)
+
+
+# ------------------------------------------------------------------------------------------
+# every proxy by hand on a two-layer MLP (plain autograd / closed forms)
+# ------------------------------------------------------------------------------------------
+def _mlp_forward(w1, b1, w2, b2, x):
+    h_pre = x @ w1.T + b1
+    return h_pre, torch.relu(h_pre) @ w2.T + b2
+
+
+def test_mlp_gradient_proxies_by_hand():
+    net = mlp()
+    x, y = data()
+    w1, b1, w2, b2 = [p.detach().clone().requires_grad_(True) for p in net.parameters()]
+    _, out = _mlp_forward(w1, b1, w2, b2, x)
+    g1, g2 = torch.autograd.grad(F.cross_entropy(out, y), (w1, w2))
+    expect = {
+        "grad_norm": float(g1.norm() + g2.norm()),
+        "snip": float((w1 * g1).abs().sum().detach() + (w2 * g2).abs().sum().detach()),
+        "plain": float((w1 * g1).sum().detach() + (w2 * g2).sum().detach()),
+    }
+    got = score(net, x, y, proxies=tuple(expect))
+    for k, v in expect.items():
+        assert rel(got[k], v) < 1e-5, (k, got[k], v)
+
+
+def test_mlp_grasp_with_explicit_hessian():
+    # −W·(H g) with the full weight Hessian from autograd.functional, in float64
+    net = mlp(d_in=3, hidden=4, classes=3)
+    x, y = data(n=6, shape=(3,))
+    xd = x.double()
+    b1, b2 = net[0].bias.detach().double(), net[2].bias.detach().double()
+    n1 = net[0].weight.numel()
+
+    def loss64(flat: torch.Tensor) -> torch.Tensor:
+        w1 = flat[:n1].reshape(net[0].weight.shape)
+        w2 = flat[n1:].reshape(net[2].weight.shape)
+        return F.cross_entropy(_mlp_forward(w1, b1, w2, b2, xd)[1], y)
+
+    flat = torch.cat([net[0].weight.detach().flatten(), net[2].weight.detach().flatten()]).double()
+    g = torch.autograd.functional.jacobian(loss64, flat)
+    h = torch.autograd.functional.hessian(loss64, flat)
+    expect = float(-(flat * (h @ g)).sum())
+    got = score(net, x, y, proxies=("grasp",))["grasp"]
+    assert rel(got, expect) < 1e-4, (got, expect)
+
+
+def test_mlp_fisher_by_hand_with_inplace_relu():
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(5, 7), nn.ReLU(inplace=True), nn.Linear(7, 3))
+    x, y = data()
+    w1, b1, w2, b2 = [p.detach().clone().requires_grad_(True) for p in net.parameters()]
+    h_pre = x @ w1.T + b1
+    out = torch.relu(h_pre) @ w2.T + b2
+    gh, go = torch.autograd.grad(F.cross_entropy(out, y), (h_pre, out))
+    # official: per channel 0.5·mean_n(act·grad)², broadcast over fan-in (weight row) -> × fan-in
+    f1 = 0.5 * (h_pre * gh).pow(2).mean(0) * 5
+    f2 = 0.5 * (out * go).pow(2).mean(0) * 7
+    expect = float((f1.sum() + f2.sum()).detach())
+    got = score(net, x, y, proxies=("fisher",))["fisher"]
+    assert rel(got, expect) < 1e-5, (got, expect)
+
+
+def test_jacob_cov_by_hand():
+    net = mlp()
+    x, y = data(n=6)
+    jac = torch.autograd.functional.jacobian(lambda inp: net(inp).sum(), x)  # [N, D]
+    corr = np.corrcoef(jac.numpy().astype(np.float64))
+    v = np.linalg.eigvalsh(corr)
+    expect = float(-np.sum(np.log(v + 1e-5) + 1.0 / (v + 1e-5)))
+    got = score(net, x, None, proxies=("jacob_cov",))["jacob_cov"]
+    assert rel(got, expect) < 1e-6, (got, expect)
+
+
+def test_synflow_closed_form_positive_chain():
+    # bias-free linear chain: with |W| and ones input, every layer's Σ|W⊙∂R/∂W| equals R
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6, bias=False), nn.ReLU(), nn.Linear(6, 5, bias=False),
+                        nn.ReLU(), nn.Linear(5, 3, bias=False))
+    x, y = data(shape=(4,))
+    r = torch.ones(1, 4, dtype=torch.float64)
+    for m in (net[0], net[2], net[4]):
+        r = r @ m.weight.detach().double().abs().T
+    res = score_detailed(net, x, y, proxies=("synflow",), per_layer=True)["synflow"]
+    assert rel(res.value, 3 * float(r.sum())) < 1e-12
+    for v in res.per_layer.values():
+        assert rel(v, float(r.sum())) < 1e-12
+    assert abs(res.log_value - math.log(res.value)) < 1e-12
+    assert res.error is None
+
+
+def _log_chain_output(layers) -> float:
+    """log R of a bias-free |W| chain on a ones input, computed in log space (no overflow)."""
+    v = torch.ones(layers[0].weight.shape[1], dtype=torch.float64)
+    log_scale = 0.0
+    for m in layers:
+        v = m.weight.detach().double().abs() @ v
+        s = float(v.max())
+        v = v / s
+        log_scale += math.log(s)
+    return log_scale + math.log(float(v.sum()))
+
+
+def test_synflow_sum_overflow_reports_error_and_exact_log_value():
+    # scale a 90-layer chain so that R ~ 1e307: each layer's value (= R) is finite in
+    # float64 but their sum (90·R) overflows
+    torch.manual_seed(0)
+    layers = [nn.Linear(16, 16, bias=False) for _ in range(90)]
+    c = math.exp((math.log(1e307) - _log_chain_output(layers)) / len(layers))
+    with torch.no_grad():
+        for m in layers:
+            m.weight.mul_(c)
+    x, y = data(n=4, shape=(16,), classes=16)
+    res = score_detailed(nn.Sequential(*layers), x, y, proxies=("synflow",))["synflow"]
+    assert res.value == math.inf
+    assert "overflows float64" in res.error
+    assert abs(res.log_value - (math.log(90) + _log_chain_output(layers))) < 1e-9
+
+
+def test_synflow_forward_overflow_is_reported():
+    layers = [nn.Linear(64, 64, bias=False) for _ in range(200)]
+    with torch.no_grad():
+        for m in layers:
+            m.weight.fill_(10.0)
+    x, y = data(n=4, shape=(64,), classes=64)
+    res = score_detailed(nn.Sequential(*layers), x, y, proxies=("synflow",))["synflow"]
+    assert not math.isfinite(res.value) and res.error and "synflow" in res.error
+
+
+# ------------------------------------------------------------------------------------------
+# against the official-style baseline (bench/official_style.py: plain PyTorch, own passes)
+# ------------------------------------------------------------------------------------------
+def test_cnn_all_six_match_official_style():
+    net = small_cnn()
+    x, y = data(n=8, shape=(3, 8, 8), classes=5)
+    off = official_style.official_scores(net, x, y)
+    got = score(net, x, y, proxies=SIX)
+    for k in SIX:
+        assert rel(got[k], off[k]) < 2e-5, (k, got[k], off[k])
+
+
+def test_shared_passes_equal_each_proxy_alone():
+    net = small_cnn(seed=4)
+    x, y = data(n=8, shape=(3, 8, 8), classes=5)
+    together = score(net, x, y, proxies=available_proxies())
+    for name in available_proxies():
+        alone = score(net, x, y, proxies=(name,))[name]
+        assert rel(together[name], alone) < 1e-6, (name, together[name], alone)
+
+
+def test_grasp_first_gradient_equals_gradient_with_graph():
+    # the engine drops the official no-graph pass because g == g_f on the same batch/weights
+    net = small_cnn(seed=5).train()
+    x, y = data(n=8, shape=(3, 8, 8), classes=5)
+    ws = [m.weight for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    g = torch.autograd.grad(F.cross_entropy(net(x), y), ws)
+    g_f = torch.autograd.grad(F.cross_entropy(net(x), y), ws, create_graph=True)
+    for a, b in zip(g, g_f):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-6, atol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------
+# no mutation, determinism
+# ------------------------------------------------------------------------------------------
+def _snapshot(net: nn.Module):
+    return ({k: v.detach().clone() for k, v in net.state_dict().items()},
+            {n: m.training for n, m in net.named_modules()},
+            {n: p.requires_grad for n, p in net.named_parameters()},
+            {n: (None if p.grad is None else p.grad.clone()) for n, p in net.named_parameters()})
+
+
+def test_never_mutates_model_inputs_or_rng():
+    net = small_cnn(seed=6)
+    net.eval()
+    net[0].train()                       # mixed flags
+    net[3].weight.requires_grad_(False)  # a frozen layer
+    net[8].weight.grad = torch.full_like(net[8].weight, 0.5)
+    x, y = data(n=8, shape=(3, 8, 8), classes=5)
+    x.requires_grad_(True)
+    before = _snapshot(net)
+    rng = torch.get_rng_state()
+    score(net, x, y, proxies=available_proxies())
+    after = _snapshot(net)
+    for k, v in before[0].items():
+        assert torch.equal(v, after[0][k]), k
+    assert before[1] == after[1] and before[2] == after[2]
+    for k, v in before[3].items():
+        assert (v is None and after[3][k] is None) or torch.equal(v, after[3][k]), k
+    assert x.requires_grad and x.grad is None and y.grad is None
+    assert torch.equal(rng, torch.get_rng_state())
+
+
+def test_deterministic_including_dropout():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 3))
+    x, y = data()
+    a = score(net, x, y, proxies=available_proxies(), seed=7)
+    b = score(net, x, y, proxies=available_proxies(), seed=7)
+    assert a == b
+
+
+# ------------------------------------------------------------------------------------------
+# bad input, non-finite values
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case, match", [
+    ("wrong_shape", "forward failed on inputs of shape"),
+    ("targets_range", "targets out of range"),
+    ("int_inputs", "floating-point"),
+    ("no_layers", "no weight layers"),
+    ("nan", "NaN or inf"),
+    ("inf", "NaN or inf"),
+    ("unknown", "unknown proxy"),
+    ("vote", "not a per-network proxy"),
+    ("twice", "requested twice"),
+    ("rows", "rows"),
+])
+def test_bad_input_names_the_problem(case, match):
+    net = mlp()
+    x, y = data()
+    kw = {"proxies": ("snip",)}
+    if case == "wrong_shape":
+        x = torch.randn(8, 6)
+    elif case == "targets_range":
+        y = y.clone(); y[0] = 3
+    elif case == "int_inputs":
+        x = torch.ones(8, 5, dtype=torch.int64)
+    elif case == "no_layers":
+        net = nn.Sequential(nn.ReLU(), nn.Flatten())
+    elif case == "nan":
+        x = x.clone(); x[2, 1] = float("nan")
+    elif case == "inf":
+        x = x.clone(); x[0, 0] = float("inf")
+    elif case == "unknown":
+        kw = {"proxies": ("snip", "snipp")}
+    elif case == "vote":
+        kw = {"proxies": ("vote",)}
+    elif case == "twice":
+        kw = {"proxies": ("snip", "snip")}
+    elif case == "rows":
+        y = y[:5]
+    with pytest.raises((ValueError, TypeError), match=match):
+        score(net, x, y, **kw)
+
+
+class _DeadSample(nn.Module):
+    """Zeroes sample 0 before an MLP: its Jacobian row is zero (variance 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = mlp()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        keep = torch.ones(x.shape[0], 1)
+        keep[0] = 0
+        return self.body(x * keep)
+
+
+def test_jacob_cov_zero_variance_row_is_reported():
+    x, y = data()
+    res = score_detailed(_DeadSample(), x, y, proxies=("jacob_cov", "snip"))
+    assert math.isnan(res["jacob_cov"].value)
+    assert "zero variance" in res["jacob_cov"].error and "[0]" in res["jacob_cov"].error
+    assert res["snip"].ok
+    with pytest.warns(RuntimeWarning, match="zero variance"):
+        score(_DeadSample(), x, y, proxies=("jacob_cov",))
+
+
+# ------------------------------------------------------------------------------------------
+# registry, layer types, per-layer
+# ------------------------------------------------------------------------------------------
+def test_register_custom_proxy():
+    @register_proxy("test_grad_sq", needs=("grads",))
+    def grad_sq(ctx):
+        return sum(float((g * g).sum()) for g in ctx.grads if g is not None)
+
+    try:
+        assert "test_grad_sq" in available_proxies()
+        net = mlp()
+        x, y = data()
+        got = score(net, x, y, proxies=("test_grad_sq", "grad_norm"))
+        w = [net[0].weight, net[2].weight]
+        g = torch.autograd.grad(F.cross_entropy(net(x), y), w)
+        assert rel(got["test_grad_sq"], float(sum((gi * gi).sum() for gi in g))) < 1e-5
+        with pytest.raises(ValueError, match="already registered"):
+            register_proxy("test_grad_sq")(grad_sq)
+    finally:
+        unregister_proxy("test_grad_sq")
+    with pytest.raises(ValueError, match="unknown needs"):
+        register_proxy("test_bad", needs=("hessian",))
+    with pytest.raises(ValueError, match="built-in"):
+        unregister_proxy("snip")
+
+
+def test_layer_types_and_per_layer():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 6, 4))
+    x, y = data(shape=(2, 8), classes=4)
+    paper = score_detailed(net, x, y, proxies=("snip",), per_layer=True)["snip"]
+    assert list(paper.per_layer) == ["3"]  # Conv1d does not count by default (paper: Conv2d, Linear)
+    both = score_detailed(net, x, y, proxies=("snip",), per_layer=True,
+                          layer_types=(nn.Conv1d, nn.Linear))["snip"]
+    assert list(both.per_layer) == ["0", "3"]
+    assert rel(both.value, sum(both.per_layer.values())) < 1e-6
+    flat = score(net, x, y, proxies=("snip",), per_layer=True, layer_types=(nn.Conv1d, nn.Linear))
+    assert set(flat) == {"snip", "snip/0", "snip/3"}
+    res = score_detailed(net, x, y, proxies=("fisher",), layer_types=(nn.Conv1d, nn.Linear))["fisher"]
+    assert res.ok and res.value > 0
+
+
+def test_top_level_reexports():
+    assert zcfast.score is score and zcfast.ProxyResult is ProxyResult
+    assert set(SIX) <= set(zcfast.available_proxies())
+
+
+@pytest.mark.skipif(not zcfast.ops.has_cuda() or not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    net = small_cnn(seed=2)
+    x, y = data(n=8, shape=(3, 8, 8), classes=5)
+    cpu = score(net, x, y, proxies=available_proxies())
+    gpu = score(net.cuda(), x.cuda(), y.cuda(), proxies=available_proxies())
+    for k in cpu:
+        assert rel(gpu[k], cpu[k]) < 1e-4, (k, gpu[k], cpu[k])
