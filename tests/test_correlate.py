@@ -328,3 +328,20 @@ def test_export_table_roundtrips(tmp_path, fake_proxies):
         assert float(x["synflow_log"]) == pytest.approx(math.log(r.scores["synflow"][k]))
     assert "snip_log" not in rows[0]
     assert corr.export_table(r, tmp_path / "u.csv.gz").read_bytes() == p.read_bytes()  # reproducible bytes
+
+
+def test_shards_split_the_sample_and_share_the_store(tmp_path, fake_proxies):
+    store = tmp_path / "s.sqlite"
+    f0, f1 = FakeScorer(), FakeScorer()
+    r0 = corr.correlate("nb201", "cifar10", "snip", 20, 4, store=store, score_fn=f0, time_sample=0,
+                        progress=False, shard=(0, 2))
+    assert len(f0.calls) == 10 and r0.summary["missing_archs"] == 10 and len(r0.archs) == 10
+    r1 = corr.correlate("nb201", "cifar10", "snip", 20, 4, store=store, score_fn=f1, time_sample=0,
+                        progress=False, shard=(1, 2))
+    assert len(f1.calls) == 10 and not {c[0] for c in f0.calls} & {c[0] for c in f1.calls}
+    assert r1.summary["missing_archs"] == 0 and len(r1.archs) == 20  # sees shard 0's rows too
+    ref = corr.correlate("nb201", "cifar10", "snip", 20, 4, store=tmp_path / "r.sqlite", score_fn=FakeScorer(),
+                         time_sample=0, progress=False)
+    np.testing.assert_array_equal(r1.scores["snip"], ref.scores["snip"])
+    with pytest.raises(ValueError, match="shard"):
+        corr.correlate("nb201", "cifar10", "snip", 20, 4, store=store, shard=(2, 2), progress=False)

@@ -236,6 +236,7 @@ def correlate(
     score_fn: ScoreFn | None = None,
     plots: bool = True,
     compute: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> StudyResult:
     """Run the correlation study; see the module docstring.
 
@@ -264,6 +265,9 @@ def correlate(
         compute: False = score nothing: report on the sampled architectures already in the
             store with every proxy (e.g. while a long run is still going); the others are left
             out and counted in ``summary["missing_archs"]``.
+        shard: ``(i, k)``: score only the sample positions ``p`` with ``p % k == i`` (run k
+            processes on one store to use k cores; SQLite serialises their short write
+            transactions). The report covers the sampled architectures complete in the store.
 
     Returns:
         :class:`StudyResult`.
@@ -281,6 +285,8 @@ def correlate(
     if nan_policy not in metrics.NAN_POLICIES:
         raise ValueError(f"unknown nan_policy {nan_policy!r}; known: {', '.join(metrics.NAN_POLICIES)}")
     names = resolve_proxies(proxies)
+    if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
+        raise ValueError(f"shard must be (i, k) with 0 <= i < k, got {shard!r}")
     if out is None and store is None:
         raise ValueError("give an output directory (out) or a store path")
     if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
@@ -338,27 +344,24 @@ def correlate(
             if absent:
                 raise ValueError(f"{store_path} holds no run of proxy {', '.join(absent)} with this configuration")
         wanted = set(arch_strs)
-        for p in names:
-            for row in st.rows(run_ids[p]):
-                if row.arch_key in wanted:
-                    values[p][row.arch_key] = _float(row.values.get(p, math.nan))
-                    if row.error:
-                        errors[p][row.arch_key] = row.error
-                    seconds[row.arch_key] = max(seconds.get(row.arch_key, 0.0), row.seconds)
+
+        def load_rows() -> None:
+            for p in names:
+                for row in st.rows(run_ids[p]):
+                    if row.arch_key in wanted:
+                        values[p][row.arch_key] = _float(row.values.get(p, math.nan))
+                        if row.error:
+                            errors[p][row.arch_key] = row.error
+                        seconds[row.arch_key] = max(seconds.get(row.arch_key, 0.0), row.seconds)
+
+        load_rows()
         todo = [(a, s) for a, s in zip(archs, arch_strs) if any(s not in values[p] for p in names)]
         n_resumed = len(archs) - len(todo)
-        n_missing = 0
         if not compute:
-            missing_set = {s for _, s in todo}
-            n_missing = len(missing_set)
-            keep = [i for i, s in enumerate(arch_strs) if s not in missing_set]
-            archs = [archs[i] for i in keep]
-            arch_strs = [arch_strs[i] for i in keep]
-            acc = acc[keep]
-            baselines = {k: (v[0][keep], v[1][keep]) for k, v in baselines.items()}
             todo = []
-            if not archs:
-                raise ValueError("the store holds no sampled architecture with every requested proxy yet")
+        elif shard is not None:
+            position = {s: i for i, s in enumerate(arch_strs)}
+            todo = [(a, s) for a, s in todo if position[s] % shard[1] == shard[0]]
         writer = _Writer(st)
         bar = None
         if progress and todo:
@@ -395,7 +398,20 @@ def correlate(
             writer.flush()
             if bar is not None:
                 bar.close()
+        if shard is not None:
+            load_rows()  # what the other shards have stored meanwhile
         store_counts = {p: st.count(run_ids[p]) for p in names}
+
+    # ---- architectures with every proxy (all of them, unless report-only or sharded)
+    complete = [i for i, s in enumerate(arch_strs) if all(s in values[p] for p in names)]
+    n_missing = len(archs) - len(complete)
+    if n_missing:
+        if not complete:
+            raise ValueError("the store holds no sampled architecture with every requested proxy yet")
+        archs = [archs[i] for i in complete]
+        arch_strs = [arch_strs[i] for i in complete]
+        acc = acc[complete]
+        baselines = {k: (v[0][complete], v[1][complete]) for k, v in baselines.items()}
 
     # ---- per-proxy time, each proxy alone, on the first architectures of the sample
     alone: dict[str, float] = {}

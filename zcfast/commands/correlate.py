@@ -19,6 +19,16 @@ def _n(text: str) -> int | None:
     return v
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, k = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard must look like I/K (e.g. 0/2), got {text!r}") from None
+    if not 0 <= i < k:
+        raise argparse.ArgumentTypeError(f"--shard I/K needs 0 <= I < K, got {text!r}")
+    return i, k
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", default="nb201", help="search space (nb201, nb101, darts); default nb201")
     parser.add_argument("--dataset", default="cifar10",
@@ -45,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="architectures on which each proxy is timed alone (default 5; 0 skips)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--shard", type=_shard, default=None,
+                        help="I/K: score only sample positions p with p %% K == I; run K such processes on "
+                             "one store to use K cores, then --report-only for the whole sample")
     parser.add_argument("--report-only", action="store_true",
                         help="score nothing: report on the sampled architectures already in the store "
                              "(e.g. while a long run is still going)")
@@ -64,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             batch_seed=args.batch_seed, augment=not args.no_augment, init_seed=args.init_seed,
             metric=args.metric, device=args.device, nan_policy=args.nan_policy,
             time_sample=args.time_sample, progress=not args.quiet, plots=not args.no_plots,
-            compute=not args.report_only,
+            compute=not args.report_only, shard=args.shard,
         )
     except KeyboardInterrupt:
         print("\nzcfast correlate: interrupted; finished architectures are in the store. "
@@ -75,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{s['scored_archs']} architectures scored now, {s['resumed_archs']} taken from the store; "
           f"wall {s['wall_seconds']:.1f} s")
     if s.get("missing_archs"):
-        print(f"report only: {s['missing_archs']} sampled architectures are not in the store yet and were left out")
+        print(f"{s['missing_archs']} sampled architectures are not in the store yet and were left out")
     for name, path in res.files.items():
         print(f"  {name:8s} {path}")
     return 0
