@@ -196,6 +196,9 @@ class _Writer:
 
     def add(self, run_id: str, row: Any) -> None:
         self.buf.setdefault(run_id, []).append(row)
+
+    def maybe_flush(self) -> None:
+        """Commit if the oldest buffered row waited FLUSH_SECONDS (called between architectures)."""
         if time.monotonic() - self.last >= FLUSH_SECONDS:
             self.flush()
 
@@ -392,6 +395,7 @@ def correlate(
                     if perr:
                         errors[p][s] = perr
                     writer.add(run_ids[p], ScoreRow(s, s, {p: v} if p in res else {}, perr, dt))
+                writer.maybe_flush()
                 if bar is not None:
                     bar.update(1)
         finally:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 HELP = "rank-correlate zero-cost proxies with benchmark accuracy (the paper's Table 1), resumable"
@@ -63,8 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(e.g. while a long run is still going)")
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM: stop like Ctrl-C, committing the scores computed so far
+
+
 def run(args: argparse.Namespace) -> int:
     from zcfast import correlate as corr
+
+    signal.signal(signal.SIGTERM, _terminate)
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
