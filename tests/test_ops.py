@@ -424,3 +424,49 @@ def test_cuda_opcheck():
     opcheck(torch.ops.zcfast.fisher_reduce.default,
             (torch.randn(4, 3, 5, 5, device="cuda"), torch.randn(4, 3, 5, 5, device="cuda")))
     opcheck(torch.ops.zcfast.jacob_cov_score.default, (torch.randn(2, 6, 20, device="cuda"), 1e-5))
+
+
+# ---- CPU ISA copies / info command ---------------------------------------------------------------
+
+_ISA_SCRIPT = """
+import torch, zcfast.ops as ops
+from zcfast.testing import make_tensor_list
+shapes = [(40000,), (70001,), (16,), (3, 3, 64, 64), (37,)]
+out = []
+for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+    p = make_tensor_list(shapes, dtype, seed=5)
+    g = make_tensor_list(shapes, dtype, seed=6)
+    for kind in ops.SALIENCY_KINDS:
+        per, total = ops.saliency(p, g, kind)
+        out += per.double().tolist() + [float(total)]
+    out += ops.fisher(torch.randn(8, 4, 33, generator=torch.Generator().manual_seed(1)).to(dtype),
+                      torch.randn(8, 4, 33, generator=torch.Generator().manual_seed(2)).to(dtype))[0].double().tolist()
+print(repr(out))
+"""
+
+
+def test_cpu_isa_copies_are_bit_identical():
+    """The AVX-512 / AVX2 / baseline copies of the inner loop give the same bits (Note [ISA dispatch])."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    results = []
+    for isa in ("0", "1", "2"):
+        env = dict(os.environ, ZCFAST_CPU_ISA=isa, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        proc = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], env=env, capture_output=True,
+                              text=True, timeout=120, check=True)
+        results.append(proc.stdout)
+    assert results[0] == results[1] == results[2]
+
+
+def test_info_command(capsys):
+    import json
+
+    from zcfast.cli import main
+
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["extension"] == "ok" and info["build_mode"] in ("cpu", "cuda")
+    assert info["torch"] == torch.__version__ and info["has_cuda"] == ops.has_cuda()
