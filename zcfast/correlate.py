@@ -370,7 +370,7 @@ def correlate(
         if progress and todo:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(archs), initial=n_resumed, unit="arch", dynamic_ncols=True,
+            bar = tqdm(total=n_resumed + len(todo), initial=n_resumed, unit="arch", dynamic_ncols=True,
                        desc=f"{sp.name}/{ds} {','.join(names)}", file=sys.stderr)
         try:
             for a, s in todo:
