@@ -74,3 +74,32 @@ def test_ray_backend_real_scorer(tmp_path: Path, ray_local: None) -> None:
     assert len(serial) == 4 and serial.keys() == on_ray.keys()
     assert all(v[2] is None for v in serial.values())
     assert serial == on_ray  # bit-identical: same seeding, one thread per worker
+
+
+@pytest.mark.slow
+def test_ray_actor_death_recorded(tmp_path: Path, ray_local: None) -> None:
+    """An actor that dies (SIGKILL, as the OOM killer would) is replaced; the candidate that
+    killed it twice is recorded with an error, every other one is scored."""
+    from zcfast.parallel import RayBackend, WorkerSpec
+    from zcfast.spaces import get
+
+    space = get("nb201")
+    archs = list(space.enumerate())[:40]
+    tasks = [(space.key(a), space.encode(a), a) for a in archs]
+    tasks = list({t[0]: t for t in tasks}.values())
+    victim = tasks[5][0]
+    spec = WorkerSpec(space, ("synflow",), torch.zeros(2, 3, 8, 8), torch.zeros(2, dtype=torch.long),
+                      scorer=hash_scorer)
+    backend = RayBackend(spec, workers=2, actor_options={
+        "runtime_env": {"env_vars": {"ZCFAST_HASH_SCORER_KILL": victim}}})
+    try:
+        chunks = [tasks[i:i + 4] for i in range(0, len(tasks), 4)]
+        rows = {r.arch_key: r for out in backend.imap_unordered(chunks) for r in out}
+    finally:
+        backend.close()
+    assert set(rows) == {t[0] for t in tasks}
+    assert rows[victim].error.startswith("worker process died") and rows[victim].values == {}
+    for key, row in rows.items():
+        if key != victim:
+            assert row.error is None
+            assert row.values == hash_scorer(space, space.decode(row.arch_str), None, None, ["synflow"])

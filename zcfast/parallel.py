@@ -366,16 +366,21 @@ class LocalPoolBackend(Backend):
 
 
 class RayBackend(Backend):
-    """One Ray actor per CPU (or ``workers``), each holding the WorkerSpec.
+    """One Ray actor per CPU (or GPU, or ``workers``), each holding the WorkerSpec.
 
     Args:
         address: ``ray.init(address=...)``; None: use the running instance, or start a local
             one (``include_dashboard=False``; workers get this checkout on PYTHONPATH).
-        workers: number of actors; default the cluster's CPU count.
+        workers: number of actors; default the cluster's CPU count, or its GPU count when
+            ``spec.device`` is a CUDA device.
+        actor_options: ``ray.remote`` options of each actor; default ``{"num_cpus": 1}``,
+            plus ``"num_gpus": 1`` for a CUDA device.
+        init_kwargs: extra ``ray.init`` arguments when this backend starts Ray.
     """
 
     def __init__(self, spec: WorkerSpec, address: str | None = None, workers: int | None = None,
-                 max_in_flight: int | None = None, init_kwargs: dict[str, Any] | None = None) -> None:
+                 max_in_flight: int | None = None, init_kwargs: dict[str, Any] | None = None,
+                 actor_options: dict[str, Any] | None = None) -> None:
         try:
             import ray
         except ImportError:  # pragma: no cover - ray is an optional dependency
@@ -391,10 +396,15 @@ class RayBackend(Backend):
             kwargs.update(init_kwargs or {})
             ray.init(address=address, **kwargs)
             self._started = True
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        self.workers = int(workers) if workers else max(1, cpus)
+        gpu = torch.device(spec.device).type == "cuda"
+        resources = ray.cluster_resources()
+        if gpu and not resources.get("GPU"):
+            raise ValueError(f"device {spec.device!r} asked for, but the Ray cluster has no GPU")
+        count = int(resources.get("GPU" if gpu else "CPU", 1))
+        self.workers = int(workers) if workers else max(1, count)
         self.max_in_flight = max_in_flight or 2 * self.workers
-        actor_cls = ray.remote(num_cpus=1)(_RayWorker)
+        options = {"num_cpus": 1, **({"num_gpus": 1} if gpu else {}), **(actor_options or {})}
+        actor_cls = ray.remote(**options)(_RayWorker)
         spec_ref = ray.put(spec)
         self._actors = [actor_cls.remote(spec_ref) for _ in range(self.workers)]
         self._actor_cls = actor_cls
