@@ -239,6 +239,11 @@ def test_bad_input_named(tmp_path: Path) -> None:
         _scan(path, 5, dataset="mnist")
     with pytest.raises(ValueError, match="unknown"):
         scan("nope", PROXIES, 5, store=path, data=DATA, scorer=hash_scorer)
+    with pytest.raises(ValueError, match="scorer .* cannot be sent to local workers"):
+        _scan(path, 5, backend="local", scorer=lambda *a, **k: {})
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            _scan(path, 5, device="cuda")
     foreign = tmp_path / "foreign.db"
     conn = sqlite3.connect(foreign)
     conn.execute("CREATE TABLE t(x)")

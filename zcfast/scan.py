@@ -188,6 +188,14 @@ def scan(space: Any, proxies: Sequence[str] | str, n: int | None = None, *,
     names = _resolve_proxies(proxies)
     if order not in ("sample", "enumerate"):
         raise ValueError(f"order must be 'sample' or 'enumerate', got {order!r}")
+    if backend not in ("serial", "local", "ray"):
+        raise ValueError(f"unknown backend {backend!r}; choose serial, local or ray")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"bad device {device!r}") from None
+    if dev.type == "cuda" and backend != "ray" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
         raise ValueError(f"n must be a non-negative int or None, got {n!r}")
     size = sp.size() if hasattr(sp, "size") else None
@@ -238,6 +246,8 @@ def scan(space: Any, proxies: Sequence[str] | str, n: int | None = None, *,
         if have < target:
             spec = WorkerSpec(sp, names, inputs, targets, seed=seed, num_classes=num_classes,
                               device=device, scorer=scorer, batch_scorer=batch_scorer)
+            if backend != "serial":
+                _check_picklable(spec, backend)
             stream = _stream(sp, order, sample_seed, target, size)
             bar = _progress_bar(progress, target, have, sp.name, backend)
             try:
@@ -264,6 +274,19 @@ def scan(space: Any, proxies: Sequence[str] | str, n: int | None = None, *,
     finally:
         if own_store:
             st.close()
+
+
+def _check_picklable(spec: WorkerSpec, backend: str) -> None:
+    """Workers receive the spec pickled: fail early, naming the culprit, if it cannot be."""
+    import pickle
+
+    for what, obj in (("scorer", spec.scorer), ("batch_scorer", spec.batch_scorer),
+                      ("space", spec.space)):
+        try:
+            pickle.dumps(obj)
+        except Exception as exc:
+            raise ValueError(f"the {what} {obj!r} cannot be sent to {backend} workers ({exc}); "
+                             "use a module-level function/object or backend='serial'") from None
 
 
 def _progress_bar(enabled: bool, total: int, initial: int, name: str, backend: str) -> Any:
