@@ -60,6 +60,8 @@ std::tuple<at::Tensor, at::Tensor> fisher_cuda(const at::Tensor& act, const at::
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t N = act.size(0), C = act.size(1);
   const int64_t R = (N * C == 0) ? 0 : act.numel() / (N * C);
+  TORCH_CHECK_VALUE(N * C < (int64_t(1) << 31) && C < (int64_t(1) << 31),
+                    "fisher: act has N*C = ", N * C, " rows, more than one CUDA grid holds");
   auto opts = act.options().dtype(acc_dtype_for(act.scalar_type()));
   at::Tensor per_channel = at::empty({C}, opts);
   at::Tensor total = at::empty({}, opts);

@@ -54,6 +54,8 @@ std::tuple<at::Tensor, at::Tensor> jacob_cov_cuda(const at::Tensor& jacobians, d
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const at::Tensor jac = jacobians.contiguous();
   const int64_t rows = jac.size(0) * jac.size(1), D = jac.size(2);
+  TORCH_CHECK_VALUE(rows < (int64_t(1) << 31), "jacob_cov: jacobians has M*N = ", rows,
+                    " rows, more than one CUDA grid holds");
   at::Tensor z = at::empty(jac.sizes(), jac.options().dtype(at::kDouble));
   if (rows > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, jac.scalar_type(), "jacob_cov_cuda", [&] {
