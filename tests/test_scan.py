@@ -300,3 +300,26 @@ def test_real_scorer_synflow_matches_score_arch(tmp_path: Path) -> None:
         assert error is None or "non-finite" in error
         for p in ("synflow", "grad_norm"):
             assert values[p] == pytest.approx(float(want[p]), rel=1e-6, nan_ok=True)
+
+
+def _batched_available() -> bool:
+    try:
+        from zcfast.batched import score_batch  # noqa: F401
+    except ImportError:
+        return False
+    return _real_scorer_available()
+
+
+@pytest.mark.skipif(not _batched_available(), reason="zcfast.batched.score_batch not available yet")
+def test_default_batched_scorer_matches_score_arch(tmp_path: Path) -> None:
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    y = torch.tensor([7, 2, 2, 0])
+    res = scan("nb201", ["synflow", "grad_norm"], 6, store=tmp_path / "b.sqlite", data=(x, y),
+               backend="serial", progress=False, chunk_size=3)  # batch_scorer="auto"
+    rows = _run_rows(tmp_path / "b.sqlite")
+    assert res.total == 6 and set(rows) == set(_first_distinct(6))
+    torch.set_num_threads(1)
+    for key, (text, values, error) in rows.items():
+        want = zcfast.score_arch(SPACE, SPACE.decode(text), x, y, ["grad_norm", "synflow"], seed=42)
+        for p in ("synflow", "grad_norm"):
+            assert values[p] == pytest.approx(float(want[p]), rel=1e-4, nan_ok=True)

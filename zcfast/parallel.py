@@ -186,6 +186,16 @@ def _score_one(spec: WorkerSpec, task: Task) -> ScoreRow:
     return ScoreRow(key, text, values, error, time.perf_counter() - t0)
 
 
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def score_chunk(spec: WorkerSpec, chunk: Sequence[Task]) -> list[ScoreRow]:
     """Score one chunk of candidates; never raises for a candidate's failure.
 
@@ -197,11 +207,17 @@ def score_chunk(spec: WorkerSpec, chunk: Sequence[Task]) -> list[ScoreRow]:
     torch.set_num_threads(spec.threads)
     try:
         if spec.batch_scorer is not None and len(chunk) > 1:
+            extra: dict[str, Any] = {}
+            if _accepts(spec.batch_scorer, "num_classes"):
+                extra["num_classes"] = spec.num_classes
+            elif spec.num_classes != 10:  # cannot tell it the width: score one at a time
+                spec.batch_scorer = None
+                return [_score_one(spec, task) for task in chunk]
             t0 = time.perf_counter()
             try:
                 results = spec.batch_scorer(spec.space, [t[2] for t in chunk], spec.inputs,
                                             spec.targets, list(spec.proxies), seed=spec.seed,
-                                            device=spec.device)
+                                            device=spec.device, **extra)
             except NotImplementedError:  # e.g. a space the batched path does not cover:
                 spec.batch_scorer = None   # stop trying for the rest of this worker's life
                 results = None
