@@ -310,3 +310,39 @@ def test_computed_proxy_is_cached_in_the_store(toy: ToySpace, tmp_path) -> None:
         assert np.array_equal(p2.scores(archs), s1) and p2.computed == 0
         run = store.run_id(p2.store_config())
         assert {r.arch_str for r in store.rows(run)} == {toy.encode(a) for a in archs}
+
+
+# ---------------------------------------------------------------------------------------------
+# Real spaces (any zcfast.spaces space; a user oracle, so no benchmark file is needed)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("space_name", ["nb201", "nb101"])
+@pytest.mark.parametrize("algo", sorted(ALGORITHMS))
+def test_families_run_on_real_spaces(space_name: str, algo: str) -> None:
+    from zcfast import spaces
+    sp = spaces.get(space_name)
+
+    def oracle(arch) -> float:      # a deterministic stand-in for training
+        return int(sp.key(arch)[:6], 16) % 1000 / 10
+
+    opts = {"evolution": {"population": 6, "tournament": 3},
+            "brp": {"hidden": 16, "train_steps": 5, "max_candidates": 300}}.get(algo, {})
+    result = search(sp, algo, 12, seed=0, oracle=oracle, **opts)
+    assert result.trained == 12
+    assert result.best_accuracy == max(r.accuracy for r in result.records)
+    for r in result.records:
+        assert r.accuracy == oracle(sp.decode(r.arch_str))
+
+
+def test_nb201_benchmark_oracle_and_warmup() -> None:
+    """NB201 lookups are the shipped ground truth; warmup with a table of it is free."""
+    from zcfast import spaces
+    from zcfast.spaces import nb201
+    sp = spaces.get("nb201")
+    table = nb201.table()
+    truth = dict(zip(table["arch_str"], table["cifar100_test_nats"]))
+    result = search(sp, "random", 5, seed=0, dataset="cifar100", warmup=truth, warmup_pool=3000)
+    assert result.trained == 5 and result.proxy_evaluations == 3000
+    for r in result.records:
+        assert r.accuracy == pytest.approx(truth[r.arch_str])
+    assert result.best_accuracy >= 72.0        # best of 3,000 by the truth itself

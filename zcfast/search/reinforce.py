@@ -10,7 +10,8 @@ REINFORCE with a moving-average baseline::
 
 The gradient of the log-probability of a factorised categorical is exact and closed form
 (``onehot(c_d) - softmax(logits_d)``), so the controller is plain numpy: cheap and
-deterministic. Already-trained draws are free lookups and still update the policy.
+deterministic. Already-trained draws are free lookups and still update the policy. Draws that
+the space rejects (NB101 constraints) are re-drawn without an update.
 
 Zero-cost warmup (the paper did not release its RL recipe; this is zcfast's, docs/search.md):
 score a pool of ``warmup_pool`` random architectures with the proxy and pre-train the policy on
@@ -92,6 +93,27 @@ class FactorisedPolicy:
         self.logits = np.where(self.mask, np.log(counts + smoothing), 0.0)
 
 
+MAX_INVALID_DRAWS = 1000
+
+
+def _valid_draw(space: Any, policy: FactorisedPolicy,
+                rng: np.random.Generator) -> tuple[list[int], Any]:
+    """A policy draw that ``space.from_choices`` accepts (rejection sampling).
+
+    Spaces with constraints (NB101: at most 9 edges, a connected cell) reject some choice
+    vectors; such draws are discarded without a policy update, so the policy is effectively
+    conditioned on validity.
+    """
+    for _ in range(MAX_INVALID_DRAWS):
+        choices = policy.sample(rng)
+        try:
+            return choices, space.from_choices(choices)
+        except ValueError:
+            continue
+    raise ValueError(f"{MAX_INVALID_DRAWS} consecutive policy draws were invalid architectures "
+                     f"of {space.name}")
+
+
 def reinforce(space: Any, oracle: Oracle, budget: int, *, seed: int = 0, lr: float = DEFAULT_LR,
               baseline_decay: float = DEFAULT_BASELINE_DECAY,
               warmup: ProxySource | None = None, warmup_pool: int = DEFAULT_WARMUP_POOL,
@@ -118,8 +140,7 @@ def reinforce(space: Any, oracle: Oracle, budget: int, *, seed: int = 0, lr: flo
             ranked, _ = warmup_ranking(space, warmup, warmup_pool, rng)
             policy.fit_counts([list(space.to_choices(a)) for a in ranked[:warmup_top]], smoothing)
         while not ledger.done:
-            choices = policy.sample(nprng)
-            arch = space.from_choices(choices)
+            choices, arch = _valid_draw(space, policy, nprng)
             acc = ledger.train(arch, "policy")
             reward = 0.0 if math.isnan(acc) else acc / 100.0
             baseline = reward if baseline is None else baseline
