@@ -83,12 +83,12 @@ def synflow(ctx: PassContext) -> ProxyResult:
         return ProxyResult("synflow", float("nan"), None, None,
                            f"synflow: the float64 forward of the |θ| network is not finite "
                            f"(Σ output = {out}); the network is too deep/wide for float64")
-    bad = [n for n, g in zip(names, ctx.synflow_grads) if g is not None and not torch.isfinite(g).all()]
-    if bad:
-        return ProxyResult("synflow", float("nan"), None, None,
-                           f"synflow: non-finite gradients in float64 at layers {bad[:5]}")
     per = weight_saliency(ctx.synflow_weights, ctx.synflow_grads, "synflow")
     total = float(per.sum())
+    if math.isnan(total):  # diagnose only when needed (a NaN/inf gradient makes the sum NaN/inf)
+        bad = [n for n, g in zip(names, ctx.synflow_grads) if g is not None and not torch.isfinite(g).all()]
+        return ProxyResult("synflow", float("nan"), None, None,
+                           f"synflow: non-finite gradients in float64 at layers {bad[:5]}")
     if math.isfinite(total):
         log_value = math.log(total) if total > 0 else float("-inf")
         return _from_per_layer("synflow", names, per, log_value)
