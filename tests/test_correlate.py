@@ -345,3 +345,17 @@ def test_shards_split_the_sample_and_share_the_store(tmp_path, fake_proxies):
     np.testing.assert_array_equal(r1.scores["snip"], ref.scores["snip"])
     with pytest.raises(ValueError, match="shard"):
         corr.correlate("nb201", "cifar10", "snip", 20, 4, store=store, shard=(2, 2), progress=False)
+
+
+def test_subsample_spread():
+    rng = np.random.default_rng(0)
+    acc = rng.normal(size=3000)
+    s = acc + rng.normal(size=3000)
+    full = metrics.spearman(s, acc)
+    sp = corr.subsample_spread(s, acc, 300, reps=50, seed=1)
+    assert sp["p2.5"] <= full <= sp["p97.5"] and abs(sp["mean"] - full) < 0.03 and 0 < sp["std"] < 0.1
+    # reproducible, and the whole set has no spread
+    assert corr.subsample_spread(s, acc, 300, reps=50, seed=1) == sp
+    assert corr.subsample_spread(s, acc, 3000, reps=3)["std"] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="n must be"):
+        corr.subsample_spread(s, acc, 5000)

@@ -60,6 +60,7 @@ __all__ = [
     "format_table",
     "write_outputs",
     "export_table",
+    "subsample_spread",
 ]
 
 #: The paper's six proxies, in its Table 1 order.
@@ -646,3 +647,28 @@ def export_table(result: StudyResult, path: str | os.PathLike, log_columns: Sequ
         with gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=9) as gz:
             gz.write(buf.getvalue().encode())
     return path
+
+
+def subsample_spread(scores: Sequence[float] | np.ndarray, acc: Sequence[float] | np.ndarray, n: int,
+                     reps: int = 200, seed: int = 0, nan_policy: str = "omit") -> dict[str, float]:
+    """Sampling noise of Spearman ρ: ρ on ``reps`` uniform subsets of ``n`` of the given
+    architectures (without replacement), e.g. 1,000 of all 15,625.
+
+    Args:
+        scores, acc: ``[N]`` arrays (N >= n).
+    Returns:
+        ``{"mean", "std", "p2.5", "p50", "p97.5", "min", "max", "n", "reps"}`` of the subset ρ values.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    a = np.asarray(acc, dtype=np.float64)
+    if s.shape != a.shape or s.ndim != 1:
+        raise ValueError(f"scores and acc must be 1-D of equal length, got {s.shape} and {a.shape}")
+    if not 2 <= n <= s.shape[0]:
+        raise ValueError(f"n must be in [2, {s.shape[0]}], got {n}")
+    rng = np.random.default_rng(seed)
+    vals = np.array([metrics.spearman(s[idx], a[idx], nan_policy)
+                     for idx in (rng.choice(s.shape[0], n, replace=False) for _ in range(reps))])
+    q = np.nanpercentile(vals, [2.5, 50, 97.5])
+    return {"mean": float(np.nanmean(vals)), "std": float(np.nanstd(vals)), "p2.5": float(q[0]),
+            "p50": float(q[1]), "p97.5": float(q[2]), "min": float(np.nanmin(vals)),
+            "max": float(np.nanmax(vals)), "n": n, "reps": reps}
