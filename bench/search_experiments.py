@@ -70,21 +70,44 @@ def make_table(args: argparse.Namespace) -> None:
               "proxy": "synflow", "init_seed": args.seed, "batch": "cifar10 paper batch 64/42",
               "row_key": "arch_str"}
     archs = list(sp.enumerate())
+    reuse = _ReuseStore(args.reuse, num_classes, args.seed) if args.reuse else None
     with ResultStore(args.store, create=True) as store:
         run = store.run_id(config)
         done = store.done_keys(run)
         todo = [a for a in archs if sp.encode(a) not in done]
+        if reuse is not None and not done:
+            # check, on a few architectures, that the reused scores are what we compute
+            sample = [a for a in archs[:2000] if sp.encode(a) in reuse.values()][:8]
+            mine = score_batch(sp, sample, x, y, ["synflow"], seed=args.seed, num_classes=num_classes)
+            for a, v in zip(sample, mine):
+                theirs = reuse.values()[sp.encode(a)]
+                if not math.isclose(v["synflow"], theirs, rel_tol=1e-9):
+                    raise SystemExit(f"reused store disagrees on {sp.encode(a)}: {theirs} vs {v}")
+            print(f"reuse: {len(sample)} architectures agree with {args.reuse}", flush=True)
+        if args.reverse:      # e.g. while another process scores in benchmark order
+            todo.reverse()
         t0 = time.time()
+        n = 0
         for s in range(0, len(todo), args.chunk):
             chunk = todo[s:s + args.chunk]
+            if reuse is not None:
+                have = reuse.values()
+                chunk = [a for a in chunk if sp.encode(a) not in have]
+                if not chunk:
+                    continue
             t = time.perf_counter()
             vals = score_batch(sp, chunk, x, y, ["synflow"], seed=args.seed, num_classes=num_classes)
             dt = (time.perf_counter() - t) / len(chunk)
             store.put_many(run, [ScoreRow(sp.encode(a), sp.encode(a), {"synflow": v["synflow"]},
                                           None, dt) for a, v in zip(chunk, vals)])
-            n = s + len(chunk)
-            print(f"{n}/{len(todo)} archs, {(time.time() - t0) / n:.3f} s/arch", flush=True)
+            n += len(chunk)
+            print(f"{s + args.chunk}/{len(todo)} archs seen, {n} computed, "
+                  f"{(time.time() - t0) / n:.3f} s/arch", flush=True)
         scores = {r.arch_str: r.values.get("synflow", math.nan) for r in store.rows(run)}
+    if reuse is not None:
+        reused = {k: v for k, v in reuse.values(refresh=True).items() if k not in scores}
+        print(f"reused {len(reused)} scores from {args.reuse}")
+        scores.update(reused)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with gzip.GzipFile(args.out, "wb", mtime=0) as raw:
         fh = raw
@@ -94,6 +117,38 @@ def make_table(args: argparse.Namespace) -> None:
             lines.append(f"{i},{text},{scores[text]!r}\n")
         fh.write("".join(lines).encode())
     print(f"wrote {args.out} ({len(archs)} rows)")
+
+
+class _ReuseStore:
+    """Read-only view of synflow scores in another zcfast store (e.g. a running correlation
+    study with the same init seed and classifier width), opened with SQLite ``mode=ro``."""
+
+    def __init__(self, path: str, num_classes: int, seed: int) -> None:
+        import sqlite3
+        self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+        self.runs = []
+        for run_id, cfg in self.conn.execute("SELECT run_id, config FROM runs"):
+            c = json.loads(cfg)
+            if (c.get("space") == "nb201" and c.get("proxy") == "synflow"
+                    and c.get("num_classes") == num_classes and c.get("init_seed") == seed
+                    and c.get("row_key") == "arch_str"):
+                self.runs.append(run_id)
+        if not self.runs:
+            raise SystemExit(f"{path} holds no nb201 synflow run with {num_classes} classes, seed {seed}")
+        self._cache: dict[str, float] | None = None
+        self._last = 0.0
+
+    def values(self, refresh: bool = False) -> dict[str, float]:
+        if self._cache is None or refresh or time.time() - self._last > 60:
+            out: dict[str, float] = {}
+            for run_id in self.runs:
+                for key, vals, err in self.conn.execute(
+                        "SELECT arch_key, vals, error FROM scores WHERE run_id=?", (run_id,)):
+                    v = json.loads(vals).get("synflow")
+                    if err is None and v is not None:
+                        out[key] = float(v)
+            self._cache, self._last = out, time.time()
+        return self._cache
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,7 +241,10 @@ def factor_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
         target = float(b.mean(axis=0)[-1])
         n_base = first_reach(b.mean(axis=0), target)
         n = first_reach(c.mean(axis=0), target)
+        rs = variants.get("random")
+        rs_target = float(np.array(rs["curves"]).mean(axis=0)[-1]) if rs else math.nan
         rows.append({"variant": label, "family": v["family"], "budget": v["budget"],
+                     "rs_target": rs_target, "n_to_rs": first_reach(c.mean(axis=0), rs_target),
                      "target": target, "n_to_target": n, "n_baseline": n_base,
                      "factor": (n_base / n) if n else None,
                      "final_mean": float(c[:, -1].mean()), "final_std": float(c[:, -1].std(ddof=1)),
@@ -214,15 +272,17 @@ def report(args: argparse.Namespace) -> None:
                f"Command: `{doc.get('command', '?')}`; load average at end: {doc.get('load_average_at_end')}", "",
                "Target = the family baseline's final mean accuracy (mean over seeds of the best "
                "test accuracy after its whole budget). *n* = trained architectures at which the "
-               "variant's mean curve first reaches it; factor = baseline n / variant n.", "",
-               "| variant | budget | best@10 | best@50 | final (mean ± std) | target | n to target | baseline n | factor | stalled runs |",
-               "|---|---|---|---|---|---|---|---|---|---|"]
+               "variant's mean curve first reaches it; factor = baseline n / variant n. "
+               "*n to RS* = trained architectures to reach random search's final mean "
+               f"({rows[0]['rs_target']:.2f}, a target shared by all families).", "",
+               "| variant | budget | best@10 | best@50 | final (mean ± std) | target | n to target | baseline n | factor | n to RS | stalled runs |",
+               "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             fac = f"{r['factor']:.2f}×" if r["factor"] else "not reached"
             n = r["n_to_target"] if r["n_to_target"] else f"> {r['budget']}"
             md.append(f"| {r['variant']} | {r['budget']} | {r['at_10']:.2f} | {r['at_50']:.2f} | "
                       f"{r['final_mean']:.2f} ± {r['final_std']:.2f} | {r['target']:.2f} | {n} | "
-                      f"{r['n_baseline']} | {fac} | {r['stalled']} |")
+                      f"{r['n_baseline']} | {fac} | {r['n_to_rs'] or '> ' + str(r['budget'])} | {r['stalled']} |")
         md.append("")
         fams = ["random", "evolution", "reinforce", "brp"]
         fig, axes = plt.subplots(1, 4, figsize=(20, 4.5), sharey=True)
@@ -266,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--chunk", type=int, default=64)
     t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--reverse", action="store_true", help="score in reverse benchmark order")
+    t.add_argument("--reuse", default=None,
+                   help="another zcfast store (read-only) whose synflow rows with the same "
+                        "seed and classes are reused instead of recomputed")
     r = sub.add_parser("run", help="run the variants for one dataset")
     r.add_argument("--dataset", default="cifar10")
     r.add_argument("--table", default=None,
