@@ -18,7 +18,6 @@ Results go to bench/results/search_<dataset>.json, search_<dataset>.png, search_
 from __future__ import annotations
 
 import argparse
-import csv
 import gzip
 import json
 import math
