@@ -372,3 +372,38 @@ def test_cuda_matches_cpu():
     gpu = score(net.cuda(), x.cuda(), y.cuda(), proxies=available_proxies())
     for k in cpu:
         assert rel(gpu[k], cpu[k]) < 1e-4, (k, gpu[k], cpu[k])
+
+
+class _LSTMClassifier(nn.Module):
+    """[N, T, 4] -> logits [N, 3]; nn.LSTM keeps its weights in a list (deep-copy fallback)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.rnn = nn.LSTM(4, 6, batch_first=True)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+def test_model_clone_is_independent():
+    from zcfast.proxies.engine import _fast_clonable, _main_copy, clone_module
+
+    net = small_cnn()
+    assert _fast_clonable(net)
+    c = clone_module(net, _main_copy)
+    c[0].register_forward_hook(lambda *a: None)
+    c[1].running_mean.add_(1.0)
+    c.eval()
+    assert not net[0]._forward_hooks and torch.all(net[1].running_mean == 0) and net.training
+    assert c[0].weight is not net[0].weight and c[0].weight.data_ptr() == net[0].weight.data_ptr()
+    rnn = _LSTMClassifier()
+    assert not _fast_clonable(rnn)
+    x, y = data(n=6, shape=(5, 4))
+    before = _snapshot(rnn)
+    out = score_detailed(rnn, x, y, proxies=("snip", "grad_norm", "jacob_cov", "synflow"))
+    assert all(r.ok for r in out.values())
+    after = _snapshot(rnn)
+    for k, v in before[0].items():
+        assert torch.equal(v, after[0][k]), k
