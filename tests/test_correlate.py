@@ -127,7 +127,9 @@ def test_summary_values_are_the_metrics(tmp_path, fake_proxies):
         assert e["seconds_per_arch_alone"] is not None
     assert s["vote"]["agreement"] == pytest.approx(
         metrics.vote_agreement([r.scores[p] for p in corr.VOTE_PROXIES], r.acc))
-    assert s["ground_truth"]["column"] == "cifar10_test_nats"
+    assert s["ground_truth"] == {"metric": "valid", "column": "cifar10_val_nbsuitezero"}  # the cifar10-valid run
+    sp0 = spaces.get("nb201")
+    assert r.acc[0] == sp0.ground_truth(sp0.decode(r.archs[0]), "cifar10", "valid")
     # the reduced-training baseline is the benchmark's 12-epoch column, joined by arch
     sp = spaces.get("nb201")
     hp12 = np.array([sp.ground_truth(sp.decode(a), "cifar10", "hp12_valacc") for a in r.archs])

@@ -47,8 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-seed", type=int, default=42, help="seed of the batch draw (paper: 42)")
     parser.add_argument("--no-augment", action="store_true", help="no random crop/flip on the batch")
     parser.add_argument("--init-seed", type=int, default=42, help="seed of the per-architecture initialisation")
-    parser.add_argument("--metric", default="test",
-                        help="ground-truth metric (NB201: test, test_robot, valid, ...; default test)")
+    parser.add_argument("--metric", default=None,
+                        help="ground-truth metric (NB201: test, test_robot, test_fewshotnas, valid, or a column "
+                             "name). Default: closest to the paper: NB201 cifar10 -> valid (the cifar10-valid "
+                             "training run the paper used), otherwise test")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--nan-policy", default="omit", choices=("omit", "worst", "raise"),
                         help="NaN scores: omit from the correlation (official), rank worst, or fail")
