@@ -25,7 +25,7 @@ import contextlib
 import copy
 import math
 import warnings
-from typing import Callable, Collection, Iterator, Sequence
+from typing import Callable, Collection, Iterator, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -36,7 +36,8 @@ from zcfast.proxies.registry import PassContext, ProxyResult, ProxySpec, resolve
 DEFAULT_PROXIES: tuple[str, ...] = ("grad_norm", "snip", "grasp", "fisher", "jacob_cov", "synflow")
 PAPER_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
 
-KeepBN = "Callable[[str, nn.Module], bool] | Collection[str] | None"
+#: which BatchNorms synflow keeps: module names, a (qualified name, module) -> bool rule, or None
+KeepBN = Union[Callable[[str, nn.Module], bool], Collection[str], None]
 
 
 # ------------------------------------------------------------------------------------------
@@ -161,7 +162,7 @@ def _forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def _keep_bn_rule(keep: "Callable[[str, nn.Module], bool] | Collection[str] | None"
+def _keep_bn_rule(keep: KeepBN
                   ) -> Callable[[str, nn.Module], bool]:
     if keep is None:
         return lambda name, module: False
@@ -242,7 +243,7 @@ def _synflow_copy(t: torch.Tensor, is_param: bool) -> torch.Tensor:
     return nn.Parameter(v, requires_grad=False) if is_param else v
 
 
-def remove_batchnorms(net: nn.Module, keep: "Callable[[str, nn.Module], bool] | Collection[str] | None" = None
+def remove_batchnorms(net: nn.Module, keep: KeepBN = None
                       ) -> list[str]:
     """Replace (in place) every BatchNorm of ``net`` not kept by ``keep`` with ``nn.Identity``.
 
@@ -339,7 +340,7 @@ def _main_pass(net: nn.Module, x: torch.Tensor, targets: torch.Tensor | None, lo
 
 
 def _synflow_pass(net: nn.Module, x: torch.Tensor, layer_types: Sequence[type[nn.Module]],
-                  keep_bn: "Callable[[str, nn.Module], bool] | Collection[str] | None",
+                  keep_bn: KeepBN,
                   ctx: PassContext) -> None:
     """Run pass 2 on ``net`` (a private |θ| float64 copy, modified freely) and fill ``ctx``."""
     remove_batchnorms(net, keep_bn)
@@ -391,7 +392,7 @@ def score_detailed(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
                    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
                    layer_types: Sequence[type[nn.Module]] = PAPER_LAYER_TYPES,
                    per_layer: bool = False, *,
-                   synflow_keep_bn: "Callable[[str, nn.Module], bool] | Collection[str] | None" = None,
+                   synflow_keep_bn: KeepBN = None,
                    seed: int | None = 0, _owned: bool = False) -> dict[str, ProxyResult]:
     """Score ``model`` with each proxy, in the fewest shared passes.
 
@@ -411,6 +412,8 @@ def score_detailed(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
             :func:`score_arch` passes the official NB201 rule.
         seed: the passes run under ``torch.manual_seed(seed)`` (e.g. dropout) without changing
             the caller's RNG state; ``None`` leaves the global RNG alone.
+        _owned: internal (:func:`score_arch`): ``model`` is a throwaway the main pass may
+            modify, so it is not copied.
 
     Returns:
         ``{name: ProxyResult}`` in the order asked. A non-finite value carries ``error``.
@@ -453,7 +456,7 @@ def score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None,
           loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
           layer_types: Sequence[type[nn.Module]] = PAPER_LAYER_TYPES,
           per_layer: bool = False, *,
-          synflow_keep_bn: "Callable[[str, nn.Module], bool] | Collection[str] | None" = None,
+          synflow_keep_bn: KeepBN = None,
           seed: int | None = 0) -> dict[str, float]:
     """``{proxy: value}``; see :func:`score_detailed` for the arguments.
 
