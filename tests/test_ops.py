@@ -470,3 +470,24 @@ def test_info_command(capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["extension"] == "ok" and info["build_mode"] in ("cpu", "cuda")
     assert info["torch"] == torch.__version__ and info["has_cuda"] == ops.has_cuda()
+
+
+@pytest.mark.slow  # three fresh interpreters importing torch: ~10 s quiet, minutes on a busy machine
+@pytest.mark.parametrize("env, rc, message", [
+    ({"ZCFAST_FORCE_CPU": "1"}, 0, "building the CPU extension (ZCFAST_FORCE_CPU=1)"),
+    ({"ZCFAST_FORCE_CPU": "1", "ZCFAST_FORCE_CUDA": "1"}, 1, "set at most one of"),
+    ({"ZCFAST_FORCE_CUDA": "1", "CUDA_HOME": "/nonexistent"}, 1, "ZCFAST_FORCE_CUDA=1 but"),
+])
+def test_setup_build_mode_choice(env, rc, message):
+    """setup.py prints its choice; impossible forced modes fail with a reason (nothing is built)."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ZCFAST_FORCE")}
+    full_env.update(env)
+    proc = subprocess.run([sys.executable, "setup.py", "--version"], cwd=root, env=full_env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == rc, proc.stderr
+    assert message in proc.stdout + proc.stderr
