@@ -1,0 +1,232 @@
+"""Batched multi-architecture scoring (zcfast.batched): every candidate's scores equal
+scoring it alone with score_arch (same per-architecture seed, so the same weights; same batch).
+
+Kept small for CI: 16×16 inputs (the ImageNet16-120 size), batch 8, a handful of
+architectures chosen to cover every op, dead edges and a cell whose output is identically zero.
+"""
+from __future__ import annotations
+
+import gc
+import math
+import os
+import random
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import zcfast
+from zcfast.batched import BATCHED_PROXIES, choose_k, fast_init_matches, score_batch, supports
+from zcfast.batched.nb201 import BatchedNB201, extract, fast_weights, weights_equal
+from zcfast.proxies import build_seeded, score_arch
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = zcfast.spaces.get("nb201")
+ARCHS = [
+    ("nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3", "skip_connect", "none", "nor_conv_3x3"),
+    ("skip_connect", "avg_pool_3x3", "avg_pool_3x3", "skip_connect", "nor_conv_1x1", "avg_pool_3x3"),
+    ("nor_conv_1x1", "nor_conv_3x3", "none", "nor_conv_3x3", "nor_conv_3x3", "none"),   # dead node 2
+    ("skip_connect", "none", "none", "none", "none", "nor_conv_3x3"),   # cell output identically 0
+    ("nor_conv_3x3", "nor_conv_3x3", "nor_conv_3x3", "nor_conv_1x1", "nor_conv_1x1", "avg_pool_3x3"),
+]
+ALL = ["grad_norm", "snip", "fisher", "jacob_cov", "synflow", "grasp", "plain"]
+# float32 proxies: rtol 1e-4 plus twice the float32 reference's own error (see `reference`);
+# synflow (float64) 1e-10. plain is a signed sum that can cancel, so its error is measured
+# against the matching sum of magnitudes (snip).
+RTOL = {"grad_norm": 1e-4, "snip": 1e-4, "fisher": 1e-4, "jacob_cov": 1e-4, "synflow": 1e-10,
+        "grasp": 1e-4, "plain": 1e-4}
+
+
+@pytest.fixture(scope="module")
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(7)
+    return torch.randn(8, 3, 16, 16, generator=g), torch.randint(0, 10, (8,), generator=g)
+
+
+@pytest.fixture(scope="module")
+def reference(batch) -> list[dict[str, float]]:
+    """score_arch (float32) per architecture, plus the same network scored in float64
+    (``_f64`` keys): the float32 reference's own rounding error, which some architectures'
+    ill-conditioned BatchNorms (4×4 maps at batch 8) amplify to ~1e-3, is then known."""
+    x, y = batch
+    out = []
+    for a in ARCHS:
+        r = score_arch(SPACE, a, x, y, ALL, seed=3)
+        r64 = zcfast.score(build_seeded(SPACE, a, 3).double(), x.double(), y, [p for p in ALL if p != "synflow"])
+        r.update({f"{p}_f64": v for p, v in r64.items()})
+        out.append(r)
+    return out
+
+
+def _assert_close(got: dict, ref: dict, name: str, what: str) -> None:
+    """|batched − score_arch| ≤ rtol·|score_arch| + 2·|score_arch − float64 score|."""
+    a, b = got[name], ref[name]
+    if math.isnan(b):
+        assert math.isnan(a), f"{what} {name}: {a} but score_arch gives NaN"
+        return
+    scale = abs(b)
+    if name == "plain":
+        scale = max(scale, abs(ref["snip"]))
+    ref_err = abs(b - ref[f"{name}_f64"]) if f"{name}_f64" in ref else 0.0
+    assert abs(a - b) <= RTOL[name] * scale + 2 * ref_err + 1e-12, \
+        f"{what} {name}: {a!r} vs score_arch {b!r} (float64: {ref.get(f'{name}_f64')!r})"
+
+
+def test_supports_and_choose_k() -> None:
+    assert supports(SPACE)
+    assert not supports(zcfast.spaces.get("nb101"))
+    assert choose_k(3, 64, "cpu") == 3
+    assert choose_k(100, 64, "cpu") == 8
+    assert choose_k(0, 64, "cpu") == 1
+
+
+@pytest.mark.parametrize("num_classes", [10, 120])
+def test_fast_init_is_bit_identical_to_build(num_classes: int) -> None:
+    rng = random.Random(5)
+    archs = ARCHS + [SPACE.sample(rng) for _ in range(5)]
+    for a in archs:
+        torch.manual_seed(11)
+        built = extract(SPACE.build(a, num_classes))
+        torch.manual_seed(11)
+        assert weights_equal(built, fast_weights(a, num_classes)), a
+    assert fast_init_matches(SPACE, num_classes)
+    # and the check is not vacuous: another seed differs
+    torch.manual_seed(12)
+    assert not weights_equal(extract(SPACE.build(ARCHS[0])), fast_weights(ARCHS[0]))
+
+
+@pytest.mark.parametrize("mode", ["grouped", "split"])
+def test_forward_equals_each_network(mode: str) -> None:
+    nets = [build_seeded(SPACE, a, 3) for a in ARCHS[:3]]
+    x = torch.randn(4, 3, 16, 16)
+    bn = BatchedNB201([extract(n) for n in nets], conv_mode=mode)
+    out = bn.forward(x.repeat(1, len(nets), 1, 1))
+    assert out.shape == (len(nets), 4, 10)
+    for k, net in enumerate(nets):
+        torch.testing.assert_close(out[k], net.train()(x), rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("mode", ["split", "grouped"])
+def test_every_proxy_equals_score_arch(batch, reference, mode: str) -> None:
+    x, y = batch
+    names = ALL if mode == "split" else [p for p in ALL if p != "grasp"]   # grasp once (slow)
+    got = score_batch(SPACE, ARCHS, x, y, names, seed=3, k=len(ARCHS), conv_mode=mode)
+    assert len(got) == len(ARCHS)
+    for a, g, r in zip(ARCHS, got, reference):
+        assert list(g) == names
+        for name in names:
+            _assert_close(g, r, name, f"{mode} {a}")
+    # the zero-output cell: everything 0 but the classifier's fisher, jacob_cov undefined
+    dead = got[3]
+    assert dead["grad_norm"] == 0.0 and dead["synflow"] == 0.0 and math.isnan(dead["jacob_cov"])
+    assert dead["fisher"] > 0
+
+
+def test_chunks_and_order_do_not_change_scores(batch, reference) -> None:
+    x, y = batch
+    order = [4, 1, 3, 0, 2]
+    got = score_batch(SPACE, [ARCHS[i] for i in order], x, y, ["snip", "synflow", "jacob_cov"], seed=3, k=2)
+    for i, g in zip(order, got):
+        for name in ("snip", "synflow", "jacob_cov"):
+            _assert_close(g, reference[i], name, f"k=2 arch {i}")
+
+
+def test_seed_changes_weights(batch, reference) -> None:
+    x, y = batch
+    got = score_batch(SPACE, ARCHS[:1], x, y, ["snip"], seed=4)
+    assert abs(got[0]["snip"] - reference[0]["snip"]) > 1e-3 * abs(reference[0]["snip"])
+
+
+def test_proxies_outside_the_batched_set_fall_back(batch) -> None:
+    from zcfast.proxies import available_proxies
+    extra = [p for p in available_proxies() if p not in BATCHED_PROXIES]
+    if not extra:
+        pytest.skip("every registered proxy has a batched path")
+    x, y = batch
+    names = ["snip", extra[0]]
+    got = score_batch(SPACE, ARCHS[:2], x, y, names, seed=3)
+    for a, g in zip(ARCHS[:2], got):
+        r = score_arch(SPACE, a, x, y, names, seed=3)
+        assert list(g) == names
+        assert g[extra[0]] == pytest.approx(r[extra[0]], rel=1e-4, nan_ok=True)
+
+
+def test_space_without_batched_path_loops_score_arch() -> None:
+    from zcfast.search.toy import ToySpace
+    space = ToySpace(3, 3)
+    archs = [(0, 1, 2), (2, 2, 1)]
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(8, 3, 16, 16, generator=g), torch.randint(0, 10, (8,), generator=g)
+    try:
+        ref = [score_arch(space, a, x, y, ["snip", "synflow"], seed=1) for a in archs]
+    except Exception as exc:  # the toy space may have no network
+        pytest.skip(f"toy space cannot be scored: {exc}")
+    got = score_batch(space, archs, x, y, ["snip", "synflow"], seed=1)
+    assert got == ref
+
+
+def test_bad_input_is_rejected(batch) -> None:
+    x, y = batch
+    with pytest.raises(ValueError, match="unknown proxies"):
+        score_batch(SPACE, ARCHS[:1], x, y, ["snip", "nope"])
+    with pytest.raises(ValueError, match="inputs"):
+        score_batch(SPACE, ARCHS[:1], x[0], y, ["snip"])
+    with pytest.raises(ValueError, match="targets"):
+        score_batch(SPACE, ARCHS[:1], x, y[:3], ["snip"])
+    with pytest.raises(ValueError, match="k must be"):
+        score_batch(SPACE, ARCHS[:1], x, y, ["snip"], k=0)
+    with pytest.raises(ValueError, match="conv_mode"):
+        score_batch(SPACE, ARCHS[:1], x, y, ["snip"], conv_mode="fft")
+    with pytest.raises(ValueError):
+        score_batch(SPACE, [("bogus",) * 6], x, y, ["snip"])
+    assert score_batch(SPACE, [], x, y, ["snip"]) == []
+
+
+def test_no_tensor_outlives_a_call(batch) -> None:
+    """The evaluator keeps nothing between calls (a scan of millions must stay flat)."""
+    x, y = batch
+    names = ["grad_norm", "fisher", "jacob_cov", "synflow", "grasp"]
+    score_batch(SPACE, ARCHS[:2], x, y, names, k=2)          # warm caches (fast-init check)
+
+    def live_tensors() -> int:
+        gc.collect()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+    before = live_tensors()
+    for _ in range(2):
+        score_batch(SPACE, ARCHS[:2], x, y, names, k=2)
+    assert live_tensors() == before
+
+
+def test_bench_script_runs_on_cpu(tmp_path) -> None:
+    """The Python part of bench/gpu_throughput.sh, at toy size: checks, times, writes JSON."""
+    out = tmp_path / "t.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "bench_throughput.py"), "--device", "cpu", "--batch", "8",
+           "--sets", "synflow", "--k", "1,2", "--n-synflow", "2", "--n-single", "1", "--n-check", "1",
+           "--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")   # CI boxes are shared; avoid OpenMP oversubscription
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+    res = json.loads(out.read_text())
+    row = res["results"]["synflow"]
+    assert row["batched_k1"] > 0 and row["batched_k2"] > 0 and row["plain"] > 0
+    assert "| synflow: synflow |" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not zcfast.ops.has_cuda() or not torch.cuda.is_available(),
+                    reason="needs a GPU and the CUDA build of zcfast")
+def test_cuda_matches_cpu(batch, reference) -> None:
+    x, y = batch
+    names = ["grad_norm", "snip", "fisher", "jacob_cov", "synflow"]
+    for mode in ("grouped", "split"):
+        got = score_batch(SPACE, ARCHS, x.cuda(), y.cuda(), names, seed=3, device="cuda", conv_mode=mode)
+        for a, g, r in zip(ARCHS, got, reference):
+            for name in names:
+                _assert_close(g, r, name, f"cuda {mode} {a}")
