@@ -34,6 +34,15 @@ TORCH_LIBRARY(zcfast, m) {
   m.def("cuda_version() -> int", &zcfast::cuda_version);
 }
 
+// Note [scores are not differentiable]: the ops compute scores from gradients, never losses, so
+// autograd is skipped (a fallthrough on the Autograd keys): inputs that require grad (e.g. the
+// nn.Parameters themselves) give plain outputs with requires_grad=False and no graph is built.
+TORCH_LIBRARY_IMPL(zcfast, Autograd, m) {
+  m.impl("saliency_reduce", torch::CppFunction::makeFallthrough());
+  m.impl("fisher_reduce", torch::CppFunction::makeFallthrough());
+  m.impl("jacob_cov_score", torch::CppFunction::makeFallthrough());
+}
+
 // `from zcfast import _C` only needs a module object; importing the .so runs the registrations.
 // (PyMODINIT_FUNC is extern "C" and exported despite -fvisibility=hidden.)
 PyMODINIT_FUNC PyInit__C(void) {

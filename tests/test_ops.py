@@ -325,6 +325,22 @@ def test_opcheck_every_op():
         opcheck(torch.ops.zcfast.jacob_cov_score.default, (torch.randn(2, 6, 20).to(dtype), 1e-5))
 
 
+def test_outputs_never_require_grad_and_opcheck_with_grad_inputs():
+    """Note [scores are not differentiable]: Parameters in, plain tensors out, no graph."""
+    from torch.library import opcheck
+
+    params = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(7))]
+    grads = [torch.randn(5, 3), torch.randn(7)]
+    per, total = ops.saliency(params, grads, "abs_prod")
+    assert not per.requires_grad and not total.requires_grad and total.grad_fn is None
+    act = torch.randn(4, 3, 5, requires_grad=True)
+    assert not any(t.requires_grad for t in ops.fisher(act, act * 2))
+    assert not any(t.requires_grad for t in ops.jacob_cov(torch.randn(2, 4, 6, requires_grad=True)))
+    opcheck(torch.ops.zcfast.saliency_reduce.default, (params, grads, "prod"))
+    opcheck(torch.ops.zcfast.fisher_reduce.default, (act, torch.randn(4, 3, 5)))
+    opcheck(torch.ops.zcfast.jacob_cov_score.default, (torch.randn(2, 4, 6, requires_grad=True), 1e-5))
+
+
 def test_ops_work_under_torch_compile():
     @torch.compile(backend="aot_eager", fullgraph=True)
     def f(a, b, c, d, act, grad, jac):
