@@ -361,3 +361,23 @@ def test_subsample_spread():
     assert corr.subsample_spread(s, acc, 3000, reps=3)["std"] == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match="n must be"):
         corr.subsample_spread(s, acc, 5000)
+
+
+def _fake_score_fn(space, arch, x, y, proxies, seed, num_classes, device):
+    """Picklable deterministic scorer (for spawned workers): reports its process id."""
+    h = int(hashlib.sha256(space.encode(arch).encode()).hexdigest()[:8], 16) / 2**32
+    return {**{p: h * (k + 1) + float(x[0, 0, 0, 0]) for k, p in enumerate(proxies) if p != "plain"},
+            **({"plain": float(os.getpid())} if "plain" in proxies else {})}
+
+
+def test_worker_processes_match_inline_and_are_recycled(tmp_path, fake_proxies):
+    kw = dict(time_sample=0, progress=False, score_fn=_fake_score_fn)
+    ref = corr.correlate("nb201", "cifar10", "snip,synflow", 6, 0, store=tmp_path / "a.sqlite", **kw)
+    got = corr.correlate("nb201", "cifar10", "snip,synflow,plain", 6, 0, store=tmp_path / "b.sqlite",
+                         workers=1, recycle=3, **kw)
+    for p in ("snip", "synflow"):
+        np.testing.assert_array_equal(got.scores[p], ref.scores[p])
+    pids = set(got.scores["plain"].tolist())
+    assert len(pids) == 2 and os.getpid() not in pids  # 6 archs, a fresh worker every 3
+    with pytest.raises(ValueError, match="recycle"):
+        corr.correlate("nb201", "cifar10", "snip", 6, 0, store=tmp_path / "c.sqlite", workers=1, recycle=0)

@@ -248,6 +248,8 @@ def correlate(
     plots: bool = True,
     compute: bool = True,
     shard: tuple[int, int] | None = None,
+    workers: int = 0,
+    recycle: int = 10,
 ) -> StudyResult:
     """Run the correlation study; see the module docstring.
 
@@ -282,6 +284,10 @@ def correlate(
         shard: ``(i, k)``: score only the sample positions ``p`` with ``p % k == i`` (run k
             processes on one store to use k cores; SQLite serialises their short write
             transactions). The report covers the sampled architectures complete in the store.
+        workers: 0 scores in this process; k > 0 scores in k spawned worker processes (one
+            torch thread each), this process being the only store writer.
+        recycle: with workers, each worker process is replaced after this many architectures,
+            which bounds the memory of a scorer that leaks per call.
 
     Returns:
         :class:`StudyResult`.
@@ -301,6 +307,10 @@ def correlate(
     names = resolve_proxies(proxies)
     if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
         raise ValueError(f"shard must be (i, k) with 0 <= i < k, got {shard!r}")
+    if not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers must be a non-negative int, got {workers!r}")
+    if not isinstance(recycle, int) or recycle < 1:
+        raise ValueError(f"recycle must be a positive int, got {recycle!r}")
     if out is None and store is None:
         raise ValueError("give an output directory (out) or a store path")
     if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
@@ -386,20 +396,12 @@ def correlate(
             bar = tqdm(total=n_resumed + len(todo), initial=n_resumed, unit="arch", dynamic_ncols=True,
                        desc=f"{sp.name}/{ds} {','.join(names)}", file=sys.stderr)
         try:
-            for a, s in todo:
-                missing = [p for p in names if s not in values[p]]
-                err = None
-                t0 = time.perf_counter()
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", RuntimeWarning)
-                        res = dict(score(sp, a, x, y, missing, seed=init_seed, num_classes=num_classes, device=device))
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except Exception as exc:  # recorded per architecture, never silently dropped
-                    res = {}
-                    err = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-                dt = time.perf_counter() - t0
+            if workers > 0:
+                results = _pool_results(sp, todo, names, values, x, y, init_seed, num_classes, device,
+                                        workers, recycle, score_fn)
+            else:
+                results = _inline_results(sp, todo, names, values, x, y, init_seed, num_classes, device, score)
+            for s, missing, res, err, dt in results:
                 seconds[s] = dt
                 for p in missing:
                     v = _float(res.get(p, math.nan))
@@ -480,6 +482,67 @@ def correlate(
     if out_dir is not None:
         result.files = write_outputs(result, out_dir, plots=plots)
     return result
+
+
+def _score_one(score: ScoreFn, sp: Any, a: Any, missing: list[str], x: torch.Tensor, y: torch.Tensor,
+               init_seed: int, num_classes: int, device: str) -> tuple[dict[str, float], str | None, float]:
+    err = None
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            res = dict(score(sp, a, x, y, missing, seed=init_seed, num_classes=num_classes, device=device))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # recorded per architecture, never silently dropped
+        res = {}
+        err = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+    return res, err, time.perf_counter() - t0
+
+
+def _inline_results(sp, todo, names, values, x, y, init_seed, num_classes, device, score):
+    """Score in this process; yields (arch_str, missing proxies, values, error, seconds)."""
+    for a, s in todo:
+        missing = [p for p in names if s not in values[p]]
+        res, err, dt = _score_one(score, sp, a, missing, x, y, init_seed, num_classes, device)
+        yield s, missing, res, err, dt
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(space_name: str, x: np.ndarray, y: np.ndarray, score_fn: ScoreFn | None) -> None:
+    torch.set_num_threads(1)
+    from . import spaces
+
+    _WORKER.update(sp=spaces.get(space_name), x=torch.from_numpy(x), y=torch.from_numpy(y),
+                   score=score_fn or _default_score_fn)
+
+
+def _worker_task(task: tuple[str, list[str], int, int, str]) -> tuple[str, list[str], dict[str, float], str | None, float]:
+    s, missing, init_seed, num_classes, device = task
+    w = _WORKER
+    res, err, dt = _score_one(w["score"], w["sp"], w["sp"].decode(s), missing, w["x"], w["y"], init_seed,
+                              num_classes, device)
+    return s, missing, res, err, dt
+
+
+def _pool_results(sp, todo, names, values, x, y, init_seed, num_classes, device, workers, recycle, score_fn):
+    """Score in ``workers`` spawned processes, each replaced after ``recycle`` architectures
+    (bounds the memory of a scorer that leaks). Only this (parent) process writes the store.
+    Yields results as they complete (any order)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    tasks = [(s, [p for p in names if s not in values[p]], init_seed, num_classes, device) for _, s in todo]
+    pool = ctx.Pool(workers, initializer=_worker_init,
+                    initargs=(sp.name, x.numpy(), y.numpy(), score_fn), maxtasksperchild=recycle)
+    try:
+        yield from pool.imap_unordered(_worker_task, tasks, chunksize=1)
+        pool.close()
+        pool.join()
+    finally:
+        pool.terminate()
 
 
 # ------------------------------------------------------------------------------------------

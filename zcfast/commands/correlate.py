@@ -61,6 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", type=_shard, default=None,
                         help="I/K: score only sample positions p with p %% K == I; run K such processes on "
                              "one store to use K cores, then --report-only for the whole sample")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="score in N worker processes (0: in this process); this process writes the store")
+    parser.add_argument("--recycle", type=int, default=10,
+                        help="with --workers: replace each worker after this many architectures (bounds memory)")
     parser.add_argument("--report-only", action="store_true",
                         help="score nothing: report on the sampled architectures already in the store "
                              "(e.g. while a long run is still going)")
@@ -87,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
             metric=args.metric, device=args.device, nan_policy=args.nan_policy,
             time_sample=args.time_sample, progress=not args.quiet, plots=not args.no_plots,
             compute=not args.report_only, shard=args.shard,
+            workers=args.workers, recycle=args.recycle,
         )
     except KeyboardInterrupt:
         print("\nzcfast correlate: interrupted; finished architectures are in the store. "
