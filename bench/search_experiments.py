@@ -150,6 +150,30 @@ class _ReuseStore:
         return self._cache
 
 
+def export_partial(args: argparse.Namespace) -> None:
+    """Write the synflow scores computed so far (own store + a reused one) as a table."""
+    from zcfast import spaces
+    from zcfast.store import ResultStore
+    sp = spaces.get("nb201")
+    scores: dict[str, float] = {}
+    if args.reuse:
+        scores.update(_ReuseStore(args.reuse, 10 if args.dataset == "cifar10" else 100, args.seed).values())
+    with ResultStore(args.store, create=False) as store:
+        for run_id, cfg in store.runs().items():
+            if cfg.get("proxy") == "synflow" and cfg.get("init_seed") == args.seed:
+                for r in store.rows(run_id):
+                    if r.error is None and "synflow" in r.values:
+                        scores[r.arch_str] = r.values["synflow"]
+    rows = ["index,arch_str,synflow\n"]
+    for i, a in enumerate(sp.enumerate()):
+        text = sp.encode(a)
+        if text in scores:
+            rows.append(f"{i},{text},{scores[text]!r}\n")
+    with gzip.GzipFile(args.out, "wb", mtime=0) as fh:
+        fh.write("".join(rows).encode())
+    print(f"wrote {args.out}: {len(rows) - 1} of 15625 architectures")
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. runs
 # ---------------------------------------------------------------------------------------------
@@ -162,9 +186,17 @@ def run_experiments(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)
     sp = spaces.get("nb201")
+    if args.subset:
+        # restrict the space to the architectures the (partial) table covers
+        from zcfast.search.subset import SubsetSpace
+        sp = SubsetSpace(sp, load_score_table(args.table, "synflow"))
     proxy = (TableProxy(sp, load_score_table(args.table, "synflow"), name=os.path.basename(args.table))
              if args.table else None)
     out_path = os.path.join(RESULTS, f"search_{args.dataset}.json")
+    doc_space = {"name": "nb201", "size": sp.size(),
+                 "subset_of_table": bool(args.subset),
+                 "warmup_pool": round(3000 * sp.size() / 15625),
+                 "brp_warmup_pool": round(256 * sp.size() / 15625)}
     doc: dict[str, Any] = {}
     if os.path.exists(out_path):
         with open(out_path) as fh:
@@ -172,11 +204,11 @@ def run_experiments(args: argparse.Namespace) -> None:
     doc.setdefault("variants", {})
     if args.table:
         doc["table"] = os.path.relpath(args.table, ROOT)
-    doc.update({"dataset": args.dataset,
+    doc.update({"dataset": args.dataset, "space": doc_space,
                 "seeds": args.seeds, "metric": "test (200-epoch, *_test_nats)",
                 "budgets": {"random": args.budget, "evolution": args.budget,
                             "reinforce": args.budget, "brp": args.brp_budget},
-                "brp_options": {"hidden": args.brp_hidden},
+                "brp_options": {"hidden": args.brp_hidden, "steps": args.brp_steps},
                 "command": " ".join([os.path.basename(sys.executable)] + sys.argv)})
     wanted = [v for v in VARIANTS if not args.only or v[0] in args.only]
     for label, family, opts in wanted:
@@ -190,10 +222,16 @@ def run_experiments(args: argparse.Namespace) -> None:
         kw: dict[str, Any] = {}
         if opts.get("warmup"):
             kw["warmup"] = proxy
+            # the paper's pools (3,000 of 15,625; BRP 256) scaled to the searched space
+            default = 256 if family == "brp" else 3000
+            kw["warmup_pool"] = max(64 if family == "evolution" else 2,
+                                    round(default * sp.size() / 15625))
         if opts.get("move"):
             kw["move"] = proxy
         if family == "brp":
             kw["hidden"] = args.brp_hidden
+            if args.brp_steps:
+                kw["train_steps"], kw["warmup_steps"] = args.brp_steps
         curves, trained, stalled, secs = [], [], [], []
         for seed in range(args.seeds):
             t = time.perf_counter()
@@ -267,7 +305,10 @@ def report(args: argparse.Namespace) -> None:
         with open(path) as fh:
             doc = json.load(fh)
         rows = factor_rows(doc)
-        md += [f"## {ds} ({doc['seeds']} seeds, proxy table {doc.get('table')}, metric {doc['metric']})", "",
+        space = doc.get("space", {})
+        md += [f"## {ds} ({doc['seeds']} seeds, space: {space.get('name', 'nb201')}"
+               + (f" restricted to the {space['size']} architectures of the partial table"
+                  if space.get("subset_of_table") else "") + f", proxy table {doc.get('table')}, metric {doc['metric']})", "",
                f"Command: `{doc.get('command', '?')}`; load average at end: {doc.get('load_average_at_end')}", "",
                "Target = the family baseline's final mean accuracy (mean over seeds of the best "
                "test accuracy after its whole budget). *n* = trained architectures at which the "
@@ -337,12 +378,22 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--budget", type=int, default=300)
     r.add_argument("--brp-budget", type=int, default=100)
     r.add_argument("--brp-hidden", type=int, default=64)
+    r.add_argument("--subset", action="store_true",
+                   help="search only the architectures the table covers (a partial table)")
+    r.add_argument("--brp-steps", type=int, nargs=2, default=None, metavar=("TRAIN", "WARMUP"),
+                   help="predictor train_steps per iteration and warmup_steps")
     r.add_argument("--only", nargs="*", default=None, help="variant labels to (re)run")
     r.add_argument("--force", action="store_true", help="re-run variants already recorded")
+    e = sub.add_parser("export", help="write the partial synflow table scored so far")
+    e.add_argument("--dataset", default="cifar10")
+    e.add_argument("--store", required=True)
+    e.add_argument("--reuse", default=None)
+    e.add_argument("--seed", type=int, default=42)
+    e.add_argument("--out", required=True)
     p = sub.add_parser("report", help="factor table and PNGs from the recorded JSON")
     p.add_argument("--datasets", nargs="*", default=["cifar10", "cifar100"])
     args = parser.parse_args(argv)
-    {"table": make_table, "run": run_experiments, "report": report}[args.cmd](args)
+    {"table": make_table, "export": export_partial, "run": run_experiments, "report": report}[args.cmd](args)
     return 0
 
 

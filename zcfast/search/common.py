@@ -491,15 +491,28 @@ def finish(algo: str, seed: int, ledger: Ledger, proxies: Iterable[ProxySource |
 
 
 def sample_pool(space: Any, n: int, rng: _random.Random) -> list[Arch]:
-    """``n`` distinct architectures (by ``space.key``) drawn uniformly; the whole space if smaller."""
+    """Up to ``n`` architectures with distinct ``space.key``, drawn uniformly.
+
+    Equivalent to drawing architectures uniformly and skipping keys already drawn. Finite
+    spaces of at most 200,000 architectures are shuffled and scanned (so a request larger than
+    the number of distinct keys returns all of them); larger spaces use rejection sampling.
+    """
     if n < 1:
         raise ValueError(f"warmup pool must hold at least one architecture, got {n}")
     size = space.size()
-    if size is not None and size <= n:
-        pool = list(space.enumerate())
-        rng.shuffle(pool)
+    pool: list[Arch] = []
+    keys: set[str] = set()
+    if size is not None and size <= 200_000:
+        archs = list(space.enumerate())
+        rng.shuffle(archs)
+        for arch in archs:
+            key = space.key(arch)
+            if key not in keys:
+                keys.add(key)
+                pool.append(arch)
+                if len(pool) == n:
+                    break
         return pool
-    pool, keys = [], set()
     attempts = 0
     while len(pool) < n:
         arch = space.sample(rng)
