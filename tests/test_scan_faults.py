@@ -90,10 +90,13 @@ def _kill_and_resume(tmp_path: Path, backend: str, kills: int, seed: int) -> tup
             children = psutil.Process(proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             pass
-        os.kill(proc.pid, signal.SIGKILL)
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # it finished (and was reaped) before the kill
+            pass
         proc.wait()
         # orphaned pool workers must go away by themselves (their pipe to the parent closed)
-        _, alive = psutil.wait_procs(children, timeout=30)
+        _, alive = psutil.wait_procs(children, timeout=60)
         for p in alive:
             p.kill()
         assert not alive, f"{len(alive)} worker processes outlived their killed parent"

@@ -282,14 +282,18 @@ def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
             os._exit(1)
 
 
-def _init_worker(spec: WorkerSpec, watch_parent: bool = False) -> None:
+def _init_worker(spec: WorkerSpec, parent: int | None = None) -> None:
+    """Pool-worker initialiser; ``parent`` (the pool owner's pid, taken in the parent so a
+    parent that died while this worker was still starting is noticed too) starts the watchdog."""
     global _WORKER_SPEC
+    if parent is not None:
+        if os.getppid() != parent:
+            os._exit(1)
+        import threading
+        threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True,
+                         name="zcfast-parent-watch").start()
     torch.set_num_threads(spec.threads)
     _WORKER_SPEC = spec
-    if watch_parent:
-        import threading
-        threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True,
-                         name="zcfast-parent-watch").start()
 
 
 def _worker_score(chunk: list[Task]) -> list[ScoreRow]:
@@ -321,7 +325,10 @@ class LocalPoolBackend(Backend):
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(self.start_method),
-                                   initializer=_init_worker, initargs=(self.spec, True))
+                                   initializer=_init_worker,
+                                   # forkserver workers are children of the server, not ours
+                                   initargs=(self.spec, None if self.start_method == "forkserver"
+                                             else os.getpid()))
 
     def imap_unordered(self, chunks: Iterable[list[Task]]) -> Iterator[list[ScoreRow]]:
         it = iter(chunks)
