@@ -29,8 +29,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import zcfast.ops as ops  # noqa: E402
 import zcfast.reference as ref  # noqa: E402
-from common import (command_line, fmt_time, machine_info, markdown_table, time_fn,  # noqa: E402
+from common import (command_line, fmt_time, machine_info, markdown_table, time_rounds,  # noqa: E402
                     write_results)
+
+ROUNDS = 5  # interleaved timing rounds (set by --rounds)
 
 NB201_ALL_CONV3 = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|"
                    "+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|")
@@ -105,11 +107,8 @@ def foreach_candidates(params: list[torch.Tensor], grads: list[torch.Tensor]) ->
 def read_bandwidth(nbytes: int, device: str, min_time: float) -> dict[str, Any]:
     """Best read bandwidth (bytes/s) of simple full reductions over a buffer of nbytes."""
     buf = torch.randn(nbytes // 4, device=device)
-    best = None
-    for name, fn in (("torch.sum", lambda: buf.sum()), ("torch.amax", lambda: buf.amax())):
-        t = time_fn(fn, min_time)["median_s"]
-        if best is None or t < best[1]:
-            best = (name, t)
+    t = time_rounds({"torch.sum": lambda: buf.sum(), "torch.amax": lambda: buf.amax()}, ROUNDS, min_time)
+    best = min(((k, v["median_s"]) for k, v in t.items()), key=lambda kv: kv[1])
     del buf
     return {"bytes": nbytes, "via": best[0], "seconds": best[1], "bytes_per_s": nbytes / best[1]}
 
@@ -134,9 +133,10 @@ def bench_saliency(name: str, params: list[torch.Tensor], desc: str, device: str
             v = float(fn())
             if abs(v - want) > 1e-3 * abs(want):
                 raise AssertionError(f"{name}: {label} = {v} but reference = {want}")
-        t_fused = time_fn(fused, min_time)
-        t_loop = time_fn(lambda: loop_baseline(params), min_time)
-        t_foreach = {label: time_fn(fn, min_time) for label, fn in cands.items()}
+        fns = {"fused": fused, "loop": lambda: loop_baseline(params), **cands}
+        t = time_rounds(fns, ROUNDS, min_time)
+        t_fused, t_loop = t["fused"], t["loop"]
+        t_foreach = {label: t[label] for label in cands}
     best_label = min(t_foreach, key=lambda k: t_foreach[k]["median_s"])
     out: dict[str, Any] = {
         "set": name, "description": desc, "tensors": len(params), "parameters": numel,
@@ -161,12 +161,11 @@ def bench_overhead(device: str, min_time: float) -> dict[str, Any]:
     many_p = [torch.ones(1, device=device) for _ in range(291)]
     many_g = [torch.ones(1, device=device) for _ in range(291)]
     with torch.no_grad():
-        return {
-            "one_tensor_of_1_element": time_fn(lambda: ops.saliency(one_p, one_g, "abs_prod"), min_time),
-            "291_tensors_of_1_element": time_fn(lambda: ops.saliency(many_p, many_g, "abs_prod"), min_time),
-            "raw_op_291_tensors": time_fn(
-                lambda: torch.ops.zcfast.saliency_reduce.default(many_p, many_g, "abs_prod"), min_time),
-        }
+        return time_rounds({
+            "one_tensor_of_1_element": lambda: ops.saliency(one_p, one_g, "abs_prod"),
+            "291_tensors_of_1_element": lambda: ops.saliency(many_p, many_g, "abs_prod"),
+            "raw_op_291_tensors": lambda: torch.ops.zcfast.saliency_reduce.default(many_p, many_g, "abs_prod"),
+        }, ROUNDS, min_time)
 
 
 # ---- fisher / jacob_cov -------------------------------------------------------------------------
@@ -187,9 +186,9 @@ def bench_fisher(device: str, min_time: float) -> list[dict[str, Any]]:
         per_ref, _ = ref.fisher(act, grad)
         torch.testing.assert_close(per, per_ref, rtol=2e-5, atol=0)
         torch.testing.assert_close(per, fisher_torch(act, grad), rtol=1e-4, atol=0)
-        t = {"fused": time_fn(lambda: ops.fisher(act, grad), min_time),
-             "reference_float64": time_fn(lambda: ref.fisher(act, grad), min_time),
-             "torch_float32": time_fn(lambda: fisher_torch(act, grad), min_time)}
+        t = time_rounds({"fused": lambda: ops.fisher(act, grad),
+                         "reference_float64": lambda: ref.fisher(act, grad),
+                         "torch_float32": lambda: fisher_torch(act, grad)}, ROUNDS, min_time)
         rows.append({"shape": list(shape), **t,
                      "speedup_vs_reference": t["reference_float64"]["median_s"] / t["fused"]["median_s"],
                      "speedup_vs_torch": t["torch_float32"]["median_s"] / t["fused"]["median_s"]})
@@ -217,9 +216,10 @@ def bench_jacob_cov(device: str, min_time: float) -> list[dict[str, Any]]:
         s_ref, _ = ref.jacob_cov(jac)
         torch.testing.assert_close(scores, s_ref, rtol=1e-5, atol=0)
         np.testing.assert_allclose(scores.double().cpu().numpy(), jacob_cov_official(jac_np), rtol=1e-5)
-        t = {"fused": time_fn(lambda: ops.jacob_cov(jac), min_time),
-             "reference": time_fn(lambda: ref.jacob_cov(jac), min_time),
-             "official_numpy": time_fn(lambda: jacob_cov_official(jac.double().cpu().numpy()), min_time)}
+        t = time_rounds({"fused": lambda: ops.jacob_cov(jac),
+                         "reference": lambda: ref.jacob_cov(jac),
+                         "official_numpy": lambda: jacob_cov_official(jac.double().cpu().numpy())},
+                        ROUNDS, min_time)
         rows.append({"shape": list(shape), **t,
                      "speedup_vs_reference": t["reference"]["median_s"] / t["fused"]["median_s"],
                      "speedup_vs_official": t["official_numpy"]["median_s"] / t["fused"]["median_s"]})
@@ -235,7 +235,9 @@ def to_markdown(res: dict[str, Any]) -> str:
              f"{m.get('mem_total_gib', '?')} GiB; torch {m['torch']} with {m['torch_threads']} threads"
              + (f"; GPU {m['gpu']}" if "gpu" in m else "") + "  ",
              f"Load average (1/5/15 min) at start: {m['loadavg_1_5_15']}, at end: {res['loadavg_end']}  ",
-             f"Date (UTC): {m['date_utc']}. Medians of torch.utils.benchmark blocked_autorange.", "",
+             f"Date (UTC): {m['date_utc']}. Timing: {res['rounds']} interleaved rounds per comparison, each a "
+             "torch.utils.benchmark blocked_autorange median; the best round is reported (the least-disturbed "
+             "estimate on a shared machine; every round is in the JSON).", "",
              "## saliency(\"abs_prod\") (snip / synflow reduction)", ""]
     rows = []
     for s in res["saliency"]:
@@ -274,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--quick", action="store_true", help="short timing windows (noisier)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (best round kept)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--sets", default="nb201,resnet50", help="comma list of nb201, resnet50")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: fisher, jacob_cov")
@@ -284,9 +287,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--device cuda needs zcfast's CUDA build and a GPU")
     if args.threads:
         torch.set_num_threads(args.threads)
-    min_time = 0.2 if args.quick else 1.0
+    global ROUNDS
+    ROUNDS = args.rounds
+    min_time = 0.05 if args.quick else 0.25
     res: dict[str, Any] = {"command": command_line(), "machine": machine_info(args.device),
-                           "build": ops.build_info(), "saliency": []}
+                           "build": ops.build_info(), "rounds": ROUNDS, "saliency": []}
     print(f"machine: {res['machine']}", flush=True)
     for name in [s for s in args.sets.split(",") if s]:
         params, desc = {"nb201": nb201_params, "resnet50": resnet50_params}[name](args.device)
