@@ -75,20 +75,39 @@ def _batch(device: torch.device, batch: int) -> tuple[torch.Tensor, torch.Tensor
     return x.to(device), y.to(device)
 
 
-def _time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Best-of-``repeats`` wall time of fn() in seconds (synchronised)."""
-    best = math.inf
+def _time(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, float]:
+    """Best-of-``repeats`` (wall seconds, process CPU seconds) of fn(), synchronised.
+
+    The CPU seconds tell how the figure would move on a quiet machine: on a shared, loaded
+    box the wall time grows with contention while the process's own CPU time barely does.
+    """
+    best = (math.inf, math.inf)
     for _ in range(repeats):
         _sync(device)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
         _sync(device)
-        best = min(best, time.perf_counter() - t)
+        cur = (time.perf_counter() - t, time.process_time() - c)
+        best = min(best, cur)
     return best
+
+
+def _timed(row: dict, key: str, n: int, fn: Callable[[], object], device: torch.device, repeats: int,
+           name: str) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    wall, cpu = _time(fn, device, repeats)
+    row[key] = n / wall
+    row[key + "_cpu_time"] = n / cpu if cpu > 0 else float("nan")
+    if device.type == "cuda":
+        row[key + "_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    _progress(name, key, row[key], row[key + "_cpu_time"])
 
 
 def run(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     space = zcfast.spaces.get("nb201")
     x, y = _batch(device, args.batch)
     ks = [int(k) for k in args.k.split(",")]
@@ -96,10 +115,11 @@ def run(args: argparse.Namespace) -> dict:
     rng = random.Random(args.arch_seed)
     pool = [space.sample(rng) for _ in range(max(args.n_synflow, args.n_grad, args.n_all, args.n_single))]
     load = os.getloadavg()
+    threads = torch.get_num_threads()
     out: dict = {
         "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(), "batch": args.batch, "loadavg_start": load,
+        "threads": threads, "batch": args.batch, "loadavg_start": load,
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "command": " ".join([sys.executable] + sys.argv), "results": {},
     }
@@ -118,31 +138,29 @@ def run(args: argparse.Namespace) -> dict:
                  args.check_rtol, "plain")
         row: dict = {"proxies": proxies, "archs_batched": len(archs), "archs_single": len(single)}
         for k in ks:
-            t = _time(lambda: score_batch(space, archs, x, y, proxies, device=device, k=k), device, args.repeats)
-            row[f"batched_k{k}"] = len(archs) / t
-            _progress(name, f"batched k={k}", len(archs) / t)
+            _timed(row, f"batched_k{k}", len(archs),
+                   lambda: score_batch(space, archs, x, y, proxies, device=device, k=k), device, args.repeats, name)
         if not args.skip_single:
-            t = _time(lambda: [plain_score_arch(space, a, x, y, proxies) for a in single], device, args.repeats)
-            row["plain"] = len(single) / t
-            _progress(name, "plain", row["plain"])
-            t = _time(lambda: [score_arch(space, a, x, y, proxies, device=device) for a in single], device,
-                      args.repeats)
-            row["score_arch"] = len(single) / t
-            _progress(name, "score_arch", row["score_arch"])
+            _timed(row, "plain", len(single), lambda: [plain_score_arch(space, a, x, y, proxies) for a in single],
+                   device, args.repeats, name)
+            _timed(row, "score_arch", len(single),
+                   lambda: [score_arch(space, a, x, y, proxies, device=device) for a in single],
+                   device, args.repeats, name)
         best_k = max(ks, key=lambda k: row[f"batched_k{k}"])
         row["best_k"] = best_k
         row["batched_best"] = row[f"batched_k{best_k}"]
         if "plain" in row:
             row["speedup_vs_plain"] = row["batched_best"] / row["plain"]
             row["speedup_vs_score_arch"] = row["batched_best"] / row["score_arch"]
+            row["speedup_vs_plain_cpu_time"] = row[f"batched_k{best_k}_cpu_time"] / row["plain_cpu_time"]
         out["results"][name] = row
     out["loadavg_end"] = os.getloadavg()
     return out
 
 
-def _progress(name: str, method: str, rate: float) -> None:
-    print(f"# {name:8s} {method:14s} {rate:8.2f} archs/s  (load {os.getloadavg()[0]:.2f})", file=sys.stderr,
-          flush=True)
+def _progress(name: str, method: str, rate: float, cpu_rate: float) -> None:
+    print(f"# {name:8s} {method:14s} {rate:8.2f} archs/s wall, {cpu_rate:8.2f} per CPU-second  "
+          f"(load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
 
 
 def _compare(ref: Sequence[dict], got: Sequence[dict], proxies: Sequence[str], rtol: float, what: str) -> None:
@@ -155,19 +173,32 @@ def _compare(ref: Sequence[dict], got: Sequence[dict], proxies: Sequence[str], r
 
 
 def table(res: dict) -> str:
-    ks = sorted({int(k[len("batched_k"):]) for r in res["results"].values() for k in r if k.startswith("batched_k")})
+    ks = sorted({int(k[len("batched_k"):].split("_")[0]) for r in res["results"].values() for k in r
+                 if k.startswith("batched_k")})
     head = ["proxies"] + [f"batched K={k}" for k in ks] + ["plain (1 at a time)", "score_arch (1 at a time)",
                                                             "best batched / plain"]
+
+    def cell(r: dict, key: str) -> str:
+        if key not in r:
+            return "-"
+        txt = f"{r[key]:.2f} ({r[key + '_cpu_time']:.2f})"
+        if key + "_peak_mib" in r:
+            txt += f" [{r[key + '_peak_mib']:.0f} MiB]"
+        return txt
+
     lines = [f"NB201, batch {res['batch']}, device {res['device']}"
              + (f" ({res['gpu']})" if res.get("gpu") else f" ({res['cores']} cores, {res['threads']} threads)")
              + f", torch {res['torch']}; load average at start {res['loadavg_start'][0]:.2f}, "
-             f"at end {res['loadavg_end'][0]:.2f}. Figures: architectures per second.", "",
+             f"at end {res['loadavg_end'][0]:.2f}.",
+             "Architectures per second, wall clock (in parentheses: per CPU-second of this process"
+             + ("; in brackets: CUDA peak memory" if res.get("gpu") else "") + "). "
+             "Every method builds its networks (seeded init) inside the timing.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in res["results"].items():
         cells = [f"{name}: {','.join(r['proxies'])}"]
-        cells += [f"{r.get(f'batched_k{k}', float('nan')):.2f}" for k in ks]
-        cells += [f"{r['plain']:.2f}" if "plain" in r else "-", f"{r['score_arch']:.2f}" if "score_arch" in r else "-",
-                  f"{r['speedup_vs_plain']:.2f}x" if "speedup_vs_plain" in r else "-"]
+        cells += [cell(r, f"batched_k{k}") for k in ks]
+        cells += [cell(r, "plain"), cell(r, "score_arch"),
+                  f"{r['speedup_vs_plain']:.2f}x (K={r['best_k']})" if "speedup_vs_plain" in r else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Command: `{res['command']}`"]
     return "\n".join(lines)
@@ -187,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--check-rtol", type=float, default=1e-3)
     p.add_argument("--repeats", type=int, default=1, help="timing repeats (best of)")
     p.add_argument("--arch-seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--skip-single", action="store_true", help="time the batched path only")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/throughput.<device>.json)")
     args = p.parse_args(argv)

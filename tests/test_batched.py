@@ -78,8 +78,7 @@ def _assert_close(got: dict, ref: dict, name: str, what: str) -> None:
 def test_supports_and_choose_k() -> None:
     assert supports(SPACE)
     assert not supports(zcfast.spaces.get("nb101"))
-    assert choose_k(3, 64, "cpu") == 3
-    assert choose_k(100, 64, "cpu") == 8
+    assert choose_k(3, 64, "cpu") == 1          # measured fastest on CPU (see choose_k)
     assert choose_k(0, 64, "cpu") == 1
 
 

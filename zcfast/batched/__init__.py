@@ -62,19 +62,24 @@ def default_conv_mode(device: torch.device | str) -> str:
     return "grouped" if torch.device(device).type == "cuda" else "split"
 
 
-# Peak bytes per candidate per input sample of the float32 pass (forward + backward, grasp
-# excluded), measured for NB201 at 32×32 (see bench/bench_throughput.py --memory): about
-# 0.9 MB; 1.5 MB leaves headroom for the worst (all-conv) candidates.
-_BYTES_PER_CAND_SAMPLE_32 = 1.5e6
+# Bytes kept for backward per candidate per input sample (float32, 32×32), worst case: an
+# all-convolution cell keeps ~18 tensors of 16×32×32 floats per stage-1 cell (ReLU, conv, BN
+# outputs of 6 edges), 5 cells, plus half that for stage 2 and a quarter for stage 3:
+# 18 · 64 KiB · 5 · 1.75 ≈ 10 MB. An analytic upper bound (bench_throughput.py records the
+# measured CUDA peak per K).
+_BYTES_PER_CAND_SAMPLE_32 = 10e6
 
 
 def choose_k(n_archs: int, batch_size: int, device: torch.device | str = "cpu", image_hw: int = 32,
              proxies: Sequence[str] = ()) -> int:
     """How many candidates to stack per pass.
 
-    CPU: 8 (throughput is flat beyond that on few cores and memory grows linearly: about
-    K × batch × 1 MB at 32×32). CUDA: as many as fit in half the free memory by the estimate
-    above (×3 with grasp, whose double backward keeps more), capped at 64.
+    CPU: 1. Measured on the 2-core CPU here (bench/results/throughput.cpu.md), stacking more
+    candidates was slower, not faster: convolutions do not get cheaper when grouped on CPU, and
+    gathering each op group's channel slices adds memory traffic; the batched path's CPU gain
+    comes from fused passes, pruned dead edges and the fast initialisation, which K=1 keeps.
+    CUDA: as many as fit in half the free memory by a per-candidate estimate (×3 with grasp,
+    whose double backward keeps more), capped at 64.
 
     Args:
         n_archs: number of architectures to score (K never exceeds it).
@@ -86,7 +91,7 @@ def choose_k(n_archs: int, batch_size: int, device: torch.device | str = "cpu", 
         return 1
     dev = torch.device(device)
     if dev.type != "cuda":
-        return max(1, min(8, n_archs))
+        return 1
     free, _ = torch.cuda.mem_get_info(dev)
     per = _BYTES_PER_CAND_SAMPLE_32 * batch_size * (image_hw / 32.0) ** 2
     if "grasp" in proxies:

@@ -291,7 +291,7 @@ class BatchedNB201:
                     if op == "skip_connect":
                         y = src
                     elif op == "avg_pool_3x3":
-                        y = F.avg_pool2d(src, 3, 1, 1, count_include_pad=False)
+                        y = _avg_pool_3x3(src)
                     else:
                         y = self._conv(conv, src, bn)
                     if idx is None:
@@ -309,6 +309,21 @@ class BatchedNB201:
                 node = node.index_add(1, torch.cat(part_idx), torch.cat(part, 1) if len(part) > 1 else part[0])
             nodes.append(node)
         return nodes[3]
+
+
+def _avg_pool_3x3(x: Tensor) -> Tensor:
+    """``AvgPool2d(3, 1, 1, count_include_pad=False)`` of x [N, C, H, W] as a depthwise 3×3 sum
+    (a convolution with a ones kernel) times 1/count: the same values up to rounding (~1 ulp),
+    and on CPU in float32 about 5× faster forward+backward than the pooling kernel (54 → 10 ms
+    for [64, 16, 32, 32], one thread). Other devices/dtypes use the pooling kernel."""
+    if x.device.type != "cpu" or x.dtype != torch.float32:
+        # float64 (synflow) convolutions take ATen's slow path on CPU; CUDA pools fast.
+        return F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    w = torch.ones((C, 1, 3, 3), dtype=x.dtype, device=x.device)
+    ones = torch.ones((1, 1, H, W), dtype=x.dtype, device=x.device)
+    inv = 1.0 / F.conv2d(ones, w[:1], None, 1, 1)                    # [1, 1, H, W] 1/count
+    return F.conv2d(x, w, None, 1, 1, 1, C) * inv
 
 
 def _cat_opt(ts: list[Tensor | None]) -> Tensor | None:
