@@ -318,8 +318,16 @@ def test_default_batched_scorer_matches_score_arch(tmp_path: Path) -> None:
                backend="serial", progress=False, chunk_size=3)  # batch_scorer="auto"
     rows = _run_rows(tmp_path / "b.sqlite")
     assert res.total == 6 and set(rows) == set(_first_distinct(6))
+    from zcfast.batched import score_batch
+
     torch.set_num_threads(1)
     for key, (text, values, error) in rows.items():
-        want = zcfast.score_arch(SPACE, SPACE.decode(text), x, y, ["grad_norm", "synflow"], seed=42)
+        arch = SPACE.decode(text)
+        (alone,) = score_batch(SPACE, [arch], x, y, ["grad_norm", "synflow"], seed=42)
+        want = zcfast.score_arch(SPACE, arch, x, y, ["grad_norm", "synflow"], seed=42)
         for p in ("synflow", "grad_norm"):
-            assert values[p] == pytest.approx(float(want[p]), rel=1e-4, nan_ok=True)
+            # the scan routes through score_batch (chunking does not change its values) ...
+            assert values[p] == pytest.approx(alone[p], rel=1e-6, nan_ok=True)
+            # ... which agrees with score_arch up to float32 reduction order (measured up to
+            # 8e-4 relative for grad_norm at this 4-image batch)
+            assert values[p] == pytest.approx(float(want[p]), rel=5e-3, nan_ok=True)
