@@ -46,19 +46,20 @@ def _ce_pass(net: nn.Module, x: torch.Tensor, y: torch.Tensor, want: set[str]) -
     for h in hooks:
         h.remove()
     res: dict[str, float] = {}
-    if "grad_norm" in want:
-        res["grad_norm"] = float(sum(m.weight.grad.norm() for m in layers))
-    if "snip" in want:
-        res["snip"] = float(sum((m.weight.grad * m.weight).abs().sum() for m in layers))
-    if "fisher" in want:
-        tot = 0.0
-        for m in layers:
-            act, g = outs[id(m)], outs[id(m)].grad
-            prod = act * g
-            per_nk = prod.sum(dim=tuple(range(2, prod.dim()))) if prod.dim() > 2 else prod
-            per_c = 0.5 * per_nk.pow(2).mean(0)
-            tot += float(per_c.abs().sum()) * m.weight[0].numel()
-        res["fisher"] = tot
+    with torch.no_grad():
+        if "grad_norm" in want:
+            res["grad_norm"] = float(sum(m.weight.grad.norm() for m in layers))
+        if "snip" in want:
+            res["snip"] = float(sum((m.weight.grad * m.weight).abs().sum() for m in layers))
+        if "fisher" in want:
+            tot = 0.0
+            for m in layers:
+                act, g = outs[id(m)], outs[id(m)].grad
+                prod = act * g
+                per_nk = prod.sum(dim=tuple(range(2, prod.dim()))) if prod.dim() > 2 else prod
+                per_c = 0.5 * per_nk.pow(2).mean(0)
+                tot += float(per_c.abs().sum()) * m.weight[0].numel()
+            res["fisher"] = tot
     net.zero_grad(set_to_none=True)
     return res
 
@@ -82,7 +83,8 @@ def _grasp(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     gf = torch.autograd.grad(F.cross_entropy(net(x), y), ws, create_graph=True)
     z = sum((a.detach() * b).sum() for a, b in zip(g, gf))
     hg = torch.autograd.grad(z, ws)
-    return float(-sum((w * h).sum() for w, h in zip(ws, hg)))
+    with torch.no_grad():
+        return float(-sum((w * h).sum() for w, h in zip(ws, hg)))
 
 
 def _synflow(net: nn.Module, x: torch.Tensor) -> float:
@@ -99,7 +101,8 @@ def _synflow(net: nn.Module, x: torch.Tensor) -> float:
                 t.abs_()
     ones = torch.ones((1,) + tuple(x.shape[1:]), dtype=torch.float64, device=x.device)
     net(ones).sum().backward()
-    return float(sum((m.weight * m.weight.grad).abs().sum() for m in _layers(net)))
+    with torch.no_grad():
+        return float(sum((m.weight * m.weight.grad).abs().sum() for m in _layers(net)))
 
 
 def plain_score_arch(space: Any, arch: Any, x: torch.Tensor, y: torch.Tensor, proxies: Sequence[str],

@@ -218,6 +218,21 @@ def test_bench_script_runs_on_cpu(tmp_path) -> None:
     assert "| synflow: synflow |" in out.with_suffix(".md").read_text()
 
 
+def test_gpu_script_runs_on_cpu(tmp_path) -> None:
+    """bench/gpu_throughput.sh end to end with the device and sizes overridden (no GPU here)."""
+    out = tmp_path / "g.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable, ZCFAST_BENCH_DEVICE="cpu",
+               ZCFAST_SKIP_BUILD="1", ZCFAST_BENCH_ARGS=f"--batch 8 --sets grad --k 2 --n-grad 2 "
+                                                        f"--n-single 1 --n-check 1 --out {out}")
+    env.pop("OUT", None)
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_throughput.sh")], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "== done in" in proc.stdout
+    import json
+    assert json.loads(out.read_text())["results"]["grad"]["batched_k2"] > 0
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not zcfast.ops.has_cuda() or not torch.cuda.is_available(),
                     reason="needs a GPU and the CUDA build of zcfast")

@@ -205,7 +205,7 @@ def score_batch(space: Any, archs: Sequence[Any], inputs: Tensor, targets: Tenso
     out: list[dict[str, float]] = []
     for start in range(0, len(archs), k):
         chunk = archs[start:start + k]
-        vals = _score_chunk(space, chunk, x, y, batched, seed, num_classes, mode) if batched else \
+        vals = _score_chunk_retry(space, chunk, x, y, batched, seed, num_classes, mode) if batched else \
             [{} for _ in chunk]
         for a, v in zip(chunk, vals):
             if rest:
@@ -218,6 +218,22 @@ def _score_arch(space, arch, inputs, targets, proxies, seed, num_classes, device
     from zcfast.proxies import score_arch
     return dict(score_arch(space, arch, inputs, targets, proxies, seed=seed, num_classes=num_classes,
                            device=str(device)))
+
+
+def _score_chunk_retry(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, proxies: list[str], seed: int,
+                       num_classes: int, conv_mode: str) -> list[dict[str, float]]:
+    """``_score_chunk``, halving the chunk on CUDA out-of-memory (the official code splits the
+    batch instead, which would change BatchNorm statistics; splitting candidates does not)."""
+    try:
+        return _score_chunk(space, archs, x, y, proxies, seed, num_classes, conv_mode)
+    except torch.OutOfMemoryError:
+        if len(archs) == 1:
+            raise
+    if x.device.type == "cuda":
+        torch.cuda.empty_cache()
+    half = len(archs) // 2
+    return (_score_chunk_retry(space, archs[:half], x, y, proxies, seed, num_classes, conv_mode)
+            + _score_chunk_retry(space, archs[half:], x, y, proxies, seed, num_classes, conv_mode))
 
 
 def _score_chunk(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, proxies: list[str], seed: int,
