@@ -6,7 +6,8 @@ saliency("abs_prod") (the snip / synflow reduction) against
 on the parameters of the NAS-Bench-201 network with every edge nor_conv_3x3 (built by
 ``zcfast.spaces.get("nb201").build``: 291 tensors, 1.53 M parameters) and on the ResNet-50
 parameter set (161 tensors, 25.6 M parameters), plus the time to read both buffers once at the
-memory bandwidth measured here (the best of torch.sum / torch.amax over an equally large buffer)
+memory bandwidth measured here (the fastest pure read: torch.sum, torch.amax or a single-buffer
+zcfast param_sq over an equally large buffer)
 and the per-call overhead floor. Then fisher and jacob_cov against their references and against
 the official-style computations. Results are checked equal before anything is timed.
 
