@@ -258,6 +258,16 @@ def to_markdown(res: dict[str, Any]) -> str:
     for s in res["saliency"]:
         lines.append(f"- {s['set']}: best foreach composition = `{s['foreach_best']}`; all foreach "
                      "variants: " + ", ".join(f"`{k}` {fmt_time(v['median_s'])}" for k, v in s["foreach"].items()))
+    lines += ["", "Targets (issue #2, 2-core CPU):", ""]
+    for s in res["saliency"]:
+        if s["set"] == "nb201":
+            lines.append(f"- NB201 set: ≥ 10× faster than (i): {s['speedup_vs_loop']:.1f}× "
+                         f"({'met' if s['speedup_vs_loop'] >= 10 else 'MISSED'}); ≥ 3× faster than (ii): "
+                         f"{s['speedup_vs_foreach']:.1f}× ({'met' if s['speedup_vs_foreach'] >= 3 else 'MISSED'})")
+        elif "fused_over_read_time" in s and s["parameters"] > 10e6:
+            r = s["fused_over_read_time"]
+            lines.append(f"- {s['set']} set ({s['parameters'] / 1e6:.1f} M): within 1.5× of reading both buffers "
+                         f"once: {r:.2f}× ({'met' if r <= 1.5 else 'MISSED'})")
     ov = res["overhead"]
     lines += ["", "Per-call overhead floor: " + "; ".join(f"{k.replace('_', ' ')}: {fmt_time(v['median_s'])}"
                                                          for k, v in ov.items()), "",
