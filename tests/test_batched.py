@@ -91,6 +91,7 @@ def test_fast_init_is_bit_identical_to_build(num_classes: int) -> None:
         built = extract(SPACE.build(a, num_classes))
         torch.manual_seed(11)
         assert weights_equal(built, fast_weights(a, num_classes)), a
+        assert weights_equal(built, fast_weights(a, num_classes, generator=torch.Generator().manual_seed(11))), a
     assert fast_init_matches(SPACE, num_classes)
     # and the check is not vacuous: another seed differs
     torch.manual_seed(12)

@@ -105,9 +105,9 @@ _FAST_INIT_OK: dict[tuple[int, int], bool] = {}
 def fast_init_matches(space: Any, num_classes: int = 10) -> bool:
     """Whether ``nb201.fast_weights`` reproduces ``space.build`` bit for bit (checked once).
 
-    Two architectures covering every op, built and fast-initialised under the same seed,
-    must give identical tensors; otherwise score_batch builds every network (slower, same
-    result).
+    Two architectures covering every op, built under ``torch.manual_seed(s)`` and
+    fast-initialised from ``torch.Generator().manual_seed(s)``, must give identical tensors;
+    otherwise score_batch builds every network (slower, same result).
     """
     cache_key = (id(type(space)), num_classes)
     if cache_key not in _FAST_INIT_OK:
@@ -119,22 +119,32 @@ def fast_init_matches(space: Any, num_classes: int = 10) -> bool:
             for i, arch in enumerate(probes):
                 torch.manual_seed(1234 + i)
                 built = extract(space.build(arch, num_classes))
-                torch.manual_seed(1234 + i)
-                ok = ok and weights_equal(built, fast_weights(arch, num_classes))
+                gen = torch.Generator().manual_seed(1234 + i)
+                ok = ok and weights_equal(built, fast_weights(arch, num_classes, generator=gen))
         _FAST_INIT_OK[cache_key] = ok
     return _FAST_INIT_OK[cache_key]
 
 
-def _build_weights(space: Any, arch: Any, seed: int, num_classes: int):
+def _build_weights(space: Any, arch: Any, seed: int, num_classes: int, fast: bool):
     """The candidate's tensors exactly as score_arch builds its network (design.md §5)."""
     from zcfast.batched.nb201 import extract, fast_weights
-    from zcfast.spaces.nb201 import check_arch
     from zcfast.proxies import arch_seed, build_seeded
-    if fast_init_matches(space, num_classes):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(arch_seed(seed, space.key(arch)))
-            return fast_weights(check_arch(arch), num_classes)
+    from zcfast.spaces.nb201 import check_arch
+    if fast:
+        gen = torch.Generator().manual_seed(arch_seed(seed, space.key(arch)))
+        return fast_weights(check_arch(arch), num_classes, generator=gen)
     return extract(build_seeded(space, arch, seed, num_classes))
+
+
+def _build_all(space: Any, archs: Sequence[Any], seed: int, num_classes: int) -> list:
+    """Every candidate's tensors; with the fast path, in parallel threads (ATen releases the GIL)."""
+    fast = fast_init_matches(space, num_classes)
+    workers = min(len(archs), os.cpu_count() or 1)
+    if not fast or workers <= 1:
+        return [_build_weights(space, a, seed, num_classes, fast) for a in archs]
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda a: _build_weights(space, a, seed, num_classes, True), archs))
 
 
 def _check_proxies(proxies: Iterable[str] | str) -> list[str]:
@@ -240,7 +250,7 @@ def _score_chunk(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, proxies
                  num_classes: int, conv_mode: str) -> list[dict[str, float]]:
     """Score one chunk of K architectures with the batched NB201 network."""
     from zcfast.batched.nb201 import BatchedNB201
-    cands = [_build_weights(space, a, seed, num_classes) for a in archs]
+    cands = _build_all(space, archs, seed, num_classes)
     net = BatchedNB201(cands, conv_mode=conv_mode)
     del cands
     K = net.K

@@ -376,7 +376,7 @@ def extract(net: NB201Network) -> NB201Weights:
 # ------------------------------------------------------------------------------------------
 # Fast initialisation: the same random draws as building the network, without the modules
 # ------------------------------------------------------------------------------------------
-def _kaiming_uniform(shape: tuple[int, ...]) -> Tensor:
+def _kaiming_uniform(shape: tuple[int, ...], gen: torch.Generator | None) -> Tensor:
     """``nn.init.kaiming_uniform_(w, a=sqrt(5))`` of a fresh tensor, as Conv2d/Linear init."""
     fan_in = 1
     for s in shape[1:]:
@@ -384,7 +384,7 @@ def _kaiming_uniform(shape: tuple[int, ...]) -> Tensor:
     gain = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))
     std = gain / math.sqrt(fan_in)
     bound = math.sqrt(3.0) * std
-    return torch.empty(shape).uniform_(-bound, bound)
+    return torch.empty(shape).uniform_(-bound, bound, generator=gen)
 
 
 def _bn_init(c: int) -> BN:
@@ -392,7 +392,7 @@ def _bn_init(c: int) -> BN:
 
 
 def fast_weights(arch: Sequence[str], num_classes: int = 10, channels: int = 16,
-                 cells_per_stage: int = 5) -> NB201Weights:
+                 cells_per_stage: int = 5, generator: torch.Generator | None = None) -> NB201Weights:
     """The tensors ``NB201Network(arch, num_classes, channels, cells_per_stage)`` would get.
 
     Draws from the global torch RNG in exactly the order module construction does (stem conv,
@@ -401,16 +401,21 @@ def fast_weights(arch: Sequence[str], num_classes: int = 10, channels: int = 16,
     are bit-identical to the built network's, at a fraction of the cost (no modules).
     ``zcfast.batched`` checks that equality once per process and layout before relying on it
     (``fast_init_matches``) and builds the networks otherwise.
+
+    ``generator``: draw from this CPU generator instead of the global one (a fresh
+    ``torch.Generator().manual_seed(s)`` gives the same stream as ``torch.manual_seed(s)``),
+    so several candidates can be initialised in parallel threads.
     """
+    g = generator
     c = channels
-    stem = ConvBN(_kaiming_uniform((c, 3, 3, 3)), _bn_init(c), 1, 1)
+    stem = ConvBN(_kaiming_uniform((c, 3, 3, 3), g), _bn_init(c), 1, 1)
     stages: list = []
     c_prev = c
     for stage, width in enumerate((c, 2 * c, 4 * c)):
         if stage > 0:
-            a = ConvBN(_kaiming_uniform((width, c_prev, 3, 3)), _bn_init(width), 2, 1)
-            b = ConvBN(_kaiming_uniform((width, width, 3, 3)), _bn_init(width), 1, 1)
-            stages.append(ResBlock(a, b, _kaiming_uniform((width, c_prev, 1, 1))))
+            a = ConvBN(_kaiming_uniform((width, c_prev, 3, 3), g), _bn_init(width), 2, 1)
+            b = ConvBN(_kaiming_uniform((width, width, 3, 3), g), _bn_init(width), 1, 1)
+            stages.append(ResBlock(a, b, _kaiming_uniform((width, c_prev, 1, 1), g)))
             c_prev = width
         cells = []
         for _ in range(cells_per_stage):
@@ -418,12 +423,12 @@ def fast_weights(arch: Sequence[str], num_classes: int = 10, channels: int = 16,
             for e, op in enumerate(arch):
                 if op in CONV_KERNEL:
                     kk = CONV_KERNEL[op]
-                    cell[e] = ConvBN(_kaiming_uniform((width, width, kk, kk)), _bn_init(width), 1, kk // 2)
+                    cell[e] = ConvBN(_kaiming_uniform((width, width, kk, kk), g), _bn_init(width), 1, kk // 2)
             cells.append(cell)
         stages.append(cells)
-    fc_w = _kaiming_uniform((num_classes, c_prev))
+    fc_w = _kaiming_uniform((num_classes, c_prev), g)
     bound = 1 / math.sqrt(c_prev)
-    fc_b = torch.empty(num_classes).uniform_(-bound, bound)
+    fc_b = torch.empty(num_classes).uniform_(-bound, bound, generator=g)
     return NB201Weights(tuple(arch), stem, stages, _bn_init(c_prev), fc_w, fc_b)
 
 
