@@ -212,16 +212,21 @@ def score_batch(space: Any, archs: Sequence[Any], inputs: Tensor, targets: Tenso
         k = choose_k(len(archs), inputs.shape[0], device, inputs.shape[-1], batched)
     x = inputs.detach().to(device)
     y = targets.detach().to(device)
-    out: list[dict[str, float]] = []
-    for start in range(0, len(archs), k):
-        chunk = archs[start:start + k]
+    # Chunks of similar architectures: sorted by their op tuples, neighbours share leading
+    # edges, where a single op group then covers the whole chunk (no channel gathers). Each
+    # candidate's scores do not depend on its chunk-mates, so the order is restored after.
+    order = sorted(range(len(archs)), key=lambda i: tuple(space.to_choices(archs[i])))
+    out: list[dict[str, float] | None] = [None] * len(archs)
+    for start in range(0, len(order), k):
+        idx = order[start:start + k]
+        chunk = [archs[i] for i in idx]
         vals = _score_chunk_retry(space, chunk, x, y, batched, seed, num_classes, mode) if batched else \
             [{} for _ in chunk]
-        for a, v in zip(chunk, vals):
+        for i, a, v in zip(idx, chunk, vals):
             if rest:
                 v.update(_score_arch(space, a, inputs, targets, rest, seed, num_classes, device))
-            out.append({p: v[p] for p in names})
-    return out
+            out[i] = {p: v[p] for p in names}
+    return out  # type: ignore[return-value]
 
 
 def _score_arch(space, arch, inputs, targets, proxies, seed, num_classes, device) -> dict[str, float]:
