@@ -71,11 +71,19 @@ def _extensions():
     debug = _flag("DEBUG")
     opt = ["-O0", "-g"] if debug else ["-O3"]
     # py_limited_api=True makes torch add -DPy_LIMITED_API (abi3 wheel, CPython >= 3.10).
-    cxx = opt + ["-fopenmp", "-fvisibility=hidden", "-ffp-contract=off"]
+    # at::parallel_for is inlined from ATen's headers: without OpenMP flags it runs serially.
+    # -ffp-contract=off keeps the CPU kernels' ISA copies bit-identical (Note [ISA dispatch]).
+    if sys.platform == "win32":
+        opt = ["/Od", "/Zi"] if debug else ["/O2"]
+        cxx, link = opt + ["/openmp", "/fp:precise"], []
+    elif sys.platform == "darwin":  # Apple clang has no -fopenmp: CPU kernels run single-threaded
+        cxx, link = opt + ["-fvisibility=hidden", "-ffp-contract=off"], []
+    else:
+        cxx, link = opt + ["-fopenmp", "-fvisibility=hidden", "-ffp-contract=off"], ["-fopenmp"]
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/common/*.cpp")
                      + glob.glob("csrc/cpu/*.cpp"))
     common = dict(include_dirs=[os.path.join(ROOT, "csrc", "include")],
-                  extra_link_args=["-fopenmp"], py_limited_api=True)
+                  extra_link_args=link, py_limited_api=True)
     if mode == "cuda":
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
