@@ -148,6 +148,7 @@ class BatchedNB201:
             raise ValueError(f"conv_mode must be 'grouped' or 'split', got {conv_mode!r}")
         self.K = len(cands)
         self.conv_mode = conv_mode
+        self._index_cache: dict = {}   # (owners, C, device) -> channel index (built once per shape)
         self.archs = [c.arch for c in cands]
         self.live = [live_edges(a) for a in self.archs]
         allk = list(range(self.K))
@@ -286,7 +287,10 @@ class BatchedNB201:
                     src = nodes[i]
                     idx = None
                     if len(owners) < K:
-                        idx = _channel_index(owners, C, src.device)
+                        key = (tuple(owners), C, src.device)
+                        idx = self._index_cache.get(key)
+                        if idx is None:
+                            idx = self._index_cache[key] = _channel_index(owners, C, src.device)
                         src = src.index_select(1, idx)
                     if op == "skip_connect":
                         y = src
