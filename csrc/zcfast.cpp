@@ -15,6 +15,8 @@ namespace zcfast {
 #ifdef WITH_CUDA
 int64_t cuda_runtime_version();  // csrc/cuda/version_cuda.cu
 #endif
+at::Tensor plan_list_launches_debug(c10::IntArrayRef numel, int64_t chunk, int64_t max_tensors,
+                                    int64_t max_blocks);  // csrc/common/list_plan_debug.cpp
 
 // CUDART_VERSION the CUDA kernels were compiled with (e.g. 13000), or -1 for a CPU-only build.
 int64_t cuda_version() {
@@ -32,6 +34,9 @@ TORCH_LIBRARY(zcfast, m) {
   m.def("fisher_reduce(Tensor act, Tensor grad) -> (Tensor, Tensor)");
   m.def("jacob_cov_score(Tensor jacobians, float k) -> (Tensor, Tensor)");
   m.def("cuda_version() -> int", &zcfast::cuda_version);
+  // Test hook: the CUDA saliency kernel's launch packing, runnable without a GPU.
+  m.def("_plan_list_launches(int[] numel, int chunk, int max_tensors, int max_blocks) -> Tensor",
+        &zcfast::plan_list_launches_debug);
 }
 
 // Note [scores are not differentiable]: the ops compute scores from gradients, never losses, so

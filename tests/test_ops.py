@@ -9,9 +9,9 @@ import torch
 
 import zcfast.ops as ops
 import zcfast.reference as ref
-from zcfast.testing import (CPU_CHUNK, CUDA_CHUNK, CUDA_MAX_TENSORS_PER_LAUNCH, DEVICES, DTYPES,
-                            boundary_sizes, cuda_usable, make_tensor_list, saliency_tolerance,
-                            tiny_convnet)
+from zcfast.testing import (CPU_CHUNK, CUDA_CHUNK, CUDA_MAX_BLOCKS_PER_LAUNCH,
+                            CUDA_MAX_TENSORS_PER_LAUNCH, DEVICES, DTYPES, boundary_sizes,
+                            cuda_usable, make_tensor_list, saliency_tolerance, tiny_convnet)
 
 KINDS = ops.SALIENCY_KINDS
 needs_cuda = pytest.mark.skipif(not cuda_usable(), reason="needs zcfast's CUDA build and a GPU")
@@ -364,6 +364,41 @@ def test_build_info_and_cuda_version():
     assert ops.has_cuda() == (info["mode"] == "cuda") == (ops.cuda_version() != -1)
     if torch.version.cuda is None:
         assert not ops.has_cuda()
+
+
+# ---- CUDA launch packing (host code of the CUDA kernel, checked without a GPU) -------------------
+
+def _check_plan(numel, chunk, max_tensors, max_blocks):
+    plan = torch.ops.zcfast._plan_list_launches(numel, chunk, max_tensors, max_blocks).tolist()
+    expected = [(t, c) for t, n in enumerate(numel) for c in range(-(-n // chunk))]
+    assert [(t, c) for _, _, t, c in plan] == expected  # global block order = (tensor, chunk)
+    launches = {}
+    for launch, block, t, _ in plan:
+        launches.setdefault(launch, []).append((block, t))
+    assert sorted(launches) == list(range(len(launches)))
+    for blocks in launches.values():
+        assert [b for b, _ in blocks] == list(range(len(blocks)))  # blocks 0..nb-1
+        assert len(blocks) <= max_blocks
+        assert len({t for _, t in blocks}) <= max_tensors
+    return len(launches)
+
+
+def test_cuda_launch_packing_covers_every_chunk_once():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(200):
+        numel = [rng.choice([0, 1, 3, 4, 5, 8, 17, 40]) for _ in range(rng.randint(0, 30))]
+        _check_plan(numel, rng.randint(1, 9), rng.randint(1, 5), rng.randint(1, 7))
+    # the real limits (zcfast.testing mirrors csrc/cuda/multi_tensor_apply.cuh)
+    nb201 = [p.numel() for p in tiny_convnet().parameters()] * 40
+    assert _check_plan(nb201, CUDA_CHUNK, CUDA_MAX_TENSORS_PER_LAUNCH, CUDA_MAX_BLOCKS_PER_LAUNCH) == 1
+    many = [1] * (3 * CUDA_MAX_TENSORS_PER_LAUNCH + 5)
+    assert _check_plan(many, CUDA_CHUNK, CUDA_MAX_TENSORS_PER_LAUNCH, CUDA_MAX_BLOCKS_PER_LAUNCH) == 4
+    big = [CUDA_CHUNK * 1000 + 1, 5, CUDA_CHUNK * 300]
+    assert _check_plan(big, CUDA_CHUNK, CUDA_MAX_TENSORS_PER_LAUNCH, CUDA_MAX_BLOCKS_PER_LAUNCH) == 2
+    with pytest.raises(ValueError, match="numel\\[1\\] is negative"):
+        torch.ops.zcfast._plan_list_launches([1, -1], 4, 2, 2)
 
 
 # ---- CUDA ---------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 - ``DTYPES``: the input dtypes every op accepts.
 - ``CPU_CHUNK`` / ``CUDA_CHUNK``: the kernels' chunk sizes (mirrors of the constants in
   csrc/cpu/saliency_cpu.cpp and csrc/cuda/saliency_cuda.cu), for sizes around chunk boundaries.
-- ``CUDA_MAX_TENSORS_PER_LAUNCH``: how many tensors one saliency launch holds on CUDA.
+- ``CUDA_MAX_TENSORS_PER_LAUNCH`` / ``CUDA_MAX_BLOCKS_PER_LAUNCH``: what one saliency launch holds on CUDA.
 - ``boundary_sizes()``, ``make_tensor_list()``, ``saliency_tolerance()``, ``tiny_convnet()``.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float64, torch.bfloat16,
 CPU_CHUNK = 1 << 15
 CUDA_CHUNK = 1 << 16
 CUDA_MAX_TENSORS_PER_LAUNCH = 320
+CUDA_MAX_BLOCKS_PER_LAUNCH = 1280
 
 
 def cuda_usable() -> bool:

@@ -19,7 +19,7 @@ namespace cuda {
 
 constexpr int64_t kChunk = int64_t(1) << 16;  // elements per block (= zcfast.testing.CUDA_CHUNK)
 constexpr int kMaxTensors = 320;               // = zcfast.testing.CUDA_MAX_TENSORS_PER_LAUNCH
-constexpr int kMaxBlocks = 1280;
+constexpr int kMaxBlocks = 1280;                // = zcfast.testing.CUDA_MAX_BLOCKS_PER_LAUNCH
 constexpr int kFinishMaxTensors = 4096;        // tensors per finishing launch
 
 struct ListMeta {

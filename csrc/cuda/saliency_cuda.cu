@@ -20,6 +20,7 @@
 #include "block_reduce.cuh"
 #include "multi_tensor_apply.cuh"
 #include "zcfast/checks.h"
+#include "zcfast/list_plan.h"
 #include "zcfast/reduce_kind.h"
 
 namespace zcfast {
@@ -100,45 +101,25 @@ void saliency_cuda_impl(const std::vector<const void*>& pp, const std::vector<co
   at::Tensor partials = at::empty({std::max<int64_t>(total_chunks, 1)}, per_tensor.options());
   acc_t* partials_ptr = partials.data_ptr<acc_t>();
 
-  // Chunk launches (see Note [chunking for list reductions]).
+  // Chunk launches (see Note [chunking for list reductions]; the packing is plan_list_launches,
+  // tested on CPU through zcfast::_plan_list_launches).
   ListMeta meta;
-  int nt = 0, nb = 0;
-  int64_t base = 0;
-  auto flush = [&] {
-    if (nb == 0) return;
-    meta.partial_base = base;
-    saliency_chunk_kernel<scalar_t, acc_t, K><<<nb, kThreads, 0, stream>>>(meta, partials_ptr);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    base += nb;
-    nb = 0;
-  };
-  for (int64_t t = 0; t < T; ++t) {
-    if (numel[t] == 0) continue;
-    if (nt == kMaxTensors) {
-      flush();
-      nt = 0;
-    }
-    int slot = nt++;
-    meta.a[slot] = pp[t];
-    meta.b[slot] = gp[t];
-    meta.numel[slot] = numel[t];
-    const int64_t chunks = offset[t + 1] - offset[t];
-    for (int64_t c = 0; c < chunks; ++c) {
-      if (nb == kMaxBlocks) {
-        flush();
-        // The tensor being chunked continues in the next launch, in slot 0.
-        meta.a[0] = meta.a[slot];
-        meta.b[0] = meta.b[slot];
-        meta.numel[0] = meta.numel[slot];
-        slot = 0;
-        nt = 1;
-      }
-      meta.block_tensor[nb] = static_cast<uint16_t>(slot);
-      meta.block_chunk[nb] = static_cast<int32_t>(c);
-      ++nb;
-    }
-  }
-  flush();
+  const int64_t base = plan_list_launches(
+      numel, kChunk, kMaxTensors, kMaxBlocks,
+      [&](int slot, int64_t t) {
+        meta.a[slot] = pp[t];
+        meta.b[slot] = gp[t];
+        meta.numel[slot] = numel[t];
+      },
+      [&](int b, int slot, int64_t c) {
+        meta.block_tensor[b] = static_cast<uint16_t>(slot);
+        meta.block_chunk[b] = static_cast<int32_t>(c);
+      },
+      [&](int nb, int64_t first_block) {
+        meta.partial_base = first_block;
+        saliency_chunk_kernel<scalar_t, acc_t, K><<<nb, kThreads, 0, stream>>>(meta, partials_ptr);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
   TORCH_INTERNAL_ASSERT(base == total_chunks);
 
   // Per-tensor values, then the total.
