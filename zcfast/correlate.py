@@ -285,7 +285,9 @@ def correlate(
             processes on one store to use k cores; SQLite serialises their short write
             transactions). The report covers the sampled architectures complete in the store.
         workers: 0 scores in this process; k > 0 scores in k spawned worker processes (one
-            torch thread each), this process being the only store writer.
+            torch thread each), this process being the only store writer. Spawned workers
+            re-import the caller's main module: call from under ``if __name__ == "__main__":``
+            in a script, and pass a ``score_fn`` defined at module level (picklable).
         recycle: with workers, each worker process is replaced after this many architectures,
             which bounds the memory of a scorer that leaks per call.
 
