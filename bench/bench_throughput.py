@@ -108,6 +108,12 @@ def run(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        # every method in strict float32 (score_batch enforces it; PyTorch's default lets cuDNN
+        # convolutions use TF32, which would move score_arch/plain by ~1e-3 and time a different
+        # computation)
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     space = zcfast.spaces.get("nb201")
     x, y = _batch(device, args.batch)
     ks = [int(k) for k in args.k.split(",")]

@@ -25,10 +25,9 @@ copy per measure; in training mode the forwards are identical, so the values are
 """
 from __future__ import annotations
 
-import math
+import contextlib
 import os
-import random
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -212,6 +211,30 @@ def score_batch(space: Any, archs: Sequence[Any], inputs: Tensor, targets: Tenso
         k = choose_k(len(archs), inputs.shape[0], device, inputs.shape[-1], batched)
     x = inputs.detach().to(device)
     y = targets.detach().to(device)
+    with _strict_fp32(device):
+        return _score_sorted(space, archs, x, y, inputs, targets, names, batched, rest, seed, num_classes,
+                             device, mode, k)
+
+
+@contextlib.contextmanager
+def _strict_fp32(device: torch.device) -> Iterator[None]:
+    """No TF32 in CUDA convolutions/matmuls during the call (PyTorch allows it in cuDNN
+    convolutions by default): its 10-bit mantissa moves proxies by ~1e-3, so a batched score
+    would no longer equal the float32 definition. The caller's settings are restored."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def _score_sorted(space, archs, x, y, inputs, targets, names, batched, rest, seed, num_classes, device, mode,
+                  k) -> list[dict[str, float]]:
     # Chunks of similar architectures: sorted by their op tuples, neighbours share leading
     # edges, where a single op group then covers the whole chunk (no channel gathers). Each
     # candidate's scores do not depend on its chunk-mates, so the order is restored after.
