@@ -178,6 +178,26 @@ def test_space_without_batched_path_loops_score_arch() -> None:
     assert got == ref
 
 
+def test_out_of_memory_halves_the_chunk(batch, reference, monkeypatch) -> None:
+    """On (simulated) out-of-memory a chunk is split in halves until it fits; scores unchanged."""
+    import zcfast.batched as zb
+    real = zb._score_chunk
+    sizes: list[int] = []
+
+    def fake(space, archs, *a, **kw):
+        sizes.append(len(archs))
+        if len(archs) > 2:
+            raise torch.OutOfMemoryError("simulated")
+        return real(space, archs, *a, **kw)
+
+    monkeypatch.setattr(zb, "_score_chunk", fake)
+    x, y = batch
+    got = score_batch(SPACE, ARCHS, x, y, ["snip"], seed=3, k=5)
+    assert sizes == [5, 2, 3, 1, 2]          # 5 fails -> 2 ok + 3 fails -> 1 ok + 2 ok
+    for g, r in zip(got, reference):
+        _assert_close(g, r, "snip", "after OOM split")
+
+
 def test_bad_input_is_rejected(batch) -> None:
     x, y = batch
     with pytest.raises(ValueError, match="unknown proxies"):
