@@ -22,6 +22,16 @@ per-candidate copies):
 
 The same forward serves jacob_cov and the cross-entropy proxies (the official code uses a fresh
 copy per measure; in training mode the forwards are identical, so the values are too).
+
+Where the time goes and what is measured (bench/results/throughput.cpu.md, 2-core CPU under
+load): on CPU, stacking K > 1 candidates was *slower* per architecture than K = 1 (grouping
+does not make CPU convolutions cheaper; gathering op groups' channel slices and the K-times
+larger activations cost memory traffic), so ``choose_k`` picks K = 1 there. The CPU gain over
+one-at-a-time scoring comes from what K = 1 keeps: one forward for jacob_cov and the
+cross-entropy proxies, edges that cannot affect any proxy skipped, the bit-exact fast weight
+initialisation (no module construction), and the 3×3 average pool as a depthwise convolution.
+Stacking is meant for GPUs, where one pass over K candidates replaces K small kernel launches;
+bench/gpu_throughput.sh measures that (not run yet: no GPU was available when this was written).
 """
 from __future__ import annotations
 
@@ -48,9 +58,11 @@ def supports(space: Any) -> bool:
 def default_conv_mode(device: torch.device | str) -> str:
     """The convolution layout that measured fastest on ``device``.
 
-    CUDA: ``"grouped"`` (one grouped convolution per op group). CPU: ``"split"`` (one plain
-    convolution per candidate inside the batched network): on the 2-core CPU here a grouped
-    convolution was 2–4× slower than the same convolutions run separately (bench/RESULTS.md).
+    CUDA: ``"grouped"`` (one grouped convolution per op group; the expected winner, to be
+    confirmed by bench/gpu_throughput.sh, which has not run on a GPU yet). CPU: ``"split"``
+    (one plain convolution per candidate inside the batched network): on the 2-core CPU here a
+    grouped float32 convolution [64, K·16, 32, 32] was 2–4× slower than the same K convolutions
+    run separately. (With K = 1, the CPU default, both are the same.)
     ``ZCFAST_BATCHED_CONV`` (grouped|split) overrides.
     """
     env = os.environ.get("ZCFAST_BATCHED_CONV")

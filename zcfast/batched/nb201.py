@@ -5,7 +5,7 @@ to candidate ``k`` (candidate-major). With that layout
 
 * a convolution over all candidates is one grouped convolution (``groups=K``) whose weight is the
   concatenation of the candidates' weights, or (``conv_mode="split"``) K plain convolutions over
-  the channel chunks; which one is faster depends on the device (see bench/RESULTS.md);
+  the channel chunks; which one is faster depends on the device (``default_conv_mode``);
 * training-mode BatchNorm over ``K·C`` channels normalises each channel with its own batch
   statistics, i.e. per candidate, exactly as each candidate's own BatchNorm would;
 * ReLU / average pooling / global pooling are per channel, so they batch for free;
@@ -14,11 +14,12 @@ to candidate ``k`` (candidate-major). With that layout
 Cell edges are grouped by op: on each edge, the candidates using ``nor_conv_3x3`` form one group,
 those using ``nor_conv_1x1`` another, and so on; a group gathers only its candidates' channel
 slices, so no op is computed for a candidate that does not use it. Edges that cannot change any
-proxy are skipped too (``live_edges``): an edge whose input node is identically zero (every edge
+proxy are skipped too (``zcfast.spaces.nb201.live_edges``): an edge whose input node is identically zero (every edge
 into it is ``none``) or whose output node never reaches the cell output except through ``none``
 edges. Such an op in the reference network receives a zero input or a zero gradient, so its
 weights get exactly zero gradient and contribute exactly 0 to every proxy; leaving it out
-changes no score.
+changes no score. (One deliberate difference: the benchmark's ``none`` op is ``x * 0``, which
+turns an inf/NaN activation into NaN; a skipped edge cannot. Only non-finite networks differ.)
 
 Candidates' parameters are disjoint and the candidates never mix (every op is per channel
 group), so the sum of the K candidates' losses has, for each candidate's weights, exactly that
