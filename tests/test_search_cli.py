@@ -90,3 +90,18 @@ def test_cli_bad_input(argv, message, capsys, tmp_path) -> None:
     assert main(["search", *argv, "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_cli_computed_proxy_cached_in_store(tmp_path, capsys) -> None:
+    """--warmup with a registered proxy: computed by zcfast, cached in OUT/results.sqlite."""
+    from zcfast.store import ResultStore
+    argv = ["search", "--space", "toy", "--algo", "random", "--warmup", "synflow",
+            "--warmup-pool", "6", "--budget", "3", "--dataset", "cifar100",
+            "--proxy-batch-size", "8", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    log = json.loads((tmp_path / "seed_0.json").read_text())
+    scores = [r["proxy_score"] for r in log["records"]]
+    assert all(s is not None for s in scores) and scores == sorted(scores, reverse=True)
+    with ResultStore(tmp_path / "results.sqlite", create=False) as st:
+        (run, cfg), = st.runs().items()
+        assert cfg["proxy"] == "synflow" and cfg["num_classes"] == 100 and st.count(run) == 6

@@ -282,12 +282,15 @@ class ComputedProxy(ProxySource):
 
 
 def make_proxy(spec: Any, space: Any, dataset: str = "cifar10", store: Any = None,
-               seed: int = 42, column: str | None = None, device: str = "cpu") -> ProxySource | None:
+               seed: int = 42, column: str | None = None, device: str = "cpu",
+               batch_size: int = 64) -> ProxySource | None:
     """A :class:`ProxySource` from a spec.
 
     ``spec`` may be ``None`` (no proxy), a :class:`ProxySource`, a mapping ``arch_str -> score``,
     a path to a score table (CSV / CSV.gz with an ``arch_str`` column), or the name of a proxy
-    registered in ``zcfast.available_proxies()``. Anything else -> ``ValueError``.
+    registered in ``zcfast.available_proxies()`` (computed on ``zcfast.data.paper_batch(dataset,
+    batch_size, 42)``; zcfast ships 20 CIFAR-100 images, so CIFAR-100 needs ``batch_size <= 20``).
+    Anything else -> ``ValueError``.
     """
     if spec is None:
         return None
@@ -305,7 +308,8 @@ def make_proxy(spec: Any, space: Any, dataset: str = "cifar10", store: Any = Non
     except (ImportError, AttributeError):
         available = []
     if spec in available:
-        return ComputedProxy(space, spec, dataset=dataset, seed=seed, store=store, device=device)
+        return ComputedProxy(space, spec, dataset=dataset, seed=seed, store=store, device=device,
+                             batch_size=batch_size)
     raise ValueError(f"unknown proxy {spec!r}: expected one of {sorted(available)} "
                      "or the path of a score table (CSV with arch_str and score columns)")
 
