@@ -137,6 +137,30 @@ def test_full_size_all_conv_on_paper_batch(space):
     assert 1e10 < res["synflow"].value < 1e80
 
 
+def _live_tensors() -> int:
+    n = 0
+    for o in gc.get_objects():
+        try:
+            n += isinstance(o, torch.Tensor)
+        except Exception:  # noqa: BLE001  (lazy module proxies can raise on isinstance)
+            pass
+    return n
+
+
+def test_no_tensor_survives_a_call(space):
+    # strict leak check: a hook closing over its own tensor makes a cycle through autograd's
+    # C++ nodes that gc cannot free (this caught a real fisher leak of ~100 MB per full-size call)
+    small = _Small(space, channels=4, cells=1)
+    x, y = batch(n=8, hw=8)
+    score_arch(small, ALL_CONV, x, y, proxies=SIX)
+    gc.collect()
+    before = _live_tensors()
+    for a in (ALL_CONV, ("skip_connect",) * 6, ("none", "avg_pool_3x3", "nor_conv_1x1") * 2):
+        score_arch(small, a, x, y, proxies=SIX)
+    gc.collect()
+    assert _live_tensors() == before
+
+
 def test_memory_stays_flat_over_many_architectures(space):
     small = _Small(space, channels=4, cells=1)
     x, y = batch(n=8, hw=8)

@@ -98,42 +98,49 @@ def _check_targets_for_logits(targets: torch.Tensor, logits: torch.Tensor,
 # helpers
 # ------------------------------------------------------------------------------------------
 class _GradCatcher:
-    """Tensor hook storing the gradient of one recorded layer output (while active)."""
+    """Tensor hook storing the gradient of one recorded layer output into ``grads[slot]``.
 
-    __slots__ = ("entry", "active")
+    It must not reference the output tensor itself: the tensor owns its hooks (through its
+    autograd node), and a tensor → hook → tensor cycle passes through C++ objects that
+    Python's garbage collector cannot see, so it would never be freed.
+    """
 
-    def __init__(self, entry: list) -> None:
-        self.entry = entry
+    __slots__ = ("grads", "slot", "active")
+
+    def __init__(self, grads: list, slot: int) -> None:
+        self.grads = grads
+        self.slot = slot
         self.active = True
 
     def __call__(self, grad: torch.Tensor) -> None:
         if self.active:
-            self.entry[2] = grad.detach()
+            self.grads[self.slot] = grad.detach()
 
 
 class _OutputRecorder:
     """Forward hook recording each call's output of one layer and catching its gradient.
 
-    Appends ``[layer index, output, grad]`` to a shared list; ``grad`` is filled by a tensor
-    hook during the loss backward. A tensor hook registered before a later in-place change of
-    the output (e.g. ``ReLU(inplace=True)``) still receives the gradient with respect to the
-    value before the change, as the official identity-module hook does.
+    Appends ``(layer index, output)`` to ``outputs`` and a ``None`` slot to ``grads`` that a
+    tensor hook fills during the loss backward. A tensor hook registered before a later
+    in-place change of the output (e.g. ``ReLU(inplace=True)``) still receives the gradient
+    with respect to the value before the change, as the official identity-module hook does.
     """
 
-    __slots__ = ("store", "catchers", "index")
+    __slots__ = ("outputs", "grads", "catchers", "index")
 
-    def __init__(self, store: list, catchers: list, index: int) -> None:
-        self.store = store
+    def __init__(self, outputs: list, grads: list, catchers: list, index: int) -> None:
+        self.outputs = outputs
+        self.grads = grads
         self.catchers = catchers
         self.index = index
 
     def __call__(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
         if isinstance(output, torch.Tensor) and output.requires_grad:
-            entry = [self.index, output, None]
-            catcher = _GradCatcher(entry)
-            output.register_hook(catcher)
-            self.store.append(entry)
+            catcher = _GradCatcher(self.grads, len(self.grads))
+            self.grads.append(None)
+            self.outputs.append((self.index, output))
             self.catchers.append(catcher)
+            output.register_hook(catcher)
 
 
 @contextlib.contextmanager
@@ -280,12 +287,13 @@ def _main_pass(net: nn.Module, x: torch.Tensor, targets: torch.Tensor | None, lo
     want_jac = "jacobian" in needs
     want_loss = want_fisher or want_hg or "grads" in needs or "outputs" in needs
 
-    records: list[list] = []
+    outputs: list[tuple[int, torch.Tensor]] = []
+    out_grads: list[torch.Tensor | None] = []
     catchers: list[_GradCatcher] = []
     handles = []
     if want_fisher:
         for i, (_, m) in enumerate(layers):
-            handles.append(m.register_forward_hook(_OutputRecorder(records, catchers, i)))
+            handles.append(m.register_forward_hook(_OutputRecorder(outputs, out_grads, catchers, i)))
     xin = x.detach().clone().requires_grad_(True) if want_jac else x.detach()
     try:
         y = _forward(net, xin)
@@ -318,12 +326,13 @@ def _main_pass(net: nn.Module, x: torch.Tensor, targets: torch.Tensor | None, lo
             for c in catchers:  # later backwards (jacobian, H·g) must not overwrite
                 c.active = False
             pairs: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in layers]
-            for i, out, grad in records:
+            for (i, out), grad in zip(outputs, out_grads):
                 if grad is not None:
                     pairs[i].append((out.detach(), grad))
             ctx.fisher_pairs = pairs
             ctx.fisher_channel_dims = [(-1 if isinstance(m, nn.Linear) else 1) for _, m in layers]
-        records.clear()
+        outputs.clear()
+        out_grads.clear()
         catchers.clear()
     if want_jac:
         (jac,) = torch.autograd.grad(y, xin, grad_outputs=torch.ones_like(y),
