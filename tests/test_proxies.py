@@ -407,3 +407,21 @@ def test_model_clone_is_independent():
     after = _snapshot(rnn)
     for k, v in before[0].items():
         assert torch.equal(v, after[0][k]), k
+
+
+def test_a_proxy_needing_no_pass_sees_the_counted_weights() -> None:
+    """A user proxy with needs=() gets the counted layers' weights (no passes run)."""
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    x, y = torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 0])
+
+    @zcfast.register_proxy("test_weight_sq_no_pass", needs=())
+    def weight_sq(ctx):
+        return float(zcfast.ops.saliency(ctx.weights, None, "param_sq")[1])
+
+    try:
+        value = zcfast.score(net, x, y, proxies=("test_weight_sq_no_pass",))["test_weight_sq_no_pass"]
+    finally:
+        zcfast.proxies.unregister_proxy("test_weight_sq_no_pass")
+    expected = float(net[1].weight.double().pow(2).sum() + net[3].weight.double().pow(2).sum())
+    assert value == pytest.approx(expected, rel=1e-6)
+    assert expected > 0

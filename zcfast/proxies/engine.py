@@ -442,6 +442,10 @@ def score_detailed(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
     t = targets.detach().to(device) if need_targets and targets is not None else None
 
     ctx = PassContext()
+    # A proxy that needs no pass (e.g. a function of the weights alone) still sees the counted
+    # layers; the passes below replace these with their own (copied) tensors.
+    ctx.layer_names = [name for name, _ in layers]
+    ctx.weights = [m.weight.detach() for _, m in layers]
     try:
         with _seeded(seed, device):
             if main_needs:
