@@ -437,19 +437,26 @@ class RayBackend(Backend):
         ray = self.ray
         it = iter(chunks)
         exhausted = False
-        pending: dict[Any, tuple[list[Task], int, int]] = {}  # ref -> (chunk, actor idx, tries)
+        pending: dict[Any, tuple[list[Task], int, int, Any]] = {}  # ref -> (chunk, actor idx, tries, actor)
         load = [0] * len(self._actors)
         retry: list[tuple[list[Task], int]] = []
 
-        def submit(chunk: list[Task], tries: int) -> None:
-            i = min(range(len(load)), key=load.__getitem__)
+        def submit(chunk: list[Task], tries: int, i: int | None = None) -> None:
+            if i is None:
+                i = min(range(len(load)), key=load.__getitem__)
             load[i] += 1
-            pending[self._actors[i].score.remote(chunk)] = (chunk, i, tries)
+            actor = self._actors[i]
+            pending[actor.score.remote(chunk)] = (chunk, i, tries, actor)
 
         while True:
+            # A retried candidate runs alone on an idle actor: if that actor dies, the death is
+            # its own, never a queued neighbour's. New chunks wait until the retries are placed.
             while retry:
-                submit(*retry.pop())
-            while not exhausted and len(pending) < self.max_in_flight:
+                idle = [i for i, n in enumerate(load) if n == 0]
+                if not idle:
+                    break
+                submit(*retry.pop(), i=idle[0])
+            while not retry and not exhausted and len(pending) < self.max_in_flight:
                 try:
                     chunk = next(it)
                 except StopIteration:
@@ -461,12 +468,13 @@ class RayBackend(Backend):
                 return
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
-                chunk, i, tries = pending.pop(ref)
+                chunk, i, tries, actor = pending.pop(ref)
                 load[i] -= 1
                 try:
                     rows = ray.get(ref)
                 except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
-                    self._actors[i] = self._actor_cls.remote(self._spec_ref)  # replace the actor
+                    if self._actors[i] is actor:  # replace the dead actor (once per death)
+                        self._actors[i] = self._actor_cls.remote(self._spec_ref)
                     if tries >= 1:  # already retried alone: blame it
                         yield [_died_row(t, _describe(exc)) for t in chunk]
                     else:  # the actor may have died for a queued neighbour: retry singly
