@@ -103,3 +103,21 @@ def test_ray_actor_death_recorded(tmp_path: Path, ray_local: None) -> None:
         if key != victim:
             assert row.error is None
             assert row.values == hash_scorer(space, space.decode(row.arch_str), None, None, ["synflow"])
+
+
+def test_backend_started_local_instance_listens_on_loopback() -> None:
+    """RayBackend with no address starts its own Ray instance bound to 127.0.0.1."""
+    from zcfast.parallel import RayBackend, WorkerSpec
+
+    if ray.is_initialized():
+        ray.shutdown()
+    from zcfast.spaces import get
+
+    spec = WorkerSpec(get("nb201"), ("synflow",), torch.zeros(2, 3, 8, 8), torch.zeros(2, dtype=torch.long),
+                      scorer=hash_scorer)
+    backend = RayBackend(spec, workers=1, init_kwargs={"num_cpus": 1})
+    try:
+        assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
+    finally:
+        backend.close()
+    assert not ray.is_initialized()

@@ -416,6 +416,14 @@ class RayBackend(Backend):
                 root = str(Path(__file__).resolve().parents[1])
                 path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
                 kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
+                # A local instance we start ourselves listens on loopback only. Ray 2.x replaces
+                # 127.0.0.1 by the machine's address unless its cluster mode is off.
+                kwargs["_node_ip_address"] = "127.0.0.1"
+                try:
+                    from ray._private import ray_constants
+                    ray_constants.ENABLE_RAY_CLUSTER = False
+                except (ImportError, AttributeError):  # pragma: no cover - other Ray versions
+                    pass
             kwargs.update(init_kwargs or {})
             ray.init(address=address, **kwargs)
             self._started = True
