@@ -118,7 +118,13 @@ setup(
     ext_modules=_extensions(),
     cmdclass=_cmdclass(),
     python_requires=">=3.10",
-    install_requires=["torch>=2.6", "numpy"],
+    # torch is not pinned here (GPU users bring their own CUDA build); requirements.txt pins the
+    # CPU wheel for development and CI. tqdm: progress bars; matplotlib: correlate's plots.
+    install_requires=["torch>=2.6", "numpy", "tqdm", "matplotlib"],
+    extras_require={
+        "scan": ["pyarrow", "ray"],        # Parquet export, the Ray backend
+        "test": ["pytest", "pytest-timeout", "psutil", "scipy", "pyarrow", "ray"],
+    },
     entry_points={"console_scripts": ["zcfast=zcfast.cli:main"]},
     options={"bdist_wheel": {"py_limited_api": "cp310"}},
 )
