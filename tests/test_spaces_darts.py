@@ -14,13 +14,7 @@ from zcfast.spaces.darts import OPS, from_nb301_config, make_genotype, to_nb301_
 SP = spaces.get("darts")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Single-threaded torch: these tiny forwards stall on OpenMP barriers on a shared, loaded CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 P = "NetworkSelectorDatasetInfo:darts:"
 
 #: automl/nasbench301 @ 58ca2cba, nasbench301/surrogate_models/test/results_fidelity_0/results_0.json:

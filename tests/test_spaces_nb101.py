@@ -18,13 +18,7 @@ RECORDS = json.loads(RECORDS_PATH.read_text())
 SP = spaces.get("nb101")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Single-threaded torch: these tiny forwards stall on OpenMP barriers on a shared, loaded CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def arch_of(rec: dict) -> nb101.NB101Arch:

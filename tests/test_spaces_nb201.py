@@ -22,13 +22,7 @@ from zcfast.spaces.nb201 import OPS, canonical_expr, prune, unique_str
 SP = spaces.get("nb201")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Single-threaded torch: these tiny forwards stall on OpenMP barriers on a shared, loaded CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

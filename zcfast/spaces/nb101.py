@@ -426,14 +426,7 @@ class NB101Space(SearchSpace):
                         m2 = big.copy()
                         m2[u, p] = m2[p, w] = 1
                         ops = list(a.ops[:p]) + [op] + list(a.ops[p:])
-                        try:
-                            b = make_arch(m2, ops)
-                        except ValueError:
-                            continue
-                        k = self.key(b)
-                        if k not in seen:
-                            seen.add(k)
-                            out.append(b)
+                        self._add_new(m2, ops, seen, out)
         return out
 
     def _one_edit(self, a: NB101Arch) -> list[NB101Arch]:
@@ -452,17 +445,21 @@ class NB101Space(SearchSpace):
                     ops[v] = op
                     cands.append((m, ops))
         seen = {self.key(a)}
-        out = []
+        out: list[NB101Arch] = []
         for m2, ops in cands:
-            try:
-                b = make_arch(m2, ops)
-            except ValueError:
-                continue
-            k = self.key(b)
-            if k not in seen:
-                seen.add(k)
-                out.append(b)
+            self._add_new(m2, ops, seen, out)
         return out
+
+    def _add_new(self, matrix: np.ndarray, ops: list[str], seen: set[str], out: list[NB101Arch]) -> None:
+        """Append the arch (matrix, ops) to ``out`` when it is valid and its key is not in ``seen``."""
+        try:
+            b = make_arch(matrix, ops)
+        except ValueError:
+            return
+        k = self.key(b)
+        if k not in seen:
+            seen.add(k)
+            out.append(b)
 
     def encode(self, arch: Any) -> str:
         """Compact JSON ``{"matrix":[[...]],"ops":[...]}`` of the pruned spec."""
