@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from typing import Any, Callable
+
+from zcfast.commands import load_callable
 
 HELP = "score many candidates of a search space into a resumable SQLite store (local cores or Ray)"
 
@@ -22,16 +23,7 @@ def _n(text: str) -> int | None:
 
 
 def _load_callable(spec: str) -> Callable[..., Any]:
-    if ":" not in spec:
-        raise ValueError(f"--scorer must look like 'package.module:function', got {spec!r}")
-    mod_name, attr = spec.split(":", 1)
-    try:
-        fn = getattr(importlib.import_module(mod_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"--scorer {spec!r} cannot be loaded: {exc}") from None
-    if not callable(fn):
-        raise ValueError(f"--scorer {spec!r} is not callable")
-    return fn
+    return load_callable(spec, "--scorer", "scorer")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

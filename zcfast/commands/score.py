@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 import time
+
+from zcfast.commands import load_callable
 
 HELP = "score NB201 architectures (string or benchmark index) or a model (module:function) with the proxies"
 
@@ -43,16 +44,7 @@ def _proxies(text: str) -> tuple[str, ...]:
 def _load_model(spec: str, num_classes: int):
     import torch.nn as nn
 
-    if ":" not in spec:
-        raise ValueError(f"--model must look like 'package.module:function', got {spec!r}")
-    mod_name, fn_name = spec.split(":", 1)
-    try:
-        module = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise ValueError(f"--model: cannot import {mod_name!r}: {exc}") from exc
-    fn = getattr(module, fn_name, None)
-    if fn is None or not callable(fn):
-        raise ValueError(f"--model: {mod_name!r} has no callable {fn_name!r}")
+    fn = load_callable(spec, "--model", "model")
     try:
         net = fn(num_classes=num_classes)
     except TypeError:

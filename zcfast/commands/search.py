@@ -11,12 +11,13 @@ and proxy score) and ``OUT/summary.json``, and prints a summary. Deterministic p
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import os
 import sys
 from typing import Any
+
+from zcfast.commands import load_callable
 
 HELP = "NAS search (random, evolution, reinforce, brp) with zero-cost warmup / move proposal"
 
@@ -76,17 +77,7 @@ def _parse_options(items: list[str]) -> dict[str, Any]:
 
 
 def _load_trainer(spec: str) -> Any:
-    if ":" not in spec:
-        raise ValueError(f"--trainer expects 'module:function', got {spec!r}")
-    module_name, attr = spec.split(":", 1)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"cannot import trainer module {module_name!r}: {exc}") from exc
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise ValueError(f"trainer {spec!r} is not a callable")
-    return fn
+    return load_callable(spec, "--trainer", "trainer")
 
 
 def _space(name: str) -> Any:

@@ -272,9 +272,12 @@ def remove_batchnorms(net: nn.Module, keep: KeepBN = None
 # ------------------------------------------------------------------------------------------
 # passes
 # ------------------------------------------------------------------------------------------
-def _main_pass(net: nn.Module, x: torch.Tensor, targets: torch.Tensor | None, loss_fn: Callable,
-               layer_types: Sequence[type[nn.Module]], needs: set[str], ctx: PassContext) -> None:
-    """Run pass 1 on ``net`` (a private copy, modified freely) and fill ``ctx``."""
+def _prepare_copy(net: nn.Module, layer_types: Sequence[type[nn.Module]]
+                  ) -> tuple[list[tuple[str, nn.Module]], list[torch.Tensor]]:
+    """Put a private copy in training mode with only its counted weights requiring grad.
+
+    Returns the counted ``(name, module)`` layers and their weights, in the same order.
+    """
     net.train()
     layers = _counted_layers(net, layer_types)
     for p in net.parameters():
@@ -282,6 +285,13 @@ def _main_pass(net: nn.Module, x: torch.Tensor, targets: torch.Tensor | None, lo
     weights = [m.weight for _, m in layers]
     for w in weights:
         w.requires_grad_(True)
+    return layers, weights
+
+
+def _main_pass(net: nn.Module, x: torch.Tensor, targets: torch.Tensor | None, loss_fn: Callable,
+               layer_types: Sequence[type[nn.Module]], needs: set[str], ctx: PassContext) -> None:
+    """Run pass 1 on ``net`` (a private copy, modified freely) and fill ``ctx``."""
+    layers, weights = _prepare_copy(net, layer_types)
     want_fisher = "fisher" in needs
     want_hg = "hessian_grad" in needs
     want_jac = "jacobian" in needs
@@ -353,13 +363,7 @@ def _synflow_pass(net: nn.Module, x: torch.Tensor, layer_types: Sequence[type[nn
                   ctx: PassContext) -> None:
     """Run pass 2 on ``net`` (a private |θ| float64 copy, modified freely) and fill ``ctx``."""
     remove_batchnorms(net, keep_bn)
-    net.train()
-    layers = _counted_layers(net, layer_types)
-    for p in net.parameters():
-        p.requires_grad_(False)
-    weights = [m.weight for _, m in layers]
-    for w in weights:
-        w.requires_grad_(True)
+    layers, weights = _prepare_copy(net, layer_types)
     ones = torch.ones((1,) + tuple(x.shape[1:]), dtype=torch.float64, device=x.device)
     out = _forward(net, ones)
     r = out.sum()
