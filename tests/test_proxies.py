@@ -1,6 +1,7 @@
 """Proxy engine: each proxy against an independent computation on tiny seeded models."""
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import warnings
@@ -425,3 +426,62 @@ def test_a_proxy_needing_no_pass_sees_the_counted_weights() -> None:
     expected = float(net[1].weight.double().pow(2).sum() + net[3].weight.double().pow(2).sum())
     assert value == pytest.approx(expected, rel=1e-6)
     assert expected > 0
+
+
+class _TensorListModule(nn.Module):
+    """A user module keeping tensors in a plain list attribute: needs a deep copy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(5, 3)
+        self.bn = nn.BatchNorm1d(5)
+        self.scales = [torch.tensor(2.0)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.bn(x) * self.scales[0])
+
+
+@pytest.mark.parametrize("which", ["cnn", "tensor_list"])
+def test_synflow_clone_equals_deepcopy_route(which: str) -> None:
+    """The one-walk synflow copy equals deep copy + remove_batchnorms + |θ| float64, keeps
+    the chosen BatchNorms, never touches the original, and is freed without the garbage
+    collector (its recursive walker must not keep the copy alive through a cycle)."""
+    import gc
+    import weakref
+
+    from zcfast.proxies.engine import (PAPER_LAYER_TYPES, _synflow_clone_slow, remove_batchnorms,
+                                       synflow_clone)
+
+    net = small_cnn() if which == "cnn" else _TensorListModule()
+    net.eval()
+    keep = ["1"] if which == "cnn" else None
+    before = _snapshot(net)
+    fast, layers = synflow_clone(net, keep, PAPER_LAYER_TYPES)
+    slow, slow_layers = _synflow_clone_slow(net, keep, PAPER_LAYER_TYPES)
+    assert [n for n, _ in layers] == [n for n, _ in slow_layers]
+    assert all(m.weight.requires_grad and m.weight.dtype == torch.float64 for _, m in layers)
+    assert fast.training and all(m.training for m in fast.modules())
+    sd_fast, sd_slow = fast.state_dict(), slow.state_dict()
+    assert sd_fast.keys() == sd_slow.keys()
+    for k in sd_fast:
+        assert torch.equal(sd_fast[k], sd_slow[k]), k
+    if which == "cnn":
+        assert isinstance(fast[1], nn.BatchNorm2d) and isinstance(fast[4], nn.Identity)
+        assert fast[1].running_var.dtype == torch.float64
+        ref = copy.deepcopy(net)
+        remove_batchnorms(ref, keep)
+        assert isinstance(ref[4], nn.Identity)
+    x = torch.ones(1, 3, 8, 8, dtype=torch.float64) if which == "cnn" else torch.ones(2, 5, dtype=torch.float64)
+    assert torch.equal(fast(x), slow(x))
+    after = _snapshot(net)
+    for k, v in before[0].items():
+        assert torch.equal(v, after[0][k]), k
+    assert not net.training
+    gc.disable()
+    try:
+        ref_w = weakref.ref(layers[0][1].weight)
+        del fast, layers
+        assert ref_w() is None
+    finally:
+        gc.enable()

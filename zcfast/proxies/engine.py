@@ -43,11 +43,16 @@ KeepBN = Union[Callable[[str, nn.Module], bool], Collection[str], None]
 # ------------------------------------------------------------------------------------------
 # checks
 # ------------------------------------------------------------------------------------------
-def _counted_layers(model: nn.Module, layer_types: Sequence[type[nn.Module]]
-                    ) -> list[tuple[str, nn.Module]]:
+def _check_layer_types(layer_types: Sequence[type[nn.Module]]) -> tuple[type[nn.Module], ...]:
     types = tuple(layer_types)
     if not types or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
         raise ValueError(f"layer_types must be a non-empty tuple of nn.Module classes, got {layer_types!r}")
+    return types
+
+
+def _counted_layers(model: nn.Module, layer_types: Sequence[type[nn.Module]]
+                    ) -> list[tuple[str, nn.Module]]:
+    types = _check_layer_types(layer_types)
     layers = []
     for name, m in model.named_modules():
         if isinstance(m, types):
@@ -61,14 +66,15 @@ def _counted_layers(model: nn.Module, layer_types: Sequence[type[nn.Module]]
     return layers
 
 
-def _check_inputs(inputs: torch.Tensor, targets: torch.Tensor | None, need_targets: bool) -> None:
+def _check_inputs(inputs: torch.Tensor, targets: torch.Tensor | None, need_targets: bool,
+                  check_values: bool = True) -> None:
     if not isinstance(inputs, torch.Tensor):
         raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
     if not inputs.is_floating_point():
         raise ValueError(f"inputs must be a floating-point tensor, got dtype {inputs.dtype}")
     if inputs.dim() < 2 or inputs.shape[0] < 1:
         raise ValueError(f"inputs must be a batch [N, ...] with N >= 1, got shape {tuple(inputs.shape)}")
-    if not torch.isfinite(inputs).all():
+    if check_values and not torch.isfinite(inputs).all():
         raise ValueError("inputs contain NaN or inf")
     if need_targets:
         if not isinstance(targets, torch.Tensor):
@@ -145,13 +151,19 @@ class _OutputRecorder:
 
 @contextlib.contextmanager
 def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Run under ``torch.manual_seed(seed)`` without changing the caller's RNG state."""
+    """Run with the CPU generator (and, for a CUDA model, that device's generator) seeded with
+    ``seed``, restoring the caller's RNG states afterwards. Only the generators that are
+    restored are seeded (``torch.manual_seed`` would also reseed every other GPU and, before
+    CUDA is initialised, queue the call with a formatted stack trace: ~0.6 ms a call)."""
     if seed is None:
         yield
         return
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+        torch.random.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
         yield
 
 
@@ -231,7 +243,11 @@ def clone_module(model: nn.Module, tensor_fn: Callable[[torch.Tensor, bool], tor
         d["_modules"] = {k: (rec(c) if c is not None else None) for k, c in m._modules.items()}
         return new
 
-    return rec(model)
+    try:
+        return rec(model)
+    finally:
+        memo.clear()  # rec's closure refers to itself: free the memo now, not at the next gc
+        del rec
 
 
 def _main_copy(t: torch.Tensor, is_param: bool) -> torch.Tensor:
@@ -358,12 +374,172 @@ def _main_pass(net: nn.Module, x: torch.Tensor, targets: torch.Tensor | None, lo
             ctx.hessian_grads = [None] * len(weights)
 
 
-def _synflow_pass(net: nn.Module, x: torch.Tensor, layer_types: Sequence[type[nn.Module]],
+class _NeedsDeepcopy(Exception):
+    """Raised inside :func:`synflow_clone`'s walk when a module needs ``copy.deepcopy``."""
+
+
+_CLASS_KIND: dict[type, int] = {}
+_NOT_CLONABLE, _CLONABLE_BUILTIN, _CLONABLE_CHECK_ATTRS = 0, 1, 2
+
+
+def _class_kind(cls: type) -> int:
+    """How :func:`synflow_clone` may copy instances of ``cls`` (cached per class): not at all
+    (customised copying, RNNs' flat weights), as is (torch.nn's own modules), or after checking
+    that no attribute is a list/tuple holding tensors (user modules)."""
+    kind = _CLASS_KIND.get(cls)
+    if kind is None:
+        if issubclass(cls, nn.RNNBase):
+            kind = _NOT_CLONABLE
+        elif cls.__module__.startswith("torch.nn.modules."):
+            kind = _CLONABLE_BUILTIN
+        elif any(getattr(cls, a, None) is not getattr(nn.Module, a, None) for a in _COPY_HOOKS):
+            kind = _NOT_CLONABLE
+        else:
+            kind = _CLONABLE_CHECK_ATTRS
+        _CLASS_KIND[cls] = kind
+    return kind
+
+
+def synflow_clone(model: nn.Module, keep_bn: KeepBN, layer_types: Sequence[type[nn.Module]]
+                  ) -> tuple[nn.Module, list[tuple[str, nn.Module]]]:
+    """The synflow network of ``model`` in one walk: a private copy in training mode with every
+    BatchNorm not kept by ``keep_bn`` replaced by an identity, every floating parameter and
+    buffer replaced by its absolute value in float64 (the official ``state_dict`` ``abs_()`` on
+    a ``double()`` copy), and only the counted weights requiring grad.
+
+    Returns the copy and its counted ``(name, module)`` layers in ``named_modules`` order.
+    Faster than ``copy.deepcopy`` + :func:`remove_batchnorms` by about 10× on NB201's ~400
+    modules: module objects get shallow ``__dict__`` copies (hook dicts are shared with the
+    original: no hook is ever added to this copy), removed BatchNorms' tensors are never
+    copied, and all floating tensors of a device are converted in one concatenated
+    ``to(float64).abs_()`` and handed out as views. Models whose modules customise copying
+    (or keep tensors in list attributes, e.g. RNNs) are deep-copied first.
+    """
+    rule = _keep_bn_rule(keep_bn)
+    types = tuple(layer_types)
+    identity = nn.Identity()
+    memo: dict[int, nn.Module] = {}
+    tensors: dict[int, tuple[torch.Tensor, list]] = {}    # id -> (source, [(dict, key, is_param)])
+    layers: list[tuple[str, nn.Module]] = []
+
+    bn_type = nn.modules.batchnorm._BatchNorm
+    set_dict = object.__setattr__
+
+    def rec(m: nn.Module, name: str) -> nn.Module:
+        seen = memo.get(id(m))
+        if seen is not None:
+            return seen
+        if isinstance(m, bn_type) and not rule(name, m):
+            memo[id(m)] = identity
+            return identity
+        cls = type(m)
+        kind = _CLASS_KIND.get(cls)
+        if kind is None:
+            kind = _class_kind(cls)
+        if kind == _NOT_CLONABLE:
+            raise _NeedsDeepcopy
+        d = m.__dict__.copy()
+        if kind == _CLONABLE_CHECK_ATTRS:
+            for v in d.values():
+                if (type(v) is list or type(v) is tuple) and any(isinstance(e, torch.Tensor) for e in v):
+                    raise _NeedsDeepcopy
+        new = cls.__new__(cls)
+        memo[id(m)] = new
+        d["training"] = True
+        params = m._parameters
+        if params:
+            params = dict(params)
+            for k, t in params.items():
+                if t is not None:
+                    entry = tensors.get(id(t))
+                    if entry is None:
+                        tensors[id(t)] = entry = (t, [])
+                    entry[1].append((params, k, True))
+        else:
+            params = {}
+        buffers = m._buffers
+        if buffers:
+            buffers = dict(buffers)
+            for k, t in buffers.items():
+                if t is not None:
+                    entry = tensors.get(id(t))
+                    if entry is None:
+                        tensors[id(t)] = entry = (t, [])
+                    entry[1].append((buffers, k, False))
+        else:
+            buffers = {}
+        d["_parameters"] = params
+        d["_buffers"] = buffers
+        set_dict(new, "__dict__", d)
+        if isinstance(m, types):
+            w = params.get("weight")
+            if w is not None and isinstance(w, nn.Parameter) and not isinstance(w, nn.parameter.UninitializedParameter):
+                layers.append((name, new))
+        children = m._modules
+        if children:
+            prefix = name + "." if name else ""
+            d["_modules"] = {k: (rec(c, prefix + k) if c is not None else None) for k, c in children.items()}
+        else:
+            d["_modules"] = {}
+        return new
+
+    try:
+        net = rec(model, "")
+    except _NeedsDeepcopy:
+        return _synflow_clone_slow(model, keep_bn, layer_types)
+    finally:
+        # rec refers to itself through its closure cell: without this the cycle would keep
+        # memo (every new module and tensor) alive until the next garbage collection
+        memo.clear()
+        del rec
+
+    # convert: every floating tensor of a device in one cat -> float64 -> abs_, split into views
+    groups: dict[torch.device, list[torch.Tensor]] = {}
+    for t, _ in tensors.values():
+        if t.is_floating_point():
+            groups.setdefault(t.device, []).append(t)
+    converted: dict[int, torch.Tensor] = {}
+    for dev, ts in groups.items():
+        flat = torch.cat([t.detach().reshape(-1) for t in ts]).to(torch.float64)
+        if len(ts) == 1 and flat.data_ptr() == ts[0].data_ptr():
+            flat = flat.clone()
+        flat.abs_()
+        for t, piece in zip(ts, flat.split([t.numel() for t in ts])):
+            converted[id(t)] = piece.view(t.shape)
+    for tid, (t, uses) in tensors.items():
+        v = converted.get(tid)
+        if v is None:
+            v = t.detach().clone()                     # integer buffers, e.g. num_batches_tracked
+        param = None
+        for store, k, is_param in uses:
+            if is_param:
+                if param is None:
+                    param = nn.Parameter(v, requires_grad=False)
+                store[k] = param
+            else:
+                store[k] = v
+    for _, m in layers:
+        m.weight.requires_grad_(True)
+    return net, layers
+
+
+def _synflow_clone_slow(model: nn.Module, keep_bn: KeepBN, layer_types: Sequence[type[nn.Module]]
+                        ) -> tuple[nn.Module, list[tuple[str, nn.Module]]]:
+    """:func:`synflow_clone` for models it cannot walk: a deep copy, then the same changes."""
+    net = clone_module(model, _synflow_copy)
+    remove_batchnorms(net, keep_bn)
+    layers, _ = _prepare_copy(net, layer_types)
+    return net, layers
+
+
+def _synflow_pass(model: nn.Module, x: torch.Tensor, layer_types: Sequence[type[nn.Module]],
                   keep_bn: KeepBN,
                   ctx: PassContext) -> None:
-    """Run pass 2 on ``net`` (a private |θ| float64 copy, modified freely) and fill ``ctx``."""
-    remove_batchnorms(net, keep_bn)
-    layers, weights = _prepare_copy(net, layer_types)
+    """Run pass 2 on a private |θ| float64 copy of ``model`` (:func:`synflow_clone`) and fill ``ctx``."""
+    net, layers = synflow_clone(model, keep_bn, layer_types)
+    if not layers:
+        _counted_layers(net, layer_types)  # raises the usual "no weight layers" error
+    weights = [m.weight for _, m in layers]
     ones = torch.ones((1,) + tuple(x.shape[1:]), dtype=torch.float64, device=x.device)
     out = _forward(net, ones)
     r = out.sum()
@@ -434,22 +610,32 @@ def score_detailed(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
     specs = resolve(proxies)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    layers = _counted_layers(model, layer_types)
     needs: set[str] = set()
     for s in specs:
         needs.update(s.needs)
     main_needs = needs - {"synflow"}
+    if main_needs or not needs:
+        layers = _counted_layers(model, layer_types)
+        device = _model_device(layers)
+    else:  # synflow alone: its private copy finds the counted layers (one module walk, not two)
+        _check_layer_types(layer_types)
+        first = next(model.parameters(), None)
+        if first is None:
+            _counted_layers(model, layer_types)  # raises "no weight layers"
+        layers = None
+        device = first.device
     need_targets = bool(main_needs - {"jacobian"})
-    _check_inputs(inputs, targets, need_targets)
-    device = _model_device(layers)
+    # synflow alone reads only the inputs' shape (its input is all ones): values unchecked
+    _check_inputs(inputs, targets, need_targets, check_values=bool(main_needs))
     x = inputs.detach().to(device)
     t = targets.detach().to(device) if need_targets and targets is not None else None
 
     ctx = PassContext()
-    # A proxy that needs no pass (e.g. a function of the weights alone) still sees the counted
-    # layers; the passes below replace these with their own (copied) tensors.
-    ctx.layer_names = [name for name, _ in layers]
-    ctx.weights = [m.weight.detach() for _, m in layers]
+    if layers is not None:
+        # A proxy that needs no pass (e.g. a function of the weights alone) still sees the
+        # counted layers; the passes below replace these with their own (copied) tensors.
+        ctx.layer_names = [name for name, _ in layers]
+        ctx.weights = [m.weight.detach() for _, m in layers]
     try:
         with _seeded(seed, device):
             if main_needs:
@@ -457,9 +643,7 @@ def score_detailed(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
                 _main_pass(net, x, t, loss_fn, layer_types, main_needs, ctx)
                 del net
             if "synflow" in needs:
-                net = clone_module(model, _synflow_copy)
-                _synflow_pass(net, x, layer_types, synflow_keep_bn, ctx)
-                del net
+                _synflow_pass(model, x, layer_types, synflow_keep_bn, ctx)
         results = {}
         for spec in specs:
             results[spec.name] = _finalise(spec, spec.fn(ctx), ctx, per_layer)
