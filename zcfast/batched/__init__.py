@@ -29,7 +29,7 @@ does not make CPU convolutions cheaper; gathering op groups' channel slices and 
 larger activations cost memory traffic), so ``choose_k`` picks K = 1 there. The CPU gain over
 one-at-a-time scoring comes from what K = 1 keeps: one forward for jacob_cov and the
 cross-entropy proxies, edges that cannot affect any proxy skipped, the bit-exact fast weight
-initialisation (no module construction), and the 3×3 average pool as a depthwise convolution.
+initialisation (no module construction), and the 3×3 average pool as separable shifted sums.
 Stacking is meant for GPUs, where one pass over K candidates replaces K small kernel launches;
 bench/gpu_throughput.sh measures that (not run yet: no GPU was available when this was written).
 """
