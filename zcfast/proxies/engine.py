@@ -425,6 +425,17 @@ def synflow_clone(model: nn.Module, keep_bn: KeepBN, layer_types: Sequence[type[
     bn_type = nn.modules.batchnorm._BatchNorm
     set_dict = object.__setattr__
 
+    def new_store(old: dict, is_param: bool) -> dict:
+        """A new ``_parameters``/``_buffers`` dict whose tensors are filled in after the walk."""
+        store = dict(old)
+        for k, t in store.items():
+            if t is not None:
+                entry = tensors.get(id(t))
+                if entry is None:
+                    tensors[id(t)] = entry = (t, [])
+                entry[1].append((store, k, is_param))
+        return store
+
     def rec(m: nn.Module, name: str) -> nn.Module:
         seen = memo.get(id(m))
         if seen is not None:
@@ -446,30 +457,8 @@ def synflow_clone(model: nn.Module, keep_bn: KeepBN, layer_types: Sequence[type[
         new = cls.__new__(cls)
         memo[id(m)] = new
         d["training"] = True
-        params = m._parameters
-        if params:
-            params = dict(params)
-            for k, t in params.items():
-                if t is not None:
-                    entry = tensors.get(id(t))
-                    if entry is None:
-                        tensors[id(t)] = entry = (t, [])
-                    entry[1].append((params, k, True))
-        else:
-            params = {}
-        buffers = m._buffers
-        if buffers:
-            buffers = dict(buffers)
-            for k, t in buffers.items():
-                if t is not None:
-                    entry = tensors.get(id(t))
-                    if entry is None:
-                        tensors[id(t)] = entry = (t, [])
-                    entry[1].append((buffers, k, False))
-        else:
-            buffers = {}
-        d["_parameters"] = params
-        d["_buffers"] = buffers
+        d["_parameters"] = params = new_store(m._parameters, True)
+        d["_buffers"] = new_store(m._buffers, False)
         set_dict(new, "__dict__", d)
         if isinstance(m, types):
             w = params.get("weight")
