@@ -42,14 +42,48 @@ def synflow_bn_rule(space_name: str, net: nn.Module) -> list[str] | None:
     return None
 
 
-def build_seeded(space: Any, arch: Any, seed: int = 42, num_classes: int = 10) -> nn.Module:
+def check_space_variant(space: Any, variant: str) -> str:
+    """Validate a network ``variant`` for ``space`` (its ``variants``; other spaces: ``benchmark``).
+
+    Raises:
+        ValueError naming the bad variant and the space's variants.
+    """
+    variants = tuple(getattr(space, "variants", ("benchmark",)))
+    if not isinstance(variant, str) or variant not in variants:
+        raise ValueError(f"unknown network variant {variant!r} for the {getattr(space, 'name', space)!s} "
+                         f"space; expected one of {', '.join(variants)}")
+    return variant
+
+
+def bias_seed(seed: int, key: str) -> int:
+    """Seed of the generator that draws an ``official`` NB201 network's cell conv biases.
+
+    ``arch_seed(seed, "conv_bias:" + key)``: independent of the weights' stream
+    (``arch_seed(seed, key)``), so the variant's weights equal the benchmark network's.
+    """
+    return arch_seed(seed, "conv_bias:" + key)
+
+
+def build_seeded(space: Any, arch: Any, seed: int = 42, num_classes: int = 10, *,
+                 variant: str = "benchmark") -> nn.Module:
     """``space.build(arch, num_classes)`` under ``torch.manual_seed(arch_seed(seed, space.key(arch)))``.
 
-    The caller's global RNG state is left unchanged.
+    ``variant`` (NB201 only besides the default ``"benchmark"``): ``"official"`` builds the
+    zero-cost-nas paper's model (``NB201Space.build``), its cell conv biases drawn after the
+    weights from a generator seeded with :func:`bias_seed`, so the weights are bit-identical to
+    the ``benchmark`` network's. The caller's global RNG state is left unchanged.
+
+    Raises:
+        ValueError: a variant the space does not offer (named in the message).
     """
+    check_space_variant(space, variant)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(arch_seed(seed, space.key(arch)))
-        return space.build(arch, num_classes=num_classes)
+        key = space.key(arch)
+        torch.manual_seed(arch_seed(seed, key))
+        if variant == "benchmark":
+            return space.build(arch, num_classes=num_classes)
+        gen = torch.Generator().manual_seed(bias_seed(seed, key))
+        return space.build(arch, num_classes=num_classes, variant=variant, bias_generator=gen)
 
 
 def score_arch(space: Any, arch: Any, inputs: torch.Tensor, targets: torch.Tensor | None,
@@ -58,7 +92,8 @@ def score_arch(space: Any, arch: Any, inputs: torch.Tensor, targets: torch.Tenso
                detailed: bool = False,
                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
                layer_types: Sequence[type[nn.Module]] = PAPER_LAYER_TYPES,
-               per_layer: bool = False) -> dict[str, float] | dict[str, ProxyResult]:
+               per_layer: bool = False,
+               variant: str = "benchmark") -> dict[str, float] | dict[str, ProxyResult]:
     """Build ``arch`` of ``space`` with its per-architecture seed and score it.
 
     Args:
@@ -70,6 +105,9 @@ def score_arch(space: Any, arch: Any, inputs: torch.Tensor, targets: torch.Tenso
         num_classes: classifier width.
         device: where the network is built and scored.
         detailed: return ``{name: ProxyResult}`` (with errors) instead of ``{name: float}``.
+        variant: the network variant (:func:`build_seeded`): ``"benchmark"`` (default) or, for
+            NB201, ``"official"`` (the zero-cost-nas paper's model: cell conv biases,
+            affine-free cell BatchNorms).
 
     The network is owned by this call, so no copy of it is made; synflow on NB201 keeps the
     BatchNorms of the residual reduction blocks (official quirk), other spaces remove all.
@@ -78,7 +116,7 @@ def score_arch(space: Any, arch: Any, inputs: torch.Tensor, targets: torch.Tenso
         import zcfast.spaces
 
         space = zcfast.spaces.get(space)
-    net = build_seeded(space, arch, seed, num_classes).to(device)
+    net = build_seeded(space, arch, seed, num_classes, variant=variant).to(device)
     keep = synflow_bn_rule(getattr(space, "name", ""), net)
     res = score_detailed(net, inputs, targets, proxies, loss_fn, layer_types, per_layer,
                          synflow_keep_bn=keep, seed=seed, _owned=True)

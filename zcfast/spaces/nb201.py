@@ -15,6 +15,10 @@ stages of N cells at C, 2C, 4C channels separated by residual reduction blocks; 
 BN-ReLU, global average pooling, linear classifier. BatchNorm is affine with running stats,
 cell ops are ReLU-Conv-BN, average pooling does not count padding. Defaults C=16, N=5.
 
+``NB201Space.build(arch, variant="official")`` builds instead the cell ops of the zero-cost-nas
+paper's own NB201 model (``VARIANTS``): every cell conv has a bias and cell BatchNorms have no
+affine parameters and no running statistics (see :func:`add_official_cell_form`).
+
 Ground truth comes from the shipped table ``zcfast/assets/nb201/nb201_groundtruth_merged.csv.gz``
 (see the README there for provenance); ``table()`` exposes it as numpy arrays.
 """
@@ -23,10 +27,11 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import math
 import random
 import threading
 from importlib import resources
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Literal, Sequence, get_args
 
 import numpy as np
 import torch
@@ -47,6 +52,20 @@ _OP_INDEX = {op: i for i, op in enumerate(OPS)}
 _NASLIB_INDEX = {op: i for i, op in enumerate(NASLIB_OPS)}
 
 Arch201 = tuple  # tuple[str, str, str, str, str, str]
+
+#: Network variants ``NB201Space.build`` offers (``variant=``):
+#:   ``benchmark`` (default): the benchmark's own network (bias-free convs, affine BatchNorm);
+#:   ``official``: the zero-cost-nas paper's NB201 model (``foresight/models/nasbench2``), whose
+#:   cell ops are ReLU -> Conv2d(bias=True) -> BatchNorm2d(affine=False, track_running_stats=False).
+Variant = Literal["benchmark", "official"]
+VARIANTS: tuple[str, ...] = get_args(Variant)
+
+
+def check_variant(variant: Any) -> str:
+    """Validate an NB201 network variant name (``VARIANTS``); ValueError naming a bad one."""
+    if not isinstance(variant, str) or variant not in VARIANTS:
+        raise ValueError(f"unknown NB201 network variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+    return variant
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,6 +317,7 @@ class NB201Network(nn.Module):
 
     Attributes:
         arch: the 6-tuple of ops of every cell.
+        variant: ``"benchmark"`` or ``"official"`` (see :func:`add_official_cell_form`).
         stem, cells (ModuleList: N cells, block, N cells, block, N cells), lastact, classifier.
 
     BatchNorm roles (for synflow's official quirk, which removes stem/cell/final BNs but keeps
@@ -309,6 +329,8 @@ class NB201Network(nn.Module):
                  cells_per_stage: int = 5) -> None:
         super().__init__()
         self.arch = arch
+        #: "benchmark", or "official" after :func:`add_official_cell_form`.
+        self.variant: str = "benchmark"
         c = channels
         self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
         layers: list[nn.Module] = []
@@ -342,6 +364,51 @@ class NB201Network(nn.Module):
         """Stem, cell and final BatchNorms (the ones the official NB201 synflow removes)."""
         keep = {id(m) for m in self.reduction_batchnorms()}
         return [m for m in self.modules() if isinstance(m, nn.BatchNorm2d) and id(m) not in keep]
+
+    def cell_convs(self) -> list[nn.Conv2d]:
+        """Every convolution inside the cells, in module order (reduction blocks excluded)."""
+        return [m for layer in self.cells if isinstance(layer, NB201Cell)
+                for m in layer.modules() if isinstance(m, nn.Conv2d)]
+
+
+def add_official_cell_form(net: NB201Network, generator: torch.Generator | None = None) -> int:
+    """Turn a benchmark network into the zero-cost-nas paper's NB201 model, in place.
+
+    The official model (``foresight/models/nasbench2_ops.py``) builds cell ops as ReLU ->
+    ``Conv2d(bias=not affine)`` -> ``BatchNorm2d(affine=False, track_running_stats=False)``:
+    every cell conv gets a bias, initialised as PyTorch's default (uniform in
+    ±1/sqrt(fan_in)), drawn here from ``generator`` (default: torch's global generator) in
+    ``cell_convs()`` order, *after* every weight was drawn; every cell BatchNorm is replaced by
+    an affine-free, statistics-free one. Stem, final and reduction-block layers are unchanged
+    (as the official model). So the conv weights equal the benchmark network's, and only
+    proxies that see the bias differ: fisher (it hooks the conv output Wx + b) and synflow
+    (which removes cell BatchNorms, so |b| enters the flow); before a batch-statistics
+    BatchNorm the bias cancels in the forward pass.
+
+    Returns:
+        the number of convolutions that received a bias.
+    """
+    n = 0
+    for conv in net.cell_convs():
+        if conv.bias is not None:
+            raise ValueError("add_official_cell_form: the network already has cell conv biases")
+        fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1] // conv.groups
+        bound = 1.0 / math.sqrt(fan_in)
+        bias = torch.empty(conv.out_channels, dtype=conv.weight.dtype)
+        bias.uniform_(-bound, bound, generator=generator)
+        conv.bias = nn.Parameter(bias.to(conv.weight.device))
+        n += 1
+    for layer in net.cells:
+        if not isinstance(layer, NB201Cell):
+            continue
+        for op in layer.edges:
+            if isinstance(op, ReLUConvBN) and isinstance(op[2], nn.BatchNorm2d):
+                bn = op[2]
+                # no parameters or buffers: nothing to move to the network's device
+                op[2] = nn.BatchNorm2d(bn.num_features, eps=bn.eps, momentum=bn.momentum,
+                                       affine=False, track_running_stats=False)
+    net.variant = "official"
+    return n
 
 
 # --------------------------------------------------------------------------------------------
@@ -453,6 +520,8 @@ class NB201Space(SearchSpace):
 
     name = "nb201"
     num_choices = [len(OPS)] * 6
+    #: network variants ``build`` accepts (``variant=``); the first is the default.
+    variants: tuple[str, ...] = VARIANTS
 
     def size(self) -> int:
         return NUM_ARCHS
@@ -543,15 +612,35 @@ class NB201Space(SearchSpace):
         return adj, feat
 
     def build(self, arch: Any, num_classes: int = 10, *, channels: int = 16,
-              cells_per_stage: int = 5) -> NB201Network:
-        """The benchmark network (default 16 channels, 5 cells per stage; 10/100/120 classes)."""
+              cells_per_stage: int = 5, variant: Variant = "benchmark",
+              bias_generator: torch.Generator | None = None) -> NB201Network:
+        """The NB201 network (default 16 channels, 5 cells per stage; 10/100/120 classes).
+
+        Args:
+            variant: ``"benchmark"`` (default): the benchmark's own network, bias-free convs and
+                affine BatchNorm everywhere. ``"official"``: the zero-cost-nas paper's model: cell
+                convs with a bias, cell BatchNorms affine-free and statistics-free
+                (:func:`add_official_cell_form`). The weights are drawn first, in the same order
+                for both, so under the same seed the conv and linear weights are identical.
+            bias_generator: where the ``official`` variant draws its cell conv biases (after
+                all weights); default torch's global generator. ``zcfast.proxies.build_seeded``
+                passes one seeded from (init seed, architecture).
+
+        Raises:
+            ValueError: bad architecture, ``num_classes``, ``channels``, ``cells_per_stage`` or
+                an unknown ``variant`` (named in the message).
+        """
         a = check_arch(arch)
         num_classes = check_num_classes(num_classes)
+        variant = check_variant(variant)
         if not isinstance(channels, int) or channels < 1:
             raise ValueError(f"channels must be a positive int, got {channels!r}")
         if not isinstance(cells_per_stage, int) or cells_per_stage < 0:
             raise ValueError(f"cells_per_stage must be a non-negative int, got {cells_per_stage!r}")
-        return NB201Network(a, num_classes, channels, cells_per_stage)
+        net = NB201Network(a, num_classes, channels, cells_per_stage)
+        if variant == "official":
+            add_official_cell_form(net, bias_generator)
+        return net
 
     def ground_truth(self, arch: Any, dataset: str = "cifar10", metric: str = "test") -> float:
         """Benchmark accuracy (%) of ``arch`` from the shipped table.
