@@ -8,7 +8,8 @@ and seconds per architecture, beside the paper's numbers and a reduced-training 
 Resumability: every score is written to a :class:`zcfast.store.ResultStore` as it is computed
 (buffered at most :data:`FLUSH_SECONDS` seconds). Each proxy has its own run in the store,
 identified by everything that determines its value (space, proxy, batch fingerprint, number
-of classes, init seed, device type), and rows are keyed by the architecture's canonical text
+of classes, init seed, device type, and when not the defaults the network variant and the
+per-architecture batch scheme), and rows are keyed by the architecture's canonical text
 (one row per benchmark entry, as the paper scores every entry, isomorphic ones included). So:
 
 - an interrupted study continues where it stopped, recomputing nothing that was stored;
@@ -30,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
@@ -184,11 +186,12 @@ def sample_archs(space: Any, n: int | None, seed: int) -> list[Any]:
 
 
 def _default_score_fn(space: Any, arch: Any, inputs: torch.Tensor, targets: torch.Tensor,
-                      proxies: Sequence[str], seed: int, num_classes: int, device: str) -> Mapping[str, float]:
+                      proxies: Sequence[str], seed: int, num_classes: int, device: str,
+                      variant: str = "benchmark") -> Mapping[str, float]:
     import zcfast
 
     return zcfast.score_arch(space, arch, inputs, targets, list(proxies), seed=seed,
-                             num_classes=num_classes, device=device)
+                             num_classes=num_classes, device=device, variant=variant)
 
 
 # ------------------------------------------------------------------------------------------
@@ -250,6 +253,8 @@ def correlate(
     shard: tuple[int, int] | None = None,
     workers: int = 0,
     recycle: int = 10,
+    variant: str = "benchmark",
+    batch_per_arch: bool = False,
 ) -> StudyResult:
     """Run the correlation study; see the module docstring.
 
@@ -266,7 +271,16 @@ def correlate(
         data: images for the batch (shipped name or user dataset path); default the shipped
             set of ``dataset`` (see :func:`zcfast.data.paper_batch`).
         batch_size, batch_seed, augment: the batch (paper: 64, 42, augmented).
+        batch_per_arch: False (default): one batch (``batch_seed``) for every architecture, as
+            the paper's text says. True: a new batch for each architecture, as the official
+            loop (``iter(train_loader)`` per architecture), drawn reproducibly from
+            (``batch_seed``, ``space.key(arch)``) with the same images and augmentation
+            (:class:`zcfast.data.PaperBatches`), so runs stay resumable and shardable.
         init_seed: seed of the per-architecture initialisation (``zcfast.proxies.arch_seed``).
+        variant: the network built for each architecture (``zcfast.score_arch``):
+            ``"benchmark"`` (default), or for NB201 ``"official"``, the zero-cost-nas paper's
+            model (cell conv biases, affine-free statistics-free cell BatchNorms). Applies to the
+            default scorer only (a ``score_fn`` builds its own network).
         metric: ground-truth metric of ``space.ground_truth`` (NB201: ``test`` = 200-epoch test
             accuracy, ``test_robot``, ``valid``, ...). Default: the column closest to the paper's
             (:data:`PAPER_GROUND_TRUTH`): for NB201 CIFAR-10 ``valid``, the accuracy of the
@@ -295,10 +309,15 @@ def correlate(
         :class:`StudyResult`.
 
     Raises:
-        ValueError / FileNotFoundError: bad space, dataset, proxy, metric, data or store, all
-        checked before the store is opened or written.
+        ValueError / FileNotFoundError: bad space, dataset, proxy, metric, data, variant or
+        store, all checked before the store is opened or written.
+
+    The store key of each proxy's run (what determines a value) includes ``variant`` and
+    ``batch_per_arch`` when they are not the defaults, so scores of different variants or
+    batch schemes never mix (and stores written before these options existed keep their keys).
     """
     from . import spaces
+    from .proxies.arch import check_space_variant
     from .store import ResultStore, ScoreRow, config_id
 
     # ---- validate everything before touching the store
@@ -319,6 +338,11 @@ def correlate(
         raise ValueError(f"unknown device {device!r}; use cpu or cuda")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device cuda requested but torch.cuda.is_available() is False")
+    check_space_variant(sp, variant)
+    if score_fn is not None and variant != "benchmark":
+        raise ValueError(f"variant {variant!r} applies to the default scorer; a score_fn builds its own network")
+    if not isinstance(batch_per_arch, bool):
+        raise ValueError(f"batch_per_arch must be a bool, got {batch_per_arch!r}")
     if metric is None:
         metric = PAPER_GROUND_TRUTH.get((sp.name, ds), "test")
     archs = sample_archs(sp, n, seed)
@@ -334,10 +358,15 @@ def correlate(
                 np.array([sp.ground_truth(a, ds, c) for a in archs], dtype=np.float64))
         for label, m, c, _ in base_specs
     }
-    x, y = zdata.paper_batch(ds, batch_size, batch_seed, data=data, augment=augment)
+    batches = zdata.PaperBatches(ds, batch_size, batch_seed, data=data, augment=augment)
+    x, y = batches.fixed()
     num_classes = zdata.NUM_CLASSES[ds]
     fingerprint = zdata.batch_fingerprint(x, y)
-    score = score_fn or _default_score_fn
+    score: ScoreFn = score_fn or functools.partial(_default_score_fn, variant=variant)
+    arch_batches = batches if batch_per_arch else None
+
+    def batch_for(a: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return (x, y) if arch_batches is None else arch_batches.for_arch(sp.key(a))
 
     out_dir = Path(out) if out is not None else None
     store_path = Path(store) if store is not None else out_dir / "results.sqlite"  # type: ignore[operator]
@@ -355,6 +384,11 @@ def correlate(
         "device": torch.device(device).type,
         "row_key": "arch_str",
     }
+    # only when not the default, so the run ids of earlier stores are unchanged
+    if batch_per_arch:
+        base_config["batch"]["per_arch"] = "make_batch(seed=sha256(f'{seed}:batch:{space.key(arch)}'))"
+    if variant != "benchmark":
+        base_config["variant"] = variant
     t_start = time.perf_counter()
     arch_strs = [sp.encode(a) for a in archs]
     values: dict[str, dict[str, float]] = {p: {} for p in names}
@@ -400,9 +434,10 @@ def correlate(
         try:
             if workers > 0:
                 results = _pool_results(sp, todo, names, values, x, y, init_seed, num_classes, device,
-                                        workers, recycle, score_fn)
+                                        workers, recycle, score, arch_batches)
             else:
-                results = _inline_results(sp, todo, names, values, x, y, init_seed, num_classes, device, score)
+                results = _inline_results(sp, todo, names, values, batch_for, init_seed, num_classes, device,
+                                          score)
             for s, missing, res, err, dt in results:
                 seconds[s] = dt
                 for p in missing:
@@ -440,11 +475,12 @@ def correlate(
         for p in names:
             ts = []
             for a in archs[:time_sample]:
+                xa, ya = batch_for(a)
                 t0 = time.perf_counter()
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", RuntimeWarning)
-                        score(sp, a, x, y, [p], seed=init_seed, num_classes=num_classes, device=device)
+                        score(sp, a, xa, ya, [p], seed=init_seed, num_classes=num_classes, device=device)
                 except Exception:
                     pass
                 ts.append(time.perf_counter() - t0)
@@ -465,6 +501,8 @@ def correlate(
         "batch": base_config["batch"],
         "num_classes": num_classes,
         "init_seed": init_seed,
+        "variant": variant,
+        "batch_per_arch": batch_per_arch,
         "device": str(device),
         "store": str(store_path),
         "run_ids": run_ids,
@@ -502,10 +540,11 @@ def _score_one(score: ScoreFn, sp: Any, a: Any, missing: list[str], x: torch.Ten
     return res, err, time.perf_counter() - t0
 
 
-def _inline_results(sp, todo, names, values, x, y, init_seed, num_classes, device, score):
+def _inline_results(sp, todo, names, values, batch_for, init_seed, num_classes, device, score):
     """Score in this process; yields (arch_str, missing proxies, values, error, seconds)."""
     for a, s in todo:
         missing = [p for p in names if s not in values[p]]
+        x, y = batch_for(a)
         res, err, dt = _score_one(score, sp, a, missing, x, y, init_seed, num_classes, device)
         yield s, missing, res, err, dt
 
@@ -513,32 +552,36 @@ def _inline_results(sp, todo, names, values, x, y, init_seed, num_classes, devic
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(space_name: str, x: np.ndarray, y: np.ndarray, score_fn: ScoreFn | None) -> None:
+def _worker_init(space_name: str, x: np.ndarray, y: np.ndarray, score_fn: ScoreFn | None,
+                 arch_batches: zdata.PaperBatches | None = None) -> None:
     torch.set_num_threads(1)
     from . import spaces
 
     _WORKER.update(sp=spaces.get(space_name), x=torch.from_numpy(x), y=torch.from_numpy(y),
-                   score=score_fn or _default_score_fn)
+                   score=score_fn or _default_score_fn, batches=arch_batches)
 
 
 def _worker_task(task: tuple[str, list[str], int, int, str]) -> tuple[str, list[str], dict[str, float], str | None, float]:
     s, missing, init_seed, num_classes, device = task
     w = _WORKER
-    res, err, dt = _score_one(w["score"], w["sp"], w["sp"].decode(s), missing, w["x"], w["y"], init_seed,
-                              num_classes, device)
+    a = w["sp"].decode(s)
+    x, y = (w["x"], w["y"]) if w["batches"] is None else w["batches"].for_arch(w["sp"].key(a))
+    res, err, dt = _score_one(w["score"], w["sp"], a, missing, x, y, init_seed, num_classes, device)
     return s, missing, res, err, dt
 
 
-def _pool_results(sp, todo, names, values, x, y, init_seed, num_classes, device, workers, recycle, score_fn):
+def _pool_results(sp, todo, names, values, x, y, init_seed, num_classes, device, workers, recycle, score_fn,
+                  arch_batches=None):
     """Score in ``workers`` spawned processes, each replaced after ``recycle`` architectures
     (bounds the memory of a scorer that leaks). Only this (parent) process writes the store.
+    With ``arch_batches`` each worker draws each architecture's own batch (the same as inline).
     Yields results as they complete (any order)."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     tasks = [(s, [p for p in names if s not in values[p]], init_seed, num_classes, device) for _, s in todo]
     pool = ctx.Pool(workers, initializer=_worker_init,
-                    initargs=(sp.name, x.numpy(), y.numpy(), score_fn), maxtasksperchild=recycle)
+                    initargs=(sp.name, x.numpy(), y.numpy(), score_fn, arch_batches), maxtasksperchild=recycle)
     try:
         yield from pool.imap_unordered(_worker_task, tasks, chunksize=1)
         pool.close()
@@ -645,6 +688,10 @@ def format_table(summary: Mapping[str, Any]) -> str:
     gt = summary.get("ground_truth", {})
     title = (f"{summary.get('space', '?')} / {summary.get('dataset', '?')}: {summary.get('n', '?')} architectures, "
              f"ground truth {gt.get('column') or gt.get('metric', '?')}, NaN scores: {summary.get('nan_policy')}")
+    if summary.get("variant", "benchmark") != "benchmark":
+        title += f", network variant {summary['variant']}"
+    if summary.get("batch_per_arch"):
+        title += ", one batch per architecture"
     lines = [title, fmt_row(head), line] + [fmt_row(r) for r in rows]
     notes = ["rho = Spearman, tau = Kendall tau-b; paper = |rho| of Abdelfattah et al. (all 15,625 NB201 archs); "
              "s/arch = median seconds per architecture, each proxy alone"]

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 
 __all__ = [
+    "PaperBatches",
+    "arch_batch_seed",
     "DATASETS",
     "MEAN",
     "STD",
@@ -261,6 +263,31 @@ def make_batch(
     return (xf - m) / s, y
 
 
+def _paper_images(ds: str, batch_size: int, data: str | os.PathLike | None) -> tuple[np.ndarray, np.ndarray]:
+    """The images and labels the paper's batch of dataset ``ds`` is drawn from, validated."""
+    if data is None:
+        data = _DEFAULT_DATA[ds]
+        if data is None:
+            raise ValueError(
+                f"no {ds} images are shipped with zcfast; pass a dataset of "
+                f"{IMAGE_SIZE[ds]}x{IMAGE_SIZE[ds]} images with labels 0..{NUM_CLASSES[ds] - 1} "
+                "(an .npz or an image folder, e.g. --data PATH)"
+            )
+    images, labels, _ = load_dataset(data)
+    if batch_size > images.shape[0]:
+        hint = (
+            " (zcfast ships only 20 CIFAR-100 images: use batch_size <= 20 or pass a dataset)"
+            if data == "cifar100" else ""
+        )
+        raise ValueError(f"batch_size {batch_size} is larger than the {images.shape[0]} images of {str(data)!r}{hint}")
+    if labels.max() >= NUM_CLASSES[ds]:
+        raise ValueError(
+            f"label {int(labels.max())} in {str(data)!r} is out of range for {ds} "
+            f"({NUM_CLASSES[ds]} classes, labels 0..{NUM_CLASSES[ds] - 1})"
+        )
+    return images, labels
+
+
 def paper_batch(
     dataset: str = "cifar10",
     batch_size: int = 64,
@@ -288,27 +315,58 @@ def paper_batch(
             CIFAR-100 has 20), or labels outside ``[0, num_classes)`` of the dataset.
     """
     ds = canonical_dataset(dataset)
-    if data is None:
-        data = _DEFAULT_DATA[ds]
-        if data is None:
-            raise ValueError(
-                f"no {ds} images are shipped with zcfast; pass a dataset of "
-                f"{IMAGE_SIZE[ds]}x{IMAGE_SIZE[ds]} images with labels 0..{NUM_CLASSES[ds] - 1} "
-                "(an .npz or an image folder, e.g. --data PATH)"
-            )
-    images, labels, _ = load_dataset(data)
-    if batch_size > images.shape[0]:
-        hint = (
-            " (zcfast ships only 20 CIFAR-100 images: use batch_size <= 20 or pass a dataset)"
-            if data == "cifar100" else ""
-        )
-        raise ValueError(f"batch_size {batch_size} is larger than the {images.shape[0]} images of {str(data)!r}{hint}")
-    if labels.max() >= NUM_CLASSES[ds]:
-        raise ValueError(
-            f"label {int(labels.max())} in {str(data)!r} is out of range for {ds} "
-            f"({NUM_CLASSES[ds]} classes, labels 0..{NUM_CLASSES[ds] - 1})"
-        )
+    images, labels = _paper_images(ds, batch_size, data)
     return make_batch(images, labels, batch_size, seed, MEAN[ds], STD[ds], augment=augment)
+
+
+def arch_batch_seed(seed: int, key: str) -> int:
+    """Seed of one architecture's batch (``PaperBatches.for_arch``): depends only on (seed, key).
+
+    ``int.from_bytes(sha256(f"{seed}:batch:{key}").digest()[:8], "little") & (2**63 - 1)`` (the
+    ``batch:`` tag keeps it apart from the architecture's weight seed, design.md §5).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"batch seed must be an int, got {seed!r}")
+    if not isinstance(key, str):
+        raise ValueError(f"architecture key must be a str, got {type(key).__name__}")
+    digest = hashlib.sha256(f"{seed}:batch:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+class PaperBatches:
+    """The paper's batch, fixed or drawn anew for each architecture, from images loaded once.
+
+    ``fixed()`` is :func:`paper_batch` (one batch for every architecture, zcfast's default).
+    ``for_arch(key)`` mimics the official zero-cost-nas loop, which calls
+    ``iter(train_loader)`` once per architecture so every architecture sees a new random,
+    augmented batch; here the draw is reproducible: ``make_batch`` with the seed
+    :func:`arch_batch_seed` ``(seed, key)``, same images, augmentation and normalisation.
+    Picklable (holds numpy arrays), so worker processes can draw the same batches.
+
+    Raises:
+        ValueError / FileNotFoundError: as :func:`paper_batch` (checked at construction).
+    """
+
+    def __init__(self, dataset: str = "cifar10", batch_size: int = 64, seed: int = 42, *,
+                 data: str | os.PathLike | None = None, augment: bool = True) -> None:
+        self.dataset = canonical_dataset(dataset)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.augment = augment
+        self.images, self.labels = _paper_images(self.dataset, batch_size, data)
+
+    def _draw(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        ds = self.dataset
+        return make_batch(self.images, self.labels, self.batch_size, seed, MEAN[ds], STD[ds],
+                          augment=self.augment)
+
+    def fixed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The one batch of seed ``seed`` (equals ``paper_batch(dataset, batch_size, seed, ...)``)."""
+        return self._draw(self.seed)
+
+    def for_arch(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch of the architecture with key ``key`` (e.g. ``space.key(arch)``)."""
+        return self._draw(arch_batch_seed(self.seed, key))
 
 
 def batch_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:

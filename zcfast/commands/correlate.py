@@ -47,6 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-seed", type=int, default=42, help="seed of the batch draw (paper: 42)")
     parser.add_argument("--no-augment", action="store_true", help="no random crop/flip on the batch")
     parser.add_argument("--init-seed", type=int, default=42, help="seed of the per-architecture initialisation")
+    parser.add_argument("--variant", default="benchmark",
+                        help="network built for each architecture: benchmark (default: the benchmark's own "
+                             "network) or, for nb201, official (the zero-cost-nas paper's model: a bias on "
+                             "every cell conv, affine-free cell BatchNorms); a separate run in the store")
+    parser.add_argument("--batch-per-arch", action="store_true",
+                        help="a new batch for every architecture, as the official loop, drawn reproducibly "
+                             "from (--batch-seed, architecture); default one batch for all; a separate run "
+                             "in the store")
     parser.add_argument("--metric", default=None,
                         help="ground-truth metric (NB201: test, test_robot, test_fewshotnas, valid, or a column "
                              "name). Default: closest to the paper: NB201 cifar10 -> valid (the cifar10-valid "
@@ -92,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
             time_sample=args.time_sample, progress=not args.quiet, plots=not args.no_plots,
             compute=not args.report_only, shard=args.shard,
             workers=args.workers, recycle=args.recycle,
+            variant=args.variant, batch_per_arch=args.batch_per_arch,
         )
     except KeyboardInterrupt:
         print("\nzcfast correlate: interrupted; finished architectures are in the store. "
