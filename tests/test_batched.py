@@ -64,7 +64,7 @@ def reference(batch) -> list[dict[str, float]]:
     x, y = batch
     out = []
     for a in ARCHS:
-        r = score_arch(SPACE, a, x, y, ALL, seed=3)
+        r = score_arch(SPACE, a, x, y, ALL, seed=3, fast=False)  # the general engine
         r64 = zcfast.score(build_seeded(SPACE, a, 3).double(), x.double(), y, [p for p in ALL if p != "synflow"])
         r.update({f"{p}_f64": v for p, v in r64.items()})
         out.append(r)
@@ -159,7 +159,7 @@ def test_proxies_outside_the_batched_set_fall_back(batch) -> None:
     names = ["snip", extra[0]]
     got = score_batch(SPACE, ARCHS[:2], x, y, names, seed=3)
     for a, g in zip(ARCHS[:2], got):
-        r = score_arch(SPACE, a, x, y, names, seed=3)
+        r = score_arch(SPACE, a, x, y, names, seed=3, fast=False)
         assert list(g) == names
         assert g[extra[0]] == pytest.approx(r[extra[0]], rel=1e-4, nan_ok=True)
 
@@ -275,3 +275,51 @@ def test_cuda_matches_cpu(batch, reference) -> None:
         for a, g, r in zip(ARCHS, got, reference):
             for name in names:
                 _assert_close(g, r, name, f"cuda {mode} {a}")
+
+
+def test_score_arch_fast_route_equals_general_engine_and_frees_everything() -> None:
+    """score_arch on NB201 (fast=True, the default) runs score_one: same values as the general
+    engine (float32 rounding), the same input errors, no tensor left behind."""
+    import gc
+
+    from zcfast.batched import fast_route_applies, score_one
+
+    x = torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    y = torch.tensor([1, 2, 3, 4, 5, 6, 7, 0])
+    assert fast_route_applies(SPACE, ALL) and not fast_route_applies(SPACE, ["grad_norm", "nope"])
+    six = ["grad_norm", "snip", "grasp", "fisher", "jacob_cov", "synflow"]
+    for a in ARCHS[:3]:
+        fast = score_arch(SPACE, a, x, y, six, seed=3)
+        assert fast == score_one(SPACE, a, x, y, six, seed=3)
+        slow = score_arch(SPACE, a, x, y, six, seed=3, fast=False)
+        for p in six:
+            tol = 5e-3 * max(abs(slow[p]), 1.0) if p == "grasp" else 1e-3 * abs(slow[p])
+            assert abs(fast[p] - slow[p]) <= tol + 1e-12, (a, p, fast[p], slow[p])
+    # detailed / per_layer / custom loss take the general engine (same values)
+    det = score_arch(SPACE, ARCHS[0], x, y, ["snip"], seed=3, detailed=True)["snip"]
+    assert det.value == score_arch(SPACE, ARCHS[0], x, y, ["snip"], seed=3, fast=False)["snip"]
+    # the general engine's input errors
+    with pytest.raises(ValueError, match="targets out of range"):
+        score_arch(SPACE, ARCHS[0], x, torch.full((8,), 10), ["snip"])
+    with pytest.raises(ValueError, match="NaN or inf"):
+        score_arch(SPACE, ARCHS[0], torch.full_like(x, float("nan")), y, ["snip"])
+    with pytest.raises(ValueError, match="floating-point"):
+        score_arch(SPACE, ARCHS[0], x.long(), y, ["snip"])
+    # jacob_cov / synflow need no targets
+    assert math.isfinite(score_arch(SPACE, ARCHS[0], x, None, ["synflow", "jacob_cov"])["synflow"])
+    # no tensor survives (a hook closing over its own tensor would leak a network per call)
+    def live_tensors() -> int:
+        n = 0
+        for o in gc.get_objects():
+            try:
+                n += isinstance(o, torch.Tensor)
+            except Exception:  # noqa: BLE001  (lazy module proxies can raise on isinstance)
+                pass
+        return n
+
+    gc.collect()
+    before = live_tensors()
+    for a in ARCHS:
+        score_arch(SPACE, a, x, y, six, seed=3)
+    gc.collect()
+    assert live_tensors() == before

@@ -47,7 +47,7 @@ from torch import Tensor
 BATCHED_PROXIES = ("grad_norm", "snip", "fisher", "jacob_cov", "synflow", "grasp", "plain")
 _CE_PROXIES = ("grad_norm", "snip", "fisher", "grasp", "plain")
 
-__all__ = ["score_batch", "supports", "choose_k", "BATCHED_PROXIES", "default_conv_mode", "fast_init_matches"]
+__all__ = ["score_batch", "score_one", "fast_route_applies", "supports", "choose_k", "BATCHED_PROXIES", "default_conv_mode", "fast_init_matches"]
 
 
 def supports(space: Any) -> bool:
@@ -228,6 +228,56 @@ def score_batch(space: Any, archs: Sequence[Any], inputs: Tensor, targets: Tenso
                              device, mode, k)
 
 
+def fast_route_applies(space: Any, proxies: Sequence[str]) -> bool:
+    """Whether :func:`zcfast.score_arch` may score ``proxies`` on ``space`` with :func:`score_one`:
+    the space is zcfast's NAS-Bench-201 space (not merely one named "nb201": a look-alike
+    may build other networks) and every proxy has a batched computation."""
+    from zcfast.spaces.nb201 import NB201Space
+    return isinstance(space, NB201Space) and all(p in BATCHED_PROXIES for p in proxies)
+
+
+def score_one(space: Any, arch: Any, inputs: Tensor, targets: Tensor | None, proxies: Sequence[str],
+              seed: int = 42, num_classes: int = 10, device: str | torch.device = "cpu") -> dict[str, float]:
+    """One architecture through the batched network (K = 1): :func:`zcfast.score_arch`'s route
+    on NAS-Bench-201 (``fast=True``, its default).
+
+    The inputs are validated as the general engine does (same errors: non-floating or
+    non-finite inputs, mismatched or out-of-range targets). Values equal the general engine's
+    up to float32 rounding: another operation order (edges that cannot affect any proxy
+    skipped, pooling as shifted sums, fast weight initialisation), measured against float64
+    in bench/bench_proxies.py --f64 to be as close as the general engine.
+
+    Args:
+        space: an NB201 space (:func:`fast_route_applies`).
+        arch: one architecture.
+        inputs: [N, 3, H, W] float batch; targets: [N] int64 labels in [0, num_classes) (may be
+            ``None`` when only jacob_cov / synflow are asked for).
+        proxies: names, each in :data:`BATCHED_PROXIES`.
+
+    Returns:
+        proxy name → value (NaN where the proxy is undefined).
+    """
+    from zcfast.proxies.engine import _check_inputs
+
+    names = _check_proxies(proxies)
+    if not fast_route_applies(space, names):
+        raise ValueError(f"no batched route for proxies {names} on space {getattr(space, 'name', space)!r}")
+    need_targets = any(p in _CE_PROXIES for p in names)
+    _check_inputs(inputs, targets, need_targets)
+    if inputs.dim() != 4:
+        raise ValueError(f"inputs must be a [N, C, H, W] batch, got shape {tuple(inputs.shape)}")
+    if targets is None or not need_targets:
+        targets = torch.zeros(inputs.shape[0], dtype=torch.long)
+    elif not targets.is_floating_point():
+        if targets.dim() != 1:
+            raise ValueError(f"class-index targets must be 1-D [N], got shape {tuple(targets.shape)}")
+        lo, hi = int(targets.min()), int(targets.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"targets out of range: values span [{lo}, {hi}] but the model has "
+                             f"{num_classes} classes")
+    return score_batch(space, [arch], inputs, targets, names, seed, device, num_classes=num_classes, k=1)[0]
+
+
 @contextlib.contextmanager
 def _strict_fp32(device: torch.device) -> Iterator[None]:
     """No TF32 in CUDA convolutions/matmuls during the call (PyTorch allows it in cuDNN
@@ -267,7 +317,7 @@ def _score_sorted(space, archs, x, y, inputs, targets, names, batched, rest, see
 def _score_arch(space, arch, inputs, targets, proxies, seed, num_classes, device) -> dict[str, float]:
     from zcfast.proxies import score_arch
     return dict(score_arch(space, arch, inputs, targets, proxies, seed=seed, num_classes=num_classes,
-                           device=str(device)))
+                           device=str(device), fast=False))
 
 
 def _score_chunk_retry(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, proxies: list[str], seed: int,
@@ -362,7 +412,11 @@ def _gradient_pass(net, x: Tensor, y: Tensor, want: set[str], results: list[dict
         xk.requires_grad_(True)
     logits = net.forward(xk, bn="all")                                  # [K, N, O]
     if need_jac:
-        (jx,) = torch.autograd.grad(logits.sum(), xk, retain_graph=need_ce)
+        # allow_unused: a candidate whose output ignores its input (every path cut by 'none'
+        # edges) has no edge left to it; its Jacobian is 0 (jacob_cov NaN, as the engine's)
+        (jx,) = torch.autograd.grad(logits.sum(), xk, retain_graph=need_ce, allow_unused=True)
+        if jx is None:
+            jx = torch.zeros_like(xk)
         jac = jx.reshape(N, K, -1).transpose(0, 1).to(torch.float64)   # [K, N, D]
         scores, _ = ops.jacob_cov(jac, 1e-5)
         for k, s in enumerate(scores.tolist()):
