@@ -123,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also compute the official-style values in float64 and report each path's "
                          "float32 error against them (about 15 s more per architecture)")
     ap.add_argument("--no-alone", action="store_true", help="skip the per-proxy overhead part")
+    ap.add_argument("--alone-repeats", type=int, default=None,
+                    help="timed runs per measurement in the per-proxy part (default --repeats): "
+                         "synflow's pass takes 4-50 ms, so its ratio needs more runs to settle")
     ap.add_argument("--out", default="proxies", help="result name under bench/results/")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -177,9 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_alone:
             passes = raw_passes(net, x, y, keep)
             alone = {}
+            reps = args.alone_repeats or args.repeats
             for p in SIX:
-                t_p, _ = _timed(lambda: score(net, x, y, (p,), synflow_keep_bn=keep), args.repeats)
-                t_raw, _ = _timed(passes[p], args.repeats)
+                t_p, _ = _timed(lambda: score(net, x, y, (p,), synflow_keep_bn=keep), reps)
+                t_raw, _ = _timed(passes[p], reps)
                 alone[p] = {"engine_s": t_p, "passes_s": t_raw, "ratio": t_p / t_raw}
             row["alone"] = alone
         rows.append(row)
