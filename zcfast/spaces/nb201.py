@@ -383,7 +383,9 @@ def add_official_cell_form(net: NB201Network, generator: torch.Generator | None 
     (as the official model). So the conv weights equal the benchmark network's, and only
     proxies that see the bias differ: fisher (it hooks the conv output Wx + b) and synflow
     (which removes cell BatchNorms, so |b| enters the flow); before a batch-statistics
-    BatchNorm the bias cancels in the forward pass.
+    BatchNorm the bias cancels in the forward pass. (Whether the official cell BatchNorms
+    track running statistics does not matter: every proxy runs in training mode, which uses
+    batch statistics either way.)
 
     Returns:
         the number of convolutions that received a bias.
