@@ -19,12 +19,14 @@ from zcfast.proxies.registry import (NEEDS, PassContext, ProxyResult, available_
 from zcfast.proxies.engine import (DEFAULT_PROXIES, PAPER_LAYER_TYPES, remove_batchnorms, score,
                                    score_detailed)
 from zcfast.proxies import builtin as _builtin  # noqa: F401  (registers the built-in proxies)
-from zcfast.proxies.arch import arch_seed, build_seeded, score_arch, synflow_bn_rule
+from zcfast.proxies.arch import (arch_seed, bias_seed, build_seeded, check_space_variant, score_arch,
+                                 synflow_bn_rule)
 from zcfast.proxies import reductions, vote
 
 __all__ = [
     "DEFAULT_PROXIES", "NEEDS", "PAPER_LAYER_TYPES", "PassContext", "ProxyResult",
-    "arch_seed", "available_proxies", "build_seeded", "reductions", "register_proxy",
+    "arch_seed", "available_proxies", "bias_seed", "build_seeded", "check_space_variant", "reductions",
+    "register_proxy",
     "remove_batchnorms", "score", "score_arch", "score_detailed", "synflow_bn_rule",
     "unregister_proxy", "vote",
 ]
