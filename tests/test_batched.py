@@ -308,14 +308,7 @@ def test_score_arch_fast_route_equals_general_engine_and_frees_everything() -> N
     # jacob_cov / synflow need no targets
     assert math.isfinite(score_arch(SPACE, ARCHS[0], x, None, ["synflow", "jacob_cov"])["synflow"])
     # no tensor survives (a hook closing over its own tensor would leak a network per call)
-    def live_tensors() -> int:
-        n = 0
-        for o in gc.get_objects():
-            try:
-                n += isinstance(o, torch.Tensor)
-            except Exception:  # noqa: BLE001  (lazy module proxies can raise on isinstance)
-                pass
-        return n
+    from zcfast.testing import live_tensor_count as live_tensors
 
     gc.collect()
     before = live_tensors()

@@ -137,14 +137,7 @@ def test_full_size_all_conv_on_paper_batch(space):
     assert 1e10 < res["synflow"].value < 1e80
 
 
-def _live_tensors() -> int:
-    n = 0
-    for o in gc.get_objects():
-        try:
-            n += isinstance(o, torch.Tensor)
-        except Exception:  # noqa: BLE001  (lazy module proxies can raise on isinstance)
-            pass
-    return n
+from zcfast.testing import live_tensor_count as _live_tensors  # noqa: E402
 
 
 def test_no_tensor_survives_a_call(space):

@@ -325,12 +325,13 @@ def arch_batch_seed(seed: int, key: str) -> int:
     ``int.from_bytes(sha256(f"{seed}:batch:{key}").digest()[:8], "little") & (2**63 - 1)`` (the
     ``batch:`` tag keeps it apart from the architecture's weight seed, design.md §5).
     """
+    from zcfast.proxies.arch import arch_seed
+
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"batch seed must be an int, got {seed!r}")
     if not isinstance(key, str):
         raise ValueError(f"architecture key must be a str, got {type(key).__name__}")
-    digest = hashlib.sha256(f"{seed}:batch:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+    return arch_seed(seed, "batch:" + key)  # the same hash as the weights' seed, tagged
 
 
 class PaperBatches:

@@ -77,3 +77,17 @@ def tiny_convnet(seed: int = 0, channels: int = 8, num_classes: int = 10) -> nn.
         nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes),
     )
+
+
+def live_tensor_count() -> int:
+    """Number of ``torch.Tensor`` objects the garbage collector tracks (call ``gc.collect()``
+    first): a leak test compares it before and after many scoring calls."""
+    import gc
+
+    n = 0
+    for o in gc.get_objects():
+        try:
+            n += isinstance(o, torch.Tensor)
+        except Exception:  # noqa: BLE001  (lazy module proxies can raise on isinstance)
+            pass
+    return n
