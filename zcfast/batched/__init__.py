@@ -257,7 +257,7 @@ def score_one(space: Any, arch: Any, inputs: Tensor, targets: Tensor | None, pro
     Returns:
         proxy name → value (NaN where the proxy is undefined).
     """
-    from zcfast.proxies.engine import _check_inputs
+    from zcfast.proxies.engine import _check_inputs, check_class_targets
 
     names = _check_proxies(proxies)
     if not fast_route_applies(space, names):
@@ -269,12 +269,7 @@ def score_one(space: Any, arch: Any, inputs: Tensor, targets: Tensor | None, pro
     if targets is None or not need_targets:
         targets = torch.zeros(inputs.shape[0], dtype=torch.long)
     elif not targets.is_floating_point():
-        if targets.dim() != 1:
-            raise ValueError(f"class-index targets must be 1-D [N], got shape {tuple(targets.shape)}")
-        lo, hi = int(targets.min()), int(targets.max())
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(f"targets out of range: values span [{lo}, {hi}] but the model has "
-                             f"{num_classes} classes")
+        check_class_targets(targets, num_classes)
     return score_batch(space, [arch], inputs, targets, names, seed, device, num_classes=num_classes, k=1)[0]
 
 

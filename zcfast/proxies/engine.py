@@ -92,12 +92,16 @@ def _check_targets_for_logits(targets: torch.Tensor, logits: torch.Tensor,
             raise ValueError(f"floating targets (class probabilities) must have the logits' shape "
                              f"{tuple(logits.shape)}, got {tuple(targets.shape)}")
         return
+    check_class_targets(targets, logits.shape[1])
+
+
+def check_class_targets(targets: torch.Tensor, num_classes: int) -> None:
+    """Class-index targets must be 1-D [N] with values in [0, num_classes)."""
     if targets.dim() != 1:
         raise ValueError(f"class-index targets must be 1-D [N], got shape {tuple(targets.shape)}")
-    c = logits.shape[1]
     lo, hi = int(targets.min()), int(targets.max())
-    if lo < 0 or hi >= c:
-        raise ValueError(f"targets out of range: values span [{lo}, {hi}] but the model has {c} classes")
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(f"targets out of range: values span [{lo}, {hi}] but the model has {num_classes} classes")
 
 
 # ------------------------------------------------------------------------------------------
@@ -198,17 +202,17 @@ def _fast_clonable(model: nn.Module) -> bool:
     """True when a structural clone is as good as ``copy.deepcopy`` for this model: no module
     customises copying/pickling and no plain attribute holds tensors in a list or tuple."""
     for m in model.modules():
-        cls = type(m)
-        if isinstance(m, nn.RNNBase):  # keeps its parameters in _flat_weights
+        if _class_kind(type(m)) == _NOT_CLONABLE or _holds_tensor_list(m.__dict__):
             return False
-        builtin = cls.__module__.startswith("torch.nn.modules.")  # e.g. Conv2d's __setstate__
-        if not builtin and any(getattr(cls, a, None) is not getattr(nn.Module, a, None)
-                               for a in _COPY_HOOKS):
-            return False
-        for v in m.__dict__.values():
-            if isinstance(v, (list, tuple)) and any(isinstance(e, torch.Tensor) for e in v):
-                return False
     return True
+
+
+def _holds_tensor_list(attrs: dict) -> bool:
+    """Whether a module ``__dict__`` keeps tensors in a plain list/tuple (a clone would share them)."""
+    for v in attrs.values():
+        if (type(v) is list or type(v) is tuple) and any(isinstance(e, torch.Tensor) for e in v):
+            return True
+    return False
 
 
 def clone_module(model: nn.Module, tensor_fn: Callable[[torch.Tensor, bool], torch.Tensor]) -> nn.Module:
@@ -450,10 +454,8 @@ def synflow_clone(model: nn.Module, keep_bn: KeepBN, layer_types: Sequence[type[
         if kind == _NOT_CLONABLE:
             raise _NeedsDeepcopy
         d = m.__dict__.copy()
-        if kind == _CLONABLE_CHECK_ATTRS:
-            for v in d.values():
-                if (type(v) is list or type(v) is tuple) and any(isinstance(e, torch.Tensor) for e in v):
-                    raise _NeedsDeepcopy
+        if kind == _CLONABLE_CHECK_ATTRS and _holds_tensor_list(d):
+            raise _NeedsDeepcopy
         new = cls.__new__(cls)
         memo[id(m)] = new
         d["training"] = True
