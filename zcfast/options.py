@@ -1,0 +1,197 @@
+"""The one front door: every name a user gives zcfast is resolved and validated here.
+
+Every command (``zcfast score|correlate|search|scan``) and the Python entry points
+(``zcfast.scan``, ``zcfast.correlate.correlate``, ``zcfast.search.search``) resolve proxies,
+spaces, datasets, devices and counts through these functions, so a bad argument gets the same
+one-line ``ValueError`` everywhere, naming the argument and the valid choices, *before* any work
+starts (no store opened, no network built).
+
+- :func:`resolve_proxies` -- ``"all"`` (the paper's six), ``"every"``, ``"a,b"`` or a list.
+- :func:`resolve_space` -- a space name or object; optionally refuses a space without ground truth.
+- :func:`resolve_dataset` / :func:`num_classes` -- the benchmark datasets (one table:
+  :data:`zcfast.data.NUM_CLASSES`).
+- :func:`resolve_device` -- ``cpu`` / ``cuda[:N]``, refused when CUDA is not there.
+- :func:`check_count` -- positive (or non-negative) integer options (threads, workers, sizes).
+- :func:`scoring_threads` -- the execution setting that changes values: stored scores are
+  always computed with one torch thread (see docs/design.md, "Reliability").
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from zcfast.proxies.registry import PAPER_PROXIES, available_proxies, resolve
+
+__all__ = [
+    "PAPER_PROXIES",
+    "SCORING_THREADS",
+    "check_count",
+    "num_classes",
+    "resolve_dataset",
+    "resolve_device",
+    "resolve_proxies",
+    "resolve_space",
+    "scoring_threads",
+    "suggest",
+]
+
+#: torch CPU threads every stored score is computed with, whichever way the work is executed
+#: (inline, worker processes, Ray): convolution reductions run in a thread-count dependent order,
+#: so values under one run id would otherwise depend on the machine and the ``--workers`` choice.
+SCORING_THREADS: int = 1
+
+
+def suggest(name: str, choices: Sequence[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices``, or ``""``."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def resolve_proxies(spec: str | Sequence[str], *, option: str = "proxies") -> tuple[str, ...]:
+    """Proxy names from a user spec; duplicates are dropped, order kept.
+
+    Args:
+        spec: ``"all"`` (the paper's six, :data:`PAPER_PROXIES`), ``"every"`` (every registered
+            proxy), a comma-separated string, or a sequence of names.
+        option: how the caller calls this argument in messages (``--proxies``, ``warmup``).
+
+    Raises:
+        ValueError: empty spec, a non-string name, ``vote`` (not a per-network proxy) or an
+            unknown name (with the closest registered name and the valid choices).
+    """
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text.lower() == "all":
+            return PAPER_PROXIES
+        if text.lower() == "every":
+            return tuple(available_proxies())
+        names = [s.strip() for s in text.split(",") if s.strip()]
+    elif isinstance(spec, Sequence):
+        names = list(spec)
+        bad = [n for n in names if not isinstance(n, str)]
+        if bad:
+            raise ValueError(f"{option}: proxy names must be strings, got {bad[0]!r}")
+        names = [n.strip() for n in names]
+    else:
+        raise ValueError(f"{option} must be 'all', 'every', a comma-separated string or a list of "
+                         f"names, got {spec!r}")
+    if not names or not all(names):
+        raise ValueError(f"{option} is empty: give 'all' (the paper's six: {', '.join(PAPER_PROXIES)}), "
+                         "'every' or a comma-separated list of proxy names")
+    unique = tuple(dict.fromkeys(names))
+    try:
+        resolve(unique)  # the registry's single name check (unknown names, 'vote')
+    except ValueError as exc:
+        raise ValueError(f"{option}: {exc}") from None
+    return unique
+
+
+def resolve_space(space: Any, *, ground_truth_for: str | None = None,
+                  dataset: str | None = None) -> Any:
+    """A search space from its name (``zcfast.spaces.get``) or a space object.
+
+    Args:
+        space: ``"nb201"``, ``"nb101"``, ``"darts"`` (or an alias), or an object with the
+            :class:`zcfast.spaces.SearchSpace` methods.
+        ground_truth_for: the command that needs ground truth (``"correlate"``, ``"search"``):
+            a space without it is refused, with the reason the space gives
+            (``space.ground_truth_problem(dataset)``).
+        dataset: the dataset whose ground truth is needed.
+
+    Raises:
+        ValueError naming the space and, for ground truth, why it has none.
+    """
+    if isinstance(space, str):
+        import zcfast.spaces
+
+        try:
+            sp = zcfast.spaces.get(space)
+        except ValueError:
+            choices = zcfast.spaces.available()
+            raise ValueError(f"unknown search space {space!r}{suggest(space, choices)}; "
+                             f"choose from {', '.join(choices)}") from None
+    else:
+        for attr in ("sample", "key", "encode", "decode", "build", "name"):
+            if not hasattr(space, attr):
+                raise ValueError(f"space must be a search-space name or a SearchSpace, got {space!r} "
+                                 f"(no {attr!r})")
+        sp = space
+    if ground_truth_for is not None:
+        probe = getattr(sp, "ground_truth_problem", None)
+        problem = probe(dataset) if callable(probe) else None
+        if problem:
+            raise ValueError(f"{ground_truth_for} needs benchmark ground truth, but the {sp.name} space "
+                             f"has none: {problem}")
+    return sp
+
+
+def resolve_dataset(name: str) -> str:
+    """Canonical benchmark dataset name (``cifar10``, ``cifar100``, ``ImageNet16-120``)."""
+    from zcfast.data import DATASETS, canonical_dataset
+
+    try:
+        return canonical_dataset(name)
+    except ValueError:
+        raise ValueError(f"unknown dataset {name!r}{suggest(str(name).lower(), [d.lower() for d in DATASETS])}; "
+                         f"choose from {', '.join(DATASETS)}") from None
+
+
+def num_classes(dataset: str) -> int:
+    """Classifier width of a benchmark dataset (10 / 100 / 120): the one table, ``zcfast.data.NUM_CLASSES``."""
+    from zcfast.data import NUM_CLASSES
+
+    return NUM_CLASSES[resolve_dataset(dataset)]
+
+
+def resolve_device(device: Any, *, option: str = "device") -> torch.device:
+    """A torch device zcfast can score on: ``cpu`` or an available ``cuda[:N]``.
+
+    Raises:
+        ValueError: not a device string, a device type zcfast does not run on (``meta``,
+            ``mps``, ...), or CUDA asked for where it is not available.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{option}: {device!r} is not a device; use cpu or cuda[:N]") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"{option}: device type {dev.type!r} is not supported; use cpu or cuda[:N]")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch is a CPU-only build" if torch.version.cuda is None
+                   else "no GPU is visible")
+            raise ValueError(f"{option}: {device!r} asked for, but CUDA is not available here ({why}); "
+                             "use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{option}: {device!r} asked for, but only {torch.cuda.device_count()} "
+                             "GPU(s) are visible")
+    return dev
+
+
+def check_count(value: Any, option: str, *, minimum: int = 1, allow_none: bool = False) -> int | None:
+    """An integer option ``>= minimum`` (``None`` passes when ``allow_none``).
+
+    Raises:
+        ValueError naming the option, e.g. ``--threads must be an integer >= 1, got -3``.
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{option} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+@contextlib.contextmanager
+def scoring_threads(threads: int = SCORING_THREADS) -> Iterator[None]:
+    """Run the body with ``torch.set_num_threads(threads)``, restoring the caller's setting."""
+    before = torch.get_num_threads()
+    if before != threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
