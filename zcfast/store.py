@@ -38,7 +38,9 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 __all__ = [
     "APPLICATION_ID",
     "SCHEMA_VERSION",
+    "BatchKey",
     "ResultStore",
+    "RunConfig",
     "ScoreRow",
     "StoreError",
     "config_id",
@@ -126,6 +128,96 @@ def _canonical_json(config: Mapping[str, Any]) -> str:
                           allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise StoreError(f"run config cannot be stored: {exc}") from None
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """The scoring batch as a store key: what makes two batches give the same values.
+
+    Attributes:
+        fingerprint: :func:`zcfast.data.batch_fingerprint` of the fixed batch (x, y).
+        data: where the images came from (``"shipped:<dataset>"`` or the user's path).
+        size, seed, augment: the draw (``zcfast.data.paper_batch``).
+        norm: the dataset whose normalisation was applied.
+        per_arch: the per-architecture batch scheme (``None``: one batch for every architecture).
+    """
+
+    fingerprint: str
+    data: str
+    size: int
+    seed: int
+    augment: bool = True
+    norm: str = "cifar10"
+    per_arch: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"fingerprint": self.fingerprint, "data": self.data, "size": int(self.size),
+                             "seed": int(self.seed), "augment": bool(self.augment), "norm": self.norm}
+        if self.per_arch is not None:
+            d["per_arch"] = self.per_arch
+        return d
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The one definition of what keys a store run: everything that changes its values.
+
+    Two kinds of run share this definition:
+
+    - ``kind="proxy"`` (correlate and search): ONE proxy per run, rows keyed by
+      ``space.encode(arch)`` (one row per benchmark entry). Correlate and search build the
+      same RunConfig for the same proxy, space, classes, batch, init seed, device and variant,
+      so each reuses the other's cached scores.
+    - ``kind="scan"``: several proxies per run, rows keyed by ``space.key(arch)``; the
+      candidate stream (``candidates``) and the ``scorer`` are part of the key.
+
+    Execution settings that could change values (torch's thread count) are pinned, not
+    keyed: every stored score is computed under :func:`zcfast.options.scoring_threads`.
+    :meth:`to_dict` omits defaults that earlier stores did not record, so their run ids are
+    unchanged.
+    """
+
+    kind: str
+    space: str
+    proxies: tuple[str, ...]
+    num_classes: int
+    batch: BatchKey
+    init_seed: int
+    device: str
+    variant: str = "benchmark"
+    dataset: str | None = None         # scan: the dataset name as given
+    candidates: str | None = None      # scan: "enumerate" or "sample:<seed>"
+    scorer: str | None = None          # scan: "zcfast" or the user scorer's qualified name
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("proxy", "scan"):
+            raise StoreError(f"RunConfig.kind must be 'proxy' or 'scan', got {self.kind!r}")
+        if self.kind == "proxy" and len(self.proxies) != 1:
+            raise StoreError(f"a 'proxy' run holds exactly one proxy, got {list(self.proxies)}")
+        if self.kind == "scan" and (self.candidates is None or self.scorer is None or self.dataset is None):
+            raise StoreError("a 'scan' run needs dataset, candidates and scorer")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object stored with the run (its id is :func:`config_id` of it)."""
+        if self.kind == "proxy":
+            d: dict[str, Any] = {"study": "correlate", "space": self.space, "num_classes": int(self.num_classes),
+                                 "batch": self.batch.to_dict(), "init_seed": int(self.init_seed),
+                                 "device": self.device, "row_key": "arch_str", "proxy": self.proxies[0]}
+            if self.variant != "benchmark":
+                d["variant"] = self.variant
+            return d
+        d = {"kind": "scan", "space": self.space, "dataset": self.dataset,
+             "batch_size": int(self.batch.size), "data_seed": int(self.batch.seed),
+             "data": self.batch.fingerprint, "seed": int(self.init_seed),
+             "proxies": sorted(self.proxies), "num_classes": int(self.num_classes),
+             "device": self.device, "candidates": self.candidates, "scorer": self.scorer}
+        if self.variant != "benchmark":
+            d["variant"] = self.variant
+        return d
+
+    def run_id(self) -> str:
+        """The run id, without registering it in a store."""
+        return config_id(self.to_dict())
 
 
 def config_id(config: Mapping[str, Any]) -> str:
@@ -306,8 +398,13 @@ class ResultStore:
             raise StoreError(f"{self.path} is a corrupt zcfast store: {'; '.join(result)}")
 
     # ----------------------------------------------------------------- runs
-    def run_id(self, config: Mapping[str, Any]) -> str:
-        """Register the run of ``config`` (if new) and return its id (see :func:`config_id`)."""
+    def run_id(self, config: "RunConfig | Mapping[str, Any]") -> str:
+        """Register the run of ``config`` (if new) and return its id (see :func:`config_id`).
+
+        ``config`` is a :class:`RunConfig` (what correlate, search and scan use) or a plain
+        dict (any other user of the store)."""
+        if isinstance(config, RunConfig):
+            config = config.to_dict()
         rid = config_id(config)
         text = _canonical_json(config)
         try:
