@@ -1,36 +1,66 @@
 """The zcfast result store: one SQLite file shared by correlate, search and scan.
 
-A store holds *runs*; a run is identified by a configuration dict (space, dataset, batch,
-seed, proxies, ...) and its id is a hash of that dict, so two processes asking for the same
+A store holds *runs*; a run is identified by a configuration (a :class:`RunConfig`, or any
+JSON dict) and its id is a hash of that configuration, so two processes asking for the same
 configuration get the same run and different configurations never mix. Inside a run every
-architecture appears at most once, keyed by ``space.key(arch)``.
+architecture appears at most once, keyed by ``arch_key``.
 
-Safety properties (tested in tests/test_store.py and tests/test_scan_faults.py):
+What the store promises (each promise is tested; see docs/scan.md, "The store's promises"):
 
-- The file carries SQLite's ``application_id`` (:data:`APPLICATION_ID`, "ZCFS") and
-  ``user_version`` (:data:`SCHEMA_VERSION`). Opening a file that is not SQLite, a foreign
-  SQLite database, a newer schema, or a corrupt store raises :class:`StoreError` (a
-  ``ValueError``) naming the problem; such a file is never written to.
-- Every :meth:`ResultStore.put_many` is one transaction and rows are upserted by
-  ``(run_id, arch_key)``: a process killed mid-write loses at most the batch in flight and
-  never leaves a duplicate.
-- Journaling is WAL by default (``synchronous=NORMAL``: durable across a killed process; a
-  power cut may lose the last transactions but never corrupts). Pass ``journal="delete"`` for
-  file systems where WAL is not supported (some network mounts).
-- One writer process. Worker processes compute and send rows to the parent, which writes.
-  Readers in other processes may open the same file concurrently (WAL).
+- **Foreign or damaged files are refused, never written.** The file carries SQLite's
+  ``application_id`` (:data:`APPLICATION_ID`, "ZCFS") and ``user_version``
+  (:data:`SCHEMA_VERSION`). Opening a file that is not SQLite, a foreign SQLite database, a
+  newer schema, or a corrupt store (``PRAGMA quick_check``) raises :class:`StoreError` (a
+  ``ValueError``) naming the problem.
+- **No lost or duplicated rows.** Every :meth:`ResultStore.put_many` is one transaction and
+  rows are upserted by ``(run_id, arch_key)``: a process killed mid-write loses at most the
+  batch in flight and never leaves a duplicate.
+- **One writer.** The first write of a :class:`ResultStore` takes an advisory lock
+  (``fcntl.flock`` on the sidecar ``<store>.lock``, holding the writer's pid and command
+  line) until :meth:`ResultStore.close`; a second writer, in this or another process, gets a
+  :class:`StoreError` naming the first ("store X is being written by process 1234 (zcfast
+  scan ...)"). Readers never take the lock: export, inspection and ``correlate
+  --report-only`` work while a writer runs. The lock dies with its process (SIGKILL too).
+- **Corrupt rows are detected.** SQLite keeps no checksums of the data, so every row carries
+  one (``crc``: 64-bit BLAKE2b of run id, key, text, values, error and seconds). It is
+  verified on every :meth:`~ResultStore.get` and :meth:`~ResultStore.rows` (hence every
+  export) and by :meth:`~ResultStore.verify`; a damaged row raises :class:`StoreError`
+  naming the run and the row, it is never returned, and :meth:`~ResultStore.put_many` does
+  not write over it unless asked to rescore it. A run's config is checked against its id.
+- **Read-only media.** A store whose file or folder is not writable (or
+  ``readonly=True``) opens read-only (``mode=ro``; ``immutable=1`` when the folder is not
+  writable, so no ``-wal``/``-shm`` is needed): reading and export work, writes are refused.
+- **Exports never overwrite.** :func:`export_parquet` never writes over the store itself
+  (whatever the path: symlink, hard link), over any SQLite file, or over an existing file
+  unless ``overwrite=True`` (an earlier export of the same run is replaced); it writes a
+  temporary file in the target folder, fsyncs and renames it, and removes it on any failure.
+
+Journaling is WAL by default (``synchronous=NORMAL``: durable across a killed process; a power
+cut may lose the last transactions but never corrupts). Pass ``journal="delete"`` for file
+systems where WAL is not supported (some network mounts). Worker processes compute and send
+rows to the parent, which is the only writer.
+
+Schema version 2 added the row checksums. A version-1 store is read as is (its rows are
+"legacy, unverified"; :meth:`~ResultStore.verify` says so) and migrated, computing the
+checksums of its rows, on its first write.
 
 A connection belongs to the thread/process that opened it: do not share a ResultStore
-across ``fork`` or threads; open a new one instead.
+across ``fork`` or threads; open a new one instead (a forked child never holds the lock).
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import math
 import os
 import sqlite3
+import stat
+import sys
+import tempfile
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -43,19 +73,22 @@ __all__ = [
     "RunConfig",
     "ScoreRow",
     "StoreError",
+    "check_export_target",
     "config_id",
     "export_parquet",
 ]
 
 #: SQLite ``PRAGMA application_id`` of a zcfast store: the bytes b"ZCFS" big-endian.
 APPLICATION_ID: int = int.from_bytes(b"ZCFS", "big")
-#: ``PRAGMA user_version`` written by this code. Older versions are migrated (none yet);
-#: newer ones are refused.
-SCHEMA_VERSION: int = 1
+#: ``PRAGMA user_version`` written by this code: 2 (per-row checksums). Version 1 stores are
+#: read, and migrated on their first write; newer ones are refused.
+SCHEMA_VERSION: int = 2
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _FORMAT_TAG = "zcfast-result-store"
 _HEADER_SIZE = 100
+#: Files next to a store that belong to it (an export never writes over them).
+_SIDECARS = ("-wal", "-shm", "-journal", ".lock")
 
 _SCHEMA = f"""
 CREATE TABLE meta (
@@ -74,6 +107,7 @@ CREATE TABLE scores (
     vals     TEXT NOT NULL,
     error    TEXT,
     seconds  REAL NOT NULL,
+    crc      INTEGER,
     PRIMARY KEY (run_id, arch_key)
 ) WITHOUT ROWID;
 INSERT INTO meta(key, value) VALUES ('format', '{_FORMAT_TAG}');
@@ -82,7 +116,8 @@ INSERT INTO meta(key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
 
 
 class StoreError(ValueError):
-    """A file that is not a usable zcfast store (foreign, corrupt, newer schema) or bad input."""
+    """A file that is not a usable zcfast store (foreign, corrupt, newer schema, damaged row,
+    written by another process, read-only) or bad input to the store."""
 
 
 @dataclass(frozen=True)
@@ -90,11 +125,13 @@ class ScoreRow:
     """One scored architecture.
 
     Attributes:
-        arch_key: ``space.key(arch)``, the run-unique key (isomorphism-canonical hash).
+        arch_key: ``space.key(arch)`` (scan) or ``space.encode(arch)`` (correlate, search): the
+            run-unique key.
         arch_str: ``space.encode(arch)``, canonical text of the architecture.
-        values: proxy name -> score. NaN / ±inf are kept as such. Empty when scoring failed.
+        values: proxy name -> score. NaN / ±inf are kept as such (with the reason in
+            ``error``). Empty when scoring failed.
         error: ``None`` on success, else a one-line description (exception type and message,
-            "out of memory", "non-finite: ...").
+            "out of memory", "non-finite value: jacob_cov=nan (reason)").
         seconds: wall time spent scoring this architecture (0.0 when unknown).
     """
 
@@ -113,6 +150,8 @@ class ScoreRow:
             raise StoreError(f"ScoreRow.values must be a dict, got {type(self.values).__name__}")
         if self.error is not None and not isinstance(self.error, str):
             raise StoreError(f"ScoreRow.error must be str or None, got {type(self.error).__name__}")
+        if isinstance(self.seconds, bool) or not isinstance(self.seconds, (int, float)):
+            raise StoreError(f"ScoreRow.seconds must be a number, got {self.seconds!r}")
 
 
 def _canonical_json(config: Mapping[str, Any]) -> str:
@@ -226,16 +265,24 @@ def config_id(config: Mapping[str, Any]) -> str:
     Keys are sorted; list order is kept (so sort a proxy list first if its order should not
     matter). Tuples and lists are the same; NaN/inf and non-JSON values are refused.
     """
+    if isinstance(config, RunConfig):
+        config = config.to_dict()
     if not isinstance(config, Mapping) or not config:
-        raise StoreError("run config must be a non-empty dict")
-    return hashlib.sha256(_canonical_json(config).encode()).hexdigest()[:16]
+        raise StoreError("run config must be a non-empty dict (or a RunConfig)")
+    return _text_id(_canonical_json(config))
+
+
+def _text_id(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _encode_values(values: Mapping[str, float]) -> str:
     clean: dict[str, float] = {}
     for name, value in values.items():
-        if not isinstance(name, str):
-            raise StoreError(f"proxy name must be a str, got {name!r}")
+        if not isinstance(name, str) or not name:
+            raise StoreError(f"proxy name must be a non-empty str, got {name!r}")
+        if isinstance(value, bool):
+            raise StoreError(f"value of proxy {name!r} is not a number: {value!r}")
         try:
             clean[name] = float(value)
         except (TypeError, ValueError):
@@ -244,11 +291,34 @@ def _encode_values(values: Mapping[str, float]) -> str:
     return json.dumps(clean, sort_keys=True, allow_nan=True)
 
 
-def _check_header(path: Path) -> bool:
-    """Return True if ``path`` holds a zcfast store, False if it is empty; raise otherwise."""
+def _row_crc(run_id: str, arch_key: str, arch_str: str, vals: str, error: str | None,
+             seconds: float) -> int:
+    """The checksum of one stored row: 64-bit BLAKE2b of its columns, as a signed integer."""
+    text = json.dumps([run_id, arch_key, arch_str, vals, error, float(seconds).hex()])
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _row_intact(run_id: str, r: Sequence[Any]) -> bool:
+    """Whether a stored row ``(arch_key, arch_str, vals, error, seconds, crc)`` matches its
+    checksum (any type confusion a corruption may cause counts as damage)."""
+    try:
+        key, text, vals, error, seconds, crc = r
+        if not (isinstance(key, str) and isinstance(text, str) and isinstance(vals, str)
+                and (error is None or isinstance(error, str)) and isinstance(seconds, float)
+                and isinstance(crc, int)):
+            return False
+        return _row_crc(run_id, key, text, vals, error, seconds) == crc
+    except Exception:
+        return False
+
+
+def _check_header(path: Path) -> int:
+    """The schema version of the zcfast store at ``path``, 0 if the file is empty; raise
+    StoreError for anything else."""
     size = path.stat().st_size
     if size == 0:
-        return False
+        return 0
     with open(path, "rb") as fh:
         header = fh.read(_HEADER_SIZE)
     if len(header) < _HEADER_SIZE or not header.startswith(_SQLITE_MAGIC):
@@ -264,7 +334,103 @@ def _check_header(path: Path) -> bool:
                          f"(version {SCHEMA_VERSION}); upgrade zcfast to read it")
     if version < 1:
         raise StoreError(f"{path} has a zcfast application id but no schema version: corrupt store")
-    return True
+    return version
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def _writable(path: Path) -> bool:
+    """Writable by this process *and* carrying a write permission bit (so a file or folder
+    made read-only with ``chmod -w`` counts as read-only also for root)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return os.access(path, os.W_OK) and bool(mode & 0o222)
+
+
+def _command_line() -> str:
+    argv = list(sys.argv) or ["python"]
+    name = os.path.basename(argv[0])
+    if name == "__main__.py" and os.path.basename(os.path.dirname(argv[0])) == "zcfast":
+        name = "python -m zcfast"
+    return " ".join([name, *argv[1:]])[:500].replace("\n", " ")
+
+
+#: Lock file descriptors held by this process; a forked child closes its copies (it must
+#: never keep the parent's lock alive, e.g. a pool worker outliving a killed parent).
+_HELD_LOCKS: dict[int, int] = {}   # fd -> owning pid
+
+
+def _close_inherited_locks() -> None:
+    for fd in list(_HELD_LOCKS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+class _WriterLock:
+    """``fcntl.flock`` on ``<store>.lock`` (of the store's real path), holding pid + command line."""
+
+    def __init__(self, store: Path) -> None:
+        real = Path(os.path.realpath(store))
+        self.path = real.with_name(real.name + ".lock")
+        self.fd: int | None = None
+        self.pid = 0
+
+    def acquire(self, store: Path) -> None:
+        if self.fd is not None and self.pid == os.getpid():
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot write store {store}: cannot create its lock file {self.path} "
+                             f"({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = ""
+            try:
+                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+            except OSError:
+                pass
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise StoreError(f"cannot lock store {store} for writing ({exc.strerror or exc})") from None
+            pid, _, cmd = holder.strip().partition("\n")
+            who = f"process {pid} ({cmd.strip()})" if pid.strip().isdigit() else "another process"
+            raise StoreError(f"store {store} is being written by {who}; a store has one writer at a "
+                             "time: wait for it to finish, or use another --store") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n{_command_line()}\n".encode(), 0)
+        self.fd, self.pid = fd, os.getpid()
+        _HELD_LOCKS[fd] = self.pid
+
+    def release(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is None or self.pid != os.getpid():  # not ours (inherited across fork): closed already
+            return
+        _HELD_LOCKS.pop(fd, None)
+        try:
+            os.ftruncate(fd, 0)
+        except OSError:
+            pass
+        os.close(fd)
+
+
+_ROW_COLS = "arch_key, arch_str, vals, error, seconds"
 
 
 class ResultStore:
@@ -272,63 +438,113 @@ class ResultStore:
 
     Args:
         path: file name. A new file is created when ``create`` is true and the file does not
-            exist (or exists with size 0).
+            exist (or exists with size 0); missing parent folders are created.
         create: when False a missing file raises ``FileNotFoundError``.
-        journal: ``"wal"`` (default) or ``"delete"`` (plain rollback journal).
+        journal: ``"wal"`` (default) or ``"delete"`` (plain rollback journal); applied when the
+            store is created and on its first write.
         check: run SQLite's ``quick_check`` when opening an existing store (O(file size);
             a corrupt file then fails here instead of part-way through a scan).
         timeout: seconds to wait for a lock held by another connection.
+        readonly: ``True`` opens read-only (the file must exist); ``False`` never; ``None``
+            (default): read-only when the file or its folder is not writable (read-only media,
+            ``chmod -w``). A read-only store reads and exports; every write raises StoreError.
+
+    Attributes:
+        readonly: opened read-only. writing: this object holds the store's writer lock.
+        journal: the journal mode in force. schema_version: the file's schema version.
 
     Raises:
         StoreError: not a zcfast store (non-SQLite, foreign SQLite, newer schema, corrupt).
     """
 
     def __init__(self, path: str | os.PathLike[str], create: bool = True, journal: str = "wal",
-                 check: bool = True, timeout: float = 60.0) -> None:
+                 check: bool = True, timeout: float = 60.0, readonly: bool | None = None) -> None:
+        self._conn: sqlite3.Connection | None = None
+        self.writing = False
         if journal not in ("wal", "delete"):
             raise StoreError(f"journal must be 'wal' or 'delete', got {journal!r}")
+        if readonly not in (None, True, False):
+            raise StoreError(f"readonly must be True, False or None (automatic), got {readonly!r}")
+        if not isinstance(path, (str, os.PathLike)) or not str(path):
+            raise StoreError(f"store path must be a file name, got {path!r}")
         self.path = Path(path)
+        self._journal = journal
+        self._lock = _WriterLock(self.path)
         exists = self.path.exists()
         if exists and self.path.is_dir():
             raise StoreError(f"{self.path} is a directory, not a store file")
-        if not exists and not create:
+        if exists and not self.path.is_file():
+            raise StoreError(f"{self.path} is not a regular file, not a store file")
+        if not exists and (not create or readonly):
             raise FileNotFoundError(f"no zcfast store at {self.path}")
         if not exists:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        initialised = _check_header(self.path) if exists else False
-        if exists and not initialised and not create:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create store {self.path}: {exc.strerror or exc}") from None
+        version = _check_header(self.path) if exists else 0
+        if exists and version == 0 and not create:
             raise StoreError(f"{self.path} is an empty file, not a zcfast store (create=False)")
-        self._conn: sqlite3.Connection | None = None
+        folder_writable = _writable(self.path.absolute().parent)
+        self._ro_reason = ""
+        if readonly:
+            self._ro_reason = "readonly=True"
+        elif readonly is None and exists:
+            if not _writable(self.path):
+                self._ro_reason = "the file has no write permission"
+            elif not folder_writable:
+                self._ro_reason = "its folder is not writable"
+        self.readonly = bool(self._ro_reason)
+        if self.readonly and version == 0:
+            raise StoreError(f"{self.path} is an empty file that cannot be initialised: {self._ro_reason}")
         try:
-            conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+            if self.readonly:
+                wal = Path(str(self.path) + "-wal")
+                immutable = not folder_writable and not (wal.exists() and wal.stat().st_size > 0)
+                uri = ("file:" + urllib.parse.quote(str(self.path.absolute())) + "?mode=ro"
+                       + ("&immutable=1" if immutable else ""))
+                conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+            else:
+                conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from None
         try:
-            if initialised:
-                self._verify_schema(conn, quick_check=check)
+            if version:
+                self._verify_schema(conn, version, quick_check=check)
             else:
-                self._initialise(conn)
-            mode = conn.execute(f"PRAGMA journal_mode={journal.upper()}").fetchone()[0]
-            self.journal = str(mode).lower()
-            conn.execute("PRAGMA synchronous=NORMAL" if self.journal == "wal" else "PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
+                self._lock.acquire(self.path)
+                self.writing = True
+                version = self._initialise(conn, check)
+                conn.execute(f"PRAGMA journal_mode={journal.upper()}")
+            self.schema_version = version
+            self.journal = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            if not self.readonly:
+                conn.execute("PRAGMA synchronous=NORMAL" if self.journal == "wal" else "PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise StoreError(f"{self.path} is not a usable zcfast store: {exc}") from None
+            self._release()
+            hint = f" (opened read-only: {self._ro_reason})" if self.readonly else ""
+            raise StoreError(f"{self.path} is not a usable zcfast store: {exc}{hint}") from None
         except BaseException:
             conn.close()
+            self._release()
             raise
         self._conn = conn
 
     # ----------------------------------------------------------------- opening / schema
-    def _initialise(self, conn: sqlite3.Connection) -> None:
+    def _initialise(self, conn: sqlite3.Connection, check: bool) -> int:
         conn.execute("BEGIN EXCLUSIVE")
         try:
             # Re-check under the lock: another process may have initialised it meanwhile.
             if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                 conn.execute("ROLLBACK")
-                self._verify_schema(conn, quick_check=False)
-                return
+                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                if version > SCHEMA_VERSION or version < 1:
+                    raise StoreError(f"{self.path} has store schema version {version}; this zcfast "
+                                     f"reads 1 to {SCHEMA_VERSION}")
+                self._verify_schema(conn, version, quick_check=check)
+                return version
             conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             for statement in _SCHEMA.strip().split(";"):
@@ -340,8 +556,9 @@ class ResultStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        return SCHEMA_VERSION
 
-    def _verify_schema(self, conn: sqlite3.Connection, quick_check: bool) -> None:
+    def _verify_schema(self, conn: sqlite3.Connection, version: int, quick_check: bool) -> None:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         if app_id != APPLICATION_ID:
             raise StoreError(f"{self.path} is an SQLite database of another application "
@@ -357,6 +574,38 @@ class ResultStore:
         tag = conn.execute("SELECT value FROM meta WHERE key='format'").fetchone()
         if tag is None or tag[0] != _FORMAT_TAG:
             raise StoreError(f"{self.path} is a corrupt zcfast store: bad format tag {tag!r}")
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(scores)")}
+        want = {"run_id", "arch_key", "arch_str", "vals", "error", "seconds"} | ({"crc"} if version >= 2 else set())
+        if not want <= columns:
+            raise StoreError(f"{self.path} is a corrupt zcfast store: table scores lacks columns "
+                             f"{sorted(want - columns)}")
+
+    def _migrate(self) -> None:
+        """Schema 1 -> 2: add the row checksums (computed from the rows as they are: they passed
+        ``quick_check``). One transaction, under the writer lock."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if "crc" not in {r[1] for r in conn.execute("PRAGMA table_info(scores)")}:
+                conn.execute("ALTER TABLE scores ADD COLUMN crc INTEGER")
+            last: tuple[str, str] = ("", "")
+            while True:
+                batch = conn.execute(
+                    f"SELECT run_id, {_ROW_COLS} FROM scores WHERE (run_id, arch_key) > (?, ?) "
+                    "ORDER BY run_id, arch_key LIMIT 5000", last).fetchall()
+                conn.executemany("UPDATE scores SET crc=? WHERE run_id=? AND arch_key=?",
+                                 [(_row_crc(*r), r[0], r[1]) for r in batch])
+                if len(batch) < 5000:
+                    break
+                last = (batch[-1][0], batch[-1][1])
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self.schema_version = SCHEMA_VERSION
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -364,11 +613,49 @@ class ResultStore:
             raise StoreError(f"store {self.path} is closed")
         return self._conn
 
+    def acquire_writer(self) -> None:
+        """Take the store's writer lock (idempotent; every write method calls it).
+
+        The first write also migrates a schema-1 store and applies the ``journal`` mode.
+
+        Raises:
+            StoreError: the store is read-only, or another writer (named) holds the lock.
+        """
+        if self.writing:
+            return
+        conn = self.conn
+        if self.readonly:
+            raise StoreError(f"store {self.path} is open read-only ({self._ro_reason}): it can be read "
+                             "and exported, not written")
+        if not _writable(self.path):
+            raise StoreError(f"store {self.path} is not writable (the file has no write permission): "
+                             "it can be read and exported, not written")
+        self._lock.acquire(self.path)
+        try:
+            if self.schema_version < SCHEMA_VERSION:
+                self._migrate()
+            if self.journal != self._journal:
+                self.journal = str(conn.execute(f"PRAGMA journal_mode={self._journal.upper()}")
+                                   .fetchone()[0]).lower()
+                conn.execute("PRAGMA synchronous=NORMAL" if self.journal == "wal" else "PRAGMA synchronous=FULL")
+        except sqlite3.DatabaseError as exc:
+            self._release()
+            raise self._wrap(exc) from None
+        except BaseException:
+            self._release()
+            raise
+        self.writing = True
+
+    def _release(self) -> None:
+        self.writing = False
+        self._lock.release()
+
     def close(self) -> None:
-        """Close the connection (idempotent)."""
+        """Close the connection and release the writer lock (idempotent)."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        self._release()
 
     def __enter__(self) -> "ResultStore":
         return self
@@ -383,65 +670,162 @@ class ResultStore:
             pass
 
     def __repr__(self) -> str:
-        return f"ResultStore({str(self.path)!r})"
+        return f"ResultStore({str(self.path)!r}{', readonly=True' if getattr(self, 'readonly', False) else ''})"
 
     def _wrap(self, exc: sqlite3.DatabaseError) -> StoreError:
-        return StoreError(f"{self.path}: store read/write failed ({exc}); the file may be corrupt")
+        text = str(exc)
+        if "readonly" in text.replace(" ", "").lower():
+            return StoreError(f"{self.path}: cannot write the store ({text}): it is on read-only media "
+                              "or lacks permissions; it can still be read with readonly=True")
+        return StoreError(f"{self.path}: store read/write failed ({text}); the file may be corrupt")
 
-    def verify(self) -> None:
-        """Run SQLite's full ``integrity_check``; raise StoreError if the file is damaged."""
+    def _damaged_error(self, run_id: str, key: Any) -> StoreError:
+        return StoreError(f"{self.path}: row {key!r} of run {run_id} is damaged (its checksum does not "
+                          "match its stored values; the file was changed outside zcfast): "
+                          "ResultStore.verify() lists every damaged row, scan --retry-errors rescores them")
+
+    # ----------------------------------------------------------------- integrity
+    def damaged(self, run_id: str | None = None) -> list[tuple[str, str]]:
+        """``(run_id, arch_key)`` of every row (of ``run_id``, or of every run) whose checksum
+        does not match its values; ``[]`` for a schema-1 store (no checksums to check).
+        Streams the rows (memory flat in their number). Undecodable keys are given as ``repr``."""
+        if self.schema_version < 2:
+            return []
+        conn = self.conn
+        sql = f"SELECT run_id, {_ROW_COLS}, crc FROM scores" + (" WHERE run_id=?" if run_id is not None else "")
+        bad: list[tuple[str, str]] = []
+        saved = conn.text_factory
+        conn.text_factory = bytes  # decode here, so a mangled text column is reported, not raised
+        try:
+            for r in conn.execute(sql, () if run_id is None else (run_id,)):
+                cols = []
+                ok = True
+                for c in r[:5]:
+                    if isinstance(c, bytes):
+                        try:
+                            c = c.decode("utf-8")
+                        except UnicodeDecodeError:
+                            ok = False
+                    cols.append(c)
+                rid = cols[0] if isinstance(cols[0], str) else repr(cols[0])
+                if not ok or not _row_intact(rid, (*cols[1:5], r[5], r[6])):
+                    key = cols[1] if isinstance(cols[1], str) else repr(cols[1])
+                    bad.append((rid, key))
+        except sqlite3.DatabaseError as exc:
+            raise self._wrap(exc) from None
+        finally:
+            conn.text_factory = saved
+        return bad
+
+    def verify(self) -> list[str]:
+        """Check the whole store: SQLite's ``integrity_check``, every run's config against its
+        id, every row against its checksum.
+
+        Returns:
+            notes that are not damage (a schema-1 store's rows carry no checksum: "legacy,
+            unverified"); ``[]`` when everything was verified.
+
+        Raises:
+            StoreError: the file is damaged, listing every damaged run and row (run id + arch key).
+        """
         try:
             result = [r[0] for r in self.conn.execute("PRAGMA integrity_check(5)")]
+            raw_runs = self.conn.execute("SELECT run_id, config FROM runs").fetchall()
         except sqlite3.DatabaseError as exc:
             raise self._wrap(exc) from None
         if result != ["ok"]:
             raise StoreError(f"{self.path} is a corrupt zcfast store: {'; '.join(result)}")
+        problems = [f"run {rid}: its config does not match its id" for rid, cfg in raw_runs
+                    if not (isinstance(cfg, str) and _text_id(cfg) == rid)]
+        problems += [f"run {rid} row {key!r}" for rid, key in self.damaged()]
+        if problems:
+            shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
+            raise StoreError(f"{self.path}: {len(problems)} damaged record(s) (checksum mismatch; the file "
+                             f"was changed outside zcfast): {shown}")
+        if self.schema_version < 2:
+            n = int(self.conn.execute("SELECT count(*) FROM scores").fetchone()[0])
+            return [f"schema version {self.schema_version}: {n} rows carry no checksums (legacy, "
+                    "unverified); the store's first write adds them"]
+        return []
 
     # ----------------------------------------------------------------- runs
     def run_id(self, config: "RunConfig | Mapping[str, Any]") -> str:
         """Register the run of ``config`` (if new) and return its id (see :func:`config_id`).
 
         ``config`` is a :class:`RunConfig` (what correlate, search and scan use) or a plain
-        dict (any other user of the store)."""
+        dict (any other user of the store). Registering is a write (it takes the writer lock);
+        on a read-only store the id of an existing run is returned, a new one is refused."""
         if isinstance(config, RunConfig):
             config = config.to_dict()
         rid = config_id(config)
         text = _canonical_json(config)
+        if self.readonly:
+            if rid not in self.runs():
+                raise StoreError(f"store {self.path} is open read-only ({self._ro_reason}) and holds no "
+                                 f"run {rid} of this config: a new run cannot be registered")
+            return rid
+        self.acquire_writer()
         try:
             self.conn.execute("INSERT INTO runs(run_id, config, created) VALUES (?, ?, ?) "
                               "ON CONFLICT(run_id) DO NOTHING", (rid, text, time.time()))
             stored = self.conn.execute("SELECT config FROM runs WHERE run_id=?", (rid,)).fetchone()
         except sqlite3.DatabaseError as exc:
             raise self._wrap(exc) from None
-        if stored[0] != text:  # a 64-bit prefix collision: never mix two configs
+        if stored[0] != text:  # a 64-bit prefix collision, or a damaged record: never mix two configs
             raise StoreError(f"run id {rid} already holds a different config: {stored[0]}")
         return rid
 
+    def _load_config(self, rid: str, text: Any) -> dict[str, Any]:
+        if not isinstance(text, str) or _text_id(text) != rid:
+            raise StoreError(f"{self.path}: the config of run {rid} is damaged (it does not match the "
+                             "run id); the file was changed outside zcfast")
+        return json.loads(text)
+
     def runs(self) -> dict[str, dict[str, Any]]:
-        """Every run in the store: run id -> config dict."""
+        """Every run in the store: run id -> config dict (each checked against its id)."""
         try:
-            return {rid: json.loads(cfg) for rid, cfg in
-                    self.conn.execute("SELECT run_id, config FROM runs ORDER BY created, run_id")}
+            raw = self.conn.execute("SELECT run_id, config FROM runs ORDER BY created, run_id").fetchall()
         except sqlite3.DatabaseError as exc:
             raise self._wrap(exc) from None
+        return {rid: self._load_config(rid, cfg) for rid, cfg in raw}
 
     def config(self, run_id: str) -> dict[str, Any]:
         """The config dict of ``run_id``; StoreError if unknown."""
-        row = self.conn.execute("SELECT config FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        try:
+            row = self.conn.execute("SELECT config FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._wrap(exc) from None
         if row is None:
             raise StoreError(f"unknown run id {run_id!r} in {self.path}")
-        return json.loads(row[0])
+        return self._load_config(run_id, row[0])
 
     def _require_run(self, run_id: str) -> None:
+        if not isinstance(run_id, str):
+            raise StoreError(f"run id must be a str, got {run_id!r}")
         if self.conn.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone() is None:
             raise StoreError(f"unknown run id {run_id!r} in {self.path}; get one from run_id(config)")
 
     # ----------------------------------------------------------------- rows
-    def put_many(self, run_id: str, rows: Iterable[ScoreRow]) -> int:
+    def _to_row(self, run_id: str, r: Sequence[Any]) -> ScoreRow:
+        """A stored row as a ScoreRow, its checksum verified (schema 2)."""
+        if self.schema_version >= 2 and not _row_intact(run_id, r):
+            raise self._damaged_error(run_id, r[0])
+        try:
+            values = json.loads(r[2])
+            return ScoreRow(r[0], r[1], values, r[3], r[4])
+        except (ValueError, TypeError) as exc:  # only reachable for unverified legacy rows
+            raise StoreError(f"{self.path}: row {r[0]!r} of run {run_id} cannot be read ({exc}); "
+                             "the file may be corrupt") from None
+
+    def _select(self) -> str:
+        return _ROW_COLS + (", crc" if self.schema_version >= 2 else ", NULL")
+
+    def put_many(self, run_id: str, rows: Iterable[ScoreRow], *, rescore: bool = False) -> int:
         """Write ``rows`` in ONE transaction, upserting by ``(run_id, arch_key)``.
 
-        Either all rows are stored or (process killed, error) none is. Returns the number of
-        rows written.
+        Either all rows are stored or (process killed, error) none is. A row already stored
+        with a damaged checksum is not written over (StoreError naming it) unless
+        ``rescore=True`` says the new row is its rescoring. Returns the number of rows written.
         """
         params = []
         for row in rows:
@@ -450,20 +834,32 @@ class ResultStore:
             seconds = float(row.seconds)
             if not math.isfinite(seconds):
                 raise StoreError(f"ScoreRow.seconds must be finite, got {row.seconds!r}")
-            params.append((run_id, row.arch_key, row.arch_str, _encode_values(row.values),
-                           row.error, seconds))
+            vals = _encode_values(row.values)
+            params.append((run_id, row.arch_key, row.arch_str, vals, row.error, seconds,
+                           _row_crc(run_id, row.arch_key, row.arch_str, vals, row.error, seconds)))
         if not params:
             return 0
+        self.acquire_writer()
         conn = self.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 self._require_run(run_id)
+                if not rescore:
+                    keys = list({p[1] for p in params})
+                    for i in range(0, len(keys), 500):
+                        part = keys[i:i + 500]
+                        for r in conn.execute(f"SELECT {self._select()} FROM scores WHERE run_id=? AND "
+                                              f"arch_key IN ({','.join('?' * len(part))})", (run_id, *part)):
+                            if not _row_intact(run_id, r):
+                                raise StoreError(
+                                    f"{self.path}: row {r[0]!r} of run {run_id} is damaged; put_many does "
+                                    "not write over it unless rescore=True (scan --retry-errors)")
                 conn.executemany(
-                    "INSERT INTO scores(run_id, arch_key, arch_str, vals, error, seconds) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(run_id, arch_key) DO UPDATE SET "
+                    "INSERT INTO scores(run_id, arch_key, arch_str, vals, error, seconds, crc) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(run_id, arch_key) DO UPDATE SET "
                     "arch_str=excluded.arch_str, vals=excluded.vals, error=excluded.error, "
-                    "seconds=excluded.seconds", params)
+                    "seconds=excluded.seconds, crc=excluded.crc", params)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -477,7 +873,10 @@ class ResultStore:
         """Arch keys already stored for ``run_id`` (scored or failed). O(rows) memory: for
         million-row runs prefer :meth:`has_keys` on bounded batches."""
         self._require_run(run_id)
-        return {r[0] for r in self.conn.execute("SELECT arch_key FROM scores WHERE run_id=?", (run_id,))}
+        try:
+            return {r[0] for r in self.conn.execute("SELECT arch_key FROM scores WHERE run_id=?", (run_id,))}
+        except sqlite3.DatabaseError as exc:
+            raise self._wrap(exc) from None
 
     def has_keys(self, run_id: str, keys: Sequence[str]) -> set[str]:
         """The subset of ``keys`` already stored for ``run_id`` (memory bounded by ``len(keys)``)."""
@@ -502,55 +901,163 @@ class ResultStore:
             sql += " AND error IS NOT NULL"
         elif errors is False:
             sql += " AND error IS NULL"
-        return int(self.conn.execute(sql, (run_id,)).fetchone()[0])
+        try:
+            return int(self.conn.execute(sql, (run_id,)).fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            raise self._wrap(exc) from None
 
     def get(self, run_id: str, arch_key: str) -> ScoreRow | None:
-        """The row of ``arch_key`` in ``run_id``, or None."""
-        r = self.conn.execute("SELECT arch_key, arch_str, vals, error, seconds FROM scores "
-                              "WHERE run_id=? AND arch_key=?", (run_id, arch_key)).fetchone()
-        return None if r is None else ScoreRow(r[0], r[1], json.loads(r[2]), r[3], r[4])
+        """The row of ``arch_key`` in ``run_id`` (checksum verified), or None."""
+        try:
+            r = self.conn.execute(f"SELECT {self._select()} FROM scores WHERE run_id=? AND arch_key=?",
+                                  (run_id, arch_key)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._wrap(exc) from None
+        return None if r is None else self._to_row(run_id, r)
 
-    def rows(self, run_id: str) -> Iterator[ScoreRow]:
-        """Every row of ``run_id`` ordered by arch_key, streamed (memory flat in row count)."""
+    def rows(self, run_id: str, *, errors: bool | None = None) -> Iterator[ScoreRow]:
+        """Every row of ``run_id`` ordered by arch_key, streamed (memory flat in row count),
+        each checked against its checksum (a damaged row raises StoreError naming it).
+        ``errors=True``: only rows stored with an error; ``False``: only the others."""
         self._require_run(run_id)
+        where = {None: "", True: " AND error IS NOT NULL", False: " AND error IS NULL"}[errors]
         last = ""
         page = 5000
         while True:  # keyset pagination: no long-lived cursor across a caller's writes
             try:
                 batch = self.conn.execute(
-                    "SELECT arch_key, arch_str, vals, error, seconds FROM scores "
-                    "WHERE run_id=? AND arch_key>? ORDER BY arch_key LIMIT ?",
-                    (run_id, last, page)).fetchall()
+                    f"SELECT {self._select()} FROM scores WHERE run_id=? AND arch_key>?{where} "
+                    "ORDER BY arch_key LIMIT ?", (run_id, last, page)).fetchall()
             except sqlite3.DatabaseError as exc:
                 raise self._wrap(exc) from None
             for r in batch:
-                yield ScoreRow(r[0], r[1], json.loads(r[2]), r[3], r[4])
+                yield self._to_row(run_id, r)
             if len(batch) < page:
                 return
             last = batch[-1][0]
 
-    def delete_run(self, run_id: str) -> int:
-        """Remove a run and its rows (one transaction); returns the number of rows removed."""
+    def delete_rows(self, run_id: str, keys: Iterable[str]) -> int:
+        """Remove the rows of ``keys`` from ``run_id`` (one transaction; damaged rows too);
+        returns the number removed."""
+        keys = list(keys)
+        self.acquire_writer()
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+        n = 0
         try:
-            n = conn.execute("DELETE FROM scores WHERE run_id=?", (run_id,)).rowcount
-            conn.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for i in range(0, len(keys), 500):
+                    part = keys[i:i + 500]
+                    n += conn.execute(f"DELETE FROM scores WHERE run_id=? AND arch_key IN "
+                                      f"({','.join('?' * len(part))})", (run_id, *part)).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise self._wrap(exc) from None
         return n
 
-    def export_parquet(self, run_id: str, path: str | os.PathLike[str],
-                       row_group_size: int = 65536) -> int:
+    def delete_run(self, run_id: str) -> int:
+        """Remove a run and its rows (one transaction); returns the number of rows removed."""
+        self.acquire_writer()
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                n = conn.execute("DELETE FROM scores WHERE run_id=?", (run_id,)).rowcount
+                conn.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise self._wrap(exc) from None
+        return n
+
+    def export_parquet(self, run_id: str, path: str | os.PathLike[str], row_group_size: int = 65536,
+                       *, overwrite: bool = False) -> int:
         """Write ``run_id`` to a Parquet file; see :func:`export_parquet`."""
-        return export_parquet(self, run_id, path, row_group_size=row_group_size)
+        return export_parquet(self, run_id, path, row_group_size=row_group_size, overwrite=overwrite)
+
+
+# --------------------------------------------------------------------- export
+def _is_export_of(path: Path, run_id: str | None) -> bool:
+    """Whether ``path`` is a zcfast Parquet export of ``run_id`` (an earlier export to replace)."""
+    if not run_id:
+        return False
+    try:
+        import pyarrow.parquet as pq
+
+        meta = pq.read_schema(str(path)).metadata or {}
+    except Exception:
+        return False
+    return meta.get(b"zcfast.run_id") == run_id.encode()
+
+
+def check_export_target(target: str | os.PathLike[str], *, store: str | os.PathLike[str] | None = None,
+                        run_id: str | None = None, overwrite: bool = False) -> Path:
+    """Refuse an export target that would lose data; return it as a Path.
+
+    Refused always: the store itself or one of its files (``-wal``, ``-shm``, ``-journal``,
+    ``.lock``), by any path (symlink, hard link); a directory; anything that is not a regular
+    file; any SQLite database. Refused unless ``overwrite``: an existing file, except an
+    earlier zcfast export of the same ``run_id``. ``scan`` calls this before it starts.
+
+    Raises:
+        StoreError: one line naming the target and what to do instead.
+    """
+    if not isinstance(target, (str, os.PathLike)) or not str(target):
+        raise StoreError(f"export path must be a file name, got {target!r}")
+    p = Path(target)
+    if store is not None:
+        s = Path(store)
+        real = os.path.realpath(s)
+        same = os.path.realpath(p) in {real + suffix for suffix in ("", *_SIDECARS)}
+        if not same and p.exists():
+            for other in (s, *(Path(str(s) + suffix) for suffix in _SIDECARS)):
+                try:
+                    if other.exists() and os.path.samefile(p, other):
+                        same = True
+                        break
+                except OSError:
+                    pass
+        if same:
+            raise StoreError(f"export path {p} is the store {s} (or one of its files): an export never "
+                             "overwrites a store; choose another file name, e.g. scores.parquet")
+    if p.is_symlink() or p.exists():
+        if p.is_dir():
+            raise StoreError(f"export path {p} is a directory: give a file name, e.g. {p / 'scores.parquet'}")
+        if not p.is_file():
+            raise StoreError(f"export path {p} is not a regular file")
+        if _is_sqlite(p):
+            raise StoreError(f"export path {p} is an SQLite database (a result store?): an export never "
+                             "overwrites one; choose another file name")
+        if not overwrite and not _is_export_of(p, run_id):
+            raise StoreError(f"export path {p} already exists and is not an export of this run: pass "
+                             "overwrite=True (--overwrite) to replace it, or choose another file name")
+    elif p.parent.exists() and not p.parent.is_dir():
+        raise StoreError(f"export path {p}: {p.parent} is not a directory")
+    return p
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def export_parquet(store: ResultStore, run_id: str, path: str | os.PathLike[str],
-                   row_group_size: int = 65536) -> int:
+                   row_group_size: int = 65536, *, overwrite: bool = False) -> int:
     """Export one run to Parquet, streaming row groups (memory flat in the number of rows).
 
     Columns: ``arch_key`` (string), ``arch``(string, the canonical text), one float64 column
@@ -558,10 +1065,19 @@ def export_parquet(store: ResultStore, run_id: str, path: str | os.PathLike[str]
     first row group; a proxy missing from a row is null), ``error`` (string, null on
     success), ``seconds`` (float64). The run config is stored as JSON in the schema metadata
     under ``zcfast.config`` (and the run id under ``zcfast.run_id``). Returns the row count.
+
+    Safety: the target is checked by :func:`check_export_target` (never the store, a
+    directory, an SQLite file; an existing file only with ``overwrite=True`` or when it is an
+    earlier export of this run). The rows go to a temporary file in the target's folder,
+    which is fsynced and renamed over the target; on any failure (a damaged row, a full disk,
+    no permission) the temporary file is removed and a one-line StoreError is raised.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    if isinstance(row_group_size, bool) or not isinstance(row_group_size, int) or row_group_size < 1:
+        raise StoreError(f"row_group_size must be an integer >= 1, got {row_group_size!r}")
+    target = check_export_target(path, store=store.path, run_id=run_id, overwrite=overwrite)
     config = store.config(run_id)
     proxies = config.get("proxies")
     it = store.rows(run_id)
@@ -589,19 +1105,44 @@ def export_parquet(store: ResultStore, run_id: str, path: str | os.PathLike[str]
         cols["seconds"] = [r.seconds for r in rows]
         return pa.Table.from_pydict(cols, schema=schema)
 
+    folder = target.absolute().parent
+    tmp: str | None = None
     total = 0
-    tmp = Path(str(path) + ".tmp")
-    with pq.ParquetWriter(str(tmp), schema) as writer:
-        batch = first
-        while batch:
-            writer.write_table(table(batch), row_group_size=row_group_size)
-            total += len(batch)
-            batch = []
-            for row in it:
-                batch.append(row)
-                if len(batch) >= row_group_size:
-                    break
-        if total == 0:
-            writer.write_table(table([]))
-    os.replace(tmp, path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "wb") as fh:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = stat.S_IMODE(target.stat().st_mode) if target.is_file() else 0o666 & ~umask
+            os.fchmod(fh.fileno(), mode)
+            with pq.ParquetWriter(fh, schema) as writer:
+                batch = first
+                while batch:
+                    writer.write_table(table(batch), row_group_size=row_group_size)
+                    total += len(batch)
+                    batch = []
+                    for row in it:
+                        batch.append(row)
+                        if len(batch) >= row_group_size:
+                            break
+                if total == 0:
+                    writer.write_table(table([]))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        tmp = None
+        _fsync_dir(folder)
+    except BaseException as exc:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if isinstance(exc, (OSError, pa.ArrowException)):
+            reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)).replace("\n", " ")
+            raise StoreError(f"cannot export run {run_id} to {target}: {reason}") from None
+        raise
+    finally:
+        it.close()
     return total
