@@ -5,9 +5,14 @@ lazily; a backend scores them and yields lists of :class:`~zcfast.store.ScoreRow
 finish (in any order). Workers never touch the store: they return rows to the parent, which
 is the only writer.
 
-Every worker scores with ``torch.set_num_threads(threads)`` (default 1, also in the serial
-backend) so that reductions run in the same order whichever backend and worker count ran:
-with the default per-architecture scorer the values are bit-identical across backends.
+Every worker scores with ``torch.set_num_threads(threads)`` (default
+:data:`zcfast.options.SCORING_THREADS` = 1, also in the serial backend) so that reductions run
+in the same order whichever backend and worker count ran: with the default per-architecture
+scorer the values are bit-identical across backends.
+
+A NaN or infinite value is stored with its reason: the row's ``error`` reads
+``"non-finite value: jacob_cov=nan (<why>)"``, the reason taken from zcfast's own
+``ProxyResult.error`` (``detailed=True``) for the default scorers.
 
 Backends:
 
@@ -19,24 +24,32 @@ Backends:
   passed (or ``ZCFAST_START_METHOD``). A worker that dies (killed, out of memory) breaks the
   pool: the pool is restarted and the chunks it held are retried one candidate at a time;
   a candidate that kills a worker again is recorded with the error ``worker process died``.
+  Workers that die as they start (before scoring anything: typically a script that calls
+  ``zcfast.scan`` without the ``if __name__ == "__main__":`` guard, which spawned workers need
+  because they re-import the main module) raise :class:`WorkerStartError` instead of storing
+  error rows; :func:`check_main_guard` refuses such a script before any worker starts.
   Workers exit by themselves within a second when the parent is killed.
 * ``ray``: one actor per CPU of the cluster (``ray.init(address=...)``; without an address
   and no running instance a local one is started). zcfast must be importable on every node.
 """
 from __future__ import annotations
 
+import ast
+import inspect
 import math
 import multiprocessing
 import os
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
+from zcfast.options import SCORING_THREADS, scoring_threads
 from zcfast.store import ScoreRow
 
 __all__ = [
@@ -45,9 +58,12 @@ __all__ = [
     "RayBackend",
     "SerialBackend",
     "WorkerSpec",
+    "WorkerStartError",
     "available_cpus",
+    "check_main_guard",
     "hash_scorer",
     "make_backend",
+    "resolve_start_method",
     "score_chunk",
 ]
 
@@ -82,7 +98,8 @@ class WorkerSpec:
         batch_scorer: optional batched scorer (``zcfast.batched.score_batch`` signature) tried
             first on a whole chunk; on any failure the chunk is rescored one at a time so a
             failing candidate is isolated.
-        threads: ``torch.set_num_threads`` while scoring.
+        threads: ``torch.set_num_threads`` while scoring (:data:`zcfast.options.SCORING_THREADS`:
+            the values of a run must not depend on how it was executed).
     """
 
     space: Any
@@ -94,7 +111,7 @@ class WorkerSpec:
     device: str = "cpu"
     scorer: ArchScorer | None = None
     batch_scorer: BatchScorer | None = None
-    threads: int = 1
+    threads: int = SCORING_THREADS
 
 
 def hash_scorer(space: Any, arch: Hashable, inputs: torch.Tensor, targets: torch.Tensor,
@@ -109,7 +126,9 @@ def hash_scorer(space: Any, arch: Hashable, inputs: torch.Tensor, targets: torch
       1/16 of candidates exercise the error path);
     - ``ZCFAST_HASH_SCORER_SLEEP=<seconds>``: sleep that long per candidate (a slow scorer);
     - ``ZCFAST_HASH_SCORER_KILL=<prefix>``: the scoring *process* SIGKILLs itself on a key with
-      that prefix (simulates a worker killed by the OOM killer).
+      that prefix (simulates a worker killed by the OOM killer);
+    - ``ZCFAST_HASH_SCORER_HOLD=<path>``: while that file exists, wait before each candidate (a
+      test holds a scan mid-run, so a kill lands before the end whatever the machine's load).
     """
     import hashlib
     import signal
@@ -120,6 +139,9 @@ def hash_scorer(space: Any, arch: Hashable, inputs: torch.Tensor, targets: torch
     kill = os.environ.get("ZCFAST_HASH_SCORER_KILL")
     if kill and key.startswith(kill):
         os.kill(os.getpid(), signal.SIGKILL)
+    hold = os.environ.get("ZCFAST_HASH_SCORER_HOLD")
+    while hold and os.path.exists(hold):
+        time.sleep(0.01)
     sleep = float(os.environ.get("ZCFAST_HASH_SCORER_SLEEP") or 0)
     if sleep > 0:
         time.sleep(sleep)
@@ -144,28 +166,71 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def _check_values(values: Any, proxies: Sequence[str]) -> tuple[dict[str, float], str | None]:
-    """Validate a scorer's output: a float for every proxy; non-finite values are an error."""
-    if not isinstance(values, dict):
+def _one_line(text: Any, limit: int = 300) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
+def _check_values(values: Any, proxies: Sequence[str],
+                  reasons: Mapping[str, str | None] | None = None) -> tuple[dict[str, float], str | None]:
+    """Validate a scorer's output: a number (or a ``ProxyResult``) for every proxy.
+
+    A non-finite value is kept, and the row's error names it with its reason (the
+    ``ProxyResult.error``, or ``reasons[p]``): ``"non-finite value: jacob_cov=nan (<why>)"``.
+    Missing or non-numeric values give ``"bad scorer output: ..."``.
+    """
+    if not isinstance(values, Mapping):
         return {}, f"scorer returned {type(values).__name__}, not a dict"
     clean: dict[str, float] = {}
-    problems = []
+    nonfinite: list[str] = []
+    bad: list[str] = []
     for p in proxies:
         if p not in values:
-            problems.append(f"missing {p}")
+            bad.append(f"missing {p}")
             continue
+        raw = values[p]
+        reason = getattr(raw, "error", None) or (reasons or {}).get(p)
+        raw = getattr(raw, "value", raw)
         try:
-            v = float(values[p])
+            if isinstance(raw, bool):
+                raise TypeError
+            v = float(raw)
         except (TypeError, ValueError):
-            problems.append(f"{p} is not a number ({values[p]!r})")
+            bad.append(f"{p} is not a number ({_one_line(repr(raw), 80)})")
             continue
         clean[p] = v
         if not math.isfinite(v):
-            problems.append(f"{p}={v}")
-    if not problems:
+            nonfinite.append(f"{p}={v}" + (f" ({_one_line(reason)})" if reason else ""))
+    if not nonfinite and not bad:
         return clean, None
-    kind = "non-finite value" if all("=" in s for s in problems) else "bad scorer output"
-    return clean, f"{kind}: {', '.join(problems)}"
+    if not bad:
+        return clean, f"non-finite value: {', '.join(nonfinite)}"
+    return clean, f"bad scorer output: {', '.join(bad + nonfinite)}"
+
+
+def _nan_reasons(spec: WorkerSpec, arch: Hashable, values: Any, ours: bool = True) -> dict[str, str | None]:
+    """Why zcfast's scorer gave a non-finite value: ``score_arch(..., detailed=True)`` for the
+    proxies that came out non-finite (same seeds, same network), ``{}`` when all are finite,
+    the scorer is the user's, or asking fails."""
+    if not ours or spec.scorer is not None or not isinstance(values, Mapping):
+        return {}
+    todo = []
+    for p in spec.proxies:
+        v = getattr(values.get(p), "value", values.get(p))
+        try:
+            if v is not None and not math.isfinite(float(v)) and not getattr(values.get(p), "error", None):
+                todo.append(p)
+        except (TypeError, ValueError):
+            pass
+    if not todo:
+        return {}
+    from zcfast.proxies import score_arch
+
+    try:
+        res = score_arch(spec.space, arch, spec.inputs, spec.targets, todo, seed=spec.seed,
+                         num_classes=spec.num_classes, device=spec.device, detailed=True)
+    except Exception as exc:  # the reason stays unknown; the value is stored all the same
+        return {p: f"reason unavailable: {_describe(exc)[:200]}" for p in todo}
+    return {p: getattr(res.get(p), "error", None) for p in todo}
 
 
 def _score_one(spec: WorkerSpec, task: Task) -> ScoreRow:
@@ -177,7 +242,7 @@ def _score_one(spec: WorkerSpec, task: Task) -> ScoreRow:
     try:
         raw = scorer(spec.space, arch, spec.inputs, spec.targets, list(spec.proxies),
                      seed=spec.seed, num_classes=spec.num_classes, device=spec.device)
-        values, error = _check_values(raw, spec.proxies)
+        values, error = _check_values(raw, spec.proxies, _nan_reasons(spec, arch, raw))
     except Exception as exc:  # recorded, the scan goes on
         values = {}
         error = ("out of memory: " if _is_oom(exc) else "") + _describe(exc)
@@ -186,14 +251,13 @@ def _score_one(spec: WorkerSpec, task: Task) -> ScoreRow:
     return ScoreRow(key, text, values, error, time.perf_counter() - t0)
 
 
-def _accepts(fn: Callable[..., Any], name: str) -> bool:
-    import inspect
-
+def _accepts(fn: Callable[..., Any], name: str, *, explicitly: bool = False) -> bool:
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return name in params or (not explicitly and
+                              any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()))
 
 
 def score_chunk(spec: WorkerSpec, chunk: Sequence[Task]) -> list[ScoreRow]:
@@ -201,13 +265,15 @@ def score_chunk(spec: WorkerSpec, chunk: Sequence[Task]) -> list[ScoreRow]:
 
     With ``spec.batch_scorer`` the chunk is first scored in one batched call (each row's
     ``seconds`` is then the batch time divided by the chunk size); if that call raises or
-    returns the wrong number of results, every candidate is rescored alone.
+    returns the wrong number of results, every candidate is rescored alone. A batched scorer
+    that takes ``detailed`` (zcfast.batched.score_batch) is asked for ``ProxyResult``s, so a
+    NaN's reason reaches the row.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(spec.threads)
-    try:
+    with scoring_threads(spec.threads):
         if spec.batch_scorer is not None and len(chunk) > 1:
             extra: dict[str, Any] = {}
+            if _accepts(spec.batch_scorer, "detailed", explicitly=True):
+                extra["detailed"] = True
             if _accepts(spec.batch_scorer, "num_classes"):
                 extra["num_classes"] = spec.num_classes
             elif spec.num_classes != 10:  # cannot tell it the width: score one at a time
@@ -226,13 +292,95 @@ def score_chunk(spec: WorkerSpec, chunk: Sequence[Task]) -> list[ScoreRow]:
             if results is not None and len(results) == len(chunk):
                 dt = (time.perf_counter() - t0) / len(chunk)
                 rows = []
-                for (key, text, _), raw in zip(chunk, results):
-                    values, error = _check_values(raw, spec.proxies)
+                ours = str(getattr(spec.batch_scorer, "__module__", "")).startswith("zcfast.")
+                for (key, text, arch), raw in zip(chunk, results):
+                    values, error = _check_values(raw, spec.proxies, _nan_reasons(spec, arch, raw, ours))
                     rows.append(ScoreRow(key, text, values, error, dt))
                 return rows
         return [_score_one(spec, task) for task in chunk]
-    finally:
-        torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------ starting workers
+class WorkerStartError(ValueError):
+    """Local worker processes die as they start, before scoring anything (nothing is stored)."""
+
+
+def resolve_start_method(start_method: str | None = None) -> str:
+    """The local pool's start method: ``start_method``, else ``$ZCFAST_START_METHOD``, else spawn."""
+    method = start_method or os.environ.get("ZCFAST_START_METHOD") or "spawn"
+    if method not in multiprocessing.get_all_start_methods():
+        raise ValueError(f"start method {method!r} not available here; choose one of "
+                         f"{', '.join(multiprocessing.get_all_start_methods())}")
+    return method
+
+
+def _is_main_test(test: ast.expr) -> bool:
+    """``__name__ == "__main__"`` (either way round)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return (any(isinstance(x, ast.Name) and x.id == "__name__" for x in sides)
+            and any(isinstance(x, ast.Constant) and x.value == "__main__" for x in sides))
+
+
+def _unguarded_main_call() -> str | None:
+    """``"file:line"`` when this call comes from the top-level code of a main *script* outside
+    ``if __name__ == "__main__":`` (spawned workers would run that code again), else None.
+
+    Mirrors multiprocessing's spawn: the main module is re-imported in each worker unless the
+    program was started as ``python -m pkg`` (``pkg.__main__``), ``-c`` or interactively.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or not path:
+        return None
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    if name is not None and (name == "__main__" or name.endswith(".__main__")):
+        return None
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_globals is main.__dict__ and frame.f_code.co_name == "<module>"):
+        frame = frame.f_back
+    if frame is None:
+        return None
+    line = frame.f_lineno
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"), str(path))
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and _is_main_test(node.test) and node.body:
+            if node.body[0].lineno <= line <= (node.body[-1].end_lineno or node.body[-1].lineno):
+                return None
+    return f"{path}:{line}"
+
+
+def check_main_guard(what: str = "zcfast.scan") -> None:
+    """Refuse to start spawned workers from unguarded top-level script code.
+
+    Spawned (and forkserver) workers re-import the main script; without the guard each one
+    would run the script's top-level code again (and with it the scan), so every worker dies
+    as it starts.
+
+    Raises:
+        ValueError: naming the script line and the missing ``if __name__ == "__main__":``.
+    """
+    where = _unguarded_main_call()
+    if where is not None:
+        raise ValueError(f"{what} at {where} starts worker processes, which re-import your script: put the "
+                         "call under `if __name__ == \"__main__\":` (or use backend='serial')")
+
+
+def _ping() -> int:
+    return os.getpid()
+
+
+def _start_failure_message(detail: str) -> str:
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    script = f" ({main})" if main else ""
+    return (f"the local worker processes die as they start ({detail}); nothing was stored for their "
+            f"candidates. If zcfast.scan is called from a script{script}, the call must be under "
+            "`if __name__ == \"__main__\":` (spawned workers re-import the main module); otherwise check "
+            "that `python -c 'import zcfast'` works, or use backend='serial'")
 
 
 # ------------------------------------------------------------------ backends
@@ -315,13 +463,11 @@ class LocalPoolBackend(Backend):
         self.workers = int(workers) if workers else available_cpus()
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
-        method = start_method or os.environ.get("ZCFAST_START_METHOD") or "spawn"
-        if method not in multiprocessing.get_all_start_methods():
-            raise ValueError(f"start method {method!r} not available here; choose one of "
-                             f"{multiprocessing.get_all_start_methods()}")
-        self.start_method = method
+        self.start_method = resolve_start_method(start_method)
         self.max_in_flight = max_in_flight or 2 * self.workers
         self._pool: ProcessPoolExecutor | None = None
+        self._completed = 0     # chunks finished by some worker (0: none has ever worked)
+        self._probed = False
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(self.start_method),
@@ -363,6 +509,7 @@ class LocalPoolBackend(Backend):
                 except BrokenProcessPool as exc:
                     broken.append((chunk, suspect, str(exc) or "BrokenProcessPool"))
                     continue
+                self._completed += 1
                 yield rows
             if broken:
                 # every other pending future fails too: collect them, restart the pool
@@ -376,11 +523,26 @@ class LocalPoolBackend(Backend):
                 pending.clear()
                 self._pool.shutdown(wait=True, cancel_futures=True)
                 self._pool = self._new_pool()
+                if not self._completed and not self._probed:
+                    self._probe(broken[0][2])
                 for chunk, suspect, detail in broken:
                     if suspect:  # it ran alone and the worker died: blame it
                         yield [_died_row(chunk[0], detail)]
                     else:
                         retry.extend([t] for t in chunk)
+
+    def _probe(self, detail: str) -> None:
+        """No worker has ever finished a chunk and the pool broke: can a worker start at all?
+        A trivial task on the fresh pool tells a candidate that kills its worker (the task
+        runs: go on, blaming candidates one at a time) from workers that die at start-up."""
+        self._probed = True
+        assert self._pool is not None
+        try:
+            self._pool.submit(_ping).result()
+        except BrokenProcessPool:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            raise WorkerStartError(_start_failure_message(detail)) from None
 
     def close(self) -> None:
         if self._pool is not None:

@@ -7,13 +7,19 @@ transactions. Killing the process at any moment and calling ``scan`` again with 
 arguments finishes the job: nothing is lost beyond the uncommitted rows (which are then
 rescored), nothing is duplicated, and the values are those of an uninterrupted run.
 
+Every argument is checked before any work starts (the front door, :mod:`zcfast.options`):
+proxies, space, dataset, device, counts, the backend (Ray Client for ``ray://`` addresses),
+the ``if __name__ == "__main__":`` guard that spawned workers need, and the export target
+(never the store, never an existing file unless ``overwrite``). The store is then locked for
+this scan (one writer per store) and its run checked for damaged rows.
+
 The candidate stream, and what ``n`` means
     ``order="sample"``: ``space.sample(random.Random(sample_seed))`` drawn again and again;
     ``order="enumerate"``: ``space.enumerate()``. The scan ends when the run holds ``n``
     distinct candidates, i.e. the first ``n`` distinct keys of the stream (a run only ever
     holds candidates of its own stream: the stream is part of the run's config), or when
     the stream ends. A sampled stream of a finite space cannot give more distinct keys than
-    the space has (NB201: 6,466 keys over 15,625 cells), so it is cut after
+    the space has (NB201: 4,930 keys over 15,625 cells), so it is cut after
     ``min(50·n, 20·size) + 100,000`` draws (deterministic) and the result says
     ``exhausted=True``. ``n=None`` scans the whole (finite) space by enumeration.
 
@@ -21,30 +27,34 @@ Memory is flat in the number of candidates: the dedup state is the store itself 
 look-ups, a block of 256 candidates at a time) plus the keys in flight, bounded by the
 backend's ``max_in_flight`` chunks and the commit buffer.
 
-The run's config (see :func:`run_config`) holds space, dataset, batch size, data seed, a
-fingerprint of the batch, model seed, sorted proxies, classes, device type, the candidate
-stream and the scorer, so scans with different settings never share rows.
+The run's config is a :class:`zcfast.store.RunConfig` of ``kind="scan"`` (see
+:func:`run_config`): space, dataset, batch size, data seed, a fingerprint of the batch, model
+seed, sorted proxies, classes, device type, the candidate stream and the scorer, so scans with
+different settings never share rows. Every value is computed with
+:data:`zcfast.options.SCORING_THREADS` torch threads, whatever the backend.
 """
 from __future__ import annotations
 
+import importlib.util
+import math
 import os
 import random
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Hashable, Iterator, Sequence
 
 import torch
 
-from zcfast.parallel import (ArchScorer, BatchScorer, Task, WorkerSpec, available_cpus,
-                             make_backend)
-from zcfast.store import ResultStore, ScoreRow
+from zcfast import options
+from zcfast.parallel import (ArchScorer, BatchScorer, Task, WorkerSpec, check_main_guard,
+                             make_backend, resolve_start_method)
+from zcfast.store import BatchKey, ResultStore, RunConfig, ScoreRow, StoreError, check_export_target
 
 __all__ = ["ScanResult", "run_config", "scan"]
 
-_NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet16-120": 120}
 _LOOKUP_BLOCK = 256
+_BACKENDS = ("serial", "local", "ray")
 
 
 @dataclass(frozen=True)
@@ -56,10 +66,14 @@ class ScanResult:
         store: path of the store file.
         target: ``n`` (or the space size for a full enumeration).
         total: rows of the run when the call ended.
-        scored: rows written by this call.
+        scored: rows written by this call (new candidates and rescored ones).
         errors: of those, rows with an error.
         seconds: wall time of the call.
         exhausted: the candidate stream ended before ``target`` distinct candidates.
+        total_errors: rows of the run with an error when the call ended.
+        retried: rows stored with an error (or damaged) that this call rescored
+            (``retry_errors=True``).
+        first_error: the error of the first failed row written by this call, or None.
     """
 
     run_id: str
@@ -70,25 +84,16 @@ class ScanResult:
     errors: int
     seconds: float
     exhausted: bool
+    total_errors: int = 0
+    retried: int = 0
+    first_error: str | None = None
 
-
-def _resolve_space(space: Any) -> Any:
-    if isinstance(space, str):
-        from zcfast.spaces import get
-        return get(space)
-    for attr in ("sample", "key", "encode", "name"):
-        if not hasattr(space, attr):
-            raise ValueError(f"space must be a search-space name or a SearchSpace, got {space!r}")
-    return space
-
-
-def _resolve_proxies(proxies: Sequence[str] | str) -> tuple[str, ...]:
-    if isinstance(proxies, str):
-        proxies = [p.strip() for p in proxies.split(",")]
-    names = tuple(sorted({p for p in proxies if p}))
-    if not names or not all(isinstance(p, str) for p in names):
-        raise ValueError(f"proxies must be a non-empty list of names, got {proxies!r}")
-    return names
+    @property
+    def all_failed(self) -> bool:
+        """Every candidate this call scored failed, or (nothing scored now) every row of the run."""
+        if self.scored:
+            return self.errors == self.scored
+        return self.total > 0 and self.total_errors == self.total
 
 
 def _callable_name(fn: Callable[..., Any] | None, default: str) -> str:
@@ -99,36 +104,20 @@ def _callable_name(fn: Callable[..., Any] | None, default: str) -> str:
     return f"{mod}.{name}"
 
 
-def _fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
-    try:
-        from zcfast.data import batch_fingerprint
-    except ImportError:  # pragma: no cover
-        import hashlib
-        h = hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes())
-        h.update(y.detach().cpu().long().contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
-    return batch_fingerprint(x, y)
-
-
 def run_config(space_name: str, proxies: Sequence[str], *, dataset: str, batch_size: int,
                data_seed: int, data_fingerprint: str, seed: int, num_classes: int, device: str,
-               order: str, sample_seed: int, scorer: str) -> dict[str, Any]:
-    """The store config of a scan run (everything that changes which rows or values it holds)."""
+               order: str, sample_seed: int, scorer: str, data: str | None = None) -> RunConfig:
+    """The store key of a scan run (everything that changes which rows or values it holds).
+
+    Its :meth:`~zcfast.store.RunConfig.to_dict` is the dict earlier zcfast versions stored, so
+    their scan run ids are unchanged (pinned in tests/test_scan.py).
+    """
     stream = "enumerate" if order == "enumerate" else f"sample:{sample_seed}"
-    return {
-        "kind": "scan",
-        "space": space_name,
-        "dataset": dataset,
-        "batch_size": int(batch_size),
-        "data_seed": int(data_seed),
-        "data": data_fingerprint,
-        "seed": int(seed),
-        "proxies": sorted(proxies),
-        "num_classes": int(num_classes),
-        "device": torch.device(device).type,
-        "candidates": stream,
-        "scorer": scorer,
-    }
+    batch = BatchKey(fingerprint=data_fingerprint, data=data or f"shipped:{dataset}",
+                     size=int(batch_size), seed=int(data_seed))
+    return RunConfig(kind="scan", space=space_name, proxies=tuple(sorted(proxies)),
+                     num_classes=int(num_classes), batch=batch, init_seed=int(seed),
+                     device=torch.device(device).type, dataset=dataset, candidates=stream, scorer=scorer)
 
 
 def _default_batch_scorer() -> BatchScorer | None:
@@ -137,6 +126,57 @@ def _default_batch_scorer() -> BatchScorer | None:
     except ImportError:
         return None
     return score_batch
+
+
+def _check_int(value: Any, option: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{option} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _check_backend(backend: Any, address: Any) -> None:
+    if backend not in _BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}{options.suggest(str(backend), _BACKENDS)}; "
+                         f"choose {', '.join(_BACKENDS)}")
+    if address is not None and backend != "ray":
+        raise ValueError("address (--address) only applies to backend 'ray'")
+    if backend != "ray":
+        return
+    if importlib.util.find_spec("ray") is None:
+        raise ValueError("backend 'ray' needs Ray, which is not installed: pip install 'ray[default]'")
+    if address is not None and not isinstance(address, str):
+        raise ValueError(f"address must be a string (HOST:PORT or ray://HOST:PORT), got {address!r}")
+    if isinstance(address, str) and address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
+        raise ValueError(f"address {address!r} connects through Ray Client, which needs "
+                         "pip install 'ray[client]' (not installed here); or run the scan on a node of the "
+                         "cluster with its HOST:PORT address")
+
+
+def _check_device(device: Any, backend: str) -> torch.device:
+    """cpu / cuda[:N]; on Ray a CUDA device may live on the cluster only (checked there)."""
+    if backend == "ray":
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError, ValueError):
+            dev = None
+        if dev is not None and dev.type == "cuda":
+            return dev
+    return options.resolve_device(device)
+
+
+def _check_data(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if not (isinstance(data, (tuple, list)) and len(data) == 2
+            and all(isinstance(t, torch.Tensor) for t in data)):
+        raise ValueError("data must be a pair of tensors (x [B,C,H,W] float, y [B] int64)")
+    inputs, targets = data
+    if inputs.dim() != 4 or targets.dim() != 1 or inputs.shape[0] != targets.shape[0] or inputs.shape[0] < 1:
+        raise ValueError(f"data must be x [B,C,H,W] and y [B] with B >= 1; got {list(inputs.shape)} "
+                         f"and {list(targets.shape)}")
+    if not inputs.is_floating_point():
+        raise ValueError(f"data: x must be a floating-point tensor, got {inputs.dtype}")
+    if targets.is_floating_point() or targets.dtype == torch.bool:
+        raise ValueError(f"data: y must hold integer class labels, got {targets.dtype}")
+    return inputs, targets
 
 
 def scan(space: Any, proxies: Sequence[str] | str, n: int | None = None, *,
@@ -148,23 +188,29 @@ def scan(space: Any, proxies: Sequence[str] | str, n: int | None = None, *,
          start_method: str | None = None, chunk_size: int | None = None,
          scorer: ArchScorer | None = None, batch_scorer: BatchScorer | str | None = "auto",
          commit_rows: int = 256, commit_seconds: float = 5.0, progress: bool = True,
-         export: str | os.PathLike[str] | None = None) -> ScanResult:
+         export: str | os.PathLike[str] | None = None, overwrite: bool = False,
+         retry_errors: bool = False) -> ScanResult:
     """Score up to ``n`` distinct candidates of ``space`` into a result store (resumable).
 
     Args:
         space: a ``SearchSpace`` or its name (``"nb201"``).
-        proxies: proxy names (list or comma-separated string); stored sorted.
+        proxies: proxy names (list or comma-separated string, ``"all"`` for the paper's six);
+            stored sorted.
         n: distinct candidates the run should hold at the end (see the module docstring);
             None: enumerate the whole space.
-        store: store path (created if missing) or an open :class:`ResultStore`.
+        store: store path (created if missing) or an open :class:`ResultStore`. The scan holds
+            the store's writer lock while it runs: a second scan on the same store is refused.
         dataset, batch_size, data_seed: the scoring batch, ``zcfast.data.paper_batch(dataset,
-            batch_size, data_seed)``, unless ``data=(x [B,C,H,W] float, y [B] int64)`` is given.
+            batch_size, data_seed)``, unless ``data=(x [B,C,H,W] float, y [B] int64)`` is given
+            (``dataset`` is then only a label, and sets ``num_classes`` when it is a benchmark).
         seed: model-init seed (per-architecture seeding, design.md §5).
         num_classes: classifier width; default from the dataset (10 / 100 / 120).
         order: ``"sample"`` (seeded by ``sample_seed``) or ``"enumerate"``.
-        device: torch device the workers score on.
+        device: torch device the workers score on (``cpu``, ``cuda[:N]``).
         backend: ``"local"`` (process pool, ``workers`` processes, default every core),
-            ``"ray"`` (``address`` of a cluster; default a local instance) or ``"serial"``.
+            ``"ray"`` (``address`` of a cluster; default a local instance; ``ray://`` needs
+            ``ray[client]``) or ``"serial"``. ``local`` starts workers with ``spawn``, which
+            re-imports the main script: call ``scan`` under ``if __name__ == "__main__":``.
         chunk_size: candidates per task sent to a worker (default 8 with a batched scorer,
             else 4).
         scorer: per-architecture scorer with ``zcfast.score_arch``'s signature (default that
@@ -174,88 +220,138 @@ def scan(space: Any, proxies: Sequence[str] | str, n: int | None = None, *,
         commit_rows, commit_seconds: a transaction is committed when this many rows are
             buffered or this long has passed since the last commit (the most a crash loses).
         progress: tqdm progress bar (rate, ETA) on stderr.
-        export: also write the run to this Parquet file at the end.
+        export: also write the run to this Parquet file at the end (checked before the scan
+            starts: never the store, never an existing file unless ``overwrite``, except an
+            earlier export of the same run).
+        overwrite: allow ``export`` to replace an existing file (never a store).
+        retry_errors: rescore the rows of this run stored with an error (and rows whose
+            checksum is damaged), replacing them in place. Without it a rerun keeps them, and a
+            run with damaged rows is refused.
 
     Returns:
         :class:`ScanResult`.
 
     Raises:
-        ValueError: bad arguments (unknown space/backend/order, n < 0, sampling a space with
-            no ``sample``, enumerating an infinite space), or the store is not a zcfast store.
+        ValueError: bad arguments (unknown space/proxy/dataset/backend/device/order, bad
+            counts, an unguarded main script, a bad export target, enumerating an infinite
+            space), workers that die as they start; :class:`zcfast.store.StoreError` (a
+            ValueError): the store is not a zcfast store, is being written by another process,
+            is read-only, or holds damaged rows.
     """
     t_start = time.perf_counter()
-    sp = _resolve_space(space)
-    names = _resolve_proxies(proxies)
+    # ------------------------------------------------ the front door: nothing runs before this
+    sp = options.resolve_space(space)
+    names = tuple(sorted(options.resolve_proxies(proxies, option="proxies")))
     if order not in ("sample", "enumerate"):
         raise ValueError(f"order must be 'sample' or 'enumerate', got {order!r}")
-    if backend not in ("serial", "local", "ray"):
-        raise ValueError(f"unknown backend {backend!r}; choose serial, local or ray")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"bad device {device!r}") from None
-    if dev.type == "cuda" and backend != "ray" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
-        raise ValueError(f"n must be a non-negative int or None, got {n!r}")
+    _check_backend(backend, address)
+    dev = _check_device(device, backend)
+    n = options.check_count(n, "n", minimum=0, allow_none=True)
+    workers = options.check_count(workers, "workers", allow_none=True)
+    chunk_size = options.check_count(chunk_size, "chunk_size", allow_none=True)
+    commit_rows = options.check_count(commit_rows, "commit_rows")
+    if isinstance(commit_seconds, bool) or not isinstance(commit_seconds, (int, float)) \
+            or not math.isfinite(commit_seconds) or commit_seconds <= 0:
+        raise ValueError(f"commit_seconds must be a number > 0, got {commit_seconds!r}")
+    sample_seed, seed, data_seed = (_check_int(sample_seed, "sample_seed"), _check_int(seed, "seed"),
+                                    _check_int(data_seed, "data_seed"))
+    for flag, value in (("progress", progress), ("overwrite", overwrite), ("retry_errors", retry_errors)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{flag} must be True or False, got {value!r}")
+    if scorer is not None and not callable(scorer):
+        raise ValueError(f"scorer must be a function with zcfast.score_arch's signature, got {scorer!r}")
     size = sp.size() if hasattr(sp, "size") else None
     if n is None:
         if size is None:
             raise ValueError(f"space {sp.name!r} is infinite: give n")
         order = "enumerate"
     target = n if n is not None else int(size)
-    if commit_rows < 1 or commit_seconds <= 0:
-        raise ValueError("commit_rows must be >= 1 and commit_seconds > 0")
+    if backend == "local" and resolve_start_method(start_method) != "fork":
+        check_main_guard("zcfast.scan(backend='local')")
     if data is None:
-        from zcfast.data import paper_batch
-        inputs, targets = paper_batch(dataset, batch_size, data_seed)
+        dataset = options.resolve_dataset(dataset)
+        batch_size = options.check_count(batch_size, "batch_size")
     else:
-        inputs, targets = data
-        if not isinstance(inputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
-            raise ValueError("data must be a pair of tensors (x [B,C,H,W], y [B])")
-        if inputs.dim() != 4 or targets.dim() != 1 or inputs.shape[0] != targets.shape[0]:
-            raise ValueError(f"data must be x [B,C,H,W] and y [B]; got {list(inputs.shape)} "
-                             f"and {list(targets.shape)}")
+        inputs, targets = _check_data(data)
         batch_size = int(inputs.shape[0])
+        if not isinstance(dataset, str) or not dataset:
+            raise ValueError(f"dataset must be a name, got {dataset!r}")
+        try:
+            dataset = options.resolve_dataset(dataset)
+        except ValueError:
+            pass  # a label of the user's own data
     if num_classes is None:
-        num_classes = _NUM_CLASSES.get(dataset.lower())
-        if num_classes is None:
-            raise ValueError(f"num_classes unknown for dataset {dataset!r}: pass num_classes")
+        try:
+            num_classes = options.num_classes(dataset)
+        except ValueError:
+            from zcfast.data import DATASETS
+            raise ValueError(f"num_classes unknown for dataset {dataset!r}: pass num_classes, or use one of "
+                             f"{', '.join(DATASETS)}") from None
+    num_classes = options.check_count(num_classes, "num_classes", minimum=2)
     if batch_scorer == "auto":
         batch_scorer = _default_batch_scorer() if scorer is None else None
-    elif isinstance(batch_scorer, str):
+    elif isinstance(batch_scorer, str) or (batch_scorer is not None and not callable(batch_scorer)):
         raise ValueError(f"batch_scorer must be 'auto', a callable or None, got {batch_scorer!r}")
     scorer_name = "zcfast" if scorer is None else _callable_name(scorer, "zcfast")
     if scorer is not None and batch_scorer is not None:
         scorer_name += "+" + _callable_name(batch_scorer, "")
     if chunk_size is None:
         chunk_size = 8 if batch_scorer is not None else 4
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if data is None:
+        from zcfast.data import paper_batch
+        inputs, targets = paper_batch(dataset, batch_size, data_seed)
+    from zcfast.data import batch_fingerprint
 
-    config = run_config(sp.name, names, dataset=dataset, batch_size=batch_size,
-                        data_seed=data_seed, data_fingerprint=_fingerprint(inputs, targets),
-                        seed=seed, num_classes=num_classes, device=device, order=order,
-                        sample_seed=sample_seed, scorer=scorer_name)
+    config = run_config(sp.name, names, dataset=dataset, batch_size=batch_size, data_seed=data_seed,
+                        data_fingerprint=batch_fingerprint(inputs, targets), seed=seed,
+                        num_classes=num_classes, device=str(dev), order=order, sample_seed=sample_seed,
+                        scorer=scorer_name, data=None if data is None else "user")
+    rid = config.run_id()
     own_store = not isinstance(store, ResultStore)
+    store_path = store.path if isinstance(store, ResultStore) else store
+    if export is not None:
+        check_export_target(export, store=store_path, run_id=rid, overwrite=overwrite)
+    # ------------------------------------------------ the work
     st = ResultStore(store) if own_store else store
     try:
-        rid = st.run_id(config)
+        damaged: list[str] = []
+        if st.readonly:
+            if rid not in st.runs() or st.count(rid) < target or retry_errors:
+                raise StoreError(f"store {st.path} is read-only: this scan would add rows; its runs can still "
+                                 "be read and exported (ResultStore(path, readonly=True))")
+        else:
+            st.acquire_writer()  # one writer: a second scan of this store is refused here
+            rid = st.run_id(config)
+            damaged = [key for _, key in st.damaged(rid)]
+            if damaged and not retry_errors:
+                raise StoreError(f"store {st.path}: run {rid} holds {len(damaged)} damaged row(s) (checksum "
+                                 f"mismatch: {', '.join(map(repr, damaged[:5]))}{' ...' if len(damaged) > 5 else ''}); "
+                                 "rerun with retry_errors=True (--retry-errors) to rescore them")
+            if damaged:
+                st.delete_rows(rid, damaged)  # rescored below as the stream reaches them
         have = st.count(rid)
         state = _ScanState(st, rid, sp, target, have)
-        if have < target:
+        retry = retry_errors and not st.readonly and (bool(damaged) or st.count(rid, errors=True) > 0)
+        if not st.readonly and (have < target or retry):
             spec = WorkerSpec(sp, names, inputs, targets, seed=seed, num_classes=num_classes,
-                              device=device, scorer=scorer, batch_scorer=batch_scorer)
+                              device=str(dev), scorer=scorer, batch_scorer=batch_scorer)
             if backend != "serial":
                 _check_picklable(spec, backend)
             stream = _stream(sp, order, sample_seed, target, size)
             bar = _progress_bar(progress, target, have, sp.name, backend)
+
+            def chunks() -> Iterator[list[Task]]:
+                if retry:
+                    yield from state.retry_chunks(chunk_size)
+                if have < target:
+                    yield from state.chunks(stream, chunk_size)
+
             try:
                 with make_backend(backend, spec, workers=workers, address=address,
                                   start_method=start_method) as pool:
                     if bar is not None:
                         bar.set_postfix_str(f"{pool.workers} workers", refresh=False)
-                    for rows in pool.imap_unordered(state.chunks(stream, chunk_size)):
+                    for rows in pool.imap_unordered(chunks()):
                         state.receive(rows, commit_rows, commit_seconds)
                         if bar is not None:
                             bar.update(len(rows))
@@ -267,10 +363,12 @@ def scan(space: Any, proxies: Sequence[str] | str, n: int | None = None, *,
                 if bar is not None:
                     bar.close()
         total = st.count(rid)
+        total_errors = st.count(rid, errors=True)
         if export is not None:
-            st.export_parquet(rid, export)
+            st.export_parquet(rid, export, overwrite=overwrite)
         return ScanResult(rid, str(st.path), target, total, state.scored, state.errors,
-                          time.perf_counter() - t_start, state.exhausted and total < target)
+                          time.perf_counter() - t_start, state.exhausted and total < target,
+                          total_errors, state.retried, state.first_error)
     finally:
         if own_store:
             st.close()
@@ -314,14 +412,34 @@ class _ScanState:
         self.store, self.run_id, self.space = store, run_id, space
         self.target = target
         self.have = have          # rows in the run when the call started
-        self.dispatched = 0       # candidates sent to workers by this call
+        self.dispatched = 0       # new candidates sent to workers by this call
+        self.retried = 0          # stored error rows sent to be rescored
         self.in_flight: set[str] = set()   # dispatched, not yet committed (bounded)
         self.committed_since_lookup: set[str] = set()  # bounded by one block's dispatches
         self.buffer: list[ScoreRow] = []
         self.last_commit = time.monotonic()
         self.scored = 0
         self.errors = 0
+        self.first_error: str | None = None
         self.exhausted = False
+
+    def retry_chunks(self, chunk_size: int) -> Iterator[list[Task]]:
+        """Chunks of the run's rows stored with an error (rescored and replaced in place)."""
+        chunk: list[Task] = []
+        for row in self.store.rows(self.run_id, errors=True):
+            try:
+                arch = self.space.decode(row.arch_str)
+            except ValueError as exc:
+                raise StoreError(f"run {self.run_id}: stored architecture {row.arch_str!r} cannot be "
+                                 f"decoded to rescore it ({exc})") from None
+            self.in_flight.add(row.arch_key)
+            self.retried += 1
+            chunk.append((row.arch_key, row.arch_str, arch))
+            if len(chunk) >= chunk_size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
 
     def chunks(self, stream: Iterator[Hashable], chunk_size: int) -> Iterator[list[Task]]:
         """Lazily turn the stream into chunks of new candidates until the target is reached."""
@@ -368,7 +486,10 @@ class _ScanState:
         if self.buffer:
             self.store.put_many(self.run_id, self.buffer)
             self.scored += len(self.buffer)
-            self.errors += sum(r.error is not None for r in self.buffer)
+            failed = [r.error for r in self.buffer if r.error is not None]
+            self.errors += len(failed)
+            if failed and self.first_error is None:
+                self.first_error = failed[0]
             keys = [r.arch_key for r in self.buffer]
             self.in_flight.difference_update(keys)
             self.committed_since_lookup.update(keys)
