@@ -217,3 +217,54 @@ def test_spaces_pickle_for_worker_processes() -> None:
     loaded.records()
     clone = pickle.loads(pickle.dumps(loaded))
     assert clone.ground_truth(arch_of(RECORDS[0])) == loaded.ground_truth(arch_of(RECORDS[0]))
+
+
+class _WritesMarker:
+    """A pickle payload that would create a file when unpickled by the plain unpickler."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickled_records_are_never_executed(tmp_path) -> None:
+    """A records .pkl whose __reduce__ would write a file is refused, naming it; nothing runs."""
+    marker = tmp_path / "EXECUTED"
+    bad = tmp_path / "records.pkl"
+    import pickle
+
+    bad.write_bytes(pickle.dumps([{"hash": "x", "payload": _WritesMarker(marker)}]))
+    with pytest.raises(ValueError, match=r"refusing to unpickle pathlib\.Path.*records\.pkl"):
+        NB101Space(bad).ground_truth(arch_of(RECORDS[0]))
+    assert not marker.exists()
+
+
+def test_pickled_records_round_trip(tmp_path) -> None:
+    """The same records as a plain pickle (dict hash -> record, numpy values) load as from JSON."""
+    import pickle
+
+    by_hash = {r["hash"]: {k: v for k, v in r.items() if k != "hash"} for r in RECORDS}
+    rec0 = by_hash[RECORDS[0]["hash"]]
+    rec0["module_adjacency"] = np.asarray(rec0["module_adjacency"], dtype=np.int8)
+    p = tmp_path / "records.pickle"
+    p.write_bytes(pickle.dumps(by_hash, protocol=pickle.HIGHEST_PROTOCOL))
+    space = NB101Space(p)
+    assert len(list(space.enumerate())) == len(RECORDS)
+    assert space.ground_truth(arch_of(RECORDS[0])) == NB101Space(RECORDS_PATH).ground_truth(arch_of(RECORDS[0]))
+
+
+def test_ground_truth_problem(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv(nb101.ENV_PATH, raising=False)
+    assert "ZCFAST_NB101_PATH" in NB101Space().ground_truth_problem("cifar10")
+    assert "data_path" in NB101Space().ground_truth_problem(None)
+    why = NB101Space(tmp_path / "gone.json").ground_truth_problem("cifar10")
+    assert "gone.json" in why and "does not exist" in why and "data_path" in why
+    assert NB101Space(RECORDS_PATH).ground_truth_problem("cifar10") is None
+    assert NB101Space(RECORDS_PATH).ground_truth_problem(None) is None
+    assert "cifar10" in NB101Space(RECORDS_PATH).ground_truth_problem("cifar100")
+    monkeypatch.setenv(nb101.ENV_PATH, str(tmp_path / "env.json"))
+    assert "$ZCFAST_NB101_PATH" in NB101Space().ground_truth_problem("cifar10")
+    monkeypatch.setenv(nb101.ENV_PATH, str(RECORDS_PATH))
+    assert NB101Space().ground_truth_problem("CIFAR10") is None

@@ -18,6 +18,8 @@ Ground truth is read from a user-supplied records file (``NB101Space(data_path=.
 ``ZCFAST_NB101_PATH`` environment variable): JSON (or pickle) holding a list of records, or a
 dict hash → record, each with ``hash`` and ``results["108"]`` = list of runs with
 ``final_test_accuracy`` etc. (the format of NASLib's nb101 records, see tests/assets).
+A ``.pkl``/``.pickle`` file is read with :func:`zcfast.safe_pickle.load`, which admits only plain
+containers and numpy arrays: a pickle that would run code is refused, never executed.
 """
 from __future__ import annotations
 
@@ -25,7 +27,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import pickle
 import random
 import threading
 from pathlib import Path
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .. import safe_pickle
 from .base import SearchSpace, check_num_classes, check_rng
 
 INPUT, OUTPUT = "input", "output"
@@ -313,28 +315,46 @@ _METRIC_FIELDS = {
 }
 
 
+PICKLE_SUFFIXES = (".pkl", ".pickle")
+
+
 def load_records(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     """Read an NB101 records file (JSON or pickle; list of records or dict hash → record).
 
+    A pickle (``.pkl`` / ``.pickle``) is read with the restricted unpickler
+    (:func:`zcfast.safe_pickle.load`): plain containers and numpy arrays only, never code.
+
     Raises:
-        FileNotFoundError naming the path; ValueError if the content is not records.
+        FileNotFoundError naming the path; ValueError naming the file if the content is not
+        records (not JSON, a refused or unreadable pickle, records without a string ``hash``).
     """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"NAS-Bench-101 ground-truth file not found: {str(p)!r}")
-    if p.suffix in (".pkl", ".pickle"):
-        with open(p, "rb") as f:
-            data = pickle.load(f)
+    if p.suffix.lower() in PICKLE_SUFFIXES:
+        try:
+            data = safe_pickle.load(p)
+        except safe_pickle.UnsafePickleError as exc:
+            raise safe_pickle.UnsafePickleError(f"NAS-Bench-101 file: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"NAS-Bench-101 file: {exc}") from None
     else:
         try:
-            data = json.loads(p.read_text())
+            data = json.loads(p.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"NAS-Bench-101 file {str(p)!r} is not valid JSON: {exc}") from exc
+            raise ValueError(f"NAS-Bench-101 file {str(p)!r} is not valid JSON: {exc}") from None
     if isinstance(data, dict):
         data = [dict(v, hash=v.get("hash", k)) if isinstance(v, dict) else v for k, v in data.items()]
-    if not isinstance(data, list) or not all(isinstance(r, dict) and "hash" in r for r in data):
-        raise ValueError(f"NAS-Bench-101 file {str(p)!r} must hold records with a 'hash' field")
+    if not isinstance(data, list) or not all(isinstance(r, dict) and isinstance(r.get("hash"), str)
+                                             for r in data):
+        raise ValueError(f"NAS-Bench-101 file {str(p)!r} must hold records (a list, or a dict hash → "
+                         "record), each with a string 'hash' field")
     return {r["hash"]: r for r in data}
+
+
+_NOT_CONFIGURED = ("no NAS-Bench-101 ground-truth file configured: pass NB101Space(data_path=...), "
+                   f"call set_data_path(...) or set ${ENV_PATH} to the benchmark's records file "
+                   "(JSON or pickle)")
 
 
 class NB101Space(SearchSpace):
@@ -365,17 +385,35 @@ class NB101Space(SearchSpace):
         with self._lock:
             self._data_path, self._records = path, None
 
+    def _records_path(self) -> str | os.PathLike[str] | None:
+        return self._data_path or os.environ.get(ENV_PATH) or None
+
     def records(self) -> dict[str, dict[str, Any]]:
         """hash → record of the configured file, loaded once."""
         with self._lock:
             if self._records is None:
-                path = self._data_path or os.environ.get(ENV_PATH)
+                path = self._records_path()
                 if not path:
-                    raise FileNotFoundError(
-                        "no NAS-Bench-101 ground-truth file configured: pass NB101Space(data_path=...), "
-                        f"call set_data_path(...) or set {ENV_PATH}")
+                    raise FileNotFoundError(_NOT_CONFIGURED)
                 self._records = load_records(path)
             return self._records
+
+    def ground_truth_problem(self, dataset: str | None = None) -> str | None:
+        """Why ``ground_truth(arch, dataset)`` cannot answer, or ``None`` when it can.
+
+        ``None`` when ``dataset`` is ``None`` or cifar10 and a records file is configured
+        (``data_path`` / ``set_data_path`` / ``$ZCFAST_NB101_PATH``) and exists; the file is not
+        read here (a damaged file is refused, naming it, when it is first used).
+        """
+        if dataset is not None and str(dataset).lower() != "cifar10":
+            return f"NB101 has ground truth only for cifar10, not {dataset!r}"
+        path = self._records_path()
+        if not path:
+            return _NOT_CONFIGURED
+        if not Path(path).is_file():
+            source = "data_path" if self._data_path else f"${ENV_PATH}"
+            return f"the NAS-Bench-101 records file {str(path)!r} (from {source}) does not exist"
+        return None
 
     def size(self) -> int:
         """The benchmark's 423,624 unique models (``enumerate`` yields the records file's)."""
@@ -395,9 +433,19 @@ class NB101Space(SearchSpace):
                 return arch
 
     def enumerate(self) -> Iterator[NB101Arch]:
-        """Architectures of the configured records file, in file order."""
-        for rec in self.records().values():
-            yield make_arch(rec["module_adjacency"], rec["module_operations"])
+        """Architectures of the configured records file, in file order.
+
+        Raises:
+            ValueError naming the file and the record's hash when a record has no valid
+            ``module_adjacency`` / ``module_operations``.
+        """
+        for h, rec in self.records().items():
+            try:
+                arch = make_arch(rec["module_adjacency"], rec["module_operations"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"NAS-Bench-101 file {str(self._records_path())!r}: record {h} has no valid "
+                                 f"module_adjacency/module_operations ({type(exc).__name__}: {exc})") from None
+            yield arch
 
     def neighbours(self, arch: Any) -> list[NB101Arch]:
         """Valid specs one edge flip or one interior op change away, distinct by ``key`` and
@@ -554,9 +602,15 @@ class NB101Space(SearchSpace):
         rec = self.records().get(h)
         if rec is None:
             raise KeyError(f"NB101 architecture with hash {h} is not in the ground-truth file")
-        runs = rec.get("results", {}).get(str(epochs))
+        results = rec.get("results")
+        runs = results.get(str(epochs)) if isinstance(results, dict) else None
         if not runs:
             raise KeyError(f"NB101 record {h} has no results for {epochs} epochs")
         field = _METRIC_FIELDS[metric]
-        value = float(np.mean([r[field] for r in runs]))
+        try:
+            values = [float(r[field]) for r in runs]
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"NAS-Bench-101 file {str(self._records_path())!r}: record {h} has a run "
+                             f"without a numeric {field!r} at {epochs} epochs") from None
+        value = float(np.mean(values))
         return value if metric == "training_time" else 100.0 * value
