@@ -1,5 +1,10 @@
 """Fault tests: SIGKILL a `zcfast scan` process at random moments, resume each time; the store
-ends with every candidate exactly once and the values of an uninterrupted run."""
+ends with every candidate exactly once and the values of an uninterrupted run.
+
+No timing is assumed: the test waits until the scan has stored a random number of rows, then
+holds it (the hash scorer waits while a "hold" file exists), so the kill always lands before
+the scan could finish, however loaded the machine; a random delay after the hold lets the kill
+land in the scoring/commit cycle (SIGKILL inside a transaction: tests/test_store.py)."""
 from __future__ import annotations
 
 import os
@@ -30,9 +35,12 @@ def _cmd(store: Path, backend: str) -> list[str]:
             "--commit-rows", "4", "--commit-seconds", "0.05"]
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-            "ZCFAST_HASH_SCORER_SLEEP": "0.004", "ZCFAST_HASH_SCORER_FAIL": "1"}
+def _env(hold: Path | None = None) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "ZCFAST_HASH_SCORER_SLEEP": "0.004", "ZCFAST_HASH_SCORER_FAIL": "1"}
+    if hold is not None:
+        env["ZCFAST_HASH_SCORER_HOLD"] = str(hold)
+    return env
 
 
 def _count(store: Path) -> int:
@@ -70,21 +78,28 @@ def _reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, tup
 def _kill_and_resume(tmp_path: Path, backend: str, kills: int, seed: int) -> tuple[Path, list[int]]:
     rng = random.Random(seed)
     store = tmp_path / f"faulted-{backend}.sqlite"
-    seen: list[int] = []
+    hold = tmp_path / "hold"
+    seen: list[tuple[int, int]] = []   # (rows before the run, rows after its kill)
     for _ in range(kills):
         before = _count(store)
-        if before >= N:
-            break
-        # kill once the scan has written a random number of further rows, plus a random delay:
-        # lands anywhere in the scoring/commit cycle, also inside transactions
+        assert before < N - 8
+        # kill once the scan has written a random number of further rows (at most half of
+        # what is left, so a held scan cannot have finished), held, after a random delay
         threshold = before + rng.randint(1, max(1, (N - before) // 2))
-        proc = subprocess.Popen(_cmd(store, backend), env=_env(), cwd=tmp_path,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        hold.unlink(missing_ok=True)
+        proc = subprocess.Popen(_cmd(store, backend), env=_env(hold), cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 start_new_session=True)
-        deadline = time.monotonic() + 120
-        while _count(store) < threshold and proc.poll() is None and time.monotonic() < deadline:
+        while _count(store) < threshold:
+            if proc.poll() is not None:
+                pytest.fail(f"the scan ended (status {proc.returncode}) before {threshold} rows: "
+                            f"{proc.stderr.read().decode()[-2000:]}")
             time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.08))
+        # a little more running (the rows left need >= 4 ms each of scorer sleep: more than this),
+        # then every scorer waits before its next candidate: the scan cannot finish now
+        time.sleep(rng.uniform(0.0, 0.015))
+        hold.touch()
+        time.sleep(rng.uniform(0.0, 0.05))
         children = []
         try:
             children = psutil.Process(proc.pid).children(recursive=True)
@@ -95,14 +110,15 @@ def _kill_and_resume(tmp_path: Path, backend: str, kills: int, seed: int) -> tup
         except ProcessLookupError:  # it finished (and was reaped) before the kill
             pass
         proc.wait()
+        proc.stderr.close()
+        hold.unlink()
         # orphaned pool workers must go away by themselves (their pipe to the parent closed)
         _, alive = psutil.wait_procs(children, timeout=60)
         for p in alive:
             p.kill()
         assert not alive, f"{len(alive)} worker processes outlived their killed parent"
-        seen.append(_count(store))
-        if seen[-1]:
-            _rows(store)  # integrity + no duplicates after every crash
+        seen.append((before, _count(store)))
+        _rows(store)  # integrity + no duplicates after every crash
     done = subprocess.run(_cmd(store, backend), env=_env(), cwd=tmp_path, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -114,7 +130,7 @@ def test_sigkill_serial_scan_resumes_exactly(tmp_path: Path, monkeypatch: pytest
     ref = _reference(tmp_path, monkeypatch)
     assert len(ref) == N and any(e for _, _, e in ref.values())
     store, seen = _kill_and_resume(tmp_path, "serial", kills=4, seed=1)
-    assert sum(0 < c < N for c in seen) >= 3, seen  # most kills landed mid-scan
+    assert len(seen) == 4 and all(b < c < N for b, c in seen), seen  # every kill landed mid-scan
     assert _rows(store) == ref
 
 
@@ -123,5 +139,5 @@ def test_sigkill_serial_scan_resumes_exactly(tmp_path: Path, monkeypatch: pytest
 def test_sigkill_local_pool_scan_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ref = _reference(tmp_path, monkeypatch)
     store, seen = _kill_and_resume(tmp_path, "local", kills=2, seed=2)
-    assert sum(0 < c < N for c in seen) >= 1, seen
+    assert len(seen) == 2 and all(b < c < N for b, c in seen), seen
     assert _rows(store) == ref
