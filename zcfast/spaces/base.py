@@ -107,6 +107,19 @@ class SearchSpace(abc.ABC):
         """Benchmark accuracy of ``arch``; see each space for datasets, metrics and units."""
         raise NotImplementedError(f"search space {self.name!r} has no ground truth")
 
+    def ground_truth_problem(self, dataset: str | None = None) -> str | None:
+        """Why ``ground_truth(arch, dataset)`` cannot answer here, or ``None`` if it can.
+
+        Checked up front by the commands that need ground truth (``correlate``, ``search``
+        with the benchmark oracle) through ``zcfast.options.resolve_space``, so a space or
+        dataset without it is refused before any work starts, with this reason. The default
+        says nothing is missing; a space without (installed) ground truth overrides it.
+
+        Args:
+            dataset: the dataset whose ground truth is needed (``None``: any).
+        """
+        return None
+
     def _check_choices(self, choices: Sequence[int]) -> list[int]:
         """Validate length and ranges of a choice vector against ``num_choices``."""
         try:

@@ -394,6 +394,13 @@ class DartsSpace(SearchSpace):
             cells.append(cell)
         return make_genotype(cells[0], cells[1])
 
+    def ground_truth_problem(self, dataset: str | None = None) -> str | None:
+        """DARTS ships no ground truth: accuracies come from the NAS-Bench-301 surrogate."""
+        return ("no accuracy table or surrogate is shipped or installed for DARTS; its ground truth "
+                "would come from the NAS-Bench-301 surrogate model (nasbench301, not installed); "
+                "`zcfast scan --space darts` scores it without ground truth, and `zcfast search` "
+                "takes a user --trainer")
+
     def enumerate(self) -> Iterator[Genotype]:
         """Lazy enumeration in ``to_choices`` lexicographic order (≈1.1e18 items)."""
         for c in itertools.product(*(range(n) for n in self.num_choices)):

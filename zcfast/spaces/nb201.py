@@ -644,6 +644,13 @@ class NB201Space(SearchSpace):
             add_official_cell_form(net, bias_generator)
         return net
 
+    def ground_truth_problem(self, dataset: str | None = None) -> str | None:
+        """``None`` for the three NB201 datasets; the reason for any other ``dataset``."""
+        if dataset is None or str(dataset).lower() in _DATASETS:
+            return None
+        return (f"NB201 has no ground truth for dataset {dataset!r}; it has cifar10, cifar100 and "
+                "ImageNet16-120")
+
     def ground_truth(self, arch: Any, dataset: str = "cifar10", metric: str = "test") -> float:
         """Benchmark accuracy (%) of ``arch`` from the shipped table.
 
