@@ -48,6 +48,8 @@ import torch
 
 from . import data as zdata
 from . import metrics
+from . import options
+from .proxies.registry import PAPER_PROXIES
 
 __all__ = [
     "PAPER_PROXIES",
@@ -66,8 +68,6 @@ __all__ = [
     "subsample_spread",
 ]
 
-#: The paper's six proxies, in its Table 1 order.
-PAPER_PROXIES: tuple[str, ...] = ("grad_norm", "snip", "grasp", "fisher", "synflow", "jacob_cov")
 #: The proxies of the paper's vote.
 VOTE_PROXIES: tuple[str, ...] = ("synflow", "jacob_cov", "snip")
 #: |Spearman ρ| over all 15,625 NB201 architectures, paper Table 1 (official notebook output).
@@ -126,43 +126,32 @@ class StudyResult:
 # ------------------------------------------------------------------------------------------
 # inputs
 # ------------------------------------------------------------------------------------------
-def _available_proxies() -> list[str]:
-    import zcfast
+#: Largest finite space :func:`sample_archs` enumerates and shuffles; larger ones (DARTS,
+#: ~1.1e18 genotypes) are sampled lazily with ``space.sample``, in memory proportional to ``n``.
+ENUMERATE_LIMIT: int = 1_000_000
 
-    return list(zcfast.available_proxies())
-
-
-def resolve_proxies(spec: str | Sequence[str], available: Sequence[str] | None = None) -> list[str]:
-    """Proxy names from ``"all"`` (the paper's six), ``"a,b"`` or a list; unknown -> ValueError."""
-    avail = list(available) if available is not None else _available_proxies()
-    if isinstance(spec, str):
-        names = list(PAPER_PROXIES) if spec.strip().lower() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
-    else:
-        names = [str(s) for s in spec]
-    if not names:
-        raise ValueError("no proxies given; use 'all' or a comma-separated list")
-    unknown = [p for p in names if p not in avail]
-    if unknown:
-        raise ValueError(f"unknown proxy {', '.join(map(repr, unknown))}; available: {', '.join(sorted(avail))}")
-    out: list[str] = []
-    for p in names:
-        if p not in out:
-            out.append(p)
-    return out
+#: The one proxy resolver (``zcfast.options.resolve_proxies``), kept under its old name.
+resolve_proxies = options.resolve_proxies
 
 
 def sample_archs(space: Any, n: int | None, seed: int) -> list[Any]:
     """``n`` distinct architectures drawn uniformly without replacement (``None``: all).
 
-    For a finite space the sample is the first ``n`` of ``random.Random(seed).shuffle`` of the
-    enumeration, so a larger ``n`` extends a smaller one with the same seed. ``n=None`` returns
-    the whole space in enumeration (benchmark index) order. Infinite spaces are sampled with
-    ``space.sample`` and de-duplicated by canonical text.
+    A finite space of at most :data:`ENUMERATE_LIMIT` architectures is enumerated and the
+    sample is the first ``n`` of ``random.Random(seed).shuffle`` of the enumeration;
+    ``n=None`` returns the whole space in enumeration (benchmark index) order. Any other space
+    (infinite, or finite but huge like DARTS) is sampled lazily with ``space.sample`` and
+    de-duplicated by canonical text, so memory and time grow with ``n``, never with the size
+    of the space. Either way a larger ``n`` extends a smaller one with the same seed.
+
+    Raises:
+        ValueError: ``n`` not a positive integer, ``n`` larger than the space, or ``n=None``
+            for a space too large to enumerate.
     """
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         raise ValueError(f"n must be a positive integer or 'all', got {n!r}")
     size = space.size()
-    if size is not None:
+    if size is not None and size <= ENUMERATE_LIMIT:
         every = list(space.enumerate())
         if n is None:
             return every
@@ -172,7 +161,10 @@ def sample_archs(space: Any, n: int | None, seed: int) -> list[Any]:
         random.Random(seed).shuffle(order)
         return [every[i] for i in order[:n]]
     if n is None:
-        raise ValueError(f"the {space.name} space is infinite: give a sample size n")
+        what = "infinite" if size is None else f"too large to enumerate ({float(size):.3g} architectures)"
+        raise ValueError(f"n='all' is not possible: the {space.name} space is {what}; give a sample size n")
+    if size is not None and n > size:
+        raise ValueError(f"n={n} is larger than the {space.name} space ({size} architectures)")
     rng = random.Random(seed)
     seen: dict[str, Any] = {}
     tries = 0
@@ -187,11 +179,13 @@ def sample_archs(space: Any, n: int | None, seed: int) -> list[Any]:
 
 def _default_score_fn(space: Any, arch: Any, inputs: torch.Tensor, targets: torch.Tensor,
                       proxies: Sequence[str], seed: int, num_classes: int, device: str,
-                      variant: str = "benchmark") -> Mapping[str, float]:
+                      variant: str = "benchmark") -> Mapping[str, Any]:
+    """``zcfast.score_arch(..., detailed=True)``: ``{proxy: ProxyResult}``, whose ``.error``
+    says why a value is not finite (it reaches the store row and scores.csv)."""
     import zcfast
 
     return zcfast.score_arch(space, arch, inputs, targets, list(proxies), seed=seed,
-                             num_classes=num_classes, device=device, variant=variant)
+                             num_classes=num_classes, device=device, variant=variant, detailed=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -318,26 +312,25 @@ def correlate(
     """
     from . import spaces
     from .proxies.arch import check_space_variant
-    from .store import ResultStore, ScoreRow, config_id
+    from .store import BatchKey, ResultStore, RunConfig, ScoreRow
 
-    # ---- validate everything before touching the store
-    sp = spaces.get(space) if isinstance(space, str) else space
-    ds = zdata.canonical_dataset(dataset)
+    # ---- validate everything before touching the store (zcfast.options: the one front door)
+    ds = options.resolve_dataset(dataset)
+    sp = options.resolve_space(space, ground_truth_for="correlate", dataset=ds)
     if nan_policy not in metrics.NAN_POLICIES:
         raise ValueError(f"unknown nan_policy {nan_policy!r}; known: {', '.join(metrics.NAN_POLICIES)}")
-    names = resolve_proxies(proxies)
+    names = list(options.resolve_proxies(proxies))
     if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
         raise ValueError(f"shard must be (i, k) with 0 <= i < k, got {shard!r}")
-    if not isinstance(workers, int) or workers < 0:
-        raise ValueError(f"workers must be a non-negative int, got {workers!r}")
-    if not isinstance(recycle, int) or recycle < 1:
-        raise ValueError(f"recycle must be a positive int, got {recycle!r}")
+    options.check_count(workers, "workers", minimum=0)
+    options.check_count(recycle, "recycle")
+    options.check_count(batch_size, "batch_size")
+    options.check_count(time_sample, "time_sample", minimum=0)
+    device_type = options.resolve_device(device).type
     if out is None and store is None:
         raise ValueError("give an output directory (out) or a store path")
-    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise ValueError(f"unknown device {device!r}; use cpu or cuda")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device cuda requested but torch.cuda.is_available() is False")
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"out: {out} is an existing file, not a directory; give a directory for the outputs")
     check_space_variant(sp, variant)
     if score_fn is not None and variant != "benchmark":
         raise ValueError(f"variant {variant!r} applies to the default scorer; a score_fn builds its own network")
@@ -360,7 +353,7 @@ def correlate(
     }
     batches = zdata.PaperBatches(ds, batch_size, batch_seed, data=data, augment=augment)
     x, y = batches.fixed()
-    num_classes = zdata.NUM_CLASSES[ds]
+    num_classes = options.num_classes(ds)
     fingerprint = zdata.batch_fingerprint(x, y)
     score: ScoreFn = score_fn or functools.partial(_default_score_fn, variant=variant)
     arch_batches = batches if batch_per_arch else None
@@ -372,36 +365,29 @@ def correlate(
     store_path = Path(store) if store is not None else out_dir / "results.sqlite"  # type: ignore[operator]
     if store_path.exists() and store_path.is_dir():
         raise ValueError(f"store path {store_path} is a directory")
+    if not compute and not store_path.exists():
+        raise FileNotFoundError(f"no result store at {store_path} to report on")
     store_path.parent.mkdir(parents=True, exist_ok=True)
 
-    base_config = {
-        "study": "correlate",
-        "space": sp.name,
-        "num_classes": num_classes,
-        "batch": {"fingerprint": fingerprint, "data": str(data) if data is not None else f"shipped:{ds}",
-                  "size": batch_size, "seed": batch_seed, "augment": augment, "norm": ds},
-        "init_seed": init_seed,
-        "device": torch.device(device).type,
-        "row_key": "arch_str",
-    }
-    # only when not the default, so the run ids of earlier stores are unchanged
-    if batch_per_arch:
-        base_config["batch"]["per_arch"] = "make_batch(seed=sha256(f'{seed}:batch:{space.key(arch)}'))"
-    if variant != "benchmark":
-        base_config["variant"] = variant
+    # the one store-run definition (store.RunConfig); only non-defaults enter the key, so the
+    # run ids of earlier stores are unchanged
+    batch_key = BatchKey(fingerprint=fingerprint, data=str(data) if data is not None else f"shipped:{ds}",
+                         size=batch_size, seed=batch_seed, augment=augment, norm=ds,
+                         per_arch=zdata.PER_ARCH_SCHEME if batch_per_arch else None)
+    run_configs = {p: RunConfig(kind="proxy", space=sp.name, proxies=(p,), num_classes=num_classes,
+                                batch=batch_key, init_seed=init_seed, device=device_type, variant=variant)
+                   for p in names}
     t_start = time.perf_counter()
     arch_strs = [sp.encode(a) for a in archs]
     values: dict[str, dict[str, float]] = {p: {} for p in names}
     errors: dict[str, dict[str, str]] = {p: {} for p in names}
     seconds: dict[str, float] = {}
-    if not compute and not store_path.exists():
-        raise FileNotFoundError(f"no result store at {store_path} to report on")
     with ResultStore(store_path, create=compute) as st:
         if compute:
-            run_ids = {p: st.run_id({**base_config, "proxy": p}) for p in names}
+            run_ids = {p: st.run_id(run_configs[p]) for p in names}
         else:  # read only: never register runs in a store another process may be writing
             known = st.runs()
-            run_ids = {p: config_id({**base_config, "proxy": p}) for p in names}
+            run_ids = {p: run_configs[p].run_id() for p in names}
             absent = [p for p in names if run_ids[p] not in known]
             if absent:
                 raise ValueError(f"{store_path} holds no run of proxy {', '.join(absent)} with this configuration")
@@ -438,15 +424,15 @@ def correlate(
             else:
                 results = _inline_results(sp, todo, names, values, batch_for, init_seed, num_classes, device,
                                           score)
-            for s, missing, res, err, dt in results:
+            for s, missing, res, why, dt in results:
                 seconds[s] = dt
                 for p in missing:
-                    v = _float(res.get(p, math.nan))
-                    perr = err if err else (None if p in res else f"proxy {p} returned no value")
+                    v = res.get(p, math.nan)
                     values[p][s] = v
-                    if perr:
-                        errors[p][s] = perr
-                    writer.add(run_ids[p], ScoreRow(s, s, {p: v} if p in res else {}, perr, dt))
+                    if why.get(p):
+                        errors[p][s] = why[p]
+                    # a NaN/inf value is stored with its reason, never a bare NULL error
+                    writer.add(run_ids[p], ScoreRow(s, s, {p: v} if p in res else {}, why.get(p), dt))
                 writer.maybe_flush()
                 if bar is not None:
                     bar.update(1)
@@ -478,7 +464,7 @@ def correlate(
                 xa, ya = batch_for(a)
                 t0 = time.perf_counter()
                 try:
-                    with warnings.catch_warnings():
+                    with warnings.catch_warnings(), options.scoring_threads():
                         warnings.simplefilter("ignore", RuntimeWarning)
                         score(sp, a, xa, ya, [p], seed=init_seed, num_classes=num_classes, device=device)
                 except Exception:
@@ -498,7 +484,7 @@ def correlate(
         "n": len(archs),
         "sample": {"seed": seed, "n": "all" if n is None else n, "method": "uniform without replacement"},
         "ground_truth": {"metric": metric, "column": gt_column},
-        "batch": base_config["batch"],
+        "batch": batch_key.to_dict(),
         "num_classes": num_classes,
         "init_seed": init_seed,
         "variant": variant,
@@ -525,28 +511,43 @@ def correlate(
 
 
 def _score_one(score: ScoreFn, sp: Any, a: Any, missing: list[str], x: torch.Tensor, y: torch.Tensor,
-               init_seed: int, num_classes: int, device: str) -> tuple[dict[str, float], str | None, float]:
-    err = None
+               init_seed: int, num_classes: int, device: str
+               ) -> tuple[dict[str, float], dict[str, str], float]:
+    """Score ``missing`` proxies of ``a`` under :func:`zcfast.options.scoring_threads`.
+
+    Returns ``(values, reasons, seconds)``: ``values[p]`` for each proxy the scorer returned,
+    ``reasons[p]`` for each proxy whose value is missing or not finite (the scorer's exception
+    when the whole call failed). Never raises for a scoring failure: it is recorded.
+    """
+    values: dict[str, float] = {}
+    reasons: dict[str, str] = {}
     t0 = time.perf_counter()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), options.scoring_threads():
             warnings.simplefilter("ignore", RuntimeWarning)
             res = dict(score(sp, a, x, y, missing, seed=init_seed, num_classes=num_classes, device=device))
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # recorded per architecture, never silently dropped
-        res = {}
         err = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-    return res, err, time.perf_counter() - t0
+        return {}, {p: err for p in missing}, time.perf_counter() - t0
+    for p in missing:
+        if p not in res:
+            reasons[p] = f"proxy {p} returned no value"
+            continue
+        values[p], why = options.proxy_outcome(p, res[p])
+        if why:
+            reasons[p] = why.splitlines()[0][:500]
+    return values, reasons, time.perf_counter() - t0
 
 
 def _inline_results(sp, todo, names, values, batch_for, init_seed, num_classes, device, score):
-    """Score in this process; yields (arch_str, missing proxies, values, error, seconds)."""
+    """Score in this process; yields (arch_str, missing proxies, values, reasons, seconds)."""
     for a, s in todo:
         missing = [p for p in names if s not in values[p]]
         x, y = batch_for(a)
-        res, err, dt = _score_one(score, sp, a, missing, x, y, init_seed, num_classes, device)
-        yield s, missing, res, err, dt
+        res, why, dt = _score_one(score, sp, a, missing, x, y, init_seed, num_classes, device)
+        yield s, missing, res, why, dt
 
 
 _WORKER: dict[str, Any] = {}
@@ -554,20 +555,21 @@ _WORKER: dict[str, Any] = {}
 
 def _worker_init(space_name: str, x: np.ndarray, y: np.ndarray, score_fn: ScoreFn | None,
                  arch_batches: zdata.PaperBatches | None = None) -> None:
-    torch.set_num_threads(1)
+    torch.set_num_threads(options.SCORING_THREADS)
     from . import spaces
 
     _WORKER.update(sp=spaces.get(space_name), x=torch.from_numpy(x), y=torch.from_numpy(y),
                    score=score_fn or _default_score_fn, batches=arch_batches)
 
 
-def _worker_task(task: tuple[str, list[str], int, int, str]) -> tuple[str, list[str], dict[str, float], str | None, float]:
+def _worker_task(task: tuple[str, list[str], int, int, str]
+                 ) -> tuple[str, list[str], dict[str, float], dict[str, str], float]:
     s, missing, init_seed, num_classes, device = task
     w = _WORKER
     a = w["sp"].decode(s)
     x, y = (w["x"], w["y"]) if w["batches"] is None else w["batches"].for_arch(w["sp"].key(a))
-    res, err, dt = _score_one(w["score"], w["sp"], a, missing, x, y, init_seed, num_classes, device)
-    return s, missing, res, err, dt
+    res, why, dt = _score_one(w["score"], w["sp"], a, missing, x, y, init_seed, num_classes, device)
+    return s, missing, res, why, dt
 
 
 def _pool_results(sp, todo, names, values, x, y, init_seed, num_classes, device, workers, recycle, score_fn,

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "PER_ARCH_SCHEME",
     "PaperBatches",
     "arch_batch_seed",
     "DATASETS",
@@ -317,6 +318,11 @@ def paper_batch(
     ds = canonical_dataset(dataset)
     images, labels = _paper_images(ds, batch_size, data)
     return make_batch(images, labels, batch_size, seed, MEAN[ds], STD[ds], augment=augment)
+
+
+#: How :meth:`PaperBatches.for_arch` draws a batch, as recorded in a store run's batch key
+#: (``store.BatchKey.per_arch``; this exact text keeps earlier stores' run ids).
+PER_ARCH_SCHEME: str = "make_batch(seed=sha256(f'{seed}:batch:{space.key(arch)}'))"
 
 
 def arch_batch_seed(seed: int, key: str) -> int:

@@ -12,6 +12,7 @@ starts (no store opened, no network built).
   :data:`zcfast.data.NUM_CLASSES`).
 - :func:`resolve_device` -- ``cpu`` / ``cuda[:N]``, refused when CUDA is not there.
 - :func:`check_count` -- positive (or non-negative) integer options (threads, workers, sizes).
+- :func:`proxy_outcome` -- a proxy result as ``(value, reason)``: no NaN without its reason.
 - :func:`scoring_threads` -- the execution setting that changes values: stored scores are
   always computed with one torch thread (see docs/design.md, "Reliability").
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import math
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -30,6 +32,7 @@ __all__ = [
     "SCORING_THREADS",
     "check_count",
     "num_classes",
+    "proxy_outcome",
     "resolve_dataset",
     "resolve_device",
     "resolve_proxies",
@@ -195,3 +198,22 @@ def scoring_threads(threads: int = SCORING_THREADS) -> Iterator[None]:
     finally:
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
+
+
+def proxy_outcome(name: str, result: Any) -> tuple[float, str | None]:
+    """(value, reason) of one proxy's result: a float or a ``ProxyResult``-like object.
+
+    A finite value has no reason (``None``). A non-finite value always gets one: the result's
+    own ``error`` when it has one, else ``"<name> is nan (no reason given by the scorer)"``.
+    A value that is not a number is NaN with a reason. Used by score, correlate and search, so
+    no NaN reaches an output (store row, scores.csv, search log) without its cause.
+    """
+    reason = getattr(result, "error", None) or None
+    raw = getattr(result, "value", result)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return math.nan, reason or f"{name} returned {type(raw).__name__}, not a number"
+    if math.isfinite(value):
+        return value, None
+    return value, reason or f"{name} is {value!r} (no reason given by the scorer)"

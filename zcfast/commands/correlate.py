@@ -5,6 +5,8 @@ import argparse
 import signal
 import sys
 
+from zcfast.commands import check_out_dir, count_type
+
 HELP = "rank-correlate zero-cost proxies with benchmark accuracy (the paper's Table 1), resumable"
 
 
@@ -31,7 +33,9 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--space", default="nb201", help="search space (nb201, nb101, darts); default nb201")
+    parser.add_argument("--space", default="nb201",
+                        help="search space with ground truth: nb201 (shipped) or nb101 (with its records "
+                             "file); darts has none and is refused; default nb201")
     parser.add_argument("--dataset", default="cifar10",
                         help="ground truth: cifar10, cifar100 or ImageNet16-120 (sets classes and normalisation)")
     parser.add_argument("--proxies", default="all",
@@ -43,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None,
                         help="images for the batch: a shipped set (cifar10, cifar10-test, cifar100) or a user "
                              ".npz (uint8 NHWC 'x', labels 'y') / image folder; default the dataset's shipped set")
-    parser.add_argument("--batch-size", type=int, default=64, help="batch size (paper: 64)")
+    parser.add_argument("--batch-size", type=count_type("--batch-size"), default=64, help="batch size (paper: 64)")
     parser.add_argument("--batch-seed", type=int, default=42, help="seed of the batch draw (paper: 42)")
     parser.add_argument("--no-augment", action="store_true", help="no random crop/flip on the batch")
     parser.add_argument("--init-seed", type=int, default=42, help="seed of the per-architecture initialisation")
@@ -59,19 +63,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ground-truth metric (NB201: test, test_robot, test_fewshotnas, valid, or a column "
                              "name). Default: closest to the paper: NB201 cifar10 -> valid (the cifar10-valid "
                              "training run the paper used), otherwise test")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (refused when CUDA is not available)")
     parser.add_argument("--nan-policy", default="omit", choices=("omit", "worst", "raise"),
                         help="NaN scores: omit from the correlation (official), rank worst, or fail")
-    parser.add_argument("--time-sample", type=int, default=5,
+    parser.add_argument("--time-sample", type=count_type("--time-sample", 0), default=5,
                         help="architectures on which each proxy is timed alone (default 5; 0 skips)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--shard", type=_shard, default=None,
                         help="I/K: score only sample positions p with p %% K == I; run K such processes on "
                              "one store to use K cores, then --report-only for the whole sample")
-    parser.add_argument("--workers", type=int, default=0,
+    parser.add_argument("--workers", type=count_type("--workers", 0), default=0,
                         help="score in N worker processes (0: in this process); this process writes the store")
-    parser.add_argument("--recycle", type=int, default=10,
+    parser.add_argument("--recycle", type=count_type("--recycle"), default=10,
                         help="with --workers: replace each worker after this many architectures (bounds memory)")
     parser.add_argument("--report-only", action="store_true",
                         help="score nothing: report on the sampled architectures already in the store "
@@ -86,11 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from zcfast import correlate as corr
 
     signal.signal(signal.SIGTERM, _terminate)
-
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
-    if args.time_sample < 0:
-        raise ValueError(f"--time-sample must be >= 0, got {args.time_sample}")
+    check_out_dir(args.out)
     try:
         res = corr.correlate(
             args.space, args.dataset, args.proxies, args.n, args.seed,
@@ -114,4 +114,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"{s['missing_archs']} sampled architectures are not in the store yet and were left out")
     for name, path in res.files.items():
         print(f"  {name:8s} {path}")
+    failed = all_failed(res)
+    if failed:
+        print(f"zcfast correlate: error: every architecture failed to score ({failed}); the errors are in "
+              "the store and scores.csv", file=sys.stderr)
+        return 1
     return 0
+
+
+def all_failed(res: object) -> str | None:
+    """The first error when every (architecture, proxy) of the study failed, else ``None``."""
+    errors = getattr(res, "errors", {})
+    if not errors or not res.archs or not all(all(e) for e in errors.values()):
+        return None
+    return next(iter(errors.values()))[0]
