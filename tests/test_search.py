@@ -233,7 +233,7 @@ def test_bad_input_messages(toy: ToySpace) -> None:
         search(toy, "brp", 3)
     with pytest.raises(ValueError, match="move proposal applies to"):
         search(toy, "random", 10, move=toy.proxy_table())
-    with pytest.raises(ValueError, match="budget must be a positive"):
+    with pytest.raises(ValueError, match="budget must be an integer >= 1"):
         search(toy, "random", 0)
     with pytest.raises(ValueError, match="unexpected keyword"):
         search(toy, "random", 10, population=3)

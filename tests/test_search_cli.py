@@ -80,7 +80,7 @@ def test_cli_user_trainer_errors_recorded(tmp_path, capsys) -> None:
      "budget 10 is smaller than the population of 64"),
     (["--algo", "rl", "--budget", "10", "--space", "toy", "--move", "synflow"],
      "--move applies to evolution only"),
-    (["--algo", "random", "--budget", "0", "--space", "toy"], "--budget must be at least 1"),
+    (["--algo", "random", "--budget", "0", "--space", "toy"], "argument --budget: must be an integer >= 1"),
     (["--algo", "random", "--budget", "5", "--space", "toy", "--trainer", "nomodule_xyz:f"],
      "cannot import trainer module"),
     (["--algo", "random", "--budget", "5", "--space", "toy", "--option", "oops"],

@@ -17,44 +17,47 @@ import os
 import sys
 from typing import Any
 
-from zcfast.commands import load_callable
+from zcfast.commands import check_out_dir, count_type, load_callable
 
 HELP = "NAS search (random, evolution, reinforce, brp) with zero-cost warmup / move proposal"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", default="nb201",
-                        help="search space: nb201, nb101, darts, or toy (synthetic, for demos)")
+                        help="search space: nb201, nb101 (with its records file), toy (synthetic, for "
+                             "demos); darts only with a --trainer (it has no shipped ground truth)")
     parser.add_argument("--dataset", default="cifar10",
                         help="benchmark dataset of the training oracle and of computed proxies")
     parser.add_argument("--metric", default=None,
                         help="ground-truth metric of space.ground_truth (NB201 default: test)")
     parser.add_argument("--algo", required=True,
                         help="random | evolution | reinforce | brp (aliases rs, ae, rl, bp)")
-    parser.add_argument("--budget", type=int, required=True, help="trained architectures per run")
-    parser.add_argument("--seeds", type=int, default=1, help="number of seeds (runs)")
+    parser.add_argument("--budget", type=count_type("--budget"), required=True, help="trained architectures per run")
+    parser.add_argument("--seeds", type=count_type("--seeds"), default=1, help="number of seeds (runs)")
     parser.add_argument("--seed", type=int, default=0, help="first seed (runs use seed..seed+seeds-1)")
     parser.add_argument("--warmup", default=None,
                         help="zero-cost warmup proxy: a registered proxy name or a score table "
                              "(CSV/CSV.gz with arch_str and one score column)")
-    parser.add_argument("--warmup-pool", type=int, default=None,
+    parser.add_argument("--warmup-pool", type=count_type("--warmup-pool"), default=None,
                         help="architectures scored by the warmup (default 3000; brp: 256 NB201, 512 NB101)")
     parser.add_argument("--move", default=None,
                         help="zero-cost move proposal proxy (evolution only)")
     parser.add_argument("--move-explore", type=float, default=None,
                         help="probability of a random neighbour instead of the proxy's best (default 0.25)")
     parser.add_argument("--proxy-column", default=None, help="score column of a score table")
-    parser.add_argument("--proxy-batch-size", type=int, default=64,
+    parser.add_argument("--proxy-batch-size", type=count_type("--proxy-batch-size"), default=64,
                         help="batch of computed proxies (paper: 64 on NB201; zcfast ships only 20 "
                              "CIFAR-100 images)")
     parser.add_argument("--store", default=None,
                         help="result store caching computed proxy scores (default OUT/results.sqlite)")
     parser.add_argument("--trainer", default=None,
-                        help="user training oracle 'module:function' (arch -> accuracy) "
-                             "instead of the benchmark lookup")
+                        help="user training oracle 'module:function' (arch -> accuracy) instead of the "
+                             "benchmark lookup; the module is imported and its code runs, as any "
+                             "plugin's (the current folder is importable)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="algorithm option, e.g. population=64, tournament=10, hidden=600, lr=0.1")
-    parser.add_argument("--device", default="cpu", help="device for computed proxies")
+    parser.add_argument("--device", default="cpu",
+                        help="device for computed proxies: cpu or cuda[:N] (refused when CUDA is not available)")
     parser.add_argument("--out", default=None, help="output directory for the JSON logs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -80,61 +83,56 @@ def _load_trainer(spec: str) -> Any:
     return load_callable(spec, "--trainer", "trainer")
 
 
-def _space(name: str) -> Any:
-    if name == "toy":
-        from zcfast.search.toy import ToySpace
-        return ToySpace()
-    from zcfast import spaces
-    return spaces.get(name)
-
-
 def run(args: argparse.Namespace) -> int:
+    from zcfast import options
     from zcfast import search as zsearch
 
+    # the one front door: every argument is checked before a store is opened or work starts
     algo = zsearch.resolve_algo(args.algo)
-    space = _space(args.space)
-    if args.budget < 1:
-        raise ValueError(f"--budget must be at least 1, got {args.budget}")
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    dataset = options.resolve_dataset(args.dataset)
+    trainer = _load_trainer(args.trainer) if args.trainer else None
+    space = zsearch.resolve_search_space(args.space, ground_truth_for=None if trainer else "search",
+                                         dataset=dataset)
     if args.move is not None and algo not in zsearch.MOVE_ALGORITHMS:
         raise ValueError(f"--move applies to {', '.join(zsearch.MOVE_ALGORITHMS)} only, not {algo}")
-    options = _parse_options(args.option)
-    trainer = _load_trainer(args.trainer) if args.trainer else None
+    options.resolve_device(args.device, option="--device")
+    options_ = _parse_options(args.option)
+    check_out_dir(args.out)
+    computed = [(opt, p) for opt, p in (("--warmup", args.warmup), ("--move", args.move))
+                if p is not None and not os.path.exists(p) and not p.endswith((".csv", ".csv.gz"))]
+    for opt, p in computed:  # validate the names before opening (and possibly creating) a store
+        zsearch.make_proxy(p, space, dataset, option=opt, device=args.device,
+                           batch_size=args.proxy_batch_size)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-    computed = [p for p in (args.warmup, args.move)
-                if p is not None and not os.path.exists(p) and not p.endswith((".csv", ".csv.gz"))]
     store = None
     if computed:
-        # Validate the names before opening (and possibly creating) a store.
-        zsearch.make_proxy(computed[0], space, args.dataset)
         store_path = args.store or (os.path.join(args.out, "results.sqlite") if args.out else None)
         if store_path:
             from zcfast.store import ResultStore
             store = ResultStore(store_path, create=True)
-    # Proxy sources are built once and shared by all seeds (table / cache reuse).
-    warm = zsearch.make_proxy(args.warmup, space, args.dataset, store, column=args.proxy_column,
-                              device=args.device, batch_size=args.proxy_batch_size)
-    move = (warm if args.move is not None and args.move == args.warmup else
-            zsearch.make_proxy(args.move, space, args.dataset, store, column=args.proxy_column,
-                               device=args.device, batch_size=args.proxy_batch_size))
-    bar = None
-    if not args.no_progress:
-        from tqdm import tqdm
-        bar = tqdm(total=args.budget * args.seeds, unit="arch", desc=f"{algo} search",
-                   file=sys.stderr)
     results = []
+    bar = None
     try:
+        # Proxy sources are built once and shared by all seeds (table / cache reuse).
+        warm = zsearch.make_proxy(args.warmup, space, dataset, store, column=args.proxy_column,
+                                  device=args.device, batch_size=args.proxy_batch_size, option="--warmup")
+        move = (warm if args.move is not None and args.move == args.warmup else
+                zsearch.make_proxy(args.move, space, dataset, store, column=args.proxy_column,
+                                   device=args.device, batch_size=args.proxy_batch_size, option="--move"))
+        if not args.no_progress:
+            from tqdm import tqdm
+            bar = tqdm(total=args.budget * args.seeds, unit="arch", desc=f"{algo} search",
+                       file=sys.stderr)
         for seed in range(args.seed, args.seed + args.seeds):
             if bar is not None:
                 bar.set_postfix(seed=seed)
             result = zsearch.search(space, algo, args.budget, seed=seed, oracle=trainer,
-                                    dataset=args.dataset, metric=args.metric, warmup=warm,
+                                    dataset=dataset, metric=args.metric, warmup=warm,
                                     warmup_pool=args.warmup_pool, move=move,
                                     move_explore=args.move_explore,
                                     on_train=(lambda r: bar.update(1)) if bar is not None else None,
-                                    **options)
+                                    **options_)
             if bar is not None:
                 bar.update(args.budget - result.trained)   # stalled / exhausted runs
             results.append(result)
@@ -147,14 +145,19 @@ def run(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     summary = summarise(results)
-    summary.update({"space": space.name, "dataset": args.dataset, "algo": algo,
+    summary.update({"space": space.name, "dataset": dataset, "algo": algo,
                     "budget": args.budget, "warmup": args.warmup, "warmup_pool": args.warmup_pool,
-                    "move": args.move, "options": options,
+                    "move": args.move, "options": options_,
                     "trainer": args.trainer or "benchmark lookup"})
     if args.out:
         with open(os.path.join(args.out, "summary.json"), "w") as fh:
             json.dump(summary, fh, indent=1)
     print(format_summary(summary))
+    if summary["mean"] is None:
+        first = next((rec.error for r in results for rec in r.records if rec.error), None)
+        print("zcfast search: error: every training failed" + (f" (first: {first})" if first else ""),
+              file=sys.stderr)
+        return 1
     return 0
 
 

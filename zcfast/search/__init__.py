@@ -58,6 +58,23 @@ def resolve_algo(name: str) -> str:
     return key
 
 
+def resolve_search_space(space: Any, *, ground_truth_for: str | None = None,
+                         dataset: str | None = None) -> Any:
+    """:func:`zcfast.options.resolve_space`, plus ``"toy"`` (:class:`zcfast.search.toy.ToySpace`,
+    a synthetic space with its own accuracies, for demos and tests)."""
+    from zcfast import options
+
+    if isinstance(space, str) and space.strip().lower() == "toy":
+        from .toy import ToySpace
+        space = ToySpace()
+    try:
+        return options.resolve_space(space, ground_truth_for=ground_truth_for, dataset=dataset)
+    except ValueError as exc:
+        if isinstance(space, str) and str(exc).startswith("unknown search space"):
+            raise ValueError(f"{exc} (or toy, a synthetic demo space)") from None
+        raise
+
+
 def search(space: Any, algo: str, budget: int, *, seed: int = 0,
            oracle: Oracle | Callable[[Any], float] | None = None, dataset: str = "cifar10",
            metric: str | None = None, warmup: Any = None, warmup_pool: int | None = None,
@@ -68,7 +85,9 @@ def search(space: Any, algo: str, budget: int, *, seed: int = 0,
     """Run one search.
 
     Args:
-        space: a SearchSpace or its name (``zcfast.spaces.get``).
+        space: a SearchSpace or its name (``zcfast.spaces.get``, or ``"toy"``); with the
+            benchmark oracle (``oracle=None``) it must have ground truth for ``dataset``
+            (``space.ground_truth_problem``), else ``ValueError`` with the reason.
         algo: ``random`` | ``evolution`` | ``reinforce`` | ``brp`` (aliases: rs, ae, rl, bp).
         budget: number of architectures the oracle may train.
         seed: the run's seed; a run is deterministic given it.
@@ -82,15 +101,20 @@ def search(space: Any, algo: str, budget: int, *, seed: int = 0,
         store: a ``zcfast.store.ResultStore`` caching computed proxy scores.
         options: family-specific options (population, tournament, lr, hidden, ...).
     """
-    if isinstance(space, str):
-        from zcfast import spaces
-        space = spaces.get(space)
+    from zcfast import options as zopts
+
+    # the one front door: every name is resolved before any work starts
     name = resolve_algo(algo)
+    zopts.check_count(budget, "budget")
+    dataset = zopts.resolve_dataset(dataset)
+    # the benchmark lookup needs ground truth; a user oracle (trainer) does not
+    space = resolve_search_space(space, ground_truth_for="search" if oracle is None else None,
+                                 dataset=dataset)
     if move is not None and name not in MOVE_ALGORITHMS:
         raise ValueError(f"zero-cost move proposal applies to {list(MOVE_ALGORITHMS)}, not {name!r}")
-    warm = make_proxy(warmup, space, dataset, store, proxy_seed, proxy_column)
+    warm = make_proxy(warmup, space, dataset, store, proxy_seed, proxy_column, option="warmup")
     mv = warm if (move is not None and move == warmup and warm is not None) else \
-        make_proxy(move, space, dataset, store, proxy_seed, proxy_column)
+        make_proxy(move, space, dataset, store, proxy_seed, proxy_column, option="move")
     kwargs: dict[str, Any] = dict(options)
     if warm is not None:
         kwargs["warmup"] = warm
@@ -117,4 +141,5 @@ def search(space: Any, algo: str, budget: int, *, seed: int = 0,
 __all__ = ["ALGORITHMS", "BenchmarkOracle", "CallableOracle", "ComputedProxy", "Ledger",
            "MOVE_ALGORITHMS", "Oracle", "ProxySource", "SearchResult", "TableOracle", "TableProxy",
            "TrainedRecord", "available", "brp", "evolution", "load_score_table", "make_oracle",
-           "make_proxy", "propose_move", "random_search", "reinforce", "resolve_algo", "search"]
+           "make_proxy", "propose_move", "random_search", "reinforce", "resolve_algo",
+           "resolve_search_space", "search"]

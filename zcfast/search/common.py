@@ -200,29 +200,35 @@ class ComputedProxy(ProxySource):
     """A registered zcfast proxy computed with ``zcfast.score_arch`` and cached per architecture.
 
     Scores are memoised in memory and, when ``store`` is given, in the shared
-    :class:`zcfast.store.ResultStore` under exactly the run config the correlation study
-    (``zcfast.correlate``) uses for the same proxy, space, dataset and batch (rows keyed by
-    ``arch_str``), so search, correlation and scan reuse each other's scores.
+    :class:`zcfast.store.ResultStore` under the same :class:`zcfast.store.RunConfig` the
+    correlation study (``zcfast.correlate``) builds for the same proxy, space, dataset, batch,
+    init seed and device (rows keyed by ``arch_str``), so search and correlation reuse each
+    other's scores. Scores are computed under :func:`zcfast.options.scoring_threads`, as
+    correlate's, so a cached value does not depend on which command computed it.
+
+    A non-finite score keeps its reason (``errors[arch_str]``, and the store row's error).
     """
 
     def __init__(self, space: Any, proxy: str, dataset: str = "cifar10", seed: int = 42,
                  batch_size: int = 64, batch_seed: int = 42, store: Any = None,
                  device: str = "cpu") -> None:
         super().__init__()
-        from zcfast import data as zdata
+        from zcfast import options
+        (self.proxy,) = options.resolve_proxies([proxy], option="proxy")
         self.space = space
-        self.proxy = proxy
-        self.name = proxy
-        self.dataset = zdata.canonical_dataset(dataset)
-        self.num_classes = zdata.NUM_CLASSES[self.dataset]
+        self.name = self.proxy
+        self.dataset = options.resolve_dataset(dataset)
+        self.num_classes = options.num_classes(self.dataset)
         self.seed = seed
-        self.batch_size = batch_size
+        self.batch_size = options.check_count(batch_size, "proxy batch_size")
         self.batch_seed = batch_seed
-        self.device = device
+        self.device = str(device)
+        self.device_type = options.resolve_device(device).type
         self.store = store
         self._batch: tuple[Any, Any] | None = None
         self._run_id: str | None = None
         self._cache: dict[str, float] = {}
+        self.errors: dict[str, str] = {}   # arch_str -> why its score is not finite
         self.computed = 0              # architectures actually scored (not cache hits)
 
     def inputs(self) -> tuple[Any, Any]:
@@ -232,28 +238,33 @@ class ComputedProxy(ProxySource):
             self._batch = zdata.paper_batch(self.dataset, self.batch_size, self.batch_seed)
         return self._batch
 
-    def store_config(self) -> dict[str, Any]:
-        """The correlation study's run config for this proxy (see zcfast/correlate.py)."""
-        import torch
+    def run_config(self) -> Any:
+        """The store run of this proxy: the :class:`zcfast.store.RunConfig` correlate builds."""
         from zcfast import data as zdata
+        from zcfast.store import BatchKey, RunConfig
         x, y = self.inputs()
-        return {"study": "correlate", "space": self.space.name, "num_classes": self.num_classes,
-                "batch": {"fingerprint": zdata.batch_fingerprint(x, y),
-                          "data": f"shipped:{self.dataset}", "size": self.batch_size,
-                          "seed": self.batch_seed, "augment": True, "norm": self.dataset},
-                "init_seed": self.seed, "device": torch.device(self.device).type,
-                "row_key": "arch_str", "proxy": self.proxy}
+        batch = BatchKey(fingerprint=zdata.batch_fingerprint(x, y), data=f"shipped:{self.dataset}",
+                         size=self.batch_size, seed=self.batch_seed, augment=True, norm=self.dataset)
+        return RunConfig(kind="proxy", space=self.space.name, proxies=(self.proxy,),
+                         num_classes=self.num_classes, batch=batch, init_seed=self.seed,
+                         device=self.device_type)
+
+    def store_config(self) -> dict[str, Any]:
+        """The run config as the JSON object stored with the run (``run_config().to_dict()``)."""
+        return self.run_config().to_dict()
 
     def _load_store(self) -> None:
         if self.store is None or self._run_id is not None:
             return
-        self._run_id = self.store.run_id(self.store_config())
+        self._run_id = self.store.run_id(self.run_config())
         for row in self.store.rows(self._run_id):
-            value = row.values.get(self.proxy, math.nan) if row.error is None else math.nan
-            self._cache[row.arch_str] = float(value)
+            self._cache[row.arch_str] = float(row.values.get(self.proxy, math.nan))
+            if row.error:
+                self.errors[row.arch_str] = row.error
 
     def _scores(self, archs: Sequence[Arch]) -> list[float]:
         import zcfast
+        from zcfast import options
         self._load_store()
         out, new_rows = [], []
         for arch in archs:
@@ -261,19 +272,26 @@ class ComputedProxy(ProxySource):
             if text not in self._cache:
                 x, y = self.inputs()
                 t0 = time.perf_counter()
-                error = None
+                raised = False
                 try:
-                    values = zcfast.score_arch(self.space, arch, x, y, [self.proxy],
-                                               seed=self.seed, num_classes=self.num_classes,
-                                               device=self.device)
-                    value = float(values[self.proxy])
-                except (RuntimeError, ValueError, FloatingPointError) as exc:
-                    value, error = math.nan, f"{type(exc).__name__}: {exc}"
+                    with options.scoring_threads():
+                        values = zcfast.score_arch(self.space, arch, x, y, [self.proxy],
+                                                   seed=self.seed, num_classes=self.num_classes,
+                                                   device=self.device, detailed=True)
+                    value, error = options.proxy_outcome(self.proxy, values.get(self.proxy))
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as exc:  # noqa: BLE001 -- recorded per architecture
+                    value, error = math.nan, f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+                    raised = True
                 self.computed += 1
                 self._cache[text] = value
+                if error:
+                    self.errors[text] = error
                 if self.store is not None:
                     from zcfast.store import ScoreRow
-                    new_rows.append(ScoreRow(text, text, {self.proxy: value} if error is None else {},
+                    # as correlate: a failed call stores no value; a NaN/inf value with its reason
+                    new_rows.append(ScoreRow(text, text, {} if raised else {self.proxy: value},
                                              error, time.perf_counter() - t0))
             out.append(self._cache[text])
         if new_rows:
@@ -283,14 +301,15 @@ class ComputedProxy(ProxySource):
 
 def make_proxy(spec: Any, space: Any, dataset: str = "cifar10", store: Any = None,
                seed: int = 42, column: str | None = None, device: str = "cpu",
-               batch_size: int = 64) -> ProxySource | None:
+               batch_size: int = 64, *, option: str = "proxy") -> ProxySource | None:
     """A :class:`ProxySource` from a spec.
 
     ``spec`` may be ``None`` (no proxy), a :class:`ProxySource`, a mapping ``arch_str -> score``,
     a path to a score table (CSV / CSV.gz with an ``arch_str`` column), or the name of a proxy
     registered in ``zcfast.available_proxies()`` (computed on ``zcfast.data.paper_batch(dataset,
-    batch_size, 42)``; zcfast ships 20 CIFAR-100 images, so CIFAR-100 needs ``batch_size <= 20``).
-    Anything else -> ``ValueError``.
+    batch_size, 42)``; zcfast ships 20 CIFAR-100 images, so CIFAR-100 needs ``batch_size <= 20``),
+    resolved by :func:`zcfast.options.resolve_proxies` (``option`` names the argument in its
+    messages, e.g. ``--warmup``). Anything else -> ``ValueError``.
     """
     if spec is None:
         return None
@@ -302,16 +321,16 @@ def make_proxy(spec: Any, space: Any, dataset: str = "cifar10", store: Any = Non
         raise ValueError(f"proxy must be a name, a score-table path or a mapping, got {spec!r}")
     if os.path.exists(spec) or spec.endswith((".csv", ".csv.gz")):
         return TableProxy.from_file(space, spec, column)
+    from zcfast import options
     try:
-        import zcfast
-        available = list(zcfast.available_proxies())
-    except (ImportError, AttributeError):
-        available = []
-    if spec in available:
-        return ComputedProxy(space, spec, dataset=dataset, seed=seed, store=store, device=device,
-                             batch_size=batch_size)
-    raise ValueError(f"unknown proxy {spec!r}: expected one of {sorted(available)} "
-                     "or the path of a score table (CSV with arch_str and score columns)")
+        names = options.resolve_proxies(spec, option=option)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; or give the path of a score table (CSV with arch_str and score "
+                         "columns)") from None
+    if len(names) != 1:
+        raise ValueError(f"{option} takes one proxy, got {', '.join(names)}")
+    return ComputedProxy(space, names[0], dataset=dataset, seed=seed, store=store, device=device,
+                         batch_size=batch_size)
 
 
 def rank_order(scores: np.ndarray) -> np.ndarray:
@@ -338,6 +357,7 @@ class TrainedRecord:
     proxy_score: float | None = None
     error: str | None = None
     seconds: float = 0.0
+    proxy_error: str | None = None   # why proxy_score is NaN/inf (the proxy's reason)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -483,10 +503,17 @@ def finish(algo: str, seed: int, ledger: Ledger, proxies: Iterable[ProxySource |
     """Package a ledger as a :class:`SearchResult`."""
     seen: set[int] = set()
     evals = 0
+    sources: list[ProxySource] = []
     for p in proxies:
         if p is not None and id(p) not in seen:
             seen.add(id(p))
             evals += p.evaluations
+            sources.append(p)
+    for rec in ledger.records:  # a NaN proxy score carries its reason into the log
+        if rec.proxy_score is not None and not math.isfinite(rec.proxy_score) and rec.proxy_error is None:
+            rec.proxy_error = next((p.errors[rec.arch_str] for p in sources
+                                    if rec.arch_str in getattr(p, "errors", {})),
+                                   f"proxy score is {rec.proxy_score!r}")
     best = ledger.best_arch
     return SearchResult(algo=algo, seed=seed, budget=ledger.budget, records=list(ledger.records),
                         best_arch_str=None if best is None else ledger.space.encode(best),
