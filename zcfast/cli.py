@@ -7,15 +7,26 @@ Each command lives in ``zcfast/commands/<name>.py`` and defines::
     def run(args: argparse.Namespace) -> int    # exit status
 
 so commands stay independent of one another and import their heavy dependencies only when run.
+
+Exit status: 0 success; 1 the work ran but failed (every candidate or training failed, or an
+unexpected internal error); 2 a user error (bad argument, file or store), always ONE line
+``zcfast <command>: error: ...`` on stderr and never a traceback; 130 interrupted (Ctrl-C /
+SIGTERM). ``ZCFAST_TRACEBACK=1`` re-raises unexpected errors with their traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Sequence
 
 COMMANDS = ("score", "correlate", "search", "scan", "info")
+
+#: Exit status of a user error (bad argument, file, store), as argparse's own.
+USAGE_ERROR = 2
+#: Exit status of an interrupted command (128 + SIGINT).
+INTERRUPTED = 130
 
 
 def _load(name: str):
@@ -38,18 +49,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its message with line breaks folded (OSError keeps its path)."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, KeyError) and exc.args:  # KeyError's str() is the repr of the key
+        text = str(exc.args[0])
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)  # argparse errors: usage + one error line, exit 2
+    except SystemExit as exc:  # --help (0) or a usage error (2): a status, also when called in-process
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else USAGE_ERROR)
     if not getattr(args, "_run", None):
-        parser.print_help()
-        return 2
+        parser.print_help(sys.stderr)
+        print(f"zcfast: error: give a command: {', '.join(COMMANDS)}", file=sys.stderr)
+        return USAGE_ERROR
+    from zcfast.store import StoreError  # a ValueError subclass, named here for clarity
+
+    prefix = f"zcfast {args.command}: error:"
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
-        # Bad input: a clear one-line message, no traceback, non-zero exit.
-        print(f"zcfast {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"\nzcfast {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except (StoreError, ValueError, KeyError, OSError, NotImplementedError) as exc:
+        # Bad input (argument, file, store, permission, existing file, full disk): one line.
+        print(f"{prefix} {one_line(exc)}", file=sys.stderr)
+        return USAGE_ERROR
+    except MemoryError:
+        print(f"{prefix} out of memory; try a smaller --batch-size or --n", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 -- never a traceback for the user, unless asked
+        if os.environ.get("ZCFAST_TRACEBACK"):
+            raise
+        print(f"{prefix} {type(exc).__name__}: {one_line(exc)} (unexpected; ZCFAST_TRACEBACK=1 shows "
+              "the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

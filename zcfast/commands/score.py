@@ -1,13 +1,37 @@
-"""``zcfast score``: zero-cost proxies of NB201 architectures or of any model, on a real batch."""
+"""``zcfast score``: zero-cost proxies of NB201 architectures or of any model, on a real batch.
+
+With ``--model module:function`` any ``nn.Module`` factory is scored: on the shipped image
+batch by default, or with ``--input-shape`` on a seeded random batch of that per-sample shape
+(``--input-dtype float32|float64`` Gaussian, ``int64`` token ids in ``[0, --vocab)``), so audio,
+sequence and token models can be scored too. The seed (``--seed``) is set before the model is
+built, so a run is reproducible.
+"""
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
+import sys
 import time
+from typing import Any
 
-from zcfast.commands import load_callable
+from zcfast.commands import count_type, load_callable
 
 HELP = "score NB201 architectures (string or benchmark index) or a model (module:function) with the proxies"
+
+#: ``--input-dtype`` choices -> torch dtype name.
+INPUT_DTYPES = ("float32", "float64", "int64")
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        dims = ()
+    if not dims or any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(f"must be positive integers separated by commas (e.g. 3,32,32), "
+                                         f"got {text!r}")
+    return dims
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,48 +39,93 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="NB201 architecture strings (|op~0|+|op~0|op~1|+...) or benchmark indices "
                              "0..15624; default: the all-nor_conv_3x3 architecture")
     parser.add_argument("--model", default=None,
-                        help="score a model instead: 'package.module:function', function(num_classes) -> nn.Module")
+                        help="score a model instead: 'package.module:function', function(num_classes) -> "
+                             "nn.Module (or a function of no arguments). The module is imported and its "
+                             "code runs, as any plugin's; the current folder is importable")
     parser.add_argument("--proxies", default="all",
-                        help="'all' (grad_norm,snip,grasp,fisher,jacob_cov,synflow), 'every' (+plain and "
+                        help="'all' (grad_norm,snip,grasp,fisher,synflow,jacob_cov), 'every' (+plain and "
                              "user-registered) or a comma-separated list")
-    parser.add_argument("--dataset", default="cifar10", help="cifar10 or cifar100 (classes, normalisation, images)")
+    parser.add_argument("--dataset", default="cifar10",
+                        help="cifar10, cifar100 or ImageNet16-120: classes, normalisation and images")
     parser.add_argument("--data", default=None, help="images: a shipped set or a user .npz / image folder")
-    parser.add_argument("--batch-size", type=int, default=64, help="batch size (paper: 64)")
+    parser.add_argument("--input-shape", type=_shape, default=None, metavar="D1,D2,...",
+                        help="with --model: score on a seeded random batch of --batch-size inputs of this "
+                             "per-sample shape instead of images, e.g. 1,16000 (audio), 3,64,64, or 128 "
+                             "(a sequence of token ids with --input-dtype int64); targets are random "
+                             "class indices in [0, --num-classes)")
+    parser.add_argument("--input-dtype", default="float32", choices=INPUT_DTYPES,
+                        help="with --input-shape: float32 / float64 (standard Gaussian; float64 also "
+                             "converts the model) or int64 (token ids uniform in [0, --vocab)); jacob_cov "
+                             "and synflow differentiate the input, so on int64 inputs they are NaN with "
+                             "the reason")
+    parser.add_argument("--vocab", type=count_type("--vocab"), default=1000,
+                        help="with --input-dtype int64: token ids are drawn from [0, VOCAB) (default 1000)")
+    parser.add_argument("--num-classes", type=count_type("--num-classes"), default=None,
+                        help="classifier width passed to the --model factory and range of the targets "
+                             "(default: the dataset's, 10 / 100 / 120)")
+    parser.add_argument("--batch-size", type=count_type("--batch-size"), default=64, help="batch size (paper: 64)")
     parser.add_argument("--batch-seed", type=int, default=42, help="seed of the batch draw (paper: 42)")
-    parser.add_argument("--seed", type=int, default=42, help="seed of the per-architecture initialisation")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--seed", type=int, default=42,
+                        help="seed of the initialisation: per architecture for NB201; for --model set "
+                             "before the model is built (same seed, same values)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (refused when CUDA is not available)")
+    parser.add_argument("--threads", type=count_type("--threads"), default=None,
+                        help="torch CPU threads (default: torch's)")
 
 
-def _proxies(text: str) -> tuple[str, ...]:
-    from zcfast.proxies import DEFAULT_PROXIES, available_proxies
-
-    if text == "all":
-        return DEFAULT_PROXIES
-    if text == "every":
-        return tuple(available_proxies())
-    names = tuple(p.strip() for p in text.split(",") if p.strip())
-    if not names:
-        raise ValueError("--proxies is empty")
-    return names
-
-
-def _load_model(spec: str, num_classes: int):
+def _load_model(spec: str, num_classes: int) -> Any:
+    """Build the ``--model`` factory's module; ValueError naming the problem otherwise."""
     import torch.nn as nn
 
     fn = load_callable(spec, "--model", "model")
     try:
-        net = fn(num_classes=num_classes)
-    except TypeError:
-        net = fn()
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        sig = None
+    kwargs: dict[str, Any] = {}
+    if sig is not None:
+        params = sig.parameters.values()
+        takes_nc = "num_classes" in sig.parameters or any(p.kind is p.VAR_KEYWORD for p in params)
+        required = [p.name for p in sig.parameters.values()
+                    if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD,
+                                                           p.KEYWORD_ONLY) and p.name != "num_classes"]
+        if required:
+            raise ValueError(f"--model {spec!r} is not a model factory: it needs the argument(s) "
+                             f"{', '.join(required)}; give a function(num_classes) -> nn.Module or one "
+                             "of no arguments")
+        if takes_nc:
+            kwargs["num_classes"] = num_classes
+    try:
+        net = fn(**kwargs)
+    except Exception as exc:  # noqa: BLE001 -- the user's factory failed: say so in one line
+        first = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise ValueError(f"--model {spec!r} failed while building the model: {first}") from None
     if not isinstance(net, nn.Module):
-        raise ValueError(f"--model: {spec} returned {type(net).__name__}, not an nn.Module")
+        raise ValueError(f"--model {spec!r} returned {type(net).__name__}, not an nn.Module; give a "
+                         "function(num_classes) -> nn.Module")
     return net
+
+
+def random_batch(shape: tuple[int, ...], batch_size: int, dtype: str, vocab: int, num_classes: int,
+                 seed: int) -> tuple[Any, Any]:
+    """A seeded random batch: x ``[batch_size, *shape]`` (Gaussian, or int64 ids in ``[0, vocab)``),
+    y ``[batch_size]`` int64 class indices in ``[0, num_classes)``."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    if dtype == "int64":
+        x = torch.randint(0, vocab, (batch_size, *shape), generator=g, dtype=torch.int64)
+    else:
+        x = torch.randn((batch_size, *shape), generator=g, dtype=getattr(torch, dtype))
+    y = torch.randint(0, num_classes, (batch_size,), generator=g, dtype=torch.int64)
+    return x, y
 
 
 def _fmt(v: float) -> str:
     if math.isnan(v):
         return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
     if v != 0 and (abs(v) >= 1e6 or abs(v) < 1e-3):
         return f"{v:.4e}"
     return f"{v:.4f}"
@@ -65,50 +134,82 @@ def _fmt(v: float) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    import zcfast.spaces
-    from zcfast.data import paper_batch
-    from zcfast.proxies import score_arch, score_detailed
+    from zcfast import options
 
+    # the one front door: every argument is checked before any work starts
+    proxies = options.resolve_proxies(args.proxies, option="--proxies")
+    dataset = options.resolve_dataset(args.dataset)
+    device = options.resolve_device(args.device, option="--device")
+    if args.model and args.archs:
+        raise ValueError("give either NB201 architectures or --model, not both")
+    if not args.model and (args.input_shape is not None or args.num_classes is not None):
+        raise ValueError("--input-shape and --num-classes apply to --model only")
+    if args.input_shape is None and args.input_dtype != "float32":
+        raise ValueError("--input-dtype applies with --input-shape only (images are float32)")
+    if args.input_shape is not None and args.data is not None:
+        raise ValueError("give --data (images) or --input-shape (a random batch), not both")
+    num_classes = args.num_classes or options.num_classes(dataset)
     if args.threads:
         torch.set_num_threads(args.threads)
-    proxies = _proxies(args.proxies)
-    x, y = paper_batch(args.dataset, batch_size=args.batch_size, seed=args.batch_seed, data=args.data)
-    num_classes = {"cifar10": 10, "cifar100": 100, "imagenet16-120": 120}.get(args.dataset.lower(), int(y.max()) + 1)
 
     rows: list[tuple[str, dict, float]] = []
     if args.model:
-        if args.archs:
-            raise ValueError("give either NB201 architectures or --model, not both")
-        net = _load_model(args.model, num_classes).to(args.device)
-        torch.manual_seed(args.seed)
+        if args.input_shape is not None:
+            x, y = random_batch(args.input_shape, args.batch_size, args.input_dtype, args.vocab,
+                                num_classes, args.batch_seed)
+            what = f"{args.batch_size} random {args.input_dtype} inputs of shape {list(args.input_shape)}"
+        else:
+            from zcfast.data import paper_batch
+            x, y = paper_batch(dataset, batch_size=args.batch_size, seed=args.batch_seed, data=args.data)
+            what = f"{x.shape[0]} {dataset} images"
+        torch.manual_seed(args.seed)  # before building: the initial weights follow --seed
+        net = _load_model(args.model, num_classes)
+        if args.input_dtype == "float64":
+            net = net.double()
+        net = net.to(device)
+        from zcfast.proxies import score_detailed
         t0 = time.perf_counter()
-        res = score_detailed(net, x.to(args.device), y.to(args.device), proxies)
+        res = score_detailed(net, x.to(device), y.to(device), proxies, seed=args.seed)
         rows.append((args.model, res, time.perf_counter() - t0))
     else:
+        import zcfast.spaces
+        from zcfast.data import paper_batch
+        from zcfast.proxies import score_arch
+
         space = zcfast.spaces.get("nb201")
-        specs = args.archs or ["|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"]
-        for text in specs:
-            arch = space.arch_at(int(text)) if text.strip().isdigit() else space.decode(text)
+        archs = [space.arch_at(int(text)) if text.strip().isdigit() else space.decode(text)
+                 for text in (args.archs or ["|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+"
+                                             "|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"])]
+        x, y = paper_batch(dataset, batch_size=args.batch_size, seed=args.batch_seed, data=args.data)
+        what = f"{x.shape[0]} {dataset} images"
+        for arch in archs:
             t0 = time.perf_counter()
             res = score_arch(space, arch, x, y, proxies, seed=args.seed, num_classes=num_classes,
-                             device=args.device, detailed=True)
+                             device=str(device), detailed=True)
             label = f"#{space.index(arch)} {space.encode(arch)}"
             rows.append((label, res, time.perf_counter() - t0))
 
-    print(f"batch: {x.shape[0]} {args.dataset} images (seed {args.batch_seed}); init seed {args.seed}; device {args.device}")
+    print(f"batch: {what} (seed {args.batch_seed}); init seed {args.seed}; device {device}")
     header = ["model"] + list(proxies) + ["seconds"]
     table = [header]
     notes = []
+    n_values = n_bad = 0
     for label, res, secs in rows:
         table.append([label] + [_fmt(res[p].value) for p in proxies] + [f"{secs:.2f}"])
         if "synflow" in res and res["synflow"].log_value is not None:
             notes.append(f"{label}: ln(synflow) = {res['synflow'].log_value:.4f}")
         for p in proxies:
-            if res[p].error:
-                notes.append(f"{label}: {p}: {res[p].error}")
+            value, why = options.proxy_outcome(p, res[p])
+            n_values += 1
+            if why:
+                n_bad += 1
+                notes.append(f"{label}: {p}: {why}")
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for r in table:
         print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
     for n in notes:
         print(n)
+    if n_values and n_bad == n_values:
+        print("zcfast score: error: no proxy gave a finite value (reasons above)", file=sys.stderr)
+        return 1
     return 0
