@@ -322,3 +322,37 @@ def test_commands_share_the_one_resolver(monkeypatch):
         text = src.read_text()
         assert '"imagenet16-120": 120' not in text and "NUM_CLASSES[" not in text, src
     assert common.make_proxy("synflow", spaces.get("nb201")).num_classes == 10
+
+
+def test_correlate_exits_1_when_every_architecture_failed(tmp_path, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("scorer is broken")
+
+    monkeypatch.setattr(corr, "_default_score_fn", broken)
+    code = cli.main(["correlate", "--n", "2", "--proxies", "synflow", "--out", str(tmp_path / "o"), "--quiet",
+                     "--no-plots", "--time-sample", "0", "--batch-size", "8"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and "every architecture failed to score (RuntimeError: scorer is broken)" in err[-1]
+    with ResultStore(tmp_path / "o" / "results.sqlite", create=False) as st:  # the errors are kept
+        (rid,) = st.runs()
+        assert [r.error for r in st.rows(rid)] == ["RuntimeError: scorer is broken"] * 2
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(proxies=None), "proxies must be 'all'"),
+    (dict(proxies=["snip", 3]), "proxy names must be strings"),
+    (dict(proxies="vote"), "'vote' is not a per-network proxy"),
+    (dict(workers=-1), "workers must be an integer >= 0"),
+    (dict(recycle=0), "recycle must be an integer >= 1"),
+    (dict(batch_size=0), "batch_size must be an integer >= 1"),
+    (dict(device="meta"), "device type 'meta' is not supported"),
+    (dict(space=None), "space must be a search-space name"),
+    (dict(dataset="svhn"), "unknown dataset 'svhn'"),
+], ids=["proxies-none", "proxies-non-str", "proxies-vote", "workers", "recycle", "batch-size", "device",
+        "space-none", "dataset"])
+def test_correlate_api_refuses_before_any_work(tmp_path, kwargs, match):
+    args = dict(space="nb201", dataset="cifar10", proxies="synflow", n=2, seed=0)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=re.escape(match)):
+        corr.correlate(**args, out=tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()
