@@ -9,6 +9,9 @@ import math
 import os
 import random
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -331,3 +334,242 @@ def test_default_batched_scorer_matches_score_arch(tmp_path: Path) -> None:
             # ... which agrees with score_arch up to float32 reduction order (measured up to
             # 8e-4 relative for grad_norm at this 4-image batch)
             assert values[p] == pytest.approx(float(want[p]), rel=5e-3, nan_ok=True)
+
+
+# ---------------------------------------------------------------- issue #11: reliability
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **extra}
+
+
+def test_scan_run_ids_are_pinned(tmp_path: Path) -> None:
+    """The run key is store.RunConfig(kind="scan") now; the ids of earlier stores are unchanged."""
+    from zcfast.scan import run_config
+    from zcfast.store import RunConfig
+
+    res = scan("nb201", "synflow,jacob_cov", 0, store=tmp_path / "s.sqlite", backend="serial", progress=False)
+    assert res.run_id == "c714900d124130ff"
+    res = scan("nb201", ["synflow", "snip"], 0, store=tmp_path / "s.sqlite", backend="serial", progress=False,
+               scorer=hash_scorer, order="enumerate", dataset="cifar100", batch_size=8, seed=3)
+    assert res.run_id == "f0c614d5d347fe6b"
+    cfg = run_config("nb201", ["synflow", "jacob_cov"], dataset="cifar10", batch_size=64, data_seed=42,
+                     data_fingerprint="6344d164ca622c10", seed=42, num_classes=10, device="cpu",
+                     order="sample", sample_seed=0, scorer="zcfast")
+    assert isinstance(cfg, RunConfig) and cfg.kind == "scan" and cfg.run_id() == "c714900d124130ff"
+
+
+def _scan_cmd(store: Path, n: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "zcfast", "scan", "--space", "nb201", "--proxies", "synflow,snip",
+            "--n", str(n), "--store", str(store), "--scorer", "zcfast.parallel:hash_scorer",
+            "--backend", "serial", "--quiet", "--commit-rows", "1", *extra]
+
+
+def test_two_scans_of_one_store_second_refused_count_exact(tmp_path: Path) -> None:
+    store, hold = tmp_path / "s.sqlite", tmp_path / "hold"
+    hold.touch()  # the first scan takes the store, then waits at its first candidate
+    first = subprocess.Popen(_scan_cmd(store, 60), env=_env(ZCFAST_HASH_SCORER_HOLD=str(hold)),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lock = Path(str(store) + ".lock")
+        while not (lock.exists() and lock.read_text().startswith(f"{first.pid}\n")):
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.02)
+        second = subprocess.run(_scan_cmd(store, 60), env=_env(), capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2
+        (line,) = second.stderr.strip().splitlines()
+        assert f"is being written by process {first.pid} (python -m zcfast scan --space nb201" in line
+        hold.unlink()
+        out, err = first.communicate(timeout=300)
+        assert first.returncode == 0, err
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    with ResultStore(store) as st:
+        (rid,) = st.runs()
+        assert st.count(rid) == 60
+        assert st.conn.execute("SELECT count(*) FROM scores").fetchone()[0] == 60
+    again = subprocess.run(_scan_cmd(store, 60), env=_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "(0 scored now" in again.stdout
+
+
+_flaky_calls: dict[str, int] = {}
+
+
+def _flaky_scorer(space, arch, inputs, targets, proxies, seed=42, num_classes=10, device="cpu"):
+    """Fails the first time it sees a key starting with 0-3, succeeds afterwards."""
+    key = space.key(arch)
+    _flaky_calls[key] = _flaky_calls.get(key, 0) + 1
+    if key[0] in "0123" and _flaky_calls[key] == 1:
+        raise RuntimeError("transient failure")
+    return hash_scorer(space, arch, inputs, targets, proxies, seed, num_classes, device)
+
+
+def test_retry_errors_rescores_error_rows_in_place(tmp_path: Path) -> None:
+    _flaky_calls.clear()
+    path = tmp_path / "s.sqlite"
+    first = _scan(path, 80, scorer=_flaky_scorer)
+    assert 0 < first.errors == first.total_errors < 80 and first.first_error == "RuntimeError: transient failure"
+    again = _scan(path, 80, scorer=_flaky_scorer)
+    assert (again.scored, again.total_errors) == (0, first.errors)  # a rerun keeps error rows
+    fixed = _scan(path, 80, scorer=_flaky_scorer, retry_errors=True)
+    assert fixed.retried == first.errors == fixed.scored and fixed.errors == 0
+    assert fixed.total == 80 and fixed.total_errors == 0 and fixed.run_id == first.run_id
+    rows = _run_rows(path)
+    assert set(rows) == set(_first_distinct(80))
+    assert all(v == {p: _expected_value(k, p) for p in PROXIES} and e is None for k, (_, v, e) in rows.items())
+
+
+def test_damaged_row_refuses_the_scan_until_retried(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    res = _scan(path, 30)
+    key = sorted(_first_distinct(30))[3]
+    with ResultStore(path) as st:  # change one stored value behind the store's back
+        st.conn.execute("UPDATE scores SET vals='{\"snip\": 0.5, \"synflow\": 0.5}' WHERE arch_key=?", (key,))
+    with pytest.raises(StoreError, match=rf"1 damaged row.*{key!r}.*--retry-errors"):
+        _scan(path, 40)
+    fixed = _scan(path, 40, retry_errors=True)
+    assert fixed.total == 40 and fixed.run_id == res.run_id
+    rows = _run_rows(path)
+    assert rows[key][1] == {p: _expected_value(key, p) for p in PROXIES}
+
+
+def test_nan_reason_reaches_the_stored_row(tmp_path: Path) -> None:
+    """jacob_cov of a cell whose output ignores its input is NaN: the row says why."""
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 3])
+    dead = SPACE.decode("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")
+    task = [(SPACE.key(dead), SPACE.encode(dead), dead)]
+    for batch_scorer in (None, "auto"):
+        from zcfast.scan import _default_batch_scorer
+
+        spec = WorkerSpec(SPACE, ("jacob_cov", "synflow"), x, y,
+                          batch_scorer=_default_batch_scorer() if batch_scorer else None)
+        (row,) = score_chunk(spec, task * 2 if batch_scorer else task)[:1]
+        assert math.isnan(row.values["jacob_cov"])
+        assert row.error.startswith("non-finite value: jacob_cov=nan (") and len(row.error) > 40, row.error
+
+
+def test_export_onto_the_store_refused_before_any_work(tmp_path: Path) -> None:
+    from zcfast.cli import main
+
+    store = tmp_path / "s.sqlite"
+    for target in (store, tmp_path / "." / "s.sqlite"):
+        with pytest.raises(StoreError, match="is the store"):
+            _scan(store, 5, export=target)
+    assert not store.exists()  # refused before the store was even created
+    _scan(store, 5)
+    (tmp_path / "hard.sqlite").hardlink_to(store)
+    (tmp_path / "soft.sqlite").symlink_to(store)
+    before = store.read_bytes()
+    for alias in ("hard.sqlite", "soft.sqlite", "s.sqlite-wal", "s.sqlite.lock"):
+        assert main(["scan", "--proxies", "synflow,snip", "--n", "9", "--store", str(store), "--backend", "serial",
+                     "--scorer", "zcfast.parallel:hash_scorer", "--quiet", "--export", str(tmp_path / alias)]) == 2
+    assert store.read_bytes() == before
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_readonly_store_exports_a_complete_run_and_refuses_more(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    folder = tmp_path / "media"
+    folder.mkdir()
+    store = folder / "s.sqlite"
+    _scan(store, 20)
+    store.chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        out = tmp_path / "x.parquet"
+        res = _scan(store, 20, export=out)
+        assert res.scored == 0 and pq.read_table(out).num_rows == 20
+        with pytest.raises(StoreError, match="read-only: this scan would add rows"):
+            _scan(store, 30)
+    finally:
+        folder.chmod(0o755)
+        store.chmod(0o644)
+
+
+def _unguarded_script(tmp_path: Path, guard: bool) -> Path:
+    body = ("import zcfast\n"
+            "from zcfast.parallel import hash_scorer\n"
+            + ("if __name__ == '__main__':\n    " if guard else "")
+            + f"res = zcfast.scan('nb201', 'synflow', 6, store={str(tmp_path / 'g.sqlite')!r}, workers=1, "
+              "scorer=hash_scorer, progress=False, batch_size=2)\n"
+            + ("    " if guard else "") + "print('total', res.total)\n")
+    script = tmp_path / ("guarded.py" if guard else "unguarded.py")
+    script.write_text(body)
+    return script
+
+
+def test_unguarded_script_is_refused_naming_the_guard(tmp_path: Path) -> None:
+    script = _unguarded_script(tmp_path, guard=False)
+    done = subprocess.run([sys.executable, str(script)], env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert f"at {script}:3 starts worker processes" in done.stderr and '__name__ == "__main__"' in done.stderr
+    assert not (tmp_path / "g.sqlite").exists()  # refused before any work
+
+
+@pytest.mark.slow
+def test_guarded_script_scans_with_spawned_workers(tmp_path: Path) -> None:
+    script = _unguarded_script(tmp_path, guard=True)
+    done = subprocess.run([sys.executable, str(script)], env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "total 6" in done.stdout, done.stderr
+
+
+class _DiesInWorkers:
+    """A space that cannot be unpickled in a worker: every worker dies as it starts."""
+
+    def __init__(self) -> None:
+        self.parent = os.getpid()
+        self.inner = SPACE
+        self.name = "nb201"
+
+    def __setstate__(self, state: dict) -> None:
+        if state["parent"] != os.getpid():
+            os._exit(3)
+        self.__dict__.update(state)
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.__dict__["inner"], name)
+
+
+def test_workers_dying_at_start_raise_instead_of_storing_error_rows(tmp_path: Path) -> None:
+    from zcfast.parallel import WorkerStartError
+
+    path = tmp_path / "s.sqlite"
+    with pytest.raises(WorkerStartError, match="die as they start.*__name__ == \"__main__\""):
+        scan(_DiesInWorkers(), PROXIES, 8, store=path, data=DATA, scorer=hash_scorer, backend="local",
+             workers=1, progress=False)
+    with ResultStore(path) as st:
+        (rid,) = st.runs()
+        assert st.count(rid) == 0  # no "worker process died" rows
+
+
+def test_cli_all_candidates_failed_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from zcfast.cli import main
+
+    store = tmp_path / "s.sqlite"
+    args = ["scan", "--proxies", "synflow", "--n", "4", "--store", str(store), "--backend", "serial",
+            "--scorer", "zcfast.parallel:hash_scorer", "--quiet"]
+    done = subprocess.run([sys.executable, "-m", "zcfast", *args], env=_env(ZCFAST_HASH_SCORER_FAIL="all"),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert "all 4 candidates scored now failed (first: RuntimeError: synthetic failure for" in done.stderr
+    assert "Traceback" not in done.stderr
+    monkeypatch.setenv("ZCFAST_HASH_SCORER_FAIL", "all")
+    assert main(args) == 1  # a rerun with nothing to do: every row of the run is an error
+    monkeypatch.delenv("ZCFAST_HASH_SCORER_FAIL")
+    assert main(args + ["--retry-errors"]) == 0  # the cause fixed, the rows rescored
+
+
+def test_ray_client_address_needs_ray_client(tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("grpc") is not None:
+        pytest.skip("needs ray installed without ray[client]")
+    with pytest.raises(ValueError, match=r"ray://head:10001.*pip install 'ray\[client\]'"):
+        _scan(tmp_path / "s.sqlite", 5, backend="ray", address="ray://head:10001")
+    assert not (tmp_path / "s.sqlite").exists()

@@ -123,7 +123,7 @@ def hash_scorer(space: Any, arch: Hashable, inputs: torch.Tensor, targets: torch
     deterministic, independent of order/process. Environment knobs (for tests/benchmarks):
 
     - ``ZCFAST_HASH_SCORER_FAIL=1``: keys starting with ``"f"`` raise ``RuntimeError`` (about
-      1/16 of candidates exercise the error path);
+      1/16 of candidates exercise the error path); ``=all``: every candidate raises;
     - ``ZCFAST_HASH_SCORER_SLEEP=<seconds>``: sleep that long per candidate (a slow scorer);
     - ``ZCFAST_HASH_SCORER_KILL=<prefix>``: the scoring *process* SIGKILLs itself on a key with
       that prefix (simulates a worker killed by the OOM killer);
@@ -134,7 +134,8 @@ def hash_scorer(space: Any, arch: Hashable, inputs: torch.Tensor, targets: torch
     import signal
 
     key = space.key(arch)
-    if os.environ.get("ZCFAST_HASH_SCORER_FAIL") == "1" and key.startswith("f"):
+    fail = os.environ.get("ZCFAST_HASH_SCORER_FAIL")
+    if (fail == "1" and key.startswith("f")) or fail == "all":
         raise RuntimeError(f"synthetic failure for {key}")
     kill = os.environ.get("ZCFAST_HASH_SCORER_KILL")
     if kill and key.startswith(kill):
