@@ -286,11 +286,17 @@ def test_jacob_cov_zero_variance_row_gives_nan_for_that_model_only():
 
 
 def test_jacob_cov_tiny_shapes_and_k():
-    scores, eigs = ops.jacob_cov(torch.randn(2, 1, 5))   # one sample: corr = [[1]]
-    assert eigs.tolist() == [[1.0], [1.0]]
+    # one sample: numpy's corrcoef would give [[1]] and a meaningless -(log(1+k) + 1/(1+k));
+    # the correlation of one row is undefined, so NaN (as the engine's reason says)
+    scores, eigs = ops.jacob_cov(torch.randn(2, 1, 5))
+    assert torch.isnan(scores).all() and torch.isnan(eigs).all()
+    scores, eigs = ops.jacob_cov(torch.randn(2, 3, 0))   # no features: undefined, not -4e5
+    assert torch.isnan(scores).all() and torch.isnan(eigs).all()
     k = 1e-3
-    scores, _ = ops.jacob_cov(torch.randn(1, 1, 5, dtype=torch.float64), k=k)
-    assert float(scores[0]) == pytest.approx(-(np.log(1 + k) + 1 / (1 + k)), rel=1e-12)
+    j = torch.randn(1, 2, 5, dtype=torch.float64)         # two samples: eigenvalues 1 ± |r|
+    scores, eigs = ops.jacob_cov(j, k=k)
+    lam = eigs[0].numpy()
+    assert float(scores[0]) == pytest.approx(-(np.log(lam + k) + 1 / (lam + k)).sum(), rel=1e-12)
     scores, eigs = ops.jacob_cov(torch.randn(0, 4, 5))
     assert scores.shape == (0,) and eigs.shape == (0, 4)
     scores, eigs = ops.jacob_cov(torch.randn(2, 3, 1))   # one feature: zero variance

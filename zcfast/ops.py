@@ -11,6 +11,7 @@ None of these ops is differentiable (they compute scores, not losses).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
@@ -155,11 +156,28 @@ def jacob_cov(jacobians: Tensor, k: float = 1e-5) -> tuple[Tensor, Tensor]:
         solver (ascending) and ``score = −Σ[log(λ+k) + 1/(λ+k)]``. Computed in float64 whatever
         the input dtype (the official code uses numpy float64). A model with a zero-variance or
         non-finite row gets score NaN and NaN eigenvalues (numpy semantics; never an exception),
-        without affecting the other models.
+        without affecting the other models. Fewer than 2 samples (N < 2) or no features
+        (D = 0) leave the correlation undefined: every score NaN (numpy's corrcoef of one row
+        would give [[1]] and a meaningless −1.00000000005).
+
+    Raises:
+        ValueError: ``jacobians`` is not a float [M, N, D] tensor, or ``k`` is not a finite
+            number > 0 (the same check runs in the C++ op, CPU and CUDA).
     """
     if not isinstance(jacobians, Tensor):
         raise ValueError(f"jacob_cov: jacobians must be a Tensor, got {type(jacobians).__name__}")
-    return torch.ops.zcfast.jacob_cov_score.default(jacobians, float(k))
+    return torch.ops.zcfast.jacob_cov_score.default(jacobians, check_jacob_cov_k(k))
+
+
+def check_jacob_cov_k(k: object) -> float:
+    """``k`` as a float; ValueError unless it is a real number, finite and > 0."""
+    if isinstance(k, bool) or not isinstance(k, (int, float)) and not (
+            isinstance(k, Tensor) and k.numel() == 1 and not k.dtype.is_complex):
+        raise ValueError(f"jacob_cov: k must be a finite number > 0 (the paper uses 1e-5), got {k!r}")
+    kf = float(k)
+    if not math.isfinite(kf) or kf <= 0.0:
+        raise ValueError(f"jacob_cov: k must be a finite number > 0 (the paper uses 1e-5), got {kf!r}")
+    return kf
 
 
 # ---- fake (meta) kernels, for torch.compile / export -------------------------------------------
@@ -216,6 +234,7 @@ def _jacob_cov_fake(jacobians: Tensor, k: float) -> tuple[Tensor, Tensor]:
                          f"got {jacobians.dtype}")
     if jacobians.dim() != 3:
         raise ValueError(f"jacob_cov: jacobians must have shape [M, N, D], got {list(jacobians.shape)}")
+    check_jacob_cov_k(k)
     acc = _acc_dtype(jacobians.dtype)
     m, n = jacobians.shape[0], jacobians.shape[1]
     return jacobians.new_empty((m,), dtype=acc), jacobians.new_empty((m, n), dtype=acc)

@@ -7,6 +7,7 @@ against these; the benchmark uses them as the baselines for ``fisher`` and ``jac
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -86,8 +87,11 @@ def jacob_cov(jacobians: Tensor, k: float = 1e-5) -> tuple[Tensor, Tensor]:
     Returns:
         ``(scores [M], eigenvalues [M, N])``: per model, ``torch.corrcoef`` of the N rows (float64),
         its eigenvalues ascending, ``score = −Σ[log(λ+k) + 1/(λ+k)]``. A model whose correlation
-        matrix has a non-finite entry (a zero-variance row) gets NaN score and NaN eigenvalues.
+        matrix has a non-finite entry (a zero-variance row), and every model when N < 2 or
+        D = 0, gets NaN score and NaN eigenvalues. ``k`` must be finite and > 0.
     """
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k) or k <= 0:
+        raise ValueError(f"jacob_cov: k must be a finite number > 0 (the paper uses 1e-5), got {k!r}")
     if jacobians.dim() != 3:
         raise ValueError(f"jacob_cov: jacobians must be [M, N, D], got shape {tuple(jacobians.shape)}")
     out_dtype = acc_dtype(jacobians.dtype)
@@ -98,7 +102,7 @@ def jacob_cov(jacobians: Tensor, k: float = 1e-5) -> tuple[Tensor, Tensor]:
         rows = jacobians[m].detach().double().cpu()
         corr = torch.corrcoef(rows) if N > 0 else torch.zeros(0, 0, dtype=torch.float64)
         corr = corr.reshape(N, N)
-        if not torch.isfinite(corr).all():
+        if N < 2 or jacobians.shape[2] == 0 or not torch.isfinite(corr).all():
             scores[m] = float("nan")
             eigs[m] = float("nan")
             continue

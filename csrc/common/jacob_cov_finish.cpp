@@ -15,6 +15,7 @@
 // yields NaN rows; the official eigen-solver then raises and the score becomes NaN. Here a model
 // whose correlation matrix has any non-finite entry gets score NaN and all-NaN eigenvalues; its
 // matrix is swapped for the identity before the batched solve so the other models are unaffected.
+// Fewer than 2 samples or no features: every model NaN (Note [jacob_cov undefined sizes]).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/any.h>
 #include <ATen/ops/bmm.h>
@@ -30,6 +31,7 @@
 #include <ATen/ops/add.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/neg.h>
+#include <ATen/ops/ones.h>
 
 #include <limits>
 
@@ -39,9 +41,14 @@ namespace zcfast {
 
 std::tuple<at::Tensor, at::Tensor> jacob_cov_finish(const at::Tensor& z, double k,
                                                     at::ScalarType out_dtype) {
-  const int64_t M = z.size(0), N = z.size(1);
+  const int64_t M = z.size(0), N = z.size(1), D = z.size(2);
   at::Tensor corr = at::clamp(at::bmm(z, z.transpose(1, 2)), -1.0, 1.0);  // NaN stays NaN
   at::Tensor bad = at::any(at::logical_not(at::isfinite(corr)).reshape({M, N * N}), 1);  // [M]
+  // Note [jacob_cov undefined sizes]: with N < 2 samples there is no correlation to speak of
+  // (numpy's corrcoef of one row is the 1x1 matrix [1], which would score a meaningless
+  // -(log(1+k) + 1/(1+k)) = -1.00000000005), and with D = 0 features every row has zero
+  // variance (bmm over an empty dimension gives 0, not NaN): both are undefined, so NaN.
+  if (N < 2 || D == 0) bad = at::ones({M}, z.options().dtype(at::kBool));
   at::Tensor eye = at::eye(N, z.options());
   at::Tensor safe = at::where(bad.view({M, 1, 1}), eye, corr);
   at::Tensor eig = at::linalg_eigvalsh(safe);  // [M, N], ascending

@@ -57,7 +57,7 @@ void normalise_rows_cpu(const at::Tensor& jac, at::Tensor& z) {
 }
 
 std::tuple<at::Tensor, at::Tensor> jacob_cov_cpu(const at::Tensor& jacobians, double k) {
-  check_jacob_cov_inputs(jacobians);
+  check_jacob_cov_inputs(jacobians, k);
   const at::Tensor jac = jacobians.contiguous();
   at::Tensor z = at::empty(jac.sizes(), jac.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, jac.scalar_type(), "jacob_cov_cpu",

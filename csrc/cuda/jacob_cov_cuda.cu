@@ -47,7 +47,7 @@ normalise_rows_kernel(const scalar_t* __restrict__ x, int64_t D, double* __restr
 }
 
 std::tuple<at::Tensor, at::Tensor> jacob_cov_cuda(const at::Tensor& jacobians, double k) {
-  check_jacob_cov_inputs(jacobians);
+  check_jacob_cov_inputs(jacobians, k);
   TORCH_CHECK_VALUE(jacobians.is_cuda(), "jacob_cov: jacobians is on ", jacobians.device(),
                     ", expected a CUDA device");
   const c10::cuda::CUDAGuard guard(jacobians.device());

@@ -9,6 +9,7 @@
 #include <c10/util/Exception.h>
 #include <c10/util/ArrayRef.h>
 
+#include <cmath>
 #include <string>
 
 #include "zcfast/reduce_kind.h"
@@ -84,10 +85,14 @@ inline void check_fisher_inputs(const at::Tensor& act, const at::Tensor& grad) {
                     " but act is on ", act.device());
 }
 
-inline void check_jacob_cov_inputs(const at::Tensor& jac) {
+// k is the score's regulariser: log(lambda + k) and 1 / (lambda + k) are only defined for every
+// eigenvalue lambda >= 0 of a correlation matrix when k is finite and > 0.
+inline void check_jacob_cov_inputs(const at::Tensor& jac, double k) {
   check_float_tensor(jac, "jacob_cov", "jacobians");
   TORCH_CHECK_VALUE(jac.dim() == 3, "jacob_cov: jacobians must have shape [M, N, D] ",
                     "(models, samples, input features), got shape ", jac.sizes());
+  TORCH_CHECK_VALUE(std::isfinite(k) && k > 0.0, "jacob_cov: k must be a finite number > 0 ",
+                    "(the paper uses 1e-5), got ", k);
 }
 
 }  // namespace zcfast
