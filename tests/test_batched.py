@@ -151,17 +151,47 @@ def test_seed_changes_weights(batch, reference) -> None:
 
 
 def test_proxies_outside_the_batched_set_fall_back(batch) -> None:
-    from zcfast.proxies import available_proxies
-    extra = [p for p in available_proxies() if p not in BATCHED_PROXIES]
-    if not extra:
-        pytest.skip("every registered proxy has a batched path")
+    """A proxy without a batched computation (here a registered user proxy) is scored by the
+    general engine for each candidate, next to the batched ones, in the order asked."""
+    name = "test_batched_grad_sq"
+
+    @zcfast.register_proxy(name, needs=("grads",))
+    def grad_sq(ctx):
+        return sum(float((g.double() ** 2).sum()) for g in ctx.grads if g is not None)
+
+    try:
+        assert name not in BATCHED_PROXIES
+        x, y = batch
+        names = ["snip", name]
+        got = score_batch(SPACE, ARCHS[:2], x, y, names, seed=3)
+        detailed = score_batch(SPACE, ARCHS[:2], x, y, names, seed=3, detailed=True)
+        for a, g, d in zip(ARCHS[:2], got, detailed):
+            r = score_arch(SPACE, a, x, y, names, seed=3, fast=False)
+            assert list(g) == names and list(d) == names
+            assert g[name] == pytest.approx(r[name], rel=1e-6) and g[name] > 0
+            assert g["snip"] == pytest.approx(r["snip"], rel=1e-4)
+            assert d[name].ok and d[name].value == g[name]
+    finally:
+        zcfast.unregister_proxy(name)
+
+
+def test_detailed_gives_the_engines_reasons(batch) -> None:
+    """score_batch(detailed=True) / score_arch(detailed=True) on the fast route: ProxyResult with
+    the general engine's reason for every undefined value (one sample; inputs overflowing)."""
     x, y = batch
-    names = ["snip", extra[0]]
-    got = score_batch(SPACE, ARCHS[:2], x, y, names, seed=3)
-    for a, g in zip(ARCHS[:2], got):
-        r = score_arch(SPACE, a, x, y, names, seed=3, fast=False)
-        assert list(g) == names
-        assert g[extra[0]] == pytest.approx(r[extra[0]], rel=1e-4, nan_ok=True)
+    six = ["grad_norm", "snip", "grasp", "fisher", "synflow", "jacob_cov"]
+    for xs, ys in ((x[:1], y[:1]), (x * 1e30, y)):
+        fast = score_arch(SPACE, ARCHS[0], xs, ys, six, seed=3, detailed=True)
+        slow = score_arch(SPACE, ARCHS[0], xs, ys, six, seed=3, detailed=True, fast=False)
+        for p in six:
+            assert (fast[p].error is None) == (slow[p].error is None), (p, fast[p], slow[p])
+            assert fast[p].error == slow[p].error, p
+            if fast[p].error is not None:
+                assert math.isnan(fast[p].value) and math.isnan(slow[p].value)
+    one = score_batch(SPACE, ARCHS[:2], x[:1], y[:1], ["jacob_cov"], seed=3, detailed=True)
+    assert all("at least 2 samples" in d["jacob_cov"].error for d in one)
+    over = score_batch(SPACE, ARCHS[:2], x * 1e30, y, ["grad_norm", "snip"], seed=3, detailed=True)
+    assert all("overflowed" in d["snip"].error and math.isnan(d["grad_norm"].value) for d in over)
 
 
 def test_space_without_batched_path_loops_score_arch() -> None:
@@ -295,9 +325,11 @@ def test_score_arch_fast_route_equals_general_engine_and_frees_everything() -> N
         for p in six:
             tol = 5e-3 * max(abs(slow[p]), 1.0) if p == "grasp" else 1e-3 * abs(slow[p])
             assert abs(fast[p] - slow[p]) <= tol + 1e-12, (a, p, fast[p], slow[p])
-    # detailed / per_layer / custom loss take the general engine (same values)
+    # detailed takes the fast route too (same values, ProxyResult); per_layer takes the engine
     det = score_arch(SPACE, ARCHS[0], x, y, ["snip"], seed=3, detailed=True)["snip"]
-    assert det.value == score_arch(SPACE, ARCHS[0], x, y, ["snip"], seed=3, fast=False)["snip"]
+    assert det.ok and det.value == score_arch(SPACE, ARCHS[0], x, y, ["snip"], seed=3)["snip"]
+    per = score_arch(SPACE, ARCHS[0], x, y, ["snip"], seed=3, per_layer=True)
+    assert per["snip"] == score_arch(SPACE, ARCHS[0], x, y, ["snip"], seed=3, fast=False)["snip"]
     # the general engine's input errors
     with pytest.raises(ValueError, match="targets out of range"):
         score_arch(SPACE, ARCHS[0], x, torch.full((8,), 10), ["snip"])

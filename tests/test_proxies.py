@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import zcfast
-from zcfast.proxies import (ProxyResult, available_proxies, register_proxy, score, score_detailed,
+from zcfast.proxies import (PAPER_LAYER_TYPES, ProxyResult, available_proxies, register_proxy, score, score_detailed,
                             unregister_proxy)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -258,8 +258,8 @@ def test_deterministic_including_dropout():
 @pytest.mark.parametrize("case, match", [
     ("wrong_shape", "forward failed on inputs of shape"),
     ("targets_range", "targets out of range"),
-    ("int_inputs", "floating-point"),
-    ("no_layers", "no weight layers"),
+    ("int_inputs", "integer inputs are for models that read them"),
+    ("no_layers", "no weights to score"),
     ("nan", "NaN or inf"),
     ("inf", "NaN or inf"),
     ("unknown", "unknown proxy"),
@@ -348,8 +348,10 @@ def test_layer_types_and_per_layer():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 6, 4))
     x, y = data(shape=(2, 8), classes=4)
-    paper = score_detailed(net, x, y, proxies=("snip",), per_layer=True)["snip"]
-    assert list(paper.per_layer) == ["3"]  # Conv1d does not count by default (paper: Conv2d, Linear)
+    paper = score_detailed(net, x, y, proxies=("snip",), per_layer=True, layer_types=PAPER_LAYER_TYPES)["snip"]
+    assert list(paper.per_layer) == ["3"]  # the paper's rule: Conv2d and Linear only
+    default = score_detailed(net, x, y, proxies=("snip",), per_layer=True)["snip"]
+    assert list(default.per_layer) == ["0", "3"]  # default: every weight-bearing layer
     both = score_detailed(net, x, y, proxies=("snip",), per_layer=True,
                           layer_types=(nn.Conv1d, nn.Linear))["snip"]
     assert list(both.per_layer) == ["0", "3"]
@@ -398,7 +400,9 @@ def test_model_clone_is_independent():
     c[1].running_mean.add_(1.0)
     c.eval()
     assert not net[0]._forward_hooks and torch.all(net[1].running_mean == 0) and net.training
-    assert c[0].weight is not net[0].weight and c[0].weight.data_ptr() == net[0].weight.data_ptr()
+    # own storage: an in-place write inside the copy cannot reach the caller's weights
+    assert c[0].weight is not net[0].weight and c[0].weight.data_ptr() != net[0].weight.data_ptr()
+    assert torch.equal(c[0].weight, net[0].weight)
     rnn = _LSTMClassifier()
     assert not _fast_clonable(rnn)
     x, y = data(n=6, shape=(5, 4))
@@ -459,8 +463,8 @@ def test_synflow_clone_equals_deepcopy_route(which: str) -> None:
     before = _snapshot(net)
     fast, layers = synflow_clone(net, keep, PAPER_LAYER_TYPES)
     slow, slow_layers = _synflow_clone_slow(net, keep, PAPER_LAYER_TYPES)
-    assert [n for n, _ in layers] == [n for n, _ in slow_layers]
-    assert all(m.weight.requires_grad and m.weight.dtype == torch.float64 for _, m in layers)
+    assert [c.name for c in layers] == [c.name for c in slow_layers]
+    assert all(c.module.weight.requires_grad and c.module.weight.dtype == torch.float64 for c in layers)
     assert fast.training and all(m.training for m in fast.modules())
     sd_fast, sd_slow = fast.state_dict(), slow.state_dict()
     assert sd_fast.keys() == sd_slow.keys()
@@ -480,7 +484,7 @@ def test_synflow_clone_equals_deepcopy_route(which: str) -> None:
     assert not net.training
     gc.disable()
     try:
-        ref_w = weakref.ref(layers[0][1].weight)
+        ref_w = weakref.ref(layers[0].module.weight)
         del fast, layers
         assert ref_w() is None
     finally:

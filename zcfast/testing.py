@@ -6,6 +6,7 @@
   csrc/cpu/saliency_cpu.cpp and csrc/cuda/saliency_cuda.cu), for sizes around chunk boundaries.
 - ``CUDA_MAX_TENSORS_PER_LAUNCH`` / ``CUDA_MAX_BLOCKS_PER_LAUNCH``: what one saliency launch holds on CUDA.
 - ``boundary_sizes()``, ``make_tensor_list()``, ``saliency_tolerance()``, ``tiny_convnet()``.
+- ``ModelSnapshot(model, *tensors).assert_unchanged()``: the caller's model (and RNG) is untouched.
 """
 from __future__ import annotations
 
@@ -91,3 +92,95 @@ def live_tensor_count() -> int:
         except Exception:  # noqa: BLE001  (lazy module proxies can raise on isinstance)
             pass
     return n
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+               "_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
+               "_load_state_dict_post_hooks", "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs")
+
+
+class ModelSnapshot:
+    """Everything about a model (and the RNG) that a scoring call promises not to change.
+
+    Taken at construction; :meth:`assert_unchanged` raises ``AssertionError`` naming the first
+    difference. Per parameter and buffer (``named_parameters``/``named_buffers`` with
+    duplicates): the tensor object, its values (bit-exact), storage pointer, ``_version``
+    (an in-place write bumps it even when the values come back equal), dtype, device,
+    ``requires_grad`` and ``.grad`` (None, or its values); per module: the ``training`` flag,
+    the set of submodules and the keys of every hook dict; the CPU RNG state (and every CUDA
+    device's when CUDA is initialised). Optional extra tensors (e.g. the inputs) are checked
+    the same way. ``rng=False`` leaves the RNG out (a call with ``seed=None`` draws from it).
+    """
+
+    def __init__(self, model: nn.Module, *tensors: Tensor, rng: bool = True) -> None:
+        self.model = model
+        self.tensors = tensors
+        self.rng = rng
+        self._state = self._take()
+
+    def _take(self) -> dict:
+        def tensor_state(t: Tensor) -> tuple:
+            grad = t.grad
+            return (id(t), t.detach().clone(), t.data_ptr(), t._version, t.dtype, t.device, t.requires_grad,
+                    None if grad is None else (id(grad), grad.detach().clone()))
+
+        state: dict = {}
+        for name, p in self.model.named_parameters(remove_duplicate=False):
+            state[f"parameter {name}"] = tensor_state(p)
+        for name, b in self.model.named_buffers(remove_duplicate=False):
+            state[f"buffer {name}"] = tensor_state(b)
+        for i, t in enumerate(self.tensors):
+            state[f"tensor argument {i}"] = tensor_state(t)
+        for name, m in self.model.named_modules(remove_duplicate=False):
+            key = name or "<root>"
+            state[f"module {key} training flag"] = m.training
+            state[f"module {key} children"] = tuple((k, id(c)) for k, c in m._modules.items())
+            for h in _HOOK_DICTS:
+                d = getattr(m, h, None)
+                if d is not None:
+                    state[f"module {key} {h}"] = tuple(d.keys())
+        if not self.rng:
+            return state
+        state["CPU RNG state"] = torch.get_rng_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["CUDA RNG states"] = tuple(torch.cuda.get_rng_state_all())
+        return state
+
+    def changes(self) -> list[str]:
+        """What differs from the snapshot (empty when nothing changed)."""
+        now = self._take()
+        out = []
+        for key in sorted(set(self._state) | set(now)):
+            if key not in now or key not in self._state:
+                out.append(f"{key}: {'added' if key in now else 'removed'}")
+                continue
+            a, b = self._state[key], now[key]
+            if not _same(a, b):
+                out.append(f"{key}: {_diff(a, b)}")
+        return out
+
+    def assert_unchanged(self, what: str = "the call") -> None:
+        """Raise ``AssertionError`` listing every change since the snapshot."""
+        changed = self.changes()
+        if changed:
+            raise AssertionError(f"{what} changed the model: " + "; ".join(changed[:8])
+                                 + (f" (+{len(changed) - 8} more)" if len(changed) > 8 else ""))
+
+
+_TENSOR_FIELDS = ("object", "values", "storage", "_version", "dtype", "device", "requires_grad", ".grad")
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape and a.dtype == b.dtype \
+            and bool(torch.equal(a, b) or (a.is_floating_point() and torch.equal(a.isnan(), b.isnan())
+                                           and torch.equal(a.nan_to_num(), b.nan_to_num())))
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _diff(a: object, b: object) -> str:
+    if isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b) == len(_TENSOR_FIELDS):
+        return ", ".join(f"{f} changed" for f, x, y in zip(_TENSOR_FIELDS, a, b) if not _same(x, y))
+    return f"{a!r} -> {b!r}"[:200]

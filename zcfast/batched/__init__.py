@@ -36,12 +36,16 @@ bench/gpu_throughput.sh measures that (not run yet: no GPU was available when th
 from __future__ import annotations
 
 import contextlib
+import math
 import os
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from zcfast.proxies.registry import ProxyResult
 
 #: proxies the batched NB201 path computes itself; others fall back to score_arch per arch.
 BATCHED_PROXIES = ("grad_norm", "snip", "fisher", "jacob_cov", "synflow", "grasp", "plain")
@@ -180,7 +184,7 @@ def _check_proxies(proxies: Iterable[str] | str) -> list[str]:
 def score_batch(space: Any, archs: Sequence[Any], inputs: Tensor, targets: Tensor,
                 proxies: Iterable[str] | str, seed: int = 42, device: str | torch.device = "cpu", *,
                 num_classes: int = 10, k: int | None = None, conv_mode: str | None = None,
-                ) -> list[dict[str, float]]:
+                detailed: bool = False) -> list[dict[str, float]] | list[dict[str, ProxyResult]]:
     """Score many architectures, K per forward/backward where the space allows it.
 
     Args:
@@ -194,10 +198,13 @@ def score_batch(space: Any, archs: Sequence[Any], inputs: Tensor, targets: Tenso
         num_classes: classifier width (10 CIFAR-10, 100, 120 ImageNet16-120).
         k: candidates per pass; default ``choose_k``.
         conv_mode: "grouped" | "split"; default ``default_conv_mode(device)``.
+        detailed: return ``ProxyResult`` values (with ``error`` for every undefined or
+            non-finite value, the same texts as the general engine) instead of floats.
 
     Returns:
         one dict per architecture, in order: proxy name → value (NaN where the proxy is
-        undefined, e.g. jacob_cov of a network whose output ignores some inputs).
+        undefined, e.g. jacob_cov of a network whose output ignores some inputs), or
+        proxy name → ``ProxyResult`` with ``detailed=True``.
     """
     names = _check_proxies(proxies)
     archs = list(archs)
@@ -213,7 +220,8 @@ def score_batch(space: Any, archs: Sequence[Any], inputs: Tensor, targets: Tenso
         return []
     device = torch.device(device)
     if not supports(space):
-        return [_score_arch(space, a, inputs, targets, names, seed, num_classes, device) for a in archs]
+        res = [_score_arch(space, a, inputs, targets, names, seed, num_classes, device) for a in archs]
+        return res if detailed else _values(res)
     mode = conv_mode or default_conv_mode(device)
     if mode not in ("grouped", "split"):
         raise ValueError(f"conv_mode must be 'grouped' or 'split', got {mode!r}")
@@ -224,8 +232,13 @@ def score_batch(space: Any, archs: Sequence[Any], inputs: Tensor, targets: Tenso
     x = inputs.detach().to(device)
     y = targets.detach().to(device)
     with _strict_fp32(device):
-        return _score_sorted(space, archs, x, y, inputs, targets, names, batched, rest, seed, num_classes,
-                             device, mode, k)
+        res = _score_sorted(space, archs, x, y, inputs, targets, names, batched, rest, seed, num_classes,
+                            device, mode, k)
+    return res if detailed else _values(res)
+
+
+def _values(res: list[dict[str, ProxyResult]]) -> list[dict[str, float]]:
+    return [{p: r.value for p, r in d.items()} for d in res]
 
 
 def fast_route_applies(space: Any, proxies: Sequence[str]) -> bool:
@@ -237,7 +250,8 @@ def fast_route_applies(space: Any, proxies: Sequence[str]) -> bool:
 
 
 def score_one(space: Any, arch: Any, inputs: Tensor, targets: Tensor | None, proxies: Sequence[str],
-              seed: int = 42, num_classes: int = 10, device: str | torch.device = "cpu") -> dict[str, float]:
+              seed: int = 42, num_classes: int = 10, device: str | torch.device = "cpu", *,
+              detailed: bool = False) -> dict[str, float] | dict[str, ProxyResult]:
     """One architecture through the batched network (K = 1): :func:`zcfast.score_arch`'s route
     on NAS-Bench-201 (``fast=True``, its default).
 
@@ -245,7 +259,8 @@ def score_one(space: Any, arch: Any, inputs: Tensor, targets: Tensor | None, pro
     non-finite inputs, mismatched or out-of-range targets). Values equal the general engine's
     up to float32 rounding: another operation order (edges that cannot affect any proxy
     skipped, pooling as shifted sums, fast weight initialisation), measured against float64
-    in bench/bench_proxies.py --f64 to be as close as the general engine.
+    in bench/bench_proxies.py --f64 to be as close as the general engine. Undefined values are
+    NaN with the same reasons as the general engine's (``detailed=True`` returns them).
 
     Args:
         space: an NB201 space (:func:`fast_route_applies`).
@@ -253,9 +268,10 @@ def score_one(space: Any, arch: Any, inputs: Tensor, targets: Tensor | None, pro
         inputs: [N, 3, H, W] float batch; targets: [N] int64 labels in [0, num_classes) (may be
             ``None`` when only jacob_cov / synflow are asked for).
         proxies: names, each in :data:`BATCHED_PROXIES`.
+        detailed: return ``{name: ProxyResult}`` (with ``error``) instead of floats.
 
     Returns:
-        proxy name → value (NaN where the proxy is undefined).
+        proxy name → value (NaN where the proxy is undefined), or → ``ProxyResult``.
     """
     from zcfast.proxies.engine import _check_inputs, check_class_targets
 
@@ -270,7 +286,8 @@ def score_one(space: Any, arch: Any, inputs: Tensor, targets: Tensor | None, pro
         targets = torch.zeros(inputs.shape[0], dtype=torch.long)
     elif not targets.is_floating_point():
         check_class_targets(targets, num_classes)
-    return score_batch(space, [arch], inputs, targets, names, seed, device, num_classes=num_classes, k=1)[0]
+    return score_batch(space, [arch], inputs, targets, names, seed, device, num_classes=num_classes, k=1,
+                       detailed=detailed)[0]
 
 
 @contextlib.contextmanager
@@ -291,32 +308,71 @@ def _strict_fp32(device: torch.device) -> Iterator[None]:
 
 
 def _score_sorted(space, archs, x, y, inputs, targets, names, batched, rest, seed, num_classes, device, mode,
-                  k) -> list[dict[str, float]]:
+                  k) -> list[dict[str, ProxyResult]]:
     # Chunks of similar architectures: sorted by their op tuples, neighbours share leading
     # edges, where a single op group then covers the whole chunk (no channel gathers). Each
     # candidate's scores do not depend on its chunk-mates, so the order is restored after.
     order = sorted(range(len(archs)), key=lambda i: tuple(space.to_choices(archs[i])))
-    out: list[dict[str, float] | None] = [None] * len(archs)
+    out: list[dict[str, ProxyResult] | None] = [None] * len(archs)
     for start in range(0, len(order), k):
         idx = order[start:start + k]
         chunk = [archs[i] for i in idx]
         vals = _score_chunk_retry(space, chunk, x, y, batched, seed, num_classes, mode) if batched else \
-            [{} for _ in chunk]
+            [_Candidate() for _ in chunk]
         for i, a, v in zip(idx, chunk, vals):
+            res = v.results(batched)
             if rest:
-                v.update(_score_arch(space, a, inputs, targets, rest, seed, num_classes, device))
-            out[i] = {p: v[p] for p in names}
+                res.update(_score_arch(space, a, inputs, targets, rest, seed, num_classes, device))
+            out[i] = {p: res[p] for p in names}
     return out  # type: ignore[return-value]
 
 
-def _score_arch(space, arch, inputs, targets, proxies, seed, num_classes, device) -> dict[str, float]:
+def _score_arch(space, arch, inputs, targets, proxies, seed, num_classes, device) -> dict[str, ProxyResult]:
     from zcfast.proxies import score_arch
     return dict(score_arch(space, arch, inputs, targets, proxies, seed=seed, num_classes=num_classes,
-                           device=str(device), fast=False))
+                           device=str(device), fast=False, detailed=True))
+
+
+class _Candidate:
+    """One candidate's values and the reasons of its undefined ones, filled by the passes."""
+
+    __slots__ = ("values", "errors")
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = {}
+        self.errors: dict[str, str] = {}
+
+    def __getitem__(self, name: str) -> float:
+        return self.values[name]
+
+    def __setitem__(self, name: str, value: float) -> None:
+        self.values[name] = value
+
+    def undefined(self, names: Iterable[str], reason: str) -> None:
+        """Mark ``names`` NaN with ``reason`` (the general engine's texts)."""
+        from zcfast.proxies import reductions
+        for n in names:
+            if n not in self.errors:
+                self.errors[n] = reductions.undefined_reason(n, reason)
+                self.values[n] = float("nan")
+
+    def results(self, names: Sequence[str]) -> dict[str, ProxyResult]:
+        from zcfast.proxies import ProxyResult, reductions
+        out = {}
+        for n in names:
+            v = float(self.values[n])
+            err = self.errors.get(n)
+            if err is None and not math.isfinite(v):
+                err = reductions.not_finite_reason(n, v)
+            log_value = None
+            if n == "synflow" and err is None:
+                log_value = math.log(v) if v > 0 else float("-inf")
+            out[n] = ProxyResult(n, v if err is None or not math.isfinite(v) else float("nan"), None, log_value, err)
+        return out
 
 
 def _score_chunk_retry(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, proxies: list[str], seed: int,
-                       num_classes: int, conv_mode: str) -> list[dict[str, float]]:
+                       num_classes: int, conv_mode: str) -> list[_Candidate]:
     """``_score_chunk``, halving the chunk on CUDA out-of-memory (the official code splits the
     batch instead, which would change BatchNorm statistics; splitting candidates does not)."""
     try:
@@ -332,14 +388,14 @@ def _score_chunk_retry(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, p
 
 
 def _score_chunk(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, proxies: list[str], seed: int,
-                 num_classes: int, conv_mode: str) -> list[dict[str, float]]:
+                 num_classes: int, conv_mode: str) -> list[_Candidate]:
     """Score one chunk of K architectures with the batched NB201 network."""
     from zcfast.batched.nb201 import BatchedNB201
     cands = _build_all(space, archs, seed, num_classes)
     net = BatchedNB201(cands, conv_mode=conv_mode)
     del cands
     K = net.K
-    results: list[dict[str, float]] = [{} for _ in range(K)]
+    results = [_Candidate() for _ in range(K)]
     device = x.device
     want = set(proxies)
     if want & (set(_CE_PROXIES) | {"jacob_cov"}):
@@ -379,6 +435,44 @@ def _saliency(results, name: str, layers, weights, grads, K: int) -> None:
         results[k][name] = v
 
 
+def _gradient_state(layers, grads: Sequence[Tensor | None], K: int) -> list[str | None]:
+    """Per candidate: ``None`` (finite, not all zero), ``"nan"`` (a NaN/inf gradient) or
+    :data:`reductions.ALL_ZERO`, from one fused per-tensor norm (:func:`reductions.gradient_problem`'s rule)."""
+    from zcfast import ops
+    from zcfast.proxies import reductions
+    _, gs, owners = _per_candidate(layers, [g if g is not None else layer.weight for layer, g in zip(layers, grads)],
+                                   grads)
+    pairs = [(g, o) for g, o in zip(gs, owners) if g is not None]
+    state: list[str | None] = [reductions.ALL_ZERO] * K
+    if not pairs:
+        return [None] * K
+    per, _ = ops.saliency(None, [g for g, _ in pairs], "grad_norm")
+    finite = [bool(torch.isfinite(g).all()) if not math.isfinite(v) else True
+              for (g, _), v in zip(pairs, per.tolist())]
+    for (_, o), v, ok in zip(pairs, per.tolist(), finite):
+        if not ok:
+            state[o] = "nan"
+        elif v != 0.0 and state[o] == reductions.ALL_ZERO:
+            state[o] = None
+    return state
+
+
+def _candidate_overflows(net, layers, x: Tensor, k: int) -> bool:
+    """Whether candidate ``k``'s input or a recorded layer output exceeds the square range."""
+    from zcfast.proxies import reductions
+    if reductions.exceeds_square_range(x):
+        return True
+    for layer in layers:
+        if layer.act is None or k not in layer.owners:
+            continue
+        act = layer.act
+        g = layer.owners.index(k)
+        part = act[g] if act.dim() == 3 else act.chunk(len(layer.owners), 1)[g]
+        if reductions.exceeds_square_range(part):
+            return True
+    return False
+
+
 def _channels_last(device: torch.device) -> bool:
     """Whether to run the float32 pass in channels_last. Off by default.
 
@@ -394,14 +488,16 @@ def _to_format(t: Tensor, channels_last: bool) -> Tensor:
     return t.contiguous(memory_format=torch.channels_last) if channels_last and t.dim() == 4 else t
 
 
-def _gradient_pass(net, x: Tensor, y: Tensor, want: set[str], results: list[dict[str, float]],
+def _gradient_pass(net, x: Tensor, y: Tensor, want: set[str], results: list[_Candidate],
                    channels_last: bool = False) -> None:
     from zcfast import ops
+    from zcfast.proxies import reductions
     K = net.K
     N = x.shape[0]
     need_jac = "jacob_cov" in want
     need_ce = bool(want & set(_CE_PROXIES))
     need_grasp = "grasp" in want
+    ce_names = [p for p in _CE_PROXIES if p in want]
     xk = _to_format(x.repeat(1, K, 1, 1), channels_last)
     if need_jac:
         xk.requires_grad_(True)
@@ -416,16 +512,28 @@ def _gradient_pass(net, x: Tensor, y: Tensor, want: set[str], results: list[dict
         scores, _ = ops.jacob_cov(jac, 1e-5)
         for k, s in enumerate(scores.tolist()):
             results[k]["jacob_cov"] = s
+            if not math.isfinite(s):
+                results[k].errors["jacob_cov"] = reductions.jacob_cov_reason(jac[k], s)
         del jx, jac
     if not need_ce:
         return
     layers = net.layers()
     weights = [layer.weight for layer in layers]
-    loss = sum(F.cross_entropy(logits[k], y) for k in range(K))
+    losses = [F.cross_entropy(logits[k], y) for k in range(K)]
+    for k, lk in enumerate(torch.stack([lo.detach() for lo in losses]).tolist()):
+        if not math.isfinite(lk):
+            results[k].undefined(ce_names, reductions.loss_not_finite_reason(lk))
+    loss = sum(losses)
     acts = [layer.act for layer in layers] if "fisher" in want else []
     grads = torch.autograd.grad(loss, weights + acts, create_graph=need_grasp, allow_unused=True)
     wgrads = list(grads[:len(weights)])
     agrads = list(grads[len(weights):])
+    for k, state in enumerate(_gradient_state(layers, wgrads, K)):
+        if state == "nan":
+            results[k].undefined(ce_names, "the loss gradient is not finite (NaN or inf in the counted "
+                                           "weights' gradients)")
+        elif state == reductions.ALL_ZERO and _candidate_overflows(net, layers, x, k):
+            results[k].undefined(ce_names, reductions.overflow_reason(x.dtype))
     for name in ("grad_norm", "snip", "plain"):
         if name in want:
             _saliency(results, name, layers, weights, wgrads, K)
@@ -449,11 +557,20 @@ def _gradient_pass(net, x: Tensor, y: Tensor, want: set[str], results: list[dict
         z = sum((g * g.detach()).sum() for g in wgrads if g is not None)
         hg = torch.autograd.grad(z, weights, allow_unused=True)
         _saliency(results, "grasp", layers, weights, hg, K)
+        for k, state in enumerate(_gradient_state(layers, hg, K)):
+            if state == "nan":
+                results[k].undefined(["grasp"], "the Hessian-gradient product is not finite (NaN or inf "
+                                                "in the counted weights' gradients)")
+    for c in results:  # an undefined value stays NaN whatever the passes computed after
+        for n in c.errors:
+            if n in c.values and n != "jacob_cov":
+                c.values[n] = float("nan")
     for layer in layers:
         layer.act = None
 
 
-def _synflow_pass(net, x: Tensor, results: list[dict[str, float]]) -> None:
+def _synflow_pass(net, x: Tensor, results: list[_Candidate]) -> None:
+    from zcfast.proxies import reductions
     K = net.K
     ones = torch.ones((1, K * x.shape[1]) + tuple(x.shape[2:]), dtype=torch.float64, device=x.device)
     logits = net.forward(ones, bn="reduction")
@@ -461,5 +578,9 @@ def _synflow_pass(net, x: Tensor, results: list[dict[str, float]]) -> None:
     weights = [layer.weight for layer in layers]
     grads = torch.autograd.grad(logits.sum(), weights, allow_unused=True)
     _saliency(results, "synflow", layers, weights, grads, K)
+    for k, out in enumerate(logits.detach().sum(dim=(1, 2)).tolist()):
+        if not math.isfinite(out):
+            results[k].errors["synflow"] = reductions.synflow_output_reason(out)
+            results[k]["synflow"] = float("nan")
     for layer in layers:
         layer.act = None

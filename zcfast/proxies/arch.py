@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zcfast.proxies.engine import DEFAULT_PROXIES, PAPER_LAYER_TYPES, score_detailed
+from zcfast.proxies.engine import DEFAULT_PROXIES, PAPER_LAYER_TYPES, LayerTypes, normalise_layer_types, score_detailed
 from zcfast.proxies.registry import ProxyResult, resolve
 
 
@@ -91,7 +91,7 @@ def score_arch(space: Any, arch: Any, inputs: torch.Tensor, targets: torch.Tenso
                num_classes: int = 10, device: str | torch.device = "cpu", *,
                detailed: bool = False,
                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
-               layer_types: Sequence[type[nn.Module]] = PAPER_LAYER_TYPES,
+               layer_types: LayerTypes = PAPER_LAYER_TYPES,
                per_layer: bool = False,
                variant: str = "benchmark",
                fast: bool = True) -> dict[str, float] | dict[str, ProxyResult]:
@@ -101,7 +101,10 @@ def score_arch(space: Any, arch: Any, inputs: torch.Tensor, targets: torch.Tenso
         space: a :class:`zcfast.spaces.SearchSpace` or its name ("nb201", ...).
         arch: an architecture of that space (anything ``space.build`` accepts).
         inputs: [N, C, H, W] float batch; targets: [N] int64 labels.
-        proxies, loss_fn, layer_types, per_layer: as :func:`zcfast.score`.
+        proxies, loss_fn, per_layer: as :func:`zcfast.score`.
+        layer_types: which weights count; on the benchmark spaces the paper's rule
+            (``PAPER_LAYER_TYPES`` = Conv2d + Linear, the default here), which decides the
+            paper's numbers. ``None`` counts every weight-bearing layer, as :func:`zcfast.score`.
         seed: the study's seed; the weights use ``arch_seed(seed, space.key(arch))``.
         num_classes: classifier width.
         device: where the network is built and scored.
@@ -112,8 +115,8 @@ def score_arch(space: Any, arch: Any, inputs: torch.Tensor, targets: torch.Tenso
         fast: on NAS-Bench-201, score through ``zcfast.batched.score_one`` (one candidate of
             the batched network: no module tree, edges that cannot affect any proxy skipped;
             ~2-3x faster on CPU, bench/RESULTS.md) when it applies: the benchmark variant,
-            the paper's loss and layer types, only built-in proxies, no ``detailed`` or
-            ``per_layer`` output. Its values equal the general engine's up to float32
+            the paper's loss and layer types, only built-in proxies, no ``per_layer`` output
+            (``detailed=True`` takes it too, with the engine's reasons for undefined values). Its values equal the general engine's up to float32
             rounding (both measured against float64 in bench/bench_proxies.py --f64).
             ``fast=False`` always runs the general engine (:func:`zcfast.score_detailed`).
 
@@ -124,8 +127,9 @@ def score_arch(space: Any, arch: Any, inputs: torch.Tensor, targets: torch.Tenso
         import zcfast.spaces
 
         space = zcfast.spaces.get(space)
-    if fast and not detailed and not per_layer and variant == "benchmark" and loss_fn is F.cross_entropy \
-            and tuple(layer_types) == PAPER_LAYER_TYPES:
+    types = normalise_layer_types(layer_types)
+    if fast and not per_layer and variant == "benchmark" and loss_fn is F.cross_entropy \
+            and types == PAPER_LAYER_TYPES and isinstance(inputs, torch.Tensor) and inputs.is_floating_point():
         from zcfast import batched
 
         specs = resolve(proxies)
@@ -133,7 +137,7 @@ def score_arch(space: Any, arch: Any, inputs: torch.Tensor, targets: torch.Tenso
         builtin = all(spec.fn.__module__ == "zcfast.proxies.builtin" for spec in specs)
         if builtin and batched.fast_route_applies(space, names):
             return batched.score_one(space, arch, inputs, targets, names, seed=seed, num_classes=num_classes,
-                                     device=device)
+                                     device=device, detailed=detailed)
     net = build_seeded(space, arch, seed, num_classes, variant=variant).to(device)
     keep = synflow_bn_rule(getattr(space, "name", ""), net)
     res = score_detailed(net, inputs, targets, proxies, loss_fn, layer_types, per_layer,

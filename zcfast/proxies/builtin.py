@@ -10,7 +10,7 @@ import math
 import torch
 
 from zcfast.proxies.reductions import (fisher_layer, jacob_cov_score, log_abs_prod_sum,
-                                       stable_log_total, weight_saliency)
+                                       stable_log_total, synflow_output_reason, weight_saliency)
 from zcfast.proxies.registry import PassContext, ProxyResult, register_proxy
 
 BUILTIN: tuple[str, ...] = ("grad_norm", "snip", "grasp", "fisher", "jacob_cov", "synflow", "plain")
@@ -80,9 +80,7 @@ def synflow(ctx: PassContext) -> ProxyResult:
     names = ctx.layer_names
     out = ctx.synflow_output
     if out is None or not math.isfinite(out):
-        return ProxyResult("synflow", float("nan"), None, None,
-                           f"synflow: the float64 forward of the |θ| network is not finite "
-                           f"(Σ output = {out}); the network is too deep/wide for float64")
+        return ProxyResult("synflow", float("nan"), None, None, synflow_output_reason(out))
     per = weight_saliency(ctx.synflow_weights, ctx.synflow_grads, "synflow")
     total = float(per.sum())
     if math.isnan(total):  # diagnose only when needed (a NaN/inf gradient makes the sum NaN/inf)

@@ -25,15 +25,17 @@ import contextlib
 import copy
 import math
 import warnings
-from typing import Callable, Collection, Iterator, Sequence, Union
+from typing import Callable, Collection, Iterable, Iterator, NamedTuple, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 
-from zcfast.proxies.registry import PassContext, ProxyResult, ProxySpec, resolve
+from zcfast.proxies import reductions
+from zcfast.proxies.registry import PAPER_PROXIES, PassContext, ProxyResult, ProxySpec, resolve
 
-DEFAULT_PROXIES: tuple[str, ...] = ("grad_norm", "snip", "grasp", "fisher", "jacob_cov", "synflow")
+DEFAULT_PROXIES: tuple[str, ...] = PAPER_PROXIES  # the default set: the paper's six
 PAPER_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
 
 #: which BatchNorms synflow keeps: module names, a (qualified name, module) -> bool rule, or None
@@ -41,44 +43,200 @@ KeepBN = Union[Callable[[str, nn.Module], bool], Collection[str], None]
 
 
 # ------------------------------------------------------------------------------------------
-# checks
+# which weights count
 # ------------------------------------------------------------------------------------------
-def _check_layer_types(layer_types: Sequence[type[nn.Module]]) -> tuple[type[nn.Module], ...]:
+#: ``layer_types`` argument: ``None`` (every weight-bearing layer), one class, or a tuple of them
+LayerTypes = Union[None, type, Sequence[type]]
+
+#: modules whose ``weight`` counts under the default rule (``layer_types=None``)
+_SINGLE_WEIGHT_MODULES: tuple[type[nn.Module], ...] = (
+    nn.modules.conv._ConvNd, nn.Linear, nn.Bilinear, nn.Embedding, nn.EmbeddingBag)
+#: modules whose parameters are never counted (nor reported as skipped): normalisation layers
+_NORM_MODULES: tuple[type[nn.Module], ...] = tuple(
+    t for t in (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
+                getattr(nn, "RMSNorm", None)) if t is not None)
+
+
+class Counted(NamedTuple):
+    """One counted weight tensor: ``getattr(module, attr)`` (a parameter, or the effective weight
+    of a ``torch.nn.utils.parametrize`` parametrization).
+
+    ``name`` is the module's qualified name for its ``weight`` (the paper's per-layer key) and
+    ``"<module>.<attr>"`` for other tensors (attention ``in_proj_weight``, RNN ``weight_ih_l0``).
+    ``fisher_dim`` is the channel dimension of the module's output for fisher, or ``None`` where
+    fisher cannot be measured on the output (attention, recurrent layers, embeddings).
+    """
+
+    name: str
+    module: nn.Module
+    attr: str
+    fisher_dim: int | None
+
+
+def normalise_layer_types(layer_types: LayerTypes) -> tuple[type[nn.Module], ...] | None:
+    """``None`` (the default rule), or ``layer_types`` as a non-empty tuple of nn.Module classes
+    (a single class is accepted as a 1-tuple).
+
+    Raises:
+        ValueError: anything else (the message names what was given).
+    """
+    if layer_types is None:
+        return None
+    if isinstance(layer_types, type):
+        layer_types = (layer_types,)
+    if isinstance(layer_types, (str, bytes)) or not isinstance(layer_types, Iterable):
+        raise ValueError(f"layer_types must be None (every weight-bearing layer), an nn.Module class "
+                         f"or a tuple of them, got {layer_types!r}")
     types = tuple(layer_types)
     if not types or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
-        raise ValueError(f"layer_types must be a non-empty tuple of nn.Module classes, got {layer_types!r}")
+        raise ValueError(f"layer_types must be None (every weight-bearing layer), an nn.Module class "
+                         f"or a non-empty tuple of them, got {layer_types!r}")
     return types
 
 
-def _counted_layers(model: nn.Module, layer_types: Sequence[type[nn.Module]]
-                    ) -> list[tuple[str, nn.Module]]:
-    types = _check_layer_types(layer_types)
-    layers = []
+def _weight_attrs(m: nn.Module) -> list[str]:
+    """The weight tensors of a weight-bearing module, by attribute name (``[]``: none)."""
+    if isinstance(m, nn.MultiheadAttention):  # out_proj is its own (Linear) module
+        if m._parameters.get("in_proj_weight") is not None:
+            return ["in_proj_weight"]
+        return [a for a in ("q_proj_weight", "k_proj_weight", "v_proj_weight") if m._parameters.get(a) is not None]
+    if isinstance(m, nn.RNNBase):
+        return [a for a in m._flat_weights_names if a.startswith("weight")]
+    if isinstance(m, nn.RNNCellBase):
+        return ["weight_ih", "weight_hh"]
+    if isinstance(m, _SINGLE_WEIGHT_MODULES):
+        return ["weight"]
+    return []
+
+
+def _fisher_dim(m: nn.Module, attr: str) -> int | None:
+    if attr != "weight":
+        return None
+    if isinstance(m, nn.modules.conv._ConvNd):
+        return 1
+    if isinstance(m, (nn.Linear, nn.Bilinear)):
+        return -1
+    return None
+
+
+def _is_parametrized(m: nn.Module, attr: str) -> bool:
+    return parametrize.is_parametrized(m, attr)
+
+
+def _weight_leaves(c: Counted) -> list[torch.Tensor]:
+    """The leaf parameters behind a counted weight (the originals of a parametrization)."""
+    if _is_parametrized(c.module, c.attr):
+        return list(c.module.parametrizations[c.attr].parameters())
+    return [c.module._parameters[c.attr]]
+
+
+def _usable_weight(name: str, m: nn.Module, attr: str) -> bool:
+    """Whether ``m.<attr>`` is a countable weight; raises for an uninitialised (lazy) one."""
+    if _is_parametrized(m, attr):
+        return True
+    w = m._parameters.get(attr)
+    if w is None:
+        return False
+    if isinstance(w, nn.parameter.UninitializedParameter):
+        raise ValueError(f"module {name or '<root>'!r} ({type(m).__name__}) is uninitialised (a lazy "
+                         "module): run one forward pass on a batch first, then score")
+    return w.is_floating_point()
+
+
+def counted_weights(model: nn.Module, layer_types: LayerTypes = None) -> list[Counted]:
+    """The weights the proxies sum over, in ``named_modules`` order.
+
+    ``layer_types=None`` (the default of :func:`score`): every weight-bearing layer, i.e. the
+    ``weight`` of Conv1d/2d/3d, ConvTranspose1d/2d/3d, Linear (and its subclasses, e.g.
+    attention's ``out_proj``), Bilinear, Embedding and EmbeddingBag; MultiheadAttention's
+    ``in_proj_weight`` (or ``q/k/v_proj_weight``); every ``weight_*`` of RNN/LSTM/GRU and their
+    cells. A parametrized weight (``torch.nn.utils.parametrizations.weight_norm`` /
+    ``spectral_norm`` / ``orthogonal``) counts by its effective weight. Biases and normalisation
+    layers never count. With a class or tuple of classes: the same weights of modules that are
+    instances of them (a module outside the table above counts its ``weight``).
+
+    Raises:
+        ValueError: bad ``layer_types``, an uninitialised lazy module, or no counted weight.
+    """
+    types = normalise_layer_types(layer_types)
+    out: list[Counted] = []
     for name, m in model.named_modules():
-        if isinstance(m, types):
-            w = getattr(m, "weight", None)
-            if isinstance(w, nn.Parameter) and not isinstance(w, nn.parameter.UninitializedParameter):
-                layers.append((name, m))
-    if not layers:
-        raise ValueError(
-            f"the model has no weight layers of types {[t.__name__ for t in types]} "
-            "(zero-cost proxies are sums over those layers' weights; pass layer_types=...)")
-    return layers
+        if types is None:
+            attrs = _weight_attrs(m)
+        elif isinstance(m, types):
+            attrs = _weight_attrs(m) or ["weight"]
+        else:
+            continue
+        for attr in attrs:
+            if _usable_weight(name, m, attr):
+                key = name if attr == "weight" else (f"{name}.{attr}" if name else attr)
+                out.append(Counted(key, m, attr, _fisher_dim(m, attr)))
+    if not out:
+        for name, m in model.named_modules():  # name a lazy module rather than "no weights"
+            for attr in m._parameters:
+                _usable_weight(name, m, attr)
+        what = ("every weight-bearing layer (Conv*, Linear, Embedding, attention, RNN)" if types is None
+                else f"layers of types {[t.__name__ for t in types]}")
+        raise ValueError(f"the model has no weights to score: the proxies sum over the weights of {what}; "
+                         "pass layer_types=... naming the modules whose weight counts")
+    return out
 
 
+def skipped_parameters(model: nn.Module, counted: Sequence[Counted]) -> list[tuple[str, int]]:
+    """``(qualified name, numel)`` of every floating parameter that is neither counted, nor a bias,
+    nor part of a normalisation layer: what the default rule leaves out (e.g. a custom layer's
+    raw ``nn.Parameter``, PReLU's slope)."""
+    ids = {id(t) for c in counted for t in _weight_leaves(c)}
+    skipped = []
+    for mname, m in model.named_modules():
+        if isinstance(m, _NORM_MODULES):
+            continue
+        for pname, p in m._parameters.items():
+            if p is None or id(p) in ids or "bias" in pname or not p.is_floating_point():
+                continue
+            if isinstance(p, nn.parameter.UninitializedParameter):
+                continue
+            if mname.endswith("parametrizations.bias"):
+                continue
+            skipped.append((f"{mname}.{pname}" if mname else pname, p.numel()))
+            ids.add(id(p))
+    return skipped
+
+
+def _warn_skipped(model: nn.Module, counted: Sequence[Counted]) -> None:
+    skipped = skipped_parameters(model, counted)
+    if not skipped:
+        return
+    total = sum(n for _, n in skipped)
+    listed = ", ".join(f"{n} ({k:,})" for n, k in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+    warnings.warn(f"zcfast.score: {len(skipped)} parameter tensor(s) ({total:,} parameters) are not "
+                  f"counted by the default rule (every weight-bearing layer): {listed}; pass "
+                  "layer_types=... to choose the counted modules", UserWarning, stacklevel=3)
+
+
+# ------------------------------------------------------------------------------------------
+# checks
+# ------------------------------------------------------------------------------------------
 def _check_inputs(inputs: torch.Tensor, targets: torch.Tensor | None, need_targets: bool,
-                  check_values: bool = True) -> None:
+                  check_values: bool = True, allow_integer: bool = False) -> None:
     if not isinstance(inputs, torch.Tensor):
         raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
-    if not inputs.is_floating_point():
+    if inputs.is_meta:
+        raise ValueError("inputs is a meta tensor (it has a shape but no values): pass real data")
+    if inputs.is_complex() or not (inputs.is_floating_point() or allow_integer):
         raise ValueError(f"inputs must be a floating-point tensor, got dtype {inputs.dtype}")
-    if inputs.dim() < 2 or inputs.shape[0] < 1:
+    if inputs.dim() < 1 or inputs.shape[0] < 1 or (inputs.dim() < 2 and inputs.is_floating_point()):
         raise ValueError(f"inputs must be a batch [N, ...] with N >= 1, got shape {tuple(inputs.shape)}")
-    if check_values and not torch.isfinite(inputs).all():
+    if check_values and inputs.is_floating_point() and not torch.isfinite(inputs).all():
         raise ValueError("inputs contain NaN or inf")
     if need_targets:
         if not isinstance(targets, torch.Tensor):
             raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
+        if targets.is_meta:
+            raise ValueError("targets is a meta tensor (it has a shape but no values): pass real labels")
+        if targets.dim() == 0:
+            raise ValueError(f"targets must be a batch [N] with one label per input (N = {inputs.shape[0]}), "
+                             f"got a 0-dim tensor ({targets.item()!r})")
         if targets.shape[0] != inputs.shape[0]:
             raise ValueError(f"targets has {targets.shape[0]} rows but inputs has {inputs.shape[0]}")
 
@@ -99,6 +257,8 @@ def check_class_targets(targets: torch.Tensor, num_classes: int) -> None:
     """Class-index targets must be 1-D [N] with values in [0, num_classes)."""
     if targets.dim() != 1:
         raise ValueError(f"class-index targets must be 1-D [N], got shape {tuple(targets.shape)}")
+    if targets.is_complex() or targets.dtype == torch.bool:
+        raise ValueError(f"class-index targets must be integers, got dtype {targets.dtype}")
     lo, hi = int(targets.min()), int(targets.max())
     if lo < 0 or hi >= num_classes:
         raise ValueError(f"targets out of range: values span [{lo}, {hi}] but the model has {num_classes} classes")
@@ -171,14 +331,25 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
         yield
 
 
-def _model_device(layers: list[tuple[str, nn.Module]]) -> torch.device:
-    return layers[0][1].weight.device
+def _check_not_meta(model: nn.Module) -> None:
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_meta:
+            raise ValueError(f"the model's {name!r} is a meta tensor (shape only, no values): materialise "
+                             "the model first, e.g. model.to_empty(device='cpu') and initialise its weights")
+
+
+def _model_device(counted: Sequence[Counted]) -> torch.device:
+    return _weight_leaves(counted[0])[0].device
 
 
 def _forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     try:
         y = net(x)
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        if not x.is_floating_point():
+            raise ValueError(f"the model's forward failed on {str(x.dtype).replace('torch.', '')} inputs of shape "
+                             f"{tuple(x.shape)}: {exc} (integer inputs are for models that read them, e.g. "
+                             "token ids into nn.Embedding; pass floating-point inputs otherwise)") from exc
         raise ValueError(f"the model's forward failed on inputs of shape {tuple(x.shape)}: {exc}") from exc
     if not isinstance(y, torch.Tensor):
         raise ValueError(f"the model must return a logits tensor [N, C], got {type(y).__name__}")
@@ -248,15 +419,29 @@ def clone_module(model: nn.Module, tensor_fn: Callable[[torch.Tensor, bool], tor
         return new
 
     try:
-        return rec(model)
+        new_model = rec(model)
     finally:
         memo.clear()  # rec's closure refers to itself: free the memo now, not at the next gc
         del rec
+    _refresh_rnn_weights(new_model)
+    return new_model
+
+
+def _refresh_rnn_weights(net: nn.Module) -> None:
+    """RNN modules keep a list of their weight tensors (``_flat_weights``) that their forward
+    reads: point it at the clone's parameters, not the original's."""
+    for m in net.modules():
+        if isinstance(m, nn.RNNBase):
+            m._init_flat_weights()
 
 
 def _main_copy(t: torch.Tensor, is_param: bool) -> torch.Tensor:
-    # weights are only read by the main pass: share storage; buffers (BN running stats) change
-    return nn.Parameter(t.detach(), requires_grad=False) if is_param else t.detach().clone()
+    # Every tensor gets its own storage: a forward may write in place (BN running statistics,
+    # ``weight.data.clamp_()``) and a proxy may write ``ctx.weights``; neither may reach the
+    # caller's model (copy-on-write does not exist in torch). Cost: one copy of the weights
+    # (NB201: ~1.4 MB, well under 1% of a main pass).
+    v = t.detach().clone()
+    return nn.Parameter(v, requires_grad=False) if is_param else v
 
 
 def _synflow_copy(t: torch.Tensor, is_param: bool) -> torch.Tensor:
@@ -292,38 +477,96 @@ def remove_batchnorms(net: nn.Module, keep: KeepBN = None
 # ------------------------------------------------------------------------------------------
 # passes
 # ------------------------------------------------------------------------------------------
-def _prepare_copy(net: nn.Module, layer_types: Sequence[type[nn.Module]]
-                  ) -> tuple[list[tuple[str, nn.Module]], list[torch.Tensor]]:
-    """Put a private copy in training mode with only its counted weights requiring grad.
-
-    Returns the counted ``(name, module)`` layers and their weights, in the same order.
-    """
+def _prepare_copy(net: nn.Module, layer_types: LayerTypes) -> list[Counted]:
+    """Put a private copy in training mode with only its counted weights requiring grad
+    (for a parametrized weight: its originals). Returns the counted weights."""
     net.train()
-    layers = _counted_layers(net, layer_types)
+    counted = counted_weights(net, layer_types)
     for p in net.parameters():
         p.requires_grad_(False)
-    weights = [m.weight for _, m in layers]
-    for w in weights:
-        w.requires_grad_(True)
-    return layers, weights
+    for c in counted:
+        for leaf in _weight_leaves(c):
+            leaf.requires_grad_(True)
+    return counted
+
+
+@contextlib.contextmanager
+def _double_backward_safe(enabled: bool) -> Iterator[None]:
+    """Attention through the math kernel while ``enabled``: the fused (flash / memory-efficient)
+    scaled-dot-product kernels have no double backward, which grasp's H·g needs."""
+    if not enabled:
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
+
+
+def _weights_of(counted: Sequence[Counted]) -> list[torch.Tensor]:
+    """The counted tensors (call inside ``parametrize.cached()`` so a parametrized weight is the
+    one tensor the forward uses)."""
+    return [getattr(c.module, c.attr) for c in counted]
+
+
+def _problem(ctx: PassContext, needs: Iterable[str], reason: str) -> None:
+    for need in needs:
+        ctx.problems.setdefault(need, reason)
+
+
+def _overflow_check(net: nn.Module, x: torch.Tensor) -> str | None:
+    """The overflow reason (:func:`reductions.overflow_reason`) when the input or any module
+    output of a forward of ``net`` exceeds the square root of its dtype's maximum (so squares,
+    e.g. BatchNorm's variance, are inf), else ``None``. Run only when every gradient is 0."""
+    found: list[torch.dtype] = []
+
+    def hook(module: nn.Module, args: tuple, output: object) -> None:
+        if not found and isinstance(output, torch.Tensor) and reductions.exceeds_square_range(output):
+            found.append(output.dtype)
+
+    if x.is_floating_point() and reductions.exceeds_square_range(x):
+        return reductions.overflow_reason(x.dtype)
+    handles = [m.register_forward_hook(hook) for m in net.modules()]
+    try:
+        with torch.no_grad():
+            net(x)
+    except Exception:  # noqa: BLE001  (a diagnosis only)
+        return None
+    finally:
+        for h in handles:
+            h.remove()
+    return reductions.overflow_reason(found[0]) if found else None
 
 
 def _main_pass(net: nn.Module, x: torch.Tensor, targets: torch.Tensor | None, loss_fn: Callable,
-               layer_types: Sequence[type[nn.Module]], needs: set[str], ctx: PassContext) -> None:
-    """Run pass 1 on ``net`` (a private copy, modified freely) and fill ``ctx``."""
-    layers, weights = _prepare_copy(net, layer_types)
+               layer_types: LayerTypes, needs: set[str], ctx: PassContext) -> None:
+    """Run pass 1 on ``net`` (a private copy, modified freely) and fill ``ctx``.
+
+    Bad input (a forward that fails, wrong logits shape, targets out of range, a loss_fn that
+    fails) raises ``ValueError``. A backward that fails or gives undefined values only marks the
+    needs it serves in ``ctx.problems`` (with the reason): the other proxies are computed.
+    """
+    counted = _prepare_copy(net, layer_types)
     want_fisher = "fisher" in needs
     want_hg = "hessian_grad" in needs
     want_jac = "jacobian" in needs
     want_loss = want_fisher or want_hg or "grads" in needs or "outputs" in needs
+    with parametrize.cached(), _double_backward_safe(want_hg):
+        _main_pass_body(net, x, targets, loss_fn, counted, want_fisher, want_hg, want_jac, want_loss,
+                        needs, ctx)
 
+
+def _main_pass_body(net, x, targets, loss_fn, counted, want_fisher, want_hg, want_jac, want_loss,
+                    needs, ctx) -> None:
+    weights = _weights_of(counted)
     outputs: list[tuple[int, torch.Tensor]] = []
     out_grads: list[torch.Tensor | None] = []
     catchers: list[_GradCatcher] = []
     handles = []
     if want_fisher:
-        for i, (_, m) in enumerate(layers):
-            handles.append(m.register_forward_hook(_OutputRecorder(outputs, out_grads, catchers, i)))
+        for i, c in enumerate(counted):
+            if c.fisher_dim is not None:
+                handles.append(c.module.register_forward_hook(_OutputRecorder(outputs, out_grads, catchers, i)))
     xin = x.detach().clone().requires_grad_(True) if want_jac else x.detach()
     try:
         y = _forward(net, xin)
@@ -333,49 +576,91 @@ def _main_pass(net: nn.Module, x: torch.Tensor, targets: torch.Tensor | None, lo
     if y.dim() != 2 or y.shape[0] != x.shape[0]:
         raise ValueError(f"the model must return logits [N, C] with N = {x.shape[0]}, got shape {tuple(y.shape)}")
 
-    ctx.layer_names = [n for n, _ in layers]
+    ctx.layer_names = [c.name for c in counted]
     ctx.weights = [w.detach() for w in weights]
     g_w: list[torch.Tensor | None] = []
+    grad_needs = ("grads", "fisher", "hessian_grad")
     if want_loss:
         assert targets is not None
         _check_targets_for_logits(targets, y, loss_fn)
-        loss = loss_fn(y, targets)
+        try:
+            loss = loss_fn(y, targets)
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            raise ValueError(f"loss_fn failed on logits of shape {tuple(y.shape)} and targets of shape "
+                             f"{tuple(targets.shape)}: {exc}") from exc
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise ValueError("loss_fn must return a scalar tensor")
         loss = loss.reshape(())
         if "outputs" in needs:
             ctx.logits = y.detach()
             ctx.loss = loss.detach()
-        if loss.requires_grad:
-            g_w = list(torch.autograd.grad(loss, weights, retain_graph=want_jac or want_hg,
-                                           create_graph=want_hg, allow_unused=True))
+        if not bool(torch.isfinite(loss.detach())):
+            _problem(ctx, grad_needs, reductions.loss_not_finite_reason(float(loss.detach())))
+        elif loss.requires_grad:
+            try:
+                g_w = list(torch.autograd.grad(loss, weights, retain_graph=want_jac or want_hg,
+                                               create_graph=want_hg, allow_unused=True))
+            except RuntimeError as exc:
+                if want_hg:  # an op without a differentiable backward: only grasp needs one
+                    _problem(ctx, ("hessian_grad",), "the double backward (Hessian-gradient product) failed: "
+                                                     f"the loss backward with create_graph raised {_first_line(exc)}")
+                    want_hg = False
+                    try:
+                        g_w = list(torch.autograd.grad(loss, weights, retain_graph=want_jac, allow_unused=True))
+                    except RuntimeError as exc2:
+                        _problem(ctx, grad_needs, f"the backward of the loss failed: {_first_line(exc2)}")
+                else:
+                    _problem(ctx, grad_needs, f"the backward of the loss failed: {_first_line(exc)}")
         else:  # the loss does not depend on any counted weight
             g_w = [None] * len(weights)
-        ctx.grads = [g.detach() if g is not None else None for g in g_w]
-        if want_fisher:
-            for c in catchers:  # later backwards (jacobian, H·g) must not overwrite
-                c.active = False
-            pairs: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in layers]
+        if g_w:
+            reason = reductions.gradient_problem([g.detach() for g in g_w if g is not None])
+            if reason == reductions.ALL_ZERO:
+                reason = _overflow_check(net, x)
+            if reason is not None:
+                _problem(ctx, grad_needs, reason)
+        ctx.grads = [g.detach() if g is not None else None for g in g_w] if g_w else None
+        for cat in catchers:  # later backwards (jacobian, H·g) must not overwrite
+            cat.active = False
+        if want_fisher and "fisher" not in ctx.problems:
+            pairs: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in counted]
             for (i, out), grad in zip(outputs, out_grads):
                 if grad is not None:
                     pairs[i].append((out.detach(), grad))
             ctx.fisher_pairs = pairs
-            ctx.fisher_channel_dims = [(-1 if isinstance(m, nn.Linear) else 1) for _, m in layers]
+            ctx.fisher_channel_dims = [c.fisher_dim if c.fisher_dim is not None else 1 for c in counted]
         outputs.clear()
         out_grads.clear()
         catchers.clear()
     if want_jac:
-        (jac,) = torch.autograd.grad(y, xin, grad_outputs=torch.ones_like(y),
-                                     retain_graph=want_hg, allow_unused=True)
-        ctx.jacobian = jac.detach() if jac is not None else torch.zeros_like(xin)
-    if want_hg:
+        try:
+            (jac,) = torch.autograd.grad(y, xin, grad_outputs=torch.ones_like(y),
+                                         retain_graph=want_hg, allow_unused=True)
+            ctx.jacobian = jac.detach() if jac is not None else torch.zeros_like(xin)
+        except RuntimeError as exc:
+            _problem(ctx, ("jacobian",), f"the backward to the inputs failed: {_first_line(exc)}")
+    if want_hg and "hessian_grad" not in ctx.problems:
         terms = [(g.detach() * g).sum() for g in g_w if g is not None and g.requires_grad]
         if terms:
-            z = torch.stack(terms).sum()
-            hg = torch.autograd.grad(z, weights, allow_unused=True)
-            ctx.hessian_grads = [h.detach() if h is not None else None for h in hg]
+            try:
+                z = torch.stack(terms).sum()
+                hg = torch.autograd.grad(z, weights, allow_unused=True)
+                ctx.hessian_grads = [h.detach() if h is not None else None for h in hg]
+            except RuntimeError as exc:
+                _problem(ctx, ("hessian_grad",),
+                         f"the double backward (Hessian-gradient product) failed: {_first_line(exc)}")
         else:
             ctx.hessian_grads = [None] * len(weights)
+        if ctx.hessian_grads is not None:
+            reason = reductions.gradient_problem([h for h in ctx.hessian_grads if h is not None],
+                                                 what="the Hessian-gradient product")
+            if reason is not None and reason != reductions.ALL_ZERO:
+                _problem(ctx, ("hessian_grad",), reason)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 class _NeedsDeepcopy(Exception):
@@ -404,14 +689,14 @@ def _class_kind(cls: type) -> int:
     return kind
 
 
-def synflow_clone(model: nn.Module, keep_bn: KeepBN, layer_types: Sequence[type[nn.Module]]
-                  ) -> tuple[nn.Module, list[tuple[str, nn.Module]]]:
+def synflow_clone(model: nn.Module, keep_bn: KeepBN, layer_types: LayerTypes
+                  ) -> tuple[nn.Module, list[Counted]]:
     """The synflow network of ``model`` in one walk: a private copy in training mode with every
     BatchNorm not kept by ``keep_bn`` replaced by an identity, every floating parameter and
     buffer replaced by its absolute value in float64 (the official ``state_dict`` ``abs_()`` on
     a ``double()`` copy), and only the counted weights requiring grad.
 
-    Returns the copy and its counted ``(name, module)`` layers in ``named_modules`` order.
+    Returns the copy and its counted weights (:func:`counted_weights`) in ``named_modules`` order.
     Faster than ``copy.deepcopy`` + :func:`remove_batchnorms` by about 10× on NB201's ~400
     modules: module objects get shallow ``__dict__`` copies (hook dicts are shared with the
     original: no hook is ever added to this copy), removed BatchNorms' tensors are never
@@ -420,11 +705,9 @@ def synflow_clone(model: nn.Module, keep_bn: KeepBN, layer_types: Sequence[type[
     (or keep tensors in list attributes, e.g. RNNs) are deep-copied first.
     """
     rule = _keep_bn_rule(keep_bn)
-    types = tuple(layer_types)
     identity = nn.Identity()
     memo: dict[int, nn.Module] = {}
     tensors: dict[int, tuple[torch.Tensor, list]] = {}    # id -> (source, [(dict, key, is_param)])
-    layers: list[tuple[str, nn.Module]] = []
 
     bn_type = nn.modules.batchnorm._BatchNorm
     set_dict = object.__setattr__
@@ -459,13 +742,9 @@ def synflow_clone(model: nn.Module, keep_bn: KeepBN, layer_types: Sequence[type[
         new = cls.__new__(cls)
         memo[id(m)] = new
         d["training"] = True
-        d["_parameters"] = params = new_store(m._parameters, True)
+        d["_parameters"] = new_store(m._parameters, True)
         d["_buffers"] = new_store(m._buffers, False)
         set_dict(new, "__dict__", d)
-        if isinstance(m, types):
-            w = params.get("weight")
-            if w is not None and isinstance(w, nn.Parameter) and not isinstance(w, nn.parameter.UninitializedParameter):
-                layers.append((name, new))
         children = m._modules
         if children:
             prefix = name + "." if name else ""
@@ -509,38 +788,44 @@ def synflow_clone(model: nn.Module, keep_bn: KeepBN, layer_types: Sequence[type[
                 store[k] = param
             else:
                 store[k] = v
-    for _, m in layers:
-        m.weight.requires_grad_(True)
-    return net, layers
+    counted = counted_weights(net, layer_types)
+    for c in counted:
+        for leaf in _weight_leaves(c):
+            leaf.requires_grad_(True)
+    return net, counted
 
 
-def _synflow_clone_slow(model: nn.Module, keep_bn: KeepBN, layer_types: Sequence[type[nn.Module]]
-                        ) -> tuple[nn.Module, list[tuple[str, nn.Module]]]:
+def _synflow_clone_slow(model: nn.Module, keep_bn: KeepBN, layer_types: LayerTypes
+                        ) -> tuple[nn.Module, list[Counted]]:
     """:func:`synflow_clone` for models it cannot walk: a deep copy, then the same changes."""
     net = clone_module(model, _synflow_copy)
     remove_batchnorms(net, keep_bn)
-    layers, _ = _prepare_copy(net, layer_types)
-    return net, layers
+    return net, _prepare_copy(net, layer_types)
 
 
-def _synflow_pass(model: nn.Module, x: torch.Tensor, layer_types: Sequence[type[nn.Module]],
+def _synflow_pass(model: nn.Module, x: torch.Tensor, layer_types: LayerTypes,
                   keep_bn: KeepBN,
                   ctx: PassContext) -> None:
-    """Run pass 2 on a private |θ| float64 copy of ``model`` (:func:`synflow_clone`) and fill ``ctx``."""
-    net, layers = synflow_clone(model, keep_bn, layer_types)
-    if not layers:
-        _counted_layers(net, layer_types)  # raises the usual "no weight layers" error
-    weights = [m.weight for _, m in layers]
-    ones = torch.ones((1,) + tuple(x.shape[1:]), dtype=torch.float64, device=x.device)
-    out = _forward(net, ones)
-    r = out.sum()
-    ctx.synflow_output = float(r.detach())
-    if r.requires_grad:
-        gs = torch.autograd.grad(r, weights, allow_unused=True)
-    else:
-        gs = (None,) * len(weights)
+    """Run pass 2 on a private |θ| float64 copy of ``model`` (:func:`synflow_clone`) and fill
+    ``ctx``; a failure marks only ``ctx.problems["synflow"]``."""
+    net, counted = synflow_clone(model, keep_bn, layer_types)
+    try:
+        with parametrize.cached():
+            weights = _weights_of(counted)
+            ones = torch.ones((1,) + tuple(x.shape[1:]), dtype=torch.float64, device=x.device)
+            out = _forward(net, ones)
+            r = out.sum()
+            ctx.synflow_output = float(r.detach())
+            if r.requires_grad:
+                gs = torch.autograd.grad(r, weights, allow_unused=True)
+            else:
+                gs = (None,) * len(weights)
+    except (RuntimeError, ValueError, TypeError, IndexError, NotImplementedError) as exc:
+        _problem(ctx, ("synflow",), f"the synflow pass (float64 |θ| copy, all-ones input of shape "
+                                    f"{(1,) + tuple(x.shape[1:])}) failed: {_first_line(exc)}")
+        return
     if not ctx.layer_names:
-        ctx.layer_names = [n for n, _ in layers]
+        ctx.layer_names = [c.name for c in counted]
     ctx.synflow_weights = [w.detach() for w in weights]
     ctx.synflow_grads = [g.detach() if g is not None else None for g in gs]
 
@@ -548,45 +833,103 @@ def _synflow_pass(model: nn.Module, x: torch.Tensor, layer_types: Sequence[type[
 # ------------------------------------------------------------------------------------------
 # public entry points
 # ------------------------------------------------------------------------------------------
-def _finalise(spec: ProxySpec, raw: object, ctx: PassContext, per_layer: bool) -> ProxyResult:
-    if isinstance(raw, ProxyResult):
-        res = raw
-    elif isinstance(raw, tuple) and len(raw) == 2:
-        res = ProxyResult(spec.name, float(raw[0]), dict(raw[1]))
-    else:
-        res = ProxyResult(spec.name, float(raw))  # type: ignore[arg-type]
-    if res.name != spec.name:
-        res = ProxyResult(spec.name, res.value, res.per_layer, res.log_value, res.error)
-    error = res.error
+_RETURN_HINT = "a proxy must return a float, a (value, per_layer dict) pair or a ProxyResult"
+
+
+def _finalise(spec: ProxySpec, ctx: PassContext, per_layer: bool) -> ProxyResult:
+    """Call ``spec``'s function on ``ctx`` and normalise what it returns. Each proxy's failure is
+    its own: a pass it needs that failed, a function that raises or returns something that is not
+    a number all give NaN with the reason in ``error``."""
     for need in spec.needs:
-        if need in ctx.problems and error is None:
-            error = ctx.problems[need]
+        if need in ctx.problems:
+            return ProxyResult(spec.name, float("nan"), None, None,
+                               reductions.undefined_reason(spec.name, ctx.problems[need]))
+    try:
+        raw = spec.fn(ctx)
+    except Exception as exc:  # noqa: BLE001  (one proxy's bug must not take the others down)
+        return ProxyResult(spec.name, float("nan"), None, None,
+                           f"proxy {spec.name!r} raised {_first_line(exc)}")
+    try:
+        if isinstance(raw, ProxyResult):
+            res = raw
+            if not isinstance(res.value, (int, float)) or isinstance(res.value, bool):
+                raise TypeError(f"its ProxyResult.value is {type(res.value).__name__}")
+        elif isinstance(raw, tuple) and len(raw) == 2:
+            res = ProxyResult(spec.name, _as_float(raw[0]), {str(k): float(v) for k, v in dict(raw[1]).items()})
+        else:
+            res = ProxyResult(spec.name, _as_float(raw))
+    except (TypeError, ValueError) as exc:
+        return ProxyResult(spec.name, float("nan"), None, None,
+                           f"proxy {spec.name!r} returned {_describe(raw)} ({exc}): {_RETURN_HINT}")
+    error = res.error
     if error is None and not math.isfinite(res.value):
-        error = f"{spec.name} is not finite ({res.value})"
-    value = res.value if error is None or not math.isfinite(res.value) else float("nan")
+        error = reductions.not_finite_reason(spec.name, res.value)
+    value = float(res.value) if error is None or not math.isfinite(res.value) else float("nan")
     return ProxyResult(spec.name, value, res.per_layer if per_layer else None, res.log_value, error)
+
+
+def _as_float(v: object) -> float:
+    if isinstance(v, bool) or v is None or isinstance(v, (str, bytes)):
+        raise TypeError(f"not a number: {type(v).__name__}")
+    if isinstance(v, torch.Tensor):
+        if v.numel() != 1 or v.is_complex():
+            raise TypeError(f"a tensor of shape {tuple(v.shape)}, not one real value")
+        return float(v.detach())
+    return float(v)  # type: ignore[arg-type]
+
+
+def _describe(v: object) -> str:
+    if v is None:
+        return "None"
+    text = repr(v)
+    return f"{type(v).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+#: reason given to a proxy whose pass cannot run on integer (e.g. token id) inputs
+def _integer_input_reasons(dtype: torch.dtype) -> dict[str, str]:
+    return {"jacobian": reductions.integer_input_reason("jacob_cov", dtype),
+            "synflow": reductions.integer_input_reason("synflow", dtype)}
+
+
+def _weight_copies(model: nn.Module, counted: list[Counted], layer_types: LayerTypes) -> list[torch.Tensor]:
+    """Private copies of the counted weights. A parametrized weight is computed on a private
+    clone: its parametrization may update state on the way (spectral_norm's power iteration)."""
+    if not any(_is_parametrized(c.module, c.attr) for c in counted):
+        return [c.module._parameters[c.attr].detach().clone() for c in counted]
+    net = clone_module(model, _main_copy)
+    with torch.no_grad(), parametrize.cached():
+        return [w.detach().clone() for w in _weights_of(counted_weights(net, layer_types))]
 
 
 def score_detailed(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None,
                    proxies: Sequence[str] | str = DEFAULT_PROXIES,
                    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
-                   layer_types: Sequence[type[nn.Module]] = PAPER_LAYER_TYPES,
+                   layer_types: LayerTypes = None,
                    per_layer: bool = False, *,
                    synflow_keep_bn: KeepBN = None,
                    seed: int | None = 0, _owned: bool = False) -> dict[str, ProxyResult]:
     """Score ``model`` with each proxy, in the fewest shared passes.
 
     Args:
-        model: any classifier ``nn.Module`` mapping inputs [N, ...] to logits [N, C]. Never
-            modified (parameters, buffers, train/eval flags, requires_grad, .grad).
-        inputs: [N, ...] floating batch (moved to the model's device).
+        model: any ``nn.Module`` mapping inputs [N, ...] to logits [N, C]. Never modified
+            (parameters and buffers, their storage, train/eval flags, requires_grad, .grad,
+            hooks), even by a forward that writes its weights in place or by a proxy that
+            writes ``ctx.weights``: the passes run on private copies with their own storage.
+        inputs: [N, ...] batch (moved to the model's device): floating, or integer (e.g. token
+            ids) when no requested proxy differentiates the input; with integer inputs
+            jacob_cov and synflow give NaN with the reason.
         targets: [N] int64 class indices in [0, C) (or what ``loss_fn`` takes); may be
             ``None`` when only jacob_cov / synflow are asked for.
-        proxies: names from :func:`available_proxies`.
+        proxies: names from :func:`available_proxies` (one name or a sequence).
         loss_fn: ``loss_fn(logits, targets) -> scalar``; the paper's cross-entropy by default.
-        layer_types: modules whose ``.weight`` counts (paper: Conv2d and Linear; add e.g.
-            nn.Conv1d / nn.Conv3d). Biases and BatchNorm parameters never count.
-        per_layer: fill ``ProxyResult.per_layer`` (module name -> contribution).
+        layer_types: which weights count (:func:`counted_weights`). ``None`` (default): every
+            weight-bearing layer (Conv1d/2d/3d, ConvTranspose*, Linear, Bilinear, Embedding,
+            attention projections, RNN/LSTM/GRU weights, parametrized weights by their
+            effective weight); a warning names any other parameter left out. One class or a
+            tuple of classes: only those modules (the paper and :func:`score_arch` on the
+            benchmark spaces: ``PAPER_LAYER_TYPES`` = (Conv2d, Linear)). Biases and
+            normalisation layers never count.
+        per_layer: fill ``ProxyResult.per_layer`` (counted weight name -> contribution).
         synflow_keep_bn: which BatchNorms synflow keeps (default: none, every BatchNorm
             module is bypassed): a collection of module names or ``(name, module) -> bool``.
             :func:`score_arch` passes the official NB201 rule.
@@ -596,37 +939,46 @@ def score_detailed(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
             modify, so it is not copied.
 
     Returns:
-        ``{name: ProxyResult}`` in the order asked. A non-finite value carries ``error``.
+        ``{name: ProxyResult}`` in the order asked. Every undefined or non-finite value is NaN
+        (or ±inf) with ``error`` giving the reason (docs/proxies.md, "Undefined values"); a pass
+        or proxy that fails marks only the proxies that depend on it.
+
+    Raises:
+        ValueError / TypeError: bad input, named in the message (unknown proxies, a model that
+        is not an nn.Module, meta tensors, uninitialised lazy modules, no counted weights,
+        inputs/targets of the wrong kind, a forward or loss_fn that fails on the inputs).
     """
     specs = resolve(proxies)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    _check_not_meta(model)
+    counted = counted_weights(model, layer_types)
+    if layer_types is None and not _owned:
+        _warn_skipped(model, counted)
+    device = _model_device(counted)
     needs: set[str] = set()
-    for s in specs:
-        needs.update(s.needs)
+    for spec in specs:
+        needs.update(spec.needs)
+    ctx = PassContext()
+    integer = isinstance(inputs, torch.Tensor) and not inputs.is_floating_point() and not inputs.is_complex()
+    if integer:  # token ids: the passes that need a floating input cannot run
+        for need, reason in _integer_input_reasons(inputs.dtype).items():
+            if need in needs:
+                ctx.problems[need] = reason
+        needs -= {"jacobian", "synflow"}
     main_needs = needs - {"synflow"}
-    if main_needs or not needs:
-        layers = _counted_layers(model, layer_types)
-        device = _model_device(layers)
-    else:  # synflow alone: its private copy finds the counted layers (one module walk, not two)
-        _check_layer_types(layer_types)
-        first = next(model.parameters(), None)
-        if first is None:
-            _counted_layers(model, layer_types)  # raises "no weight layers"
-        layers = None
-        device = first.device
     need_targets = bool(main_needs - {"jacobian"})
     # synflow alone reads only the inputs' shape (its input is all ones): values unchecked
-    _check_inputs(inputs, targets, need_targets, check_values=bool(main_needs))
+    _check_inputs(inputs, targets, need_targets, check_values=bool(main_needs), allow_integer=True)
     x = inputs.detach().to(device)
     t = targets.detach().to(device) if need_targets and targets is not None else None
 
-    ctx = PassContext()
-    if layers is not None:
-        # A proxy that needs no pass (e.g. a function of the weights alone) still sees the
-        # counted layers; the passes below replace these with their own (copied) tensors.
-        ctx.layer_names = [name for name, _ in layers]
-        ctx.weights = [m.weight.detach() for _, m in layers]
+    # A proxy that needs no pass (e.g. a function of the weights alone) still sees the counted
+    # weights: copies, so that writing them cannot reach the caller's model; the passes below
+    # replace them with their own (private) tensors.
+    ctx.layer_names = [c.name for c in counted]
+    if not main_needs:
+        ctx.weights = _weight_copies(model, counted, layer_types)
     try:
         with _seeded(seed, device):
             if main_needs:
@@ -635,9 +987,10 @@ def score_detailed(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
                 del net
             if "synflow" in needs:
                 _synflow_pass(model, x, layer_types, synflow_keep_bn, ctx)
-        results = {}
-        for spec in specs:
-            results[spec.name] = _finalise(spec, spec.fn(ctx), ctx, per_layer)
+        # built-in proxies first, so that a user proxy writing the context cannot change them
+        order = sorted(range(len(specs)), key=lambda i: specs[i].fn.__module__ != "zcfast.proxies.builtin")
+        done = {i: _finalise(specs[i], ctx, per_layer) for i in order}
+        results = {specs[i].name: done[i] for i in range(len(specs))}
     finally:
         ctx.clear()
     return results
@@ -646,14 +999,14 @@ def score_detailed(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
 def score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None,
           proxies: Sequence[str] | str = DEFAULT_PROXIES,
           loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
-          layer_types: Sequence[type[nn.Module]] = PAPER_LAYER_TYPES,
+          layer_types: LayerTypes = None,
           per_layer: bool = False, *,
           synflow_keep_bn: KeepBN = None,
           seed: int | None = 0) -> dict[str, float]:
     """``{proxy: value}``; see :func:`score_detailed` for the arguments.
 
-    With ``per_layer=True`` the dict also holds ``"<proxy>/<module name>"`` entries. A
-    non-finite value is returned as is (NaN) and announced with a ``RuntimeWarning`` giving
+    With ``per_layer=True`` the dict also holds ``"<proxy>/<counted weight name>"`` entries. A
+    non-finite value is returned as is (NaN/inf) and announced with a ``RuntimeWarning`` giving
     its reason (use :func:`score_detailed` to get the reason as data).
     """
     detailed = score_detailed(model, inputs, targets, proxies, loss_fn, layer_types, per_layer,

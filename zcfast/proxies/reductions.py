@@ -110,24 +110,115 @@ def jacob_cov_score(jacobian: torch.Tensor, k: float = 1e-5) -> tuple[float, str
     Returns:
         (score, error): score = −Σ[log(λ+k) + 1/(λ+k)] over the eigenvalues λ of the N×N
         correlation matrix of the rows, computed in float64 as numpy's corrcoef does;
-        ``error`` names the problem when the score is not finite (zero-variance rows, N < 2).
+        ``error`` (:func:`jacob_cov_reason`) names the problem when the score is not finite
+        (N < 2, D = 0, NaN/inf in J, zero-variance rows).
     """
     n = jacobian.shape[0]
-    if n < 2:
-        return float("nan"), f"jacob_cov needs at least 2 samples, got {n}"
     j = jacobian.reshape(n, -1).to(torch.float64)
-    if not torch.isfinite(j).all():
-        return float("nan"), "jacob_cov: the input Jacobian contains NaN or inf"
     scores, _ = ops.jacob_cov(j.unsqueeze(0), k)
     value = float(scores[0])
     if math.isfinite(value):
         return value, None
-    flat = (j.max(dim=1).values == j.min(dim=1).values).nonzero().flatten().tolist()
+    return value, jacob_cov_reason(j, value)
+
+
+def jacob_cov_reason(rows: torch.Tensor, value: float) -> str:
+    """Why a jacob_cov score of the Jacobian ``rows`` [N, D] is ``value`` (not finite).
+    One text for every route (general engine, batched NB201)."""
+    n, d = rows.shape[0], (rows.shape[1] if rows.dim() > 1 else 0)
+    if n < 2:
+        return f"jacob_cov needs at least 2 samples, got {n}: the correlation of one row is undefined"
+    if d == 0:
+        return "jacob_cov needs inputs with at least one feature, got D = 0"
+    if not torch.isfinite(rows).all():
+        return "jacob_cov: the input Jacobian contains NaN or inf"
+    flat = (rows.max(dim=1).values == rows.min(dim=1).values).nonzero().flatten().tolist()
     if flat:
-        return value, (f"jacob_cov is undefined: the Jacobian rows of samples {flat[:10]}"
-                       f"{'...' if len(flat) > 10 else ''} have zero variance (the output does "
-                       "not depend on those inputs), so their correlation is NaN")
-    return value, f"jacob_cov is not finite ({value}): the correlation matrix is degenerate"
+        return (f"jacob_cov is undefined: the Jacobian rows of samples {flat[:10]}"
+                f"{'...' if len(flat) > 10 else ''} have zero variance (the output does "
+                "not depend on those inputs), so their correlation is NaN")
+    return f"jacob_cov is not finite ({value}): the correlation matrix is degenerate"
+
+
+# ---- undefined values: the reasons, shared by every route -------------------------------------
+#: :func:`gradient_problem`'s answer when every gradient is exactly 0 (then look for overflow)
+ALL_ZERO = "all-zero"
+
+
+def undefined_reason(name: str, reason: str) -> str:
+    """The ``error`` of proxy ``name`` whose pass could not produce a faithful value."""
+    return f"{name} is undefined: {reason}"
+
+
+def not_finite_reason(name: str, value: float) -> str:
+    """The ``error`` of a proxy whose computed value is not finite (and has no better reason)."""
+    return f"{name} is not finite ({value})"
+
+
+def loss_not_finite_reason(value: float) -> str:
+    """The loss itself is NaN/inf: the forward overflowed or produced non-finite logits."""
+    return (f"the loss is not finite ({value}): the forward overflowed or produced non-finite logits, "
+            "so its gradients are undefined")
+
+
+def synflow_output_reason(out: float) -> str:
+    """synflow's float64 forward of the |θ| network gave a non-finite Σ output."""
+    return (f"synflow: the float64 forward of the |θ| network is not finite (Σ output = {out}); the "
+            "network is too deep/wide for float64")
+
+
+def integer_input_reason(name: str, dtype: torch.dtype) -> str:
+    """Why ``name`` (jacob_cov, synflow) cannot run on integer (e.g. token id) inputs."""
+    if name == "synflow":
+        return (f"synflow needs a floating input: it feeds an all-ones float64 input of the inputs' "
+                f"shape, which a model taking {dtype} inputs (e.g. token ids) cannot read")
+    return (f"{name} needs floating inputs: it differentiates the output with respect to the inputs, "
+            f"which are {dtype}")
+
+
+def square_limit(dtype: torch.dtype) -> float:
+    """sqrt(largest finite value of ``dtype``): a value above it overflows when squared."""
+    return math.sqrt(torch.finfo(dtype).max)
+
+
+def exceeds_square_range(t: torch.Tensor) -> bool:
+    """Whether a floating tensor holds a non-finite value or one whose square overflows."""
+    if not t.is_floating_point() or t.numel() == 0:
+        return False
+    amax = float(t.detach().abs().amax())
+    return not math.isfinite(amax) or amax > square_limit(t.dtype)
+
+
+def overflow_reason(dtype: torch.dtype) -> str:
+    """The forward overflowed ``dtype`` so that every loss gradient came out exactly 0 (inputs
+    scaled by 1e30: BatchNorm's variance is inf and normalises every activation to 0)."""
+    name = str(dtype).replace("torch.", "")
+    return (f"the {name} forward overflowed: an activation exceeds {square_limit(dtype):.3g} (the square "
+            f"root of the largest {name}), so squares such as BatchNorm's variance are inf, and the loss "
+            "gradient is exactly 0 everywhere")
+
+
+def gradient_problem(grads: Sequence[torch.Tensor], what: str = "the loss gradient") -> str | None:
+    """``None`` when ``grads`` are finite and not all zero; a reason when some are NaN/inf;
+    :data:`ALL_ZERO` when every element is exactly 0 (the caller decides whether that is an
+    overflow). One fused reduction over all tensors."""
+    if not grads:
+        return None
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for g in grads:
+        by_dtype.setdefault(g.dtype, []).append(g)
+    total = 0.0
+    for ts in by_dtype.values():
+        if ts[0].dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            continue
+        # per-tensor ‖g‖₂ via the fused kernel: NaN/inf propagate, exactly 0 only for all-zero g
+        per, _ = ops.saliency(None, ts, "grad_norm")
+        total += float(per.to(torch.float64).sum())
+    if math.isnan(total) or (math.isinf(total) and not all(bool(torch.isfinite(g).all()) for g in grads)):
+        return f"{what} is not finite (NaN or inf in the counted weights' gradients)"
+    if total == 0.0:
+        return ALL_ZERO
+    return None
 
 
 def log_abs_prod_sum(weight: torch.Tensor, grad: torch.Tensor) -> float:

@@ -27,6 +27,9 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 NEEDS: tuple[str, ...] = ("grads", "hessian_grad", "fisher", "jacobian", "synflow", "outputs")
+#: The paper's six proxies in its Table 1 order: the one definition of "all" / the default set
+#: used by zcfast.score, score_arch, correlate, scan, search and the CLI.
+PAPER_PROXIES: tuple[str, ...] = ("grad_norm", "snip", "grasp", "fisher", "synflow", "jacob_cov")
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,13 @@ class ProxySpec:
 
 _REGISTRY: dict[str, ProxySpec] = {}
 
+#: names a proxy may not take, with why: the commands give them another meaning
+RESERVED_NAMES: dict[str, str] = {
+    "vote": "the paper's vote compares architectures; see zcfast.proxies.vote",
+    "all": "'all' selects the paper's six proxies on the command line",
+    "every": "'every' is reserved next to 'all'",
+}
+
 
 def register_proxy(name: str, needs: Sequence[str] = ("grads",)) -> Callable[[ProxyFn], ProxyFn]:
     """Decorator registering ``fn(ctx: PassContext)`` as proxy ``name``.
@@ -109,11 +119,21 @@ def register_proxy(name: str, needs: Sequence[str] = ("grads",)) -> Callable[[Pr
         def l2_grad_sq(ctx):
             return sum(float((g * g).sum()) for g in ctx.grads if g is not None)
     """
-    if not isinstance(name, str) or not name:
+    if not isinstance(name, str) or not name.strip():
         raise ValueError(f"proxy name must be a non-empty string, got {name!r}")
+    if name in RESERVED_NAMES:
+        raise ValueError(f"proxy name {name!r} is reserved ({RESERVED_NAMES[name]}); choose another name")
+    if "," in name or name != name.strip():
+        raise ValueError(f"proxy name {name!r} may not contain commas or surrounding spaces "
+                         "(the command line splits --proxies on commas)")
     if isinstance(needs, str):
         needs = (needs,)
+    if needs is None or not isinstance(needs, Iterable):
+        raise ValueError(f"proxy {name!r}: needs must be a sequence of names from {list(NEEDS)}, got {needs!r}")
     needs_t = tuple(needs)
+    bad = [n for n in needs_t if not isinstance(n, str)]
+    if bad:
+        raise ValueError(f"proxy {name!r}: needs must be strings from {list(NEEDS)}, got {bad!r}")
     unknown = [n for n in needs_t if n not in NEEDS]
     if unknown:
         raise ValueError(f"proxy {name!r}: unknown needs {unknown}; known needs are {list(NEEDS)}")
@@ -135,7 +155,7 @@ def unregister_proxy(name: str) -> None:
 
     if name in BUILTIN:
         raise ValueError(f"built-in proxy {name!r} cannot be unregistered")
-    if name not in _REGISTRY:
+    if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(f"no proxy named {name!r} is registered")
     del _REGISTRY[name]
 
@@ -153,6 +173,9 @@ def resolve(proxies: Iterable[str] | str) -> list[ProxySpec]:
 
     if isinstance(proxies, str):
         proxies = (proxies,)
+    if proxies is None or not isinstance(proxies, Iterable):
+        raise ValueError(f"proxies must be a proxy name or a sequence of names from {list(_REGISTRY)}, "
+                         f"got {proxies!r}")
     names = list(proxies)
     if not names:
         raise ValueError("no proxies requested")
@@ -164,8 +187,14 @@ def resolve(proxies: Iterable[str] | str) -> list[ProxySpec]:
                 "'vote' is not a per-network proxy: it compares architectures. Score "
                 "('synflow', 'jacob_cov', 'snip') and use zcfast.proxies.vote.pairwise_vote "
                 "(the paper's evaluation metric) or zcfast.proxies.vote.rank_vote (for search)")
+        if not isinstance(n, str):
+            raise ValueError(f"proxy names must be strings, got {n!r}")
         if n not in _REGISTRY:
-            raise ValueError(f"unknown proxy {n!r}; available: {list(_REGISTRY)}")
+            import difflib
+
+            close = difflib.get_close_matches(n, list(_REGISTRY), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown proxy {n!r}{hint}; available: {', '.join(_REGISTRY)}")
         if n in seen:
             raise ValueError(f"proxy {n!r} requested twice")
         seen.add(n)
