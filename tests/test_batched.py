@@ -71,7 +71,7 @@ def reference(batch) -> list[dict[str, float]]:
     return out
 
 
-def _assert_close(got: dict, ref: dict, name: str, what: str) -> None:
+def _assert_close(got: dict, ref: dict, name: str, what: str, extra_rtol: float = 0.0) -> None:
     """|batched − score_arch| ≤ rtol·|score_arch| + 2·|score_arch − float64 score|."""
     a, b = got[name], ref[name]
     if math.isnan(b):
@@ -81,7 +81,7 @@ def _assert_close(got: dict, ref: dict, name: str, what: str) -> None:
     if name == "plain":
         scale = max(scale, abs(ref["snip"]))
     ref_err = abs(b - ref[f"{name}_f64"]) if f"{name}_f64" in ref else 0.0
-    assert abs(a - b) <= RTOL[name] * scale + 2 * ref_err + 1e-12, \
+    assert abs(a - b) <= (RTOL[name] + extra_rtol) * scale + 2 * ref_err + 1e-12, \
         f"{what} {name}: {a!r} vs score_arch {b!r} (float64: {ref.get(f'{name}_f64')!r})"
 
 
@@ -125,10 +125,14 @@ def test_every_proxy_equals_score_arch(batch, reference, mode: str) -> None:
     names = ALL if mode == "split" else [p for p in ALL if p != "grasp"]   # grasp once (slow)
     got = score_batch(SPACE, ARCHS, x, y, names, seed=3, k=len(ARCHS), conv_mode=mode)
     assert len(got) == len(ARCHS)
+    # grouped convolutions of several candidates on CPU (oneDNN) are less accurate than plain
+    # ones: fisher of the all-convolution cell moved 4.1e-4 relative against split mode (and
+    # float64) on the 2-core AMD EPYC box; grouped is the CUDA layout (the CPU default is split)
+    extra = 1e-3 if mode == "grouped" else 0.0
     for a, g, r in zip(ARCHS, got, reference):
         assert list(g) == names
         for name in names:
-            _assert_close(g, r, name, f"{mode} {a}")
+            _assert_close(g, r, name, f"{mode} {a}", extra)
     # the zero-output cell: everything 0 but the classifier's fisher, jacob_cov undefined
     dead = got[3]
     assert dead["grad_norm"] == 0.0 and dead["synflow"] == 0.0 and math.isnan(dead["jacob_cov"])
@@ -284,7 +288,11 @@ def test_gpu_script_runs_on_cpu(tmp_path) -> None:
     out = tmp_path / "g.json"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable, ZCFAST_BENCH_DEVICE="cpu",
                ZCFAST_SKIP_BUILD="1", ZCFAST_BENCH_ARGS=f"--batch 8 --sets grad --k 2 --n-grad 2 "
-                                                        f"--n-single 1 --n-check 1 --out {out}")
+                                                        f"--n-single 1 --n-check 1 --out {out} "
+                                                        # batch 8: the float32 routes differ by up to
+                                                        # ~4e-3 (docs/proxies.md, Speed), beyond the
+                                                        # default 1e-3 (measured 1.6e-3)
+                                                        "--check-rtol 5e-3")
     env.pop("OUT", None)
     proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_throughput.sh")], capture_output=True, text=True,
                           timeout=600, cwd=ROOT, env=env)

@@ -410,8 +410,8 @@ def clone_module(model: nn.Module, tensor_fn: Callable[[torch.Tensor, bool], tor
             return memo[id(m)]  # type: ignore[return-value]
         new = m.__class__.__new__(m.__class__)
         d = new.__dict__
-        for k, v in m.__dict__.items():  # hook dicts etc.: new containers, same entries
-            d[k] = v.copy() if isinstance(v, (dict, set)) else v
+        for k, v in m.__dict__.items():  # hook dicts, plain lists etc.: new containers, same entries
+            d[k] = v.copy() if isinstance(v, (dict, set, list)) else v
         memo[id(m)] = new
         d["_parameters"] = {k: tensor(v, True) for k, v in m._parameters.items()}
         d["_buffers"] = {k: tensor(v, False) for k, v in m._buffers.items()}
