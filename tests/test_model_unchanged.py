@@ -167,6 +167,29 @@ def test_a_proxy_writing_ctx_tensors_cannot_reach_the_caller(needs, batch) -> No
         zcfast.unregister_proxy(name)
 
 
+class AppendsToItsLists(nn.Module):
+    """A forward that records into plain Python containers of the module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(6)
+        self.fc = nn.Linear(48, 5)
+        self.history: list = []
+        self.stats: dict = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.history.append(x.shape)
+        self.stats[len(self.stats)] = x.dtype
+        return self.fc(x.flatten(1))
+
+
+def test_plain_containers_of_the_model_are_not_shared_with_the_copies(batch) -> None:
+    net = AppendsToItsLists()
+    x, y = batch
+    zcfast.score(net, x, y)
+    assert net.history == [] and net.stats == {}
+
+
 def test_snapshot_sees_every_kind_of_change(batch) -> None:
     """ModelSnapshot itself: each kind of change is reported."""
     changes = {

@@ -737,8 +737,12 @@ def synflow_clone(model: nn.Module, keep_bn: KeepBN, layer_types: LayerTypes
         if kind == _NOT_CLONABLE:
             raise _NeedsDeepcopy
         d = m.__dict__.copy()
-        if kind == _CLONABLE_CHECK_ATTRS and _holds_tensor_list(d):
-            raise _NeedsDeepcopy
+        if kind == _CLONABLE_CHECK_ATTRS:
+            if _holds_tensor_list(d):
+                raise _NeedsDeepcopy
+            for k, v in d.items():  # a user forward may append to its own lists: not the caller's
+                if type(v) is list or type(v) is set or (type(v) is dict and not k.startswith("_")):
+                    d[k] = v.copy()
         new = cls.__new__(cls)
         memo[id(m)] = new
         d["training"] = True
