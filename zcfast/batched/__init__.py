@@ -336,11 +336,12 @@ def _score_arch(space, arch, inputs, targets, proxies, seed, num_classes, device
 class _Candidate:
     """One candidate's values and the reasons of its undefined ones, filled by the passes."""
 
-    __slots__ = ("values", "errors")
+    __slots__ = ("values", "errors", "log_values")
 
     def __init__(self) -> None:
         self.values: dict[str, float] = {}
         self.errors: dict[str, str] = {}
+        self.log_values: dict[str, float] = {}
 
     def __getitem__(self, name: str) -> float:
         return self.values[name]
@@ -364,7 +365,7 @@ class _Candidate:
             err = self.errors.get(n)
             if err is None and not math.isfinite(v):
                 err = reductions.not_finite_reason(n, v)
-            log_value = None
+            log_value = self.log_values.get(n)
             if n == "synflow" and err is None:
                 log_value = math.log(v) if v > 0 else float("-inf")
             out[n] = ProxyResult(n, v if err is None or not math.isfinite(v) else float("nan"), None, log_value, err)
@@ -582,5 +583,11 @@ def _synflow_pass(net, x: Tensor, results: list[_Candidate]) -> None:
         if not math.isfinite(out):
             results[k].errors["synflow"] = reductions.synflow_output_reason(out)
             results[k]["synflow"] = float("nan")
+        elif math.isinf(results[k]["synflow"]):  # the float64 sum overflowed: the engine's log value
+            ws, gs, owners = _per_candidate(layers, weights, grads)
+            logs = [reductions.log_abs_prod_sum(w, g) for w, g, o in zip(ws, gs, owners) if o == k and g is not None]
+            log_value = reductions.stable_log_total(logs)
+            results[k].log_values["synflow"] = log_value
+            results[k].errors["synflow"] = reductions.synflow_overflow_reason(log_value)
     for layer in layers:
         layer.act = None

@@ -10,7 +10,8 @@ import math
 import torch
 
 from zcfast.proxies.reductions import (fisher_layer, jacob_cov_score, log_abs_prod_sum,
-                                       stable_log_total, synflow_output_reason, weight_saliency)
+                                       stable_log_total, synflow_output_reason, synflow_overflow_reason,
+                                       weight_saliency)
 from zcfast.proxies.registry import PassContext, ProxyResult, register_proxy
 
 BUILTIN: tuple[str, ...] = ("grad_norm", "snip", "grasp", "fisher", "jacob_cov", "synflow", "plain")
@@ -94,5 +95,4 @@ def synflow(ctx: PassContext) -> ProxyResult:
     logs = [log_abs_prod_sum(w, g) if g is not None else float("-inf")
             for w, g in zip(ctx.synflow_weights, ctx.synflow_grads)]
     log_value = stable_log_total(logs)
-    return _from_per_layer("synflow", names, per, log_value,
-                           f"synflow overflows float64 (log value {log_value:.6g}); use log_value")
+    return _from_per_layer("synflow", names, per, log_value, synflow_overflow_reason(log_value))

@@ -167,6 +167,11 @@ def synflow_output_reason(out: float) -> str:
             "network is too deep/wide for float64")
 
 
+def synflow_overflow_reason(log_value: float) -> str:
+    """synflow's float64 sum overflowed (value inf); ``log_value`` is still exact."""
+    return f"synflow overflows float64 (log value {log_value:.6g}); use log_value"
+
+
 def integer_input_reason(name: str, dtype: torch.dtype) -> str:
     """Why ``name`` (jacob_cov, synflow) cannot run on integer (e.g. token id) inputs."""
     if name == "synflow":
