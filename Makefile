@@ -1,6 +1,8 @@
 # zcfast: two commands for a fresh machine (Python 3.11 and a C++ compiler needed).
 #   make demo   set everything up, then score real NAS-Bench-201 architectures on shipped CIFAR-10 data
-#   make test   set everything up, then run the test suite
+#   make test   set everything up, then run the test suite (without the `slow` tests; also
+#               runs every command and snippet of README.md and docs/*.md: tests/test_docs.py)
+#   make test-slow   the load- and timing-sensitive tests (pytest -m slow)
 # Set-up is idempotent: a virtual environment in .venv, the pinned requirements, and the
 # C++ extension built in place (incrementally) against the installed torch.
 
@@ -9,7 +11,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup build demo test bench clean
+.PHONY: setup build demo test test-slow bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +36,9 @@ demo: build
 
 test: build
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-slow: build
+	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 bench: build
 	$(BIN)/python bench/bench_ops.py
