@@ -114,6 +114,9 @@ class WorkerSpec:
     threads: int = SCORING_THREADS
 
 
+_HASH_CALLS = 0  # candidates hash_scorer saw in this process (ZCFAST_HASH_SCORER_HOLD_AFTER)
+
+
 def hash_scorer(space: Any, arch: Hashable, inputs: torch.Tensor, targets: torch.Tensor,
                 proxies: Sequence[str], seed: int = 42, num_classes: int = 10,
                 device: str = "cpu") -> dict[str, float]:
@@ -127,8 +130,9 @@ def hash_scorer(space: Any, arch: Hashable, inputs: torch.Tensor, targets: torch
     - ``ZCFAST_HASH_SCORER_SLEEP=<seconds>``: sleep that long per candidate (a slow scorer);
     - ``ZCFAST_HASH_SCORER_KILL=<prefix>``: the scoring *process* SIGKILLs itself on a key with
       that prefix (simulates a worker killed by the OOM killer);
-    - ``ZCFAST_HASH_SCORER_HOLD=<path>``: while that file exists, wait before each candidate (a
-      test holds a scan mid-run, so a kill lands before the end whatever the machine's load).
+    - ``ZCFAST_HASH_SCORER_HOLD=<path>``: while that file exists, wait before each candidate
+      after the first ``ZCFAST_HASH_SCORER_HOLD_AFTER`` (default 0) this process scored (a test
+      holds a scan mid-run, so a kill lands before its end whatever the machine's load).
     """
     import hashlib
     import signal
@@ -140,9 +144,12 @@ def hash_scorer(space: Any, arch: Hashable, inputs: torch.Tensor, targets: torch
     kill = os.environ.get("ZCFAST_HASH_SCORER_KILL")
     if kill and key.startswith(kill):
         os.kill(os.getpid(), signal.SIGKILL)
+    global _HASH_CALLS
+    _HASH_CALLS += 1
     hold = os.environ.get("ZCFAST_HASH_SCORER_HOLD")
-    while hold and os.path.exists(hold):
-        time.sleep(0.01)
+    if hold and _HASH_CALLS > int(os.environ.get("ZCFAST_HASH_SCORER_HOLD_AFTER") or 0):
+        while os.path.exists(hold):
+            time.sleep(0.01)
     sleep = float(os.environ.get("ZCFAST_HASH_SCORER_SLEEP") or 0)
     if sleep > 0:
         time.sleep(sleep)

@@ -307,6 +307,10 @@ def scan(space: Any, proxies: Sequence[str] | str, n: int | None = None, *,
                         num_classes=num_classes, device=str(dev), order=order, sample_seed=sample_seed,
                         scorer=scorer_name, data=None if data is None else "user")
     rid = config.run_id()
+    spec = WorkerSpec(sp, names, inputs, targets, seed=seed, num_classes=num_classes,
+                      device=str(dev), scorer=scorer, batch_scorer=batch_scorer)
+    if backend != "serial":
+        _check_picklable(spec, backend)
     own_store = not isinstance(store, ResultStore)
     store_path = store.path if isinstance(store, ResultStore) else store
     if export is not None:
@@ -333,10 +337,6 @@ def scan(space: Any, proxies: Sequence[str] | str, n: int | None = None, *,
         state = _ScanState(st, rid, sp, target, have)
         retry = retry_errors and not st.readonly and (bool(damaged) or st.count(rid, errors=True) > 0)
         if not st.readonly and (have < target or retry):
-            spec = WorkerSpec(sp, names, inputs, targets, seed=seed, num_classes=num_classes,
-                              device=str(dev), scorer=scorer, batch_scorer=batch_scorer)
-            if backend != "serial":
-                _check_picklable(spec, backend)
             stream = _stream(sp, order, sample_seed, target, size)
             bar = _progress_bar(progress, target, have, sp.name, backend)
 

@@ -313,6 +313,11 @@ def _row_intact(run_id: str, r: Sequence[Any]) -> bool:
         return False
 
 
+def _one_line(parts: Iterable[Any]) -> str:
+    """SQLite's messages (``quick_check`` lists, errors) folded onto one line."""
+    return " ".join(" ".join(str(p) for p in parts).split())
+
+
 def _check_header(path: Path) -> int:
     """The schema version of the zcfast store at ``path``, 0 if the file is empty; raise
     StoreError for anything else."""
@@ -507,7 +512,7 @@ class ResultStore:
             else:
                 conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open store {self.path}: {exc}") from None
+            raise StoreError(f"cannot open store {self.path}: {_one_line([exc])}") from None
         try:
             if version:
                 self._verify_schema(conn, version, quick_check=check)
@@ -525,7 +530,7 @@ class ResultStore:
             conn.close()
             self._release()
             hint = f" (opened read-only: {self._ro_reason})" if self.readonly else ""
-            raise StoreError(f"{self.path} is not a usable zcfast store: {exc}{hint}") from None
+            raise StoreError(f"{self.path} is not a usable zcfast store: {_one_line([exc])}{hint}") from None
         except BaseException:
             conn.close()
             self._release()
@@ -566,7 +571,7 @@ class ResultStore:
         if quick_check:
             result = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
             if result != ["ok"]:
-                raise StoreError(f"{self.path} is a corrupt zcfast store: {'; '.join(result)}")
+                raise StoreError(f"{self.path} is a corrupt zcfast store: {_one_line(result)}")
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         missing = {"meta", "runs", "scores"} - tables
         if missing:
@@ -673,7 +678,7 @@ class ResultStore:
         return f"ResultStore({str(self.path)!r}{', readonly=True' if getattr(self, 'readonly', False) else ''})"
 
     def _wrap(self, exc: sqlite3.DatabaseError) -> StoreError:
-        text = str(exc)
+        text = _one_line([exc])
         if "readonly" in text.replace(" ", "").lower():
             return StoreError(f"{self.path}: cannot write the store ({text}): it is on read-only media "
                               "or lacks permissions; it can still be read with readonly=True")
@@ -734,7 +739,7 @@ class ResultStore:
         except sqlite3.DatabaseError as exc:
             raise self._wrap(exc) from None
         if result != ["ok"]:
-            raise StoreError(f"{self.path} is a corrupt zcfast store: {'; '.join(result)}")
+            raise StoreError(f"{self.path} is a corrupt zcfast store: {_one_line(result)}")
         problems = [f"run {rid}: its config does not match its id" for rid, cfg in raw_runs
                     if not (isinstance(cfg, str) and _text_id(cfg) == rid)]
         problems += [f"run {rid} row {key!r}" for rid, key in self.damaged()]
