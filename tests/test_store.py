@@ -685,3 +685,25 @@ def test_export_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytes
             st.export_parquet(rid, old)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.parquet", "s.sqlite", "s.sqlite.lock"]
     assert _digest(old) == before  # the earlier export is intact
+
+
+def test_shared_writers_coexist_exclusive_refused(tmp_path: Path) -> None:
+    """correlate --shard style writers share the lock; a scan-style exclusive writer may not join."""
+    path = tmp_path / "s.sqlite"
+    a, b = ResultStore(path), ResultStore(path)
+    a.acquire_writer(shared=True)
+    b.acquire_writer(shared=True)
+    rid = a.run_id(CFG)
+    a.put_many(rid, _rows(3))
+    b.put_many(rid, _rows(3, start=3))
+    with ResultStore(path) as c:
+        with pytest.raises(StoreError, match="being written by process"):
+            c.acquire_writer()
+        assert c.count(rid) == 6
+    a.close()
+    b.close()
+    with ResultStore(path) as c:
+        c.acquire_writer()
+        with ResultStore(path) as d:
+            with pytest.raises(StoreError, match="being written by process"):
+                d.acquire_writer(shared=True)

@@ -19,7 +19,8 @@ What the store promises (each promise is tested; see docs/scan.md, "The store's 
   (``fcntl.flock`` on the sidecar ``<store>.lock``, holding the writer's pid and command
   line) until :meth:`ResultStore.close`; a second writer, in this or another process, gets a
   :class:`StoreError` naming the first ("store X is being written by process 1234 (zcfast
-  scan ...)"). Readers never take the lock: export, inspection and ``correlate
+  scan ...)"). Writers whose rows cannot collide (``correlate --shard``) may share the lock
+  instead (``acquire_writer(shared=True)``). Readers never take the lock: export, inspection and ``correlate
   --report-only`` work while a writer runs. The lock dies with its process (SIGKILL too).
 - **Corrupt rows are detected.** SQLite keeps no checksums of the data, so every row carries
   one (``crc``: 64-bit BLAKE2b of run id, key, text, values, error and seconds). It is
@@ -394,8 +395,9 @@ class _WriterLock:
         self.path = real.with_name(real.name + ".lock")
         self.fd: int | None = None
         self.pid = 0
+        self.shared = False
 
-    def acquire(self, store: Path) -> None:
+    def acquire(self, store: Path, shared: bool = False) -> None:
         if self.fd is not None and self.pid == os.getpid():
             return
         try:
@@ -404,7 +406,7 @@ class _WriterLock:
             raise StoreError(f"cannot write store {store}: cannot create its lock file {self.path} "
                              f"({exc.strerror or exc})") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as exc:
             holder = ""
             try:
@@ -418,9 +420,10 @@ class _WriterLock:
             who = f"process {pid} ({cmd.strip()})" if pid.strip().isdigit() else "another process"
             raise StoreError(f"store {store} is being written by {who}; a store has one writer at a "
                              "time: wait for it to finish, or use another --store") from None
-        os.ftruncate(fd, 0)
+        if not shared:
+            os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n{_command_line()}\n".encode(), 0)
-        self.fd, self.pid = fd, os.getpid()
+        self.fd, self.pid, self.shared = fd, os.getpid(), shared
         _HELD_LOCKS[fd] = self.pid
 
     def release(self) -> None:
@@ -428,10 +431,11 @@ class _WriterLock:
         if fd is None or self.pid != os.getpid():  # not ours (inherited across fork): closed already
             return
         _HELD_LOCKS.pop(fd, None)
-        try:
-            os.ftruncate(fd, 0)
-        except OSError:
-            pass
+        if not self.shared:  # a shared holder leaves the others' note in place
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass
         os.close(fd)
 
 
@@ -516,9 +520,7 @@ class ResultStore:
         try:
             if version:
                 self._verify_schema(conn, version, quick_check=check)
-            else:
-                self._lock.acquire(self.path)
-                self.writing = True
+            else:  # creating the tables needs no writer lock: SQLite's EXCLUSIVE transaction serialises it
                 version = self._initialise(conn, check)
                 conn.execute(f"PRAGMA journal_mode={journal.upper()}")
             self.schema_version = version
@@ -618,9 +620,13 @@ class ResultStore:
             raise StoreError(f"store {self.path} is closed")
         return self._conn
 
-    def acquire_writer(self) -> None:
-        """Take the store's writer lock (idempotent; every write method calls it).
+    def acquire_writer(self, *, shared: bool = False) -> None:
+        """Take the store's writer lock (idempotent; every write method calls it, exclusive).
 
+        ``shared=True`` is for cooperating writers whose rows cannot collide or double-count,
+        such as ``correlate --shard I/K`` processes (disjoint architectures, rows keyed by the
+        architecture): any number of shared writers may run together, and an exclusive writer
+        (a scan, whose row count is its target) is refused while one does, and vice versa.
         The first write also migrates a schema-1 store and applies the ``journal`` mode.
 
         Raises:
@@ -635,7 +641,7 @@ class ResultStore:
         if not _writable(self.path):
             raise StoreError(f"store {self.path} is not writable (the file has no write permission): "
                              "it can be read and exported, not written")
-        self._lock.acquire(self.path)
+        self._lock.acquire(self.path, shared=shared)
         try:
             if self.schema_version < SCHEMA_VERSION:
                 self._migrate()
