@@ -229,10 +229,7 @@ CASES: list[Any] = [
      dataset, ValueError, ("{name}", "out of range", "num_classes=3")),
     ("npz-fractional-labels", _npz("frac.npz", x=np.zeros((2, 8, 8, 3), np.uint8), y=np.array([0.5, 1.0])),
      dataset, ValueError, ("{name}", "integers")),
-    pytest.param("npz-object-array-inside", _npz_with_object_array, dataset, ValueError, ("{name}", "pickle"),
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "zcfast/data.py (not this file's owner) lets numpy's 'Object arrays cannot be loaded "
-                     "when allow_pickle=False' through without the file name; remove this mark with that fix"))),
+    ("npz-object-array-inside", _npz_with_object_array, dataset, ValueError, ("{name}", "pickle")),
     # ---- image folders
     ("folder-no-classes", _folder({}), dataset, ValueError, ("images", "one sub-folder per class")),
     ("folder-no-images", _folder({"cat": {"notes.txt": b"hi"}}), dataset, ValueError, ("images", "no images")),

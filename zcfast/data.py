@@ -142,6 +142,11 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
             nc = int(f["num_classes"]) if "num_classes" in keys else None
     except (OSError, EOFError) as exc:  # not an npz / corrupt zip
         raise ValueError(f"{path}: not a readable .npz file ({exc})") from exc
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):  # an object array: loading it would unpickle
+            raise ValueError(f"{path}: the .npz holds an object array, which only a pickle load could "
+                             "read; zcfast never unpickles data files: store plain uint8/int arrays") from None
+        raise
     x, y = _check_arrays(x, y, str(path))
     if nc is None:
         nc = int(y.max()) + 1
