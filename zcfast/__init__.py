@@ -23,11 +23,13 @@ _LAZY = {
     "score_arch": ("zcfast.proxies", "score_arch"),
     "available_proxies": ("zcfast.proxies", "available_proxies"),
     "register_proxy": ("zcfast.proxies", "register_proxy"),
+    "unregister_proxy": ("zcfast.proxies", "unregister_proxy"),
     "ProxyResult": ("zcfast.proxies", "ProxyResult"),
     "scan": ("zcfast.scan", "scan"),
     "has_cuda": ("zcfast.ops", "has_cuda"),
 }
-_SUBMODULES = {"ops", "reference", "spaces", "proxies", "store", "data", "correlate", "search", "batched"}
+_SUBMODULES = {"ops", "reference", "spaces", "proxies", "store", "data", "correlate", "search", "batched",
+               "options"}
 
 
 def __getattr__(name: str) -> Any:
