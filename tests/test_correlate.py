@@ -356,6 +356,24 @@ def test_shards_split_the_sample_and_share_the_store(tmp_path, fake_proxies):
         corr.correlate("nb201", "cifar10", "snip", 20, 4, store=store, shard=(2, 2), progress=False)
 
 
+def test_shards_write_one_store_together_but_an_exclusive_writer_is_refused(tmp_path, fake_proxies):
+    # another shard process holds the store as a shared writer while this one runs
+    from zcfast.store import ResultStore, StoreError
+
+    store = tmp_path / "s.sqlite"
+    other = ResultStore(store)
+    other.acquire_writer(shared=True)
+    try:
+        r = corr.correlate("nb201", "cifar10", "snip", 20, 4, store=store, score_fn=FakeScorer(),
+                           time_sample=0, progress=False, shard=(0, 2))
+        assert len(r.archs) == 10
+        with pytest.raises(StoreError, match="being written"):   # a plain (exclusive) writer
+            corr.correlate("nb201", "cifar10", "snip", 20, 4, store=store, score_fn=FakeScorer(),
+                           time_sample=0, progress=False)
+    finally:
+        other.close()
+
+
 def test_subsample_spread():
     rng = np.random.default_rng(0)
     acc = rng.normal(size=3000)

@@ -140,10 +140,10 @@ def test_failures_recorded_and_scan_goes_on(tmp_path: Path) -> None:
         elif c == "1":
             assert error == "ValueError: bad arch second line" and values == {}
         elif c == "2":
-            assert error == "non-finite value: snip=nan" and math.isnan(values["snip"])
+            assert error == "non-finite value: snip=nan (no reason given by the scorer)" and math.isnan(values["snip"])
             assert values["synflow"] == _expected_value(key, "synflow")
         elif c == "3":
-            assert error == "non-finite value: synflow=inf" and values["synflow"] == math.inf
+            assert error == "non-finite value: synflow=inf (no reason given by the scorer)" and values["synflow"] == math.inf
         elif c == "4":
             assert error == "bad scorer output: missing snip"
         else:

@@ -384,6 +384,8 @@ def correlate(
     seconds: dict[str, float] = {}
     with ResultStore(store_path, create=compute) as st:
         if compute:
+            if shard is not None:  # k shard processes write disjoint rows of one store together
+                st.acquire_writer(shared=True)
             run_ids = {p: st.run_id(run_configs[p]) for p in names}
         else:  # read only: never register runs in a store another process may be writing
             known = st.runs()

@@ -49,7 +49,7 @@ from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequenc
 
 import torch
 
-from zcfast.options import SCORING_THREADS, scoring_threads
+from zcfast.options import SCORING_THREADS, proxy_outcome, scoring_threads
 from zcfast.store import ScoreRow
 
 __all__ = [
@@ -178,12 +178,12 @@ def _one_line(text: Any, limit: int = 300) -> str:
     return " ".join(str(text).split())[:limit]
 
 
-def _check_values(values: Any, proxies: Sequence[str],
-                  reasons: Mapping[str, str | None] | None = None) -> tuple[dict[str, float], str | None]:
+def _check_values(values: Any, proxies: Sequence[str]) -> tuple[dict[str, float], str | None]:
     """Validate a scorer's output: a number (or a ``ProxyResult``) for every proxy.
 
-    A non-finite value is kept, and the row's error names it with its reason (the
-    ``ProxyResult.error``, or ``reasons[p]``): ``"non-finite value: jacob_cov=nan (<why>)"``.
+    A non-finite value is kept, and the row's error names it with its reason
+    (:func:`zcfast.options.proxy_outcome`: the ``ProxyResult.error``, which zcfast's own
+    scorers always fill with ``detailed=True``): ``"non-finite value: jacob_cov=nan (<why>)"``.
     Missing or non-numeric values give ``"bad scorer output: ..."``.
     """
     if not isinstance(values, Mapping):
@@ -195,19 +195,15 @@ def _check_values(values: Any, proxies: Sequence[str],
         if p not in values:
             bad.append(f"missing {p}")
             continue
-        raw = values[p]
-        reason = getattr(raw, "error", None) or (reasons or {}).get(p)
-        raw = getattr(raw, "value", raw)
-        try:
-            if isinstance(raw, bool):
-                raise TypeError
-            v = float(raw)
-        except (TypeError, ValueError):
+        raw = getattr(values[p], "value", values[p])
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) and not hasattr(raw, "__float__"):
             bad.append(f"{p} is not a number ({_one_line(repr(raw), 80)})")
             continue
+        v, reason = proxy_outcome(p, values[p])
         clean[p] = v
-        if not math.isfinite(v):
-            nonfinite.append(f"{p}={v}" + (f" ({_one_line(reason)})" if reason else ""))
+        if reason is not None:  # the scorer's own reason, else say that it gave none
+            own = getattr(values[p], "error", None)
+            nonfinite.append(f"{p}={v} ({_one_line(own or 'no reason given by the scorer')})")
     if not nonfinite and not bad:
         return clean, None
     if not bad:
@@ -215,42 +211,18 @@ def _check_values(values: Any, proxies: Sequence[str],
     return clean, f"bad scorer output: {', '.join(bad + nonfinite)}"
 
 
-def _nan_reasons(spec: WorkerSpec, arch: Hashable, values: Any, ours: bool = True) -> dict[str, str | None]:
-    """Why zcfast's scorer gave a non-finite value: ``score_arch(..., detailed=True)`` for the
-    proxies that came out non-finite (same seeds, same network), ``{}`` when all are finite,
-    the scorer is the user's, or asking fails."""
-    if not ours or spec.scorer is not None or not isinstance(values, Mapping):
-        return {}
-    todo = []
-    for p in spec.proxies:
-        v = getattr(values.get(p), "value", values.get(p))
-        try:
-            if v is not None and not math.isfinite(float(v)) and not getattr(values.get(p), "error", None):
-                todo.append(p)
-        except (TypeError, ValueError):
-            pass
-    if not todo:
-        return {}
-    from zcfast.proxies import score_arch
-
-    try:
-        res = score_arch(spec.space, arch, spec.inputs, spec.targets, todo, seed=spec.seed,
-                         num_classes=spec.num_classes, device=spec.device, detailed=True)
-    except Exception as exc:  # the reason stays unknown; the value is stored all the same
-        return {p: f"reason unavailable: {_describe(exc)[:200]}" for p in todo}
-    return {p: getattr(res.get(p), "error", None) for p in todo}
-
-
 def _score_one(spec: WorkerSpec, task: Task) -> ScoreRow:
     key, text, arch = task
     scorer = spec.scorer
+    extra: dict[str, Any] = {}
     if scorer is None:
         from zcfast.proxies import score_arch as scorer  # noqa: N813
+        extra["detailed"] = True   # ProxyResults: every non-finite value with its reason
     t0 = time.perf_counter()
     try:
         raw = scorer(spec.space, arch, spec.inputs, spec.targets, list(spec.proxies),
-                     seed=spec.seed, num_classes=spec.num_classes, device=spec.device)
-        values, error = _check_values(raw, spec.proxies, _nan_reasons(spec, arch, raw))
+                     seed=spec.seed, num_classes=spec.num_classes, device=spec.device, **extra)
+        values, error = _check_values(raw, spec.proxies)
     except Exception as exc:  # recorded, the scan goes on
         values = {}
         error = ("out of memory: " if _is_oom(exc) else "") + _describe(exc)
@@ -300,9 +272,8 @@ def score_chunk(spec: WorkerSpec, chunk: Sequence[Task]) -> list[ScoreRow]:
             if results is not None and len(results) == len(chunk):
                 dt = (time.perf_counter() - t0) / len(chunk)
                 rows = []
-                ours = str(getattr(spec.batch_scorer, "__module__", "")).startswith("zcfast.")
                 for (key, text, arch), raw in zip(chunk, results):
-                    values, error = _check_values(raw, spec.proxies, _nan_reasons(spec, arch, raw, ours))
+                    values, error = _check_values(raw, spec.proxies)
                     rows.append(ScoreRow(key, text, values, error, dt))
                 return rows
         return [_score_one(spec, task) for task in chunk]
