@@ -27,6 +27,7 @@ import torch
 from zcfast.parallel import hash_scorer
 from zcfast.scan import scan
 from zcfast.store import APPLICATION_ID, SCHEMA_VERSION, ResultStore, ScoreRow, StoreError, config_id
+from zcfast.testing import committed_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = {"space": "nb201", "seed": 42, "proxies": ["snip", "synflow"]}
@@ -556,15 +557,6 @@ def test_cli_scan_bad_argument_one_line_exit_2(tmp_path: Path, argv: list[str], 
 
 
 # ------------------------------------------------------------------ signals and concurrency
-def _count(store: Path) -> int:
-    try:
-        conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5)
-        try:
-            return conn.execute("SELECT count(*) FROM scores").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.OperationalError:
-        return 0
 
 
 def _cmd(store: Path, n: int) -> list[str]:
@@ -581,7 +573,7 @@ def test_signal_and_concurrency(tmp_path: Path, case: str) -> None:
                                                       ZCFAST_HASH_SCORER_HOLD_AFTER="5"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        while _count(store) < 4:
+        while committed_rows(store) < 4:
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.02)
         if case == "second-writer-refused-while-first-runs":
@@ -591,9 +583,9 @@ def test_signal_and_concurrency(tmp_path: Path, case: str) -> None:
             hold.unlink()
             out, err = proc.communicate(timeout=300)
             assert proc.returncode == 0, err
-            assert _count(store) == 40
+            assert committed_rows(store) == 40
             return
-        stored = _count(store)
+        stored = committed_rows(store)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 130 and "Traceback" not in err
@@ -609,4 +601,4 @@ def test_signal_and_concurrency(tmp_path: Path, case: str) -> None:
     hold.unlink()
     done = subprocess.run(_cmd(store, 40), env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "40 candidates" in done.stdout
-    assert _count(store) == 40
+    assert committed_rows(store) == 40

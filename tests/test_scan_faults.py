@@ -23,6 +23,7 @@ import pytest
 from zcfast.parallel import hash_scorer
 from zcfast.scan import scan
 from zcfast.store import ResultStore
+from zcfast.testing import committed_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 300
@@ -45,10 +46,6 @@ def _env(hold: Path | None = None, backstop: int = 0) -> dict[str, str]:
     return env
 
 
-def _count(store: Path) -> int:
-    """Rows in the store, read through a read-only connection (0 before the tables exist)."""
-    if not store.exists() or store.stat().st_size == 0:
-        return 0
     try:
         conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5)
         try:
@@ -83,7 +80,7 @@ def _kill_and_resume(tmp_path: Path, backend: str, kills: int, seed: int) -> tup
     hold = tmp_path / "hold"
     seen: list[tuple[int, int]] = []   # (rows before the run, rows after its kill)
     for _ in range(kills):
-        before = _count(store)
+        before = committed_rows(store)
         workers = 1 if backend == "serial" else 2
         assert N - before > 30 * workers
         # kill a random delay after the scan has written a random number of further rows (at most
@@ -95,7 +92,7 @@ def _kill_and_resume(tmp_path: Path, backend: str, kills: int, seed: int) -> tup
         proc = subprocess.Popen(_cmd(store, backend), env=_env(hold, backstop), cwd=tmp_path,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 start_new_session=True)
-        while _count(store) < threshold:
+        while committed_rows(store) < threshold:
             if proc.poll() is not None:
                 pytest.fail(f"the scan ended (status {proc.returncode}) before {threshold} rows: "
                             f"{proc.stderr.read().decode()[-2000:]}")
@@ -118,7 +115,7 @@ def _kill_and_resume(tmp_path: Path, backend: str, kills: int, seed: int) -> tup
         for p in alive:
             p.kill()
         assert not alive, f"{len(alive)} worker processes outlived their killed parent"
-        seen.append((before, _count(store)))
+        seen.append((before, committed_rows(store)))
         _rows(store)  # integrity + no duplicates after every crash
     done = subprocess.run(_cmd(store, backend), env=_env(), cwd=tmp_path, capture_output=True,
                           text=True, timeout=300)

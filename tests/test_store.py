@@ -17,6 +17,7 @@ import pytest
 
 from zcfast.store import (APPLICATION_ID, SCHEMA_VERSION, ResultStore, ScoreRow, StoreError,
                           config_id)
+from zcfast.testing import committed_rows
 
 CFG = {"space": "nb201", "dataset": "cifar10", "batch_size": 64, "seed": 42,
        "proxies": ["synflow", "jacob_cov"]}
@@ -271,18 +272,6 @@ _WRITER = textwrap.dedent("""
 """)
 
 
-def _committed(path: Path) -> int:
-    """Rows committed in the store, read through a read-only connection (0 before any)."""
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            return conn.execute("SELECT count(*) FROM scores").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.OperationalError:
-        return 0
-
-
 @pytest.mark.parametrize("journal", ["wal", "delete"])
 def test_sigkill_mid_write_loses_at_most_the_batch_in_flight(tmp_path: Path, journal: str) -> None:
     path = tmp_path / "s.sqlite"
@@ -294,8 +283,8 @@ def test_sigkill_mid_write_loses_at_most_the_batch_in_flight(tmp_path: Path, jou
         proc = subprocess.Popen([sys.executable, str(script), str(path)], env=env,
                                 stdout=subprocess.PIPE, text=True)
         rid = proc.stdout.readline().strip()
-        before = _committed(path)
-        while _committed(path) <= before:  # a new batch is committed: the writer is in its loop
+        before = committed_rows(path)
+        while committed_rows(path) <= before:  # a new batch is committed: the writer is in its loop
             assert proc.poll() is None, "the writer died"
             time.sleep(0.005)
         time.sleep(delay)  # then anywhere in its write cycle (no timing is asserted)

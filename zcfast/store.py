@@ -50,6 +50,7 @@ across ``fork`` or threads; open a new one instead (a forked child never holds t
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -587,12 +588,28 @@ class ResultStore:
             raise StoreError(f"{self.path} is a corrupt zcfast store: table scores lacks columns "
                              f"{sorted(want - columns)}")
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``): committed when the body returns, rolled
+        back on any exception (a killed process leaves none of it); SQLite errors become a
+        :class:`StoreError`."""
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise self._wrap(exc) from None
+
     def _migrate(self) -> None:
         """Schema 1 -> 2: add the row checksums (computed from the rows as they are: they passed
         ``quick_check``). One transaction, under the writer lock."""
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as conn:
             if "crc" not in {r[1] for r in conn.execute("PRAGMA table_info(scores)")}:
                 conn.execute("ALTER TABLE scores ADD COLUMN crc INTEGER")
             last: tuple[str, str] = ("", "")
@@ -607,11 +624,6 @@ class ResultStore:
                 last = (batch[-1][0], batch[-1][1])
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         self.schema_version = SCHEMA_VERSION
 
     @property
@@ -851,33 +863,23 @@ class ResultStore:
         if not params:
             return 0
         self.acquire_writer()
-        conn = self.conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._require_run(run_id)
-                if not rescore:
-                    keys = list({p[1] for p in params})
-                    for i in range(0, len(keys), 500):
-                        part = keys[i:i + 500]
-                        for r in conn.execute(f"SELECT {self._select()} FROM scores WHERE run_id=? AND "
-                                              f"arch_key IN ({','.join('?' * len(part))})", (run_id, *part)):
-                            if not _row_intact(run_id, r):
-                                raise StoreError(
-                                    f"{self.path}: row {r[0]!r} of run {run_id} is damaged; put_many does "
-                                    "not write over it unless rescore=True (scan --retry-errors)")
-                conn.executemany(
-                    "INSERT INTO scores(run_id, arch_key, arch_str, vals, error, seconds, crc) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(run_id, arch_key) DO UPDATE SET "
-                    "arch_str=excluded.arch_str, vals=excluded.vals, error=excluded.error, "
-                    "seconds=excluded.seconds, crc=excluded.crc", params)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.DatabaseError as exc:
-            raise self._wrap(exc) from None
+        with self._transaction() as conn:
+            self._require_run(run_id)
+            if not rescore:
+                keys = list({p[1] for p in params})
+                for i in range(0, len(keys), 500):
+                    part = keys[i:i + 500]
+                    for r in conn.execute(f"SELECT {self._select()} FROM scores WHERE run_id=? AND "
+                                          f"arch_key IN ({','.join('?' * len(part))})", (run_id, *part)):
+                        if not _row_intact(run_id, r):
+                            raise StoreError(
+                                f"{self.path}: row {r[0]!r} of run {run_id} is damaged; put_many does "
+                                "not write over it unless rescore=True (scan --retry-errors)")
+            conn.executemany(
+                "INSERT INTO scores(run_id, arch_key, arch_str, vals, error, seconds, crc) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(run_id, arch_key) DO UPDATE SET "
+                "arch_str=excluded.arch_str, vals=excluded.vals, error=excluded.error, "
+                "seconds=excluded.seconds, crc=excluded.crc", params)
         return len(params)
 
     def done_keys(self, run_id: str) -> set[str]:
@@ -952,40 +954,20 @@ class ResultStore:
         returns the number removed."""
         keys = list(keys)
         self.acquire_writer()
-        conn = self.conn
         n = 0
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for i in range(0, len(keys), 500):
-                    part = keys[i:i + 500]
-                    n += conn.execute(f"DELETE FROM scores WHERE run_id=? AND arch_key IN "
-                                      f"({','.join('?' * len(part))})", (run_id, *part)).rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.DatabaseError as exc:
-            raise self._wrap(exc) from None
+        with self._transaction() as conn:
+            for i in range(0, len(keys), 500):
+                part = keys[i:i + 500]
+                n += conn.execute(f"DELETE FROM scores WHERE run_id=? AND arch_key IN "
+                                  f"({','.join('?' * len(part))})", (run_id, *part)).rowcount
         return n
 
     def delete_run(self, run_id: str) -> int:
         """Remove a run and its rows (one transaction); returns the number of rows removed."""
         self.acquire_writer()
-        conn = self.conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                n = conn.execute("DELETE FROM scores WHERE run_id=?", (run_id,)).rowcount
-                conn.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.DatabaseError as exc:
-            raise self._wrap(exc) from None
+        with self._transaction() as conn:
+            n = conn.execute("DELETE FROM scores WHERE run_id=?", (run_id,)).rowcount
+            conn.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
         return n
 
     def export_parquet(self, run_id: str, path: str | os.PathLike[str], row_group_size: int = 65536,

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import torch
@@ -78,6 +79,24 @@ def tiny_convnet(seed: int = 0, channels: int = 8, num_classes: int = 10) -> nn.
         nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes),
     )
+
+
+def committed_rows(store: str | os.PathLike[str]) -> int:
+    """Rows committed in a result store's ``scores`` table, read through a read-only SQLite
+    connection that never blocks or changes the writer (0 before the file or its tables exist)."""
+    import sqlite3
+
+    path = os.fspath(store)
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            return conn.execute("SELECT count(*) FROM scores").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return 0
 
 
 def live_tensor_count() -> int:
