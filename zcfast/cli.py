@@ -33,8 +33,15 @@ def _load(name: str):
     return importlib.import_module(f"zcfast.commands.{name}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line error of every other zcfast user error (no usage block)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zcfast", description="Zero-cost proxies for NAS.")
+    parser = _Parser(prog="zcfast", description="Zero-cost proxies for NAS.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -60,7 +67,7 @@ def one_line(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)  # argparse errors: usage + one error line, exit 2
+        args = parser.parse_args(argv)  # argparse errors: one error line, exit 2
     except SystemExit as exc:  # --help (0) or a usage error (2): a status, also when called in-process
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else USAGE_ERROR)
     if not getattr(args, "_run", None):
