@@ -141,3 +141,74 @@ def test_batch_fingerprint_distinguishes_batches():
     assert data.batch_fingerprint(x, y) == data.batch_fingerprint(x.clone(), y.clone())
     assert data.batch_fingerprint(x, y) != data.batch_fingerprint(x, (y + 1) % 10)
     assert data.batch_fingerprint(x, y) != data.batch_fingerprint(*data.paper_batch("cifar10", 8, 43))
+
+
+def test_paper_batches_are_reproducible_distinct_and_start_with_the_paper_batch():
+    batches = data.paper_batches("cifar10", 64, 42, 2)
+    assert len(batches) == 2 and all(x.shape == (64, 3, 32, 32) and y.shape == (64,) for x, y in batches)
+    again = data.paper_batches("cifar10", 64, 42, 2)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(batches, again))
+    # batch 0 is the paper's batch, augmentation included
+    x0, y0 = data.paper_batch("cifar10", 64, 42)
+    assert torch.equal(batches[0][0], x0) and torch.equal(batches[0][1], y0)
+    # the images are disjoint slices of one seeded permutation (checked unaugmented)
+    imgs, labels, _ = data.load_dataset("cifar10")
+    plain = data.paper_batches("cifar10", 64, 42, 3, augment=False)
+    perm = torch.randperm(200, generator=torch.Generator().manual_seed(42)).numpy()
+    mean = torch.tensor(data.MEAN["cifar10"]).view(1, 3, 1, 1)
+    std = torch.tensor(data.STD["cifar10"]).view(1, 3, 1, 1)
+    for i, (x, y) in enumerate(plain):
+        idx = perm[i * 64:(i + 1) * 64]
+        ref = (torch.from_numpy(imgs[idx]).permute(0, 3, 1, 2).float() / 255 - mean) / std
+        torch.testing.assert_close(x, ref)
+        assert y.tolist() == labels[idx].tolist()
+    assert len(set(perm[:192].tolist())) == 192
+    assert not torch.equal(batches[0][0], batches[1][0])
+    assert not torch.equal(data.paper_batches("cifar10", 64, 43, 2)[1][0], batches[1][0])
+    one = data.paper_batches("cifar10", 8, 7, 1)
+    assert len(one) == 1 and torch.equal(one[0][0], data.paper_batch("cifar10", 8, 7)[0])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"n_batches": 4}, r"4 x 64 = 256 distinct images, but 'cifar10' holds 200"),
+    ({"n_batches": 0}, "n_batches must be a positive integer"),
+    ({"n_batches": True}, "n_batches must be a positive integer"),
+    ({"batch_size": 0}, "batch_size must be a positive integer"),
+    ({"dataset": "mnist"}, "unknown dataset"),
+])
+def test_paper_batches_bad_input(kwargs, match):
+    args = {"dataset": "cifar10", "batch_size": 64, "seed": 42, "n_batches": 2, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        data.paper_batches(**args)
+
+
+def test_split_batch_equal_parts_and_remainder_rule():
+    x, y = data.paper_batch("cifar10", 64, 42)
+    halves = data.split_batch(x, y, 2)
+    assert [h[0].shape[0] for h in halves] == [32, 32]
+    assert torch.equal(torch.cat([h[0] for h in halves]), x) and torch.equal(torch.cat([h[1] for h in halves]), y)
+    assert halves[1][0].data_ptr() == x[32:].data_ptr()  # views, no copy
+    assert len(data.split_batch(x, y, 1)) == 1 and torch.equal(data.split_batch(x, y, 1)[0][0], x)
+    with pytest.raises(ValueError, match=r"64 samples does not split into 3 equal parts \(64 % 3 = 1\)"):
+        data.split_batch(x, y, 3)
+    thirds = data.split_batch(x, y, 3, drop_remainder=True)  # the last 64 % 3 = 1 sample left out
+    assert [t[0].shape[0] for t in thirds] == [21, 21, 21]
+    assert torch.equal(torch.cat([t[0] for t in thirds]), x[:63])
+    for parts, match in ((0, r"parts must be an integer in \[1, 64\]"), (65, r"in \[1, 64\]"),
+                         (2.0, "parts must be an integer")):
+        with pytest.raises(ValueError, match=match):
+            data.split_batch(x, y, parts)
+    with pytest.raises(ValueError, match="x holds 64 samples but y holds 63"):
+        data.split_batch(x, y[:63], 2)
+
+
+def test_batches_fingerprint_single_equals_batch_fingerprint_and_keys_lists():
+    b = data.paper_batches("cifar10", 8, 42, 2)
+    assert data.batches_fingerprint(b[:1]) == data.batch_fingerprint(*b[0])
+    two = data.batches_fingerprint(b)
+    assert two == data.batches_fingerprint([(x.clone(), y.clone()) for x, y in b])
+    assert two != data.batches_fingerprint(b[::-1]) and two != data.batch_fingerprint(*b[0])
+    assert len(two) == 16
+    for bad, match in (([], "non-empty list"), ("xy", "non-empty list"), ([b[0], (b[0][0],)], r"batches\[1\]")):
+        with pytest.raises(ValueError, match=match):
+            data.batches_fingerprint(bad)

@@ -12,6 +12,11 @@ Shipped (``zcfast/assets/cifar``, see its README for provenance and licence):
   user dataset;
 - ImageNet16-120: no images; pass a user dataset (16x16 images, labels 0..119).
 
+Proxies that need several mini-batches (ZiCo) get :func:`paper_batches` (n disjoint batches of
+one seeded permutation; the first is :func:`paper_batch`), or split the one batch they are given
+with :func:`split_batch` (equal consecutive parts). :func:`batches_fingerprint` keys a list of
+batches in a store run, equal to :func:`batch_fingerprint` for one batch.
+
 A user dataset is an ``.npz`` file holding ``x`` (or ``images``) uint8 ``[N, H, W, 3]`` and
 ``y`` (or ``labels``) integer ``[N]`` (optionally ``num_classes``), or a folder with one
 sub-folder of images per class (sorted sub-folder names give labels 0, 1, ...).
@@ -40,7 +45,10 @@ __all__ = [
     "load_dataset",
     "make_batch",
     "paper_batch",
+    "paper_batches",
+    "split_batch",
     "batch_fingerprint",
+    "batches_fingerprint",
 ]
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "cifar"
@@ -248,6 +256,18 @@ def make_batch(
         raise ValueError(f"batch_size {batch_size} is larger than the dataset ({n} images)")
     g = torch.Generator().manual_seed(int(seed))
     idx = torch.randperm(n, generator=g)[:batch_size]
+    return _augment_normalise(images, labels, idx, g, mean, std, augment)
+
+
+def _augment_normalise(images: np.ndarray, labels: np.ndarray, idx: torch.Tensor, g: torch.Generator,
+                       mean: Sequence[float], std: Sequence[float],
+                       augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``idx`` (int64 ``[B]``) of uint8 ``images [N, H, W, 3]``, augmented from ``g`` (per
+    image a RandomCrop(H, padding=H//8) with zero fill, then a flip with probability 1/2: tops
+    ``[B]``, lefts ``[B]``, flips ``[B]`` drawn in that order) and normalised.
+
+    Returns ``x`` float32 ``[B, 3, H, W]`` = ``(x/255 - mean) / std`` and ``y`` int64 ``[B]``.
+    """
     x = torch.from_numpy(images[idx.numpy()]).permute(0, 3, 1, 2).contiguous()  # uint8 [B,3,H,W]
     y = torch.from_numpy(labels[idx.numpy()]).long()
     if augment:
@@ -269,8 +289,10 @@ def make_batch(
     return (xf - m) / s, y
 
 
-def _paper_images(ds: str, batch_size: int, data: str | os.PathLike | None) -> tuple[np.ndarray, np.ndarray]:
-    """The images and labels the paper's batch of dataset ``ds`` is drawn from, validated."""
+def _paper_images(ds: str, batch_size: int, data: str | os.PathLike | None,
+                  n_batches: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The images and labels the paper's batch(es) of dataset ``ds`` are drawn from, validated
+    (``n_batches`` disjoint batches of ``batch_size`` must fit)."""
     if data is None:
         data = _DEFAULT_DATA[ds]
         if data is None:
@@ -286,6 +308,10 @@ def _paper_images(ds: str, batch_size: int, data: str | os.PathLike | None) -> t
             if data == "cifar100" else ""
         )
         raise ValueError(f"batch_size {batch_size} is larger than the {images.shape[0]} images of {str(data)!r}{hint}")
+    if n_batches * batch_size > images.shape[0]:
+        raise ValueError(f"n_batches x batch_size = {n_batches} x {batch_size} = {n_batches * batch_size} distinct "
+                         f"images, but {str(data)!r} holds {images.shape[0]}: use fewer or smaller batches, "
+                         "or pass a larger dataset")
     if labels.max() >= NUM_CLASSES[ds]:
         raise ValueError(
             f"label {int(labels.max())} in {str(data)!r} is out of range for {ds} "
@@ -325,6 +351,82 @@ def paper_batch(
     return make_batch(images, labels, batch_size, seed, MEAN[ds], STD[ds], augment=augment)
 
 
+def paper_batches(
+    dataset: str = "cifar10",
+    batch_size: int = 64,
+    seed: int = 42,
+    n_batches: int = 2,
+    *,
+    data: str | os.PathLike | None = None,
+    augment: bool = True,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``n_batches`` reproducible mini-batches of distinct images, for multi-batch proxies.
+
+    The draw is one epoch of a shuffled loader, reproducibly: ``torch.Generator().manual_seed(seed)``
+    permutes the N images once and batch ``i`` takes positions ``[i*B, (i+1)*B)`` of that
+    permutation, so no image appears twice (in one batch or across batches). After each batch's
+    draw its augmentation is drawn from the same generator, as :func:`make_batch` does. Hence
+    **batch 0 equals** ``paper_batch(dataset, batch_size, seed, ...)`` exactly: a single-batch
+    proxy scored on the first batch sees the paper's batch. The official ZiCo NB201 port takes
+    2 batches of 64 (``n_batches=2, batch_size=64``, which the 200 shipped CIFAR-10 images hold).
+
+    Args:
+        dataset, batch_size, seed, data, augment: as :func:`paper_batch`.
+        n_batches: number of batches, >= 1.
+
+    Returns:
+        ``[(x float32 [B, 3, H, W], y int64 [B]), ...]`` of length ``n_batches``.
+
+    Raises:
+        ValueError: as :func:`paper_batch`, a bad ``n_batches``, or
+            ``n_batches * batch_size`` larger than the dataset (the message names the sizes).
+    """
+    ds = canonical_dataset(dataset)
+    if isinstance(n_batches, bool) or not isinstance(n_batches, int) or n_batches < 1:
+        raise ValueError(f"n_batches must be a positive integer, got {n_batches!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    images, labels = _paper_images(ds, batch_size, data, n_batches)
+    g = torch.Generator().manual_seed(int(seed))
+    perm = torch.randperm(images.shape[0], generator=g)
+    return [_augment_normalise(images, labels, perm[i * batch_size:(i + 1) * batch_size], g,
+                               MEAN[ds], STD[ds], augment)
+            for i in range(n_batches)]
+
+
+def split_batch(x: torch.Tensor, y: torch.Tensor, parts: int, *,
+                drop_remainder: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Split one batch into ``parts`` equal, consecutive mini-batches (views, no copy).
+
+    The rule a multi-batch proxy applies when it is given a single batch (ZiCo: two halves):
+    part ``i`` is samples ``[i*B//parts, (i+1)*B//parts)`` in their order. When ``B`` is not a
+    multiple of ``parts`` the split is refused (ValueError naming ``B`` and ``parts``), unless
+    ``drop_remainder=True``: then the last ``B % parts`` samples are left out of every part.
+
+    Args:
+        x: inputs ``[B, ...]``.
+        y: targets ``[B, ...]`` (same ``B``).
+        parts: number of mini-batches, ``1 <= parts <= B``.
+        drop_remainder: leave out the last ``B % parts`` samples instead of refusing.
+
+    Returns:
+        ``[(x_i [B // parts, ...], y_i [B // parts, ...]), ...]`` of length ``parts``.
+    """
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or x.dim() < 1 or y.dim() < 1:
+        raise ValueError("split_batch: x and y must be tensors with a batch dimension [B, ...]")
+    b = int(x.shape[0])
+    if int(y.shape[0]) != b:
+        raise ValueError(f"split_batch: x holds {b} samples but y holds {int(y.shape[0])}; they must match")
+    if isinstance(parts, bool) or not isinstance(parts, int) or not 1 <= parts <= b:
+        raise ValueError(f"parts must be an integer in [1, {b}] (the batch size), got {parts!r}")
+    if b % parts and not drop_remainder:
+        raise ValueError(f"a batch of {b} samples does not split into {parts} equal parts ({b} % {parts} = "
+                         f"{b % parts}); use a batch size divisible by {parts}, pass several batches, "
+                         "or drop_remainder=True")
+    step = b // parts
+    return [(x[i * step:(i + 1) * step], y[i * step:(i + 1) * step]) for i in range(parts)]
+
+
 #: How :meth:`PaperBatches.for_arch` draws a batch, as recorded in a store run's batch key
 #: (``store.BatchKey.per_arch``; this exact text keeps earlier stores' run ids).
 PER_ARCH_SCHEME: str = "make_batch(seed=sha256(f'{seed}:batch:{space.key(arch)}'))"
@@ -336,7 +438,7 @@ def arch_batch_seed(seed: int, key: str) -> int:
     ``int.from_bytes(sha256(f"{seed}:batch:{key}").digest()[:8], "little") & (2**63 - 1)`` (the
     ``batch:`` tag keeps it apart from the architecture's weight seed, design.md §5).
     """
-    from zcfast.proxies.arch import arch_seed
+    from zcfast.seeding import arch_seed
 
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"batch seed must be an int, got {seed!r}")
@@ -389,3 +491,25 @@ def batch_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
     h.update(xc.numpy().tobytes())
     h.update(y.detach().cpu().long().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def batches_fingerprint(batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> str:
+    """A short sha256 of a list of batches, for store keys.
+
+    One batch: exactly :func:`batch_fingerprint` of it (so single-batch run ids are unchanged).
+    Several: sha256 of ``"batches:<n>:"`` and each batch's fingerprint in order (order matters).
+
+    Raises:
+        ValueError: an empty list, or an element that is not an ``(x, y)`` pair of tensors.
+    """
+    if isinstance(batches, (str, bytes)) or not isinstance(batches, Sequence) or len(batches) == 0:
+        raise ValueError("batches must be a non-empty list of (inputs, targets) tensor pairs")
+    prints = []
+    for i, pair in enumerate(batches):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2
+                and all(isinstance(t, torch.Tensor) for t in pair)):
+            raise ValueError(f"batches[{i}] must be an (inputs, targets) pair of tensors")
+        prints.append(batch_fingerprint(pair[0], pair[1]))
+    if len(prints) == 1:
+        return prints[0]
+    return hashlib.sha256(f"batches:{len(prints)}:{','.join(prints)}".encode()).hexdigest()[:16]
