@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import zcfast
-from zcfast.batched import BATCHED_PROXIES, choose_k, fast_init_matches, score_batch, supports
+from zcfast.batched import SUPPORTED_NEEDS, choose_k, fast_init_matches, score_batch, supports, supports_needs
 from zcfast.batched.nb201 import BatchedNB201, extract, fast_weights, weights_equal
 from zcfast.proxies import build_seeded, score_arch
 
@@ -155,28 +155,36 @@ def test_seed_changes_weights(batch, reference) -> None:
 
 
 def test_proxies_outside_the_batched_set_fall_back(batch) -> None:
-    """A proxy without a batched computation (here a registered user proxy) is scored by the
-    general engine for each candidate, next to the batched ones, in the order asked."""
-    name = "test_batched_grad_sq"
+    """Routing by needs: a user proxy whose needs the batched backend supports runs its own
+    function on each candidate's context (the fast route); one with a need it does not support
+    (here ``parameters``) is scored by the module backend per candidate, in the order asked."""
+    fast, slow = "test_batched_grad_sq", "test_batched_param_count"
 
-    @zcfast.register_proxy(name, needs=("grads",))
+    @zcfast.register_proxy(fast, needs=("grads",))
     def grad_sq(ctx):
         return sum(float((g.double() ** 2).sum()) for g in ctx.grads if g is not None)
 
+    @zcfast.register_proxy(slow, needs=("parameters",))
+    def param_count(ctx):
+        return float(sum(p.numel() for p in ctx.data["parameters"].values()))
+
     try:
-        assert name not in BATCHED_PROXIES
+        assert supports_needs(("grads",)) and not supports_needs(("parameters",))
+        assert "grads" in SUPPORTED_NEEDS
         x, y = batch
-        names = ["snip", name]
+        names = ["snip", fast, slow]
         got = score_batch(SPACE, ARCHS[:2], x, y, names, seed=3)
         detailed = score_batch(SPACE, ARCHS[:2], x, y, names, seed=3, detailed=True)
         for a, g, d in zip(ARCHS[:2], got, detailed):
             r = score_arch(SPACE, a, x, y, names, seed=3, fast=False)
             assert list(g) == names and list(d) == names
-            assert g[name] == pytest.approx(r[name], rel=1e-6) and g[name] > 0
+            assert g[fast] == pytest.approx(r[fast], rel=1e-4) and g[fast] > 0
+            assert g[slow] == r[slow] > 0
             assert g["snip"] == pytest.approx(r["snip"], rel=1e-4)
-            assert d[name].ok and d[name].value == g[name]
+            assert d[fast].ok and d[fast].value == g[fast]
     finally:
-        zcfast.unregister_proxy(name)
+        zcfast.unregister_proxy(fast)
+        zcfast.unregister_proxy(slow)
 
 
 def test_detailed_gives_the_engines_reasons(batch) -> None:

@@ -25,11 +25,15 @@ _LAZY = {
     "register_proxy": ("zcfast.proxies", "register_proxy"),
     "unregister_proxy": ("zcfast.proxies", "unregister_proxy"),
     "ProxyResult": ("zcfast.proxies", "ProxyResult"),
+    "register_need": ("zcfast.proxies", "register_need"),
+    "unregister_need": ("zcfast.proxies", "unregister_need"),
+    "Need": ("zcfast.proxies", "Need"),
+    "NeedError": ("zcfast.proxies", "NeedError"),
     "scan": ("zcfast.scan", "scan"),
     "has_cuda": ("zcfast.ops", "has_cuda"),
 }
 _SUBMODULES = {"ops", "reference", "spaces", "proxies", "store", "data", "correlate", "search", "batched",
-               "options"}
+               "options", "scoring", "seeding"}
 
 
 def __getattr__(name: str) -> Any:

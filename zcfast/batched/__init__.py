@@ -38,25 +38,49 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from zcfast.proxies.registry import ProxyResult
+from zcfast.proxies import reductions
+from zcfast.proxies.engine import _check_inputs, check_class_targets, finalise
+from zcfast.proxies.needs import get_need
+from zcfast.proxies.registry import PassContext, ProxyResult, ProxySpec, resolve
+from zcfast.seeding import arch_seed
 
-#: proxies the batched NB201 path computes itself; others fall back to score_arch per arch.
-BATCHED_PROXIES = ("grad_norm", "snip", "fisher", "jacob_cov", "synflow", "grasp", "plain")
-_CE_PROXIES = ("grad_norm", "snip", "fisher", "grasp", "plain")
+#: the needs this backend produces per candidate (routing: zcfast.scoring); a proxy, built-in or
+#: user, whose needs are all here is computed by its own function on each candidate's context
+SUPPORTED_NEEDS: frozenset[str] = frozenset({"grads", "hessian_grad", "fisher", "jacobian", "synflow"})
+_LOSS_NEEDS = ("grads", "hessian_grad", "fisher")
 
-__all__ = ["score_batch", "score_one", "fast_route_applies", "supports", "choose_k", "BATCHED_PROXIES", "default_conv_mode", "fast_init_matches"]
+__all__ = ["score_batch", "score_one", "fast_route_applies", "supports", "supports_needs", "choose_k",
+           "SUPPORTED_NEEDS", "default_conv_mode", "fast_init_matches", "set_module_scorer"]
+
+#: the module-backend scorer and builder for what this backend does not run (installed by
+#: zcfast.scoring, which sits above this module: dependency inversion instead of an import cycle)
+_MODULE: dict[str, Any] = {}
+
+
+def set_module_scorer(score_arch: Any, build_seeded: Any) -> None:
+    """Install the module-backend fallbacks: ``score_arch(space, arch, ..., fast=False,
+    detailed=True)`` for proxies whose needs this backend does not support and other spaces, and
+    ``build_seeded(space, arch, seed, num_classes)`` for spaces whose fast initialisation does
+    not reproduce ``space.build``. Called once by :mod:`zcfast.scoring` on import."""
+    _MODULE["score_arch"] = score_arch
+    _MODULE["build_seeded"] = build_seeded
+
+
+def supports_needs(needs: Iterable[str]) -> bool:
+    """Whether this backend produces every need in ``needs`` (:data:`SUPPORTED_NEEDS`)."""
+    return set(needs) <= SUPPORTED_NEEDS
 
 
 def supports(space: Any) -> bool:
-    """True when ``space`` has a batched path (NAS-Bench-201)."""
-    return getattr(space, "name", None) == "nb201"
+    """True when ``space`` has a batched path (zcfast's NAS-Bench-201 space)."""
+    from zcfast.spaces.nb201 import NB201Space
+    return isinstance(space, NB201Space)
 
 
 def default_conv_mode(device: torch.device | str) -> str:
@@ -143,12 +167,11 @@ def fast_init_matches(space: Any, num_classes: int = 10) -> bool:
 def _build_weights(space: Any, arch: Any, seed: int, num_classes: int, fast: bool):
     """The candidate's tensors exactly as score_arch builds its network (design.md §5)."""
     from zcfast.batched.nb201 import extract, fast_weights
-    from zcfast.proxies import arch_seed, build_seeded
     from zcfast.spaces.nb201 import check_arch
     if fast:
         gen = torch.Generator().manual_seed(arch_seed(seed, space.key(arch)))
         return fast_weights(check_arch(arch), num_classes, generator=gen)
-    return extract(build_seeded(space, arch, seed, num_classes))
+    return extract(_MODULE["build_seeded"](space, arch, seed, num_classes))
 
 
 def _build_all(space: Any, archs: Sequence[Any], seed: int, num_classes: int) -> list:
@@ -168,11 +191,8 @@ def _check_proxies(proxies: Iterable[str] | str) -> list[str]:
     names = list(proxies)
     if not names:
         raise ValueError("no proxies requested")
-    try:
-        from zcfast.proxies import available_proxies
-        known = set(available_proxies())
-    except ImportError:  # pragma: no cover - the proxy package is part of zcfast
-        known = set(BATCHED_PROXIES)
+    from zcfast.proxies.registry import available_proxies
+    known = set(available_proxies())
     bad = [p for p in names if p not in known]
     if bad:
         raise ValueError(f"unknown proxies {bad}; available: {sorted(known)}")
@@ -225,10 +245,12 @@ def score_batch(space: Any, archs: Sequence[Any], inputs: Tensor, targets: Tenso
     mode = conv_mode or default_conv_mode(device)
     if mode not in ("grouped", "split"):
         raise ValueError(f"conv_mode must be 'grouped' or 'split', got {mode!r}")
-    batched = [p for p in names if p in BATCHED_PROXIES]
-    rest = [p for p in names if p not in BATCHED_PROXIES]
+    specs = resolve(names)
+    batched = [spec for spec in specs if supports_needs(spec.needs)]
+    rest = [spec.name for spec in specs if not supports_needs(spec.needs)]
     if k is None:
-        k = choose_k(len(archs), inputs.shape[0], device, inputs.shape[-1], batched)
+        k = choose_k(len(archs), inputs.shape[0], device, inputs.shape[-1],
+                     ["grasp"] if any("hessian_grad" in spec.needs for spec in batched) else [])
     x = inputs.detach().to(device)
     y = targets.detach().to(device)
     with _strict_fp32(device):
@@ -244,9 +266,16 @@ def _values(res: list[dict[str, ProxyResult]]) -> list[dict[str, float]]:
 def fast_route_applies(space: Any, proxies: Sequence[str]) -> bool:
     """Whether :func:`zcfast.score_arch` may score ``proxies`` on ``space`` with :func:`score_one`:
     the space is zcfast's NAS-Bench-201 space (not merely one named "nb201": a look-alike
-    may build other networks) and every proxy has a batched computation."""
+    may build other networks) and every proxy's needs are :data:`SUPPORTED_NEEDS` (a user proxy
+    included: its own function runs on each candidate's context)."""
     from zcfast.spaces.nb201 import NB201Space
-    return isinstance(space, NB201Space) and all(p in BATCHED_PROXIES for p in proxies)
+    if not isinstance(space, NB201Space):
+        return False
+    try:
+        specs = resolve(list(proxies))
+    except ValueError:
+        return False
+    return all(supports_needs(spec.needs) for spec in specs)
 
 
 def score_one(space: Any, arch: Any, inputs: Tensor, targets: Tensor | None, proxies: Sequence[str],
@@ -267,18 +296,16 @@ def score_one(space: Any, arch: Any, inputs: Tensor, targets: Tensor | None, pro
         arch: one architecture.
         inputs: [N, 3, H, W] float batch; targets: [N] int64 labels in [0, num_classes) (may be
             ``None`` when only jacob_cov / synflow are asked for).
-        proxies: names, each in :data:`BATCHED_PROXIES`.
+        proxies: names whose needs are all in :data:`SUPPORTED_NEEDS`.
         detailed: return ``{name: ProxyResult}`` (with ``error``) instead of floats.
 
     Returns:
         proxy name → value (NaN where the proxy is undefined), or → ``ProxyResult``.
     """
-    from zcfast.proxies.engine import _check_inputs, check_class_targets
-
     names = _check_proxies(proxies)
     if not fast_route_applies(space, names):
         raise ValueError(f"no batched route for proxies {names} on space {getattr(space, 'name', space)!r}")
-    need_targets = any(p in _CE_PROXIES for p in names)
+    need_targets = any(get_need(n).targets for spec in resolve(names) for n in spec.needs)
     _check_inputs(inputs, targets, need_targets)
     if inputs.dim() != 4:
         raise ValueError(f"inputs must be a [N, C, H, W] batch, got shape {tuple(inputs.shape)}")
@@ -318,9 +345,8 @@ def _score_sorted(space, archs, x, y, inputs, targets, names, batched, rest, see
         idx = order[start:start + k]
         chunk = [archs[i] for i in idx]
         vals = _score_chunk_retry(space, chunk, x, y, batched, seed, num_classes, mode) if batched else \
-            [_Candidate() for _ in chunk]
-        for i, a, v in zip(idx, chunk, vals):
-            res = v.results(batched)
+            [{} for _ in chunk]
+        for i, a, res in zip(idx, chunk, vals):
             if rest:
                 res.update(_score_arch(space, a, inputs, targets, rest, seed, num_classes, device))
             out[i] = {p: res[p] for p in names}
@@ -328,92 +354,66 @@ def _score_sorted(space, archs, x, y, inputs, targets, names, batched, rest, see
 
 
 def _score_arch(space, arch, inputs, targets, proxies, seed, num_classes, device) -> dict[str, ProxyResult]:
-    from zcfast.proxies import score_arch
-    return dict(score_arch(space, arch, inputs, targets, proxies, seed=seed, num_classes=num_classes,
-                           device=str(device), fast=False, detailed=True))
+    return dict(_MODULE["score_arch"](space, arch, inputs, targets, proxies, seed=seed, num_classes=num_classes,
+                                      device=str(device), fast=False, detailed=True))
 
 
-class _Candidate:
-    """One candidate's values and the reasons of its undefined ones, filled by the passes."""
-
-    __slots__ = ("values", "errors", "log_values")
-
-    def __init__(self) -> None:
-        self.values: dict[str, float] = {}
-        self.errors: dict[str, str] = {}
-        self.log_values: dict[str, float] = {}
-
-    def __getitem__(self, name: str) -> float:
-        return self.values[name]
-
-    def __setitem__(self, name: str, value: float) -> None:
-        self.values[name] = value
-
-    def undefined(self, names: Iterable[str], reason: str) -> None:
-        """Mark ``names`` NaN with ``reason`` (the general engine's texts)."""
-        from zcfast.proxies import reductions
-        for n in names:
-            if n not in self.errors:
-                self.errors[n] = reductions.undefined_reason(n, reason)
-                self.values[n] = float("nan")
-
-    def results(self, names: Sequence[str]) -> dict[str, ProxyResult]:
-        from zcfast.proxies import ProxyResult, reductions
-        out = {}
-        for n in names:
-            v = float(self.values[n])
-            err = self.errors.get(n)
-            if err is None and not math.isfinite(v):
-                err = reductions.not_finite_reason(n, v)
-            log_value = self.log_values.get(n)
-            if n == "synflow" and err is None:
-                log_value = math.log(v) if v > 0 else float("-inf")
-            out[n] = ProxyResult(n, v if err is None or not math.isfinite(v) else float("nan"), None, log_value, err)
-        return out
-
-
-def _score_chunk_retry(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, proxies: list[str], seed: int,
-                       num_classes: int, conv_mode: str) -> list[_Candidate]:
+def _score_chunk_retry(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, specs: list[ProxySpec], seed: int,
+                       num_classes: int, conv_mode: str) -> list[dict[str, ProxyResult]]:
     """``_score_chunk``, halving the chunk on CUDA out-of-memory (the official code splits the
     batch instead, which would change BatchNorm statistics; splitting candidates does not)."""
     try:
-        return _score_chunk(space, archs, x, y, proxies, seed, num_classes, conv_mode)
+        return _score_chunk(space, archs, x, y, specs, seed, num_classes, conv_mode)
     except torch.OutOfMemoryError:
         if len(archs) == 1:
             raise
     if x.device.type == "cuda":
         torch.cuda.empty_cache()
     half = len(archs) // 2
-    return (_score_chunk_retry(space, archs[:half], x, y, proxies, seed, num_classes, conv_mode)
-            + _score_chunk_retry(space, archs[half:], x, y, proxies, seed, num_classes, conv_mode))
+    return (_score_chunk_retry(space, archs[:half], x, y, specs, seed, num_classes, conv_mode)
+            + _score_chunk_retry(space, archs[half:], x, y, specs, seed, num_classes, conv_mode))
 
 
-def _score_chunk(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, proxies: list[str], seed: int,
-                 num_classes: int, conv_mode: str) -> list[_Candidate]:
-    """Score one chunk of K architectures with the batched NB201 network."""
+def _score_chunk(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, specs: list[ProxySpec], seed: int,
+                 num_classes: int, conv_mode: str) -> list[dict[str, ProxyResult]]:
+    """Score one chunk of K architectures with the batched NB201 network: the passes fill one
+    :class:`PassContext` per candidate (views of its own weights and gradients), then every
+    proxy's own function runs on each (the module backend's :func:`finalise`)."""
     from zcfast.batched.nb201 import BatchedNB201
     cands = _build_all(space, archs, seed, num_classes)
     net = BatchedNB201(cands, conv_mode=conv_mode)
     del cands
     K = net.K
-    results = [_Candidate() for _ in range(K)]
+    ctxs = [PassContext() for _ in range(K)]
     device = x.device
-    want = set(proxies)
-    if want & (set(_CE_PROXIES) | {"jacob_cov"}):
-        cl = _channels_last(device)
-        net.map_tensors(lambda t: _to_format(t.detach().to(device), cl).requires_grad_(t.dim() > 1))
-        _gradient_pass(net, x, y, want, results, cl)
-    if "synflow" in want:
-        net.map_tensors(lambda t: t.detach().to(device=device, dtype=torch.float64).abs().requires_grad_(t.dim() > 1))
-        _synflow_pass(net, x, results)
-    return results
-
-
-def _owner_sum(per: Tensor, owners: list[int], K: int) -> list[float]:
-    """Sum per-tensor values [T] into per-candidate totals by owner index."""
-    idx = torch.tensor(owners, device=per.device)
-    tot = torch.zeros(K, dtype=per.dtype, device=per.device).index_add_(0, idx, per)
-    return tot.tolist()
+    want = {n for spec in specs for n in spec.needs}
+    try:
+        layers = net.layers()
+        ws, _, owners = _per_candidate(layers, [layer.weight for layer in layers],
+                                       [None] * len(layers))
+        for c in ctxs:
+            c.batches = ((x, y),)
+        for i, (w, o) in enumerate(zip(ws, owners)):
+            ctxs[o].weights.append(w.detach().to(device).clone())
+            ctxs[o].layer_names.append(f"layer{len(ctxs[o].layer_names)}")
+        if want & {"grads", "hessian_grad", "fisher", "jacobian"}:
+            cl = _channels_last(device)
+            net.map_tensors(lambda t: _to_format(t.detach().to(device), cl).requires_grad_(t.dim() > 1))
+            _gradient_pass(net, x, y, want, ctxs, cl)
+        if "synflow" in want:
+            net.map_tensors(lambda t: t.detach().to(device=device, dtype=torch.float64).abs().requires_grad_(t.dim() > 1))
+            _synflow_pass(net, x, ctxs)
+        order = sorted(specs, key=lambda spec: not spec.builtin)
+        out = []
+        for c in ctxs:
+            done = {spec.name: finalise(spec, c, False) for spec in order}
+            out.append({spec.name: done[spec.name] for spec in specs})
+        return out
+    finally:
+        for c in ctxs:
+            c.clear()
+        for layer in net.layers():
+            layer.act = None
 
 
 def _per_candidate(layers, weights: Sequence[Tensor], grads: Sequence[Tensor | None]):
@@ -428,39 +428,18 @@ def _per_candidate(layers, weights: Sequence[Tensor], grads: Sequence[Tensor | N
     return ws, gs, owners
 
 
-def _saliency(results, name: str, layers, weights, grads, K: int) -> None:
-    from zcfast.proxies.reductions import weight_saliency
-    ws, gs, owners = _per_candidate(layers, weights, grads)
-    per = weight_saliency(ws, gs, name)                                  # one fused call, [T]
-    for k, v in enumerate(_owner_sum(per, owners, K)):
-        results[k][name] = v
-
-
-def _gradient_state(layers, grads: Sequence[Tensor | None], K: int) -> list[str | None]:
-    """Per candidate: ``None`` (finite, not all zero), ``"nan"`` (a NaN/inf gradient) or
-    :data:`reductions.ALL_ZERO`, from one fused per-tensor norm (:func:`reductions.gradient_problem`'s rule)."""
-    from zcfast import ops
-    from zcfast.proxies import reductions
-    _, gs, owners = _per_candidate(layers, [g if g is not None else layer.weight for layer, g in zip(layers, grads)],
-                                   grads)
-    pairs = [(g, o) for g, o in zip(gs, owners) if g is not None]
-    state: list[str | None] = [reductions.ALL_ZERO] * K
-    if not pairs:
-        return [None] * K
-    per, _ = ops.saliency(None, [g for g, _ in pairs], "grad_norm")
-    finite = [bool(torch.isfinite(g).all()) if not math.isfinite(v) else True
-              for (g, _), v in zip(pairs, per.tolist())]
-    for (_, o), v, ok in zip(pairs, per.tolist(), finite):
-        if not ok:
-            state[o] = "nan"
-        elif v != 0.0 and state[o] == reductions.ALL_ZERO:
-            state[o] = None
-    return state
+def _by_candidate(layers, tensors: Sequence[Tensor | None], K: int) -> list[list[Tensor | None]]:
+    """``tensors`` (one per batched layer: a weight's gradient or None) as per-candidate lists
+    aligned with each candidate's ``ctx.weights``."""
+    _, gs, owners = _per_candidate(layers, [layer.weight for layer in layers], tensors)
+    out: list[list[Tensor | None]] = [[] for _ in range(K)]
+    for g, o in zip(gs, owners):
+        out[o].append(g)
+    return out
 
 
 def _candidate_overflows(net, layers, x: Tensor, k: int) -> bool:
     """Whether candidate ``k``'s input or a recorded layer output exceeds the square range."""
-    from zcfast.proxies import reductions
     if reductions.exceeds_square_range(x):
         return True
     for layer in layers:
@@ -489,16 +468,21 @@ def _to_format(t: Tensor, channels_last: bool) -> Tensor:
     return t.contiguous(memory_format=torch.channels_last) if channels_last and t.dim() == 4 else t
 
 
-def _gradient_pass(net, x: Tensor, y: Tensor, want: set[str], results: list[_Candidate],
+def _mark(ctx: PassContext, needs: Iterable[str], reason: str) -> None:
+    for n in needs:
+        ctx.problems.setdefault(n, reason)
+
+
+def _gradient_pass(net, x: Tensor, y: Tensor, want: set[str], ctxs: list[PassContext],
                    channels_last: bool = False) -> None:
-    from zcfast import ops
-    from zcfast.proxies import reductions
+    """The shared main pass of K candidates: one forward, the backwards ``want`` needs; fills
+    each candidate's ``jacobian`` [N, C, H, W], ``grads``, ``fisher_pairs`` and ``hessian_grads``
+    with the module backend's problem rules (same reasons)."""
     K = net.K
     N = x.shape[0]
-    need_jac = "jacob_cov" in want
-    need_ce = bool(want & set(_CE_PROXIES))
-    need_grasp = "grasp" in want
-    ce_names = [p for p in _CE_PROXIES if p in want]
+    need_jac = "jacobian" in want
+    need_hg = "hessian_grad" in want
+    need_loss = bool(want & set(_LOSS_NEEDS))
     xk = _to_format(x.repeat(1, K, 1, 1), channels_last)
     if need_jac:
         xk.requires_grad_(True)
@@ -506,88 +490,82 @@ def _gradient_pass(net, x: Tensor, y: Tensor, want: set[str], results: list[_Can
     if need_jac:
         # allow_unused: a candidate whose output ignores its input (every path cut by 'none'
         # edges) has no edge left to it; its Jacobian is 0 (jacob_cov NaN, as the engine's)
-        (jx,) = torch.autograd.grad(logits.sum(), xk, retain_graph=need_ce, allow_unused=True)
+        (jx,) = torch.autograd.grad(logits.sum(), xk, retain_graph=need_loss, allow_unused=True)
         if jx is None:
             jx = torch.zeros_like(xk)
-        jac = jx.reshape(N, K, -1).transpose(0, 1).to(torch.float64)   # [K, N, D]
-        scores, _ = ops.jacob_cov(jac, 1e-5)
-        for k, s in enumerate(scores.tolist()):
-            results[k]["jacob_cov"] = s
-            if not math.isfinite(s):
-                results[k].errors["jacob_cov"] = reductions.jacob_cov_reason(jac[k], s)
-        del jx, jac
-    if not need_ce:
+        C = x.shape[1]
+        for k in range(K):
+            ctxs[k].jacobian = jx[:, k * C:(k + 1) * C].detach()
+        del jx
+    if not need_loss:
         return
     layers = net.layers()
     weights = [layer.weight for layer in layers]
     losses = [F.cross_entropy(logits[k], y) for k in range(K)]
     for k, lk in enumerate(torch.stack([lo.detach() for lo in losses]).tolist()):
         if not math.isfinite(lk):
-            results[k].undefined(ce_names, reductions.loss_not_finite_reason(lk))
+            _mark(ctxs[k], _LOSS_NEEDS, reductions.loss_not_finite_reason(lk))
     loss = sum(losses)
-    acts = [layer.act for layer in layers] if "fisher" in want else []
-    grads = torch.autograd.grad(loss, weights + acts, create_graph=need_grasp, allow_unused=True)
+    fisher = "fisher" in want
+    acts = [layer.act for layer in layers] if fisher else []
+    grads = torch.autograd.grad(loss, weights + acts, create_graph=need_hg, allow_unused=True)
     wgrads = list(grads[:len(weights)])
     agrads = list(grads[len(weights):])
-    for k, state in enumerate(_gradient_state(layers, wgrads, K)):
-        if state == "nan":
-            results[k].undefined(ce_names, "the loss gradient is not finite (NaN or inf in the counted "
-                                           "weights' gradients)")
-        elif state == reductions.ALL_ZERO and _candidate_overflows(net, layers, x, k):
-            results[k].undefined(ce_names, reductions.overflow_reason(x.dtype))
-    for name in ("grad_norm", "snip", "plain"):
-        if name in want:
-            _saliency(results, name, layers, weights, wgrads, K)
-    if "fisher" in want:
-        tot = torch.zeros(K, dtype=torch.float32, device=x.device)
+    per_cand = _by_candidate(layers, wgrads, K)
+    for k, gk in enumerate(per_cand):
+        reason = reductions.gradient_problem([g for g in gk if g is not None])
+        if reason == reductions.ALL_ZERO:
+            reason = reductions.overflow_reason(x.dtype) if _candidate_overflows(net, layers, x, k) else None
+        if reason is not None:
+            _mark(ctxs[k], _LOSS_NEEDS, reason)
+        ctxs[k].grads = gk
+    if fisher:
+        pairs: list[list[list[tuple[Tensor, Tensor]]]] = [[] for _ in range(K)]
+        dims: list[list[int]] = [[] for _ in range(K)]
         for layer, g in zip(layers, agrads):
-            if g is None:
-                continue
             act = layer.act.detach()
-            g = g.detach()
-            if act.dim() == 3:                                          # classifier [K, N, O]
-                act = act.permute(1, 0, 2).reshape(N, -1)
-                g = g.permute(1, 0, 2).reshape(N, -1)
-            pc, _ = ops.fisher(act, g)                                  # [G·Cout]
-            # reductions.fisher_layer's rule per candidate: Σ_c |F_c| · fan-in
-            per = pc.abs().view(len(layer.owners), -1).sum(1) * layer.fan_in()
-            tot.index_add_(0, torch.tensor(layer.owners, device=tot.device), per.to(tot.dtype))
-        for k, v in enumerate(tot.tolist()):
-            results[k]["fisher"] = v
-    if need_grasp:
+            G = len(layer.owners)
+            for gi, o in enumerate(layer.owners):
+                if act.dim() == 3:                                      # classifier [K, N, O]
+                    pair = (act[gi], g[gi].detach()) if g is not None else None
+                    dims[o].append(-1)
+                else:
+                    pair = (act.chunk(G, 1)[gi], g.detach().chunk(G, 1)[gi]) if g is not None else None
+                    dims[o].append(1)
+                pairs[o].append([pair] if pair is not None else [])
+        for k in range(K):
+            if "fisher" not in ctxs[k].problems:
+                ctxs[k].fisher_pairs = pairs[k]
+                ctxs[k].fisher_channel_dims = dims[k]
+    if need_hg:
         z = sum((g * g.detach()).sum() for g in wgrads if g is not None)
         hg = torch.autograd.grad(z, weights, allow_unused=True)
-        _saliency(results, "grasp", layers, weights, hg, K)
-        for k, state in enumerate(_gradient_state(layers, hg, K)):
-            if state == "nan":
-                results[k].undefined(["grasp"], "the Hessian-gradient product is not finite (NaN or inf "
-                                                "in the counted weights' gradients)")
-    for c in results:  # an undefined value stays NaN whatever the passes computed after
-        for n in c.errors:
-            if n in c.values and n != "jacob_cov":
-                c.values[n] = float("nan")
+        for k, hk in enumerate(_by_candidate(layers, list(hg), K)):
+            ctxs[k].hessian_grads = hk
+            reason = reductions.gradient_problem([h for h in hk if h is not None],
+                                                 what="the Hessian-gradient product")
+            if reason is not None and reason != reductions.ALL_ZERO:
+                _mark(ctxs[k], ("hessian_grad",), reason)
     for layer in layers:
         layer.act = None
 
 
-def _synflow_pass(net, x: Tensor, results: list[_Candidate]) -> None:
-    from zcfast.proxies import reductions
+def _synflow_pass(net, x: Tensor, ctxs: list[PassContext]) -> None:
+    """The synflow need of K candidates: float64 |θ|, all-ones input, only the reduction-block
+    BatchNorms (NB201 quirk); fills each candidate's ``synflow_*``."""
     K = net.K
     ones = torch.ones((1, K * x.shape[1]) + tuple(x.shape[2:]), dtype=torch.float64, device=x.device)
     logits = net.forward(ones, bn="reduction")
     layers = net.layers()
     weights = [layer.weight for layer in layers]
     grads = torch.autograd.grad(logits.sum(), weights, allow_unused=True)
-    _saliency(results, "synflow", layers, weights, grads, K)
-    for k, out in enumerate(logits.detach().sum(dim=(1, 2)).tolist()):
-        if not math.isfinite(out):
-            results[k].errors["synflow"] = reductions.synflow_output_reason(out)
-            results[k]["synflow"] = float("nan")
-        elif math.isinf(results[k]["synflow"]):  # the float64 sum overflowed: the engine's log value
-            ws, gs, owners = _per_candidate(layers, weights, grads)
-            logs = [reductions.log_abs_prod_sum(w, g) for w, g, o in zip(ws, gs, owners) if o == k and g is not None]
-            log_value = reductions.stable_log_total(logs)
-            results[k].log_values["synflow"] = log_value
-            results[k].errors["synflow"] = reductions.synflow_overflow_reason(log_value)
+    ws, _, owners = _per_candidate(layers, weights, grads)
+    per_w: list[list[Tensor]] = [[] for _ in range(K)]
+    for w, o in zip(ws, owners):
+        per_w[o].append(w)
+    for k, (gk, out) in enumerate(zip(_by_candidate(layers, list(grads), K), logits.detach().sum(dim=(1, 2)).tolist())):
+        ctxs[k].synflow_weights = per_w[k]
+        ctxs[k].synflow_grads = gk
+        ctxs[k].synflow_output = out
     for layer in layers:
         layer.act = None

@@ -16,17 +16,34 @@ See docs/proxies.md for each proxy's exact definition and the official quirks.
 """
 from __future__ import annotations
 
+from zcfast.proxies.needs import Need, NeedError, available_needs, register_need, unregister_need
 from zcfast.proxies.registry import (NEEDS, PAPER_PROXIES, PassContext, ProxyResult, available_proxies,
                                      register_proxy, unregister_proxy)
 from zcfast.proxies.engine import (DEFAULT_PROXIES, PAPER_LAYER_TYPES, counted_weights, remove_batchnorms, score,
                                    score_detailed)
 from zcfast.proxies import builtin as _builtin  # noqa: F401  (registers the built-in proxies)
-from zcfast.proxies.arch import (arch_seed, bias_seed, build_seeded, check_space_variant, score_arch,
-                                 synflow_bn_rule)
+from zcfast.proxies import builtin_needs  # noqa: F401  (registers the plug-in needs)
 from zcfast.proxies import reductions, vote
+from zcfast.seeding import arch_seed, bias_seed
+
+#: names of the neutral scoring layer (zcfast.scoring, above this package and zcfast.batched)
+#: re-exported here for compatibility, resolved on first use: importing them eagerly would run
+#: zcfast.scoring while a backend that imports this package is still initialising
+_SCORING_NAMES = ("build_seeded", "check_space_variant", "score_arch", "synflow_bn_rule")
+
+
+def __getattr__(name: str) -> object:
+    if name in _SCORING_NAMES:
+        from zcfast import scoring
+
+        value = getattr(scoring, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'zcfast.proxies' has no attribute {name!r}")
 
 __all__ = [
-    "DEFAULT_PROXIES", "NEEDS", "PAPER_LAYER_TYPES", "PAPER_PROXIES", "PassContext", "ProxyResult",
+    "DEFAULT_PROXIES", "NEEDS", "Need", "NeedError", "PAPER_LAYER_TYPES", "PAPER_PROXIES", "PassContext",
+    "ProxyResult", "available_needs", "register_need", "unregister_need",
     "arch_seed", "available_proxies", "bias_seed", "build_seeded", "check_space_variant", "counted_weights",
     "reductions",
     "register_proxy",

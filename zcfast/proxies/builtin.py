@@ -25,35 +25,35 @@ def _from_per_layer(name: str, names: list[str], per: torch.Tensor,
     return ProxyResult(name, total, dict(zip(names, values)), log_value, error)
 
 
-@register_proxy("grad_norm", needs=("grads",))
+@register_proxy("grad_norm", needs=("grads",), _builtin=True)
 def grad_norm(ctx: PassContext) -> ProxyResult:
     """Σ_layers ‖∂L/∂W‖₂ (cross-entropy loss, BatchNorm in training mode)."""
     assert ctx.grads is not None
     return _from_per_layer("grad_norm", ctx.layer_names, weight_saliency(ctx.weights, ctx.grads, "grad_norm"))
 
 
-@register_proxy("snip", needs=("grads",))
+@register_proxy("snip", needs=("grads",), _builtin=True)
 def snip(ctx: PassContext) -> ProxyResult:
     """Σ|W⊙∂L/∂W| (the official |∂L/∂mask| of an all-ones weight mask)."""
     assert ctx.grads is not None
     return _from_per_layer("snip", ctx.layer_names, weight_saliency(ctx.weights, ctx.grads, "snip"))
 
 
-@register_proxy("grasp", needs=("hessian_grad",))
+@register_proxy("grasp", needs=("hessian_grad",), _builtin=True)
 def grasp(ctx: PassContext) -> ProxyResult:
     """−Σ W⊙(H·g), g = ∂L/∂W, one iteration on the batch; the official sign flip included."""
     assert ctx.hessian_grads is not None
     return _from_per_layer("grasp", ctx.layer_names, weight_saliency(ctx.weights, ctx.hessian_grads, "grasp"))
 
 
-@register_proxy("plain", needs=("grads",))
+@register_proxy("plain", needs=("grads",), _builtin=True)
 def plain(ctx: PassContext) -> ProxyResult:
     """Σ W⊙∂L/∂W (no absolute value)."""
     assert ctx.grads is not None
     return _from_per_layer("plain", ctx.layer_names, weight_saliency(ctx.weights, ctx.grads, "plain"))
 
 
-@register_proxy("fisher", needs=("fisher",))
+@register_proxy("fisher", needs=("fisher",), _builtin=True)
 def fisher(ctx: PassContext) -> ProxyResult:
     """Σ_layers Σ_c fan_in · 0.5·mean_n(Σ_spatial act·∂L/∂act)² on each layer's output."""
     assert ctx.fisher_pairs is not None and ctx.fisher_channel_dims is not None
@@ -62,7 +62,7 @@ def fisher(ctx: PassContext) -> ProxyResult:
     return _from_per_layer("fisher", ctx.layer_names, per)
 
 
-@register_proxy("jacob_cov", needs=("jacobian",))
+@register_proxy("jacob_cov", needs=("jacobian",), _builtin=True)
 def jacob_cov(ctx: PassContext) -> ProxyResult:
     """−Σ[log(λ+k) + 1/(λ+k)], λ the eigenvalues of the N×N correlation of J's rows, k=1e-5."""
     assert ctx.jacobian is not None
@@ -70,7 +70,7 @@ def jacob_cov(ctx: PassContext) -> ProxyResult:
     return ProxyResult("jacob_cov", value, None, None, error)
 
 
-@register_proxy("synflow", needs=("synflow",))
+@register_proxy("synflow", needs=("synflow",), _builtin=True)
 def synflow(ctx: PassContext) -> ProxyResult:
     """Σ|W⊙∂R/∂W| on the |θ|, float64, BatchNorm-free copy with a ones[1, ...] input.
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 from zcfast.proxies import reductions
+from zcfast.proxies.needs import SHARED_MAIN, Need, NeedError, closure, register_need
 from zcfast.proxies.registry import PAPER_PROXIES, PassContext, ProxyResult, ProxySpec, resolve
 
 DEFAULT_PROXIES: tuple[str, ...] = PAPER_PROXIES  # the default set: the paper's six
@@ -807,6 +808,12 @@ def _synflow_clone_slow(model: nn.Module, keep_bn: KeepBN, layer_types: LayerTyp
     return net, _prepare_copy(net, layer_types)
 
 
+def _synflow_need(ctx: PassContext) -> None:
+    """The ``synflow`` need: :func:`_synflow_pass` on the caller's model (it is only read)."""
+    assert ctx._source is not None
+    _synflow_pass(ctx._source, ctx.batches[0][0], ctx.layer_types, ctx._options.get("synflow_keep_bn"), ctx)
+
+
 def _synflow_pass(model: nn.Module, x: torch.Tensor, layer_types: LayerTypes,
                   keep_bn: KeepBN,
                   ctx: PassContext) -> None:
@@ -840,7 +847,7 @@ def _synflow_pass(model: nn.Module, x: torch.Tensor, layer_types: LayerTypes,
 _RETURN_HINT = "a proxy must return a float, a (value, per_layer dict) pair or a ProxyResult"
 
 
-def _finalise(spec: ProxySpec, ctx: PassContext, per_layer: bool) -> ProxyResult:
+def finalise(spec: ProxySpec, ctx: PassContext, per_layer: bool) -> ProxyResult:
     """Call ``spec``'s function on ``ctx`` and normalise what it returns. Each proxy's failure is
     its own: a pass it needs that failed, a function that raises or returns something that is not
     a number all give NaN with the reason in ``error``."""
@@ -905,13 +912,15 @@ def _weight_copies(model: nn.Module, counted: list[Counted], layer_types: LayerT
         return [w.detach().clone() for w in _weights_of(counted_weights(net, layer_types))]
 
 
-def score_detailed(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None,
+def score_detailed(model: nn.Module, inputs: torch.Tensor | None, targets: torch.Tensor | None,
                    proxies: Sequence[str] | str = DEFAULT_PROXIES,
                    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
                    layer_types: LayerTypes = None,
                    per_layer: bool = False, *,
                    synflow_keep_bn: KeepBN = None,
-                   seed: int | None = 0, _owned: bool = False) -> dict[str, ProxyResult]:
+                   seed: int | None = 0,
+                   batches: Sequence[tuple[torch.Tensor, torch.Tensor | None]] | None = None,
+                   _owned: bool = False) -> dict[str, ProxyResult]:
     """Score ``model`` with each proxy, in the fewest shared passes.
 
     Args:
@@ -921,7 +930,7 @@ def score_detailed(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
             writes ``ctx.weights``: the passes run on private copies with their own storage.
         inputs: [N, ...] batch (moved to the model's device): floating, or integer (e.g. token
             ids) when no requested proxy differentiates the input; with integer inputs
-            jacob_cov and synflow give NaN with the reason.
+            jacob_cov and synflow give NaN with the reason. ``None`` when ``batches`` is given.
         targets: [N] int64 class indices in [0, C) (or what ``loss_fn`` takes); may be
             ``None`` when only jacob_cov / synflow are asked for.
         proxies: names from :func:`available_proxies` (one name or a sequence).
@@ -939,6 +948,11 @@ def score_detailed(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
             :func:`score_arch` passes the official NB201 rule.
         seed: the passes run under ``torch.manual_seed(seed)`` (e.g. dropout) without changing
             the caller's RNG state; ``None`` leaves the global RNG alone.
+        batches: several mini-batches ``[(inputs, targets), ...]`` instead of ``inputs`` /
+            ``targets`` (which are then ``None``): multi-batch needs (e.g. ``multi_grads``,
+            ZiCo) read all of them; single-batch passes use the first. Without it, a
+            multi-batch need splits the one batch into equal parts
+            (:meth:`PassContext.mini_batches`; ZiCo: two halves).
         _owned: internal (:func:`score_arch`): ``model`` is a throwaway the main pass may
             modify, so it is not copied.
 
@@ -955,27 +969,42 @@ def score_detailed(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
     specs = resolve(proxies)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    inputs, targets, extra = split_batches(inputs, targets, batches)
     _check_not_meta(model)
     counted = counted_weights(model, layer_types)
     if layer_types is None and not _owned:
         _warn_skipped(model, counted)
     device = _model_device(counted)
-    needs: set[str] = set()
-    for spec in specs:
-        needs.update(spec.needs)
+    plan = closure(dict.fromkeys(n for spec in specs for n in spec.needs))
     ctx = PassContext()
     integer = isinstance(inputs, torch.Tensor) and not inputs.is_floating_point() and not inputs.is_complex()
     if integer:  # token ids: the passes that need a floating input cannot run
-        for need, reason in _integer_input_reasons(inputs.dtype).items():
-            if need in needs:
-                ctx.problems[need] = reason
-        needs -= {"jacobian", "synflow"}
-    main_needs = needs - {"synflow"}
-    need_targets = bool(main_needs - {"jacobian"})
+        reasons = _integer_input_reasons(inputs.dtype)
+        for need in plan:
+            if need.floating_input:
+                ctx.problems[need.name] = reasons.get(need.name) or reductions.integer_input_reason(
+                    f"the {need.name} need", inputs.dtype)
+        plan = [need for need in plan if not need.floating_input]
+    main_needs = {need.name for need in plan if need.shared == SHARED_MAIN}
+    need_targets = any(need.targets for need in plan)
     # synflow alone reads only the inputs' shape (its input is all ones): values unchecked
-    _check_inputs(inputs, targets, need_targets, check_values=bool(main_needs), allow_integer=True)
+    check_values = any(need.reads_inputs for need in plan)
+    _check_inputs(inputs, targets, need_targets, check_values=check_values, allow_integer=True)
+    for xb, yb in extra:
+        _check_inputs(xb, yb, need_targets, check_values=check_values, allow_integer=True)
     x = inputs.detach().to(device)
     t = targets.detach().to(device) if need_targets and targets is not None else None
+    plugin = [need for need in plan if need.shared != SHARED_MAIN]
+    if plugin:  # private copies: a need or proxy writing them cannot reach the caller's tensors
+        ctx.batches = tuple((xb.detach().to(device).clone(),
+                             yb.detach().to(device).clone() if need_targets and yb is not None else None)
+                            for xb, yb in [(inputs, targets)] + extra)
+    else:
+        ctx.batches = ((x, t),)
+    ctx.loss_fn, ctx.layer_types, ctx.seed = loss_fn, layer_types, seed
+    ctx._source = model
+    ctx._options["synflow_keep_bn"] = synflow_keep_bn
+    ctx.copier = lambda: _private_copy(model, layer_types)
 
     # A proxy that needs no pass (e.g. a function of the weights alone) still sees the counted
     # weights: copies, so that writing them cannot reach the caller's model; the passes below
@@ -989,24 +1018,79 @@ def score_detailed(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
                 net = model if _owned else clone_module(model, _main_copy)
                 _main_pass(net, x, t, loss_fn, layer_types, main_needs, ctx)
                 del net
-            if "synflow" in needs:
-                _synflow_pass(model, x, layer_types, synflow_keep_bn, ctx)
+            for need in plugin:
+                _run_need(need, ctx)
         # built-in proxies first, so that a user proxy writing the context cannot change them
-        order = sorted(range(len(specs)), key=lambda i: specs[i].fn.__module__ != "zcfast.proxies.builtin")
-        done = {i: _finalise(specs[i], ctx, per_layer) for i in order}
+        order = sorted(range(len(specs)), key=lambda i: not specs[i].builtin)
+        done = {i: finalise(specs[i], ctx, per_layer) for i in order}
         results = {specs[i].name: done[i] for i in range(len(specs))}
     finally:
+        for need in plan:
+            need.release(ctx)
         ctx.clear()
     return results
 
 
-def score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None,
+def split_batches(inputs: torch.Tensor | None, targets: torch.Tensor | None,
+                  batches: Sequence[tuple[torch.Tensor, torch.Tensor | None]] | None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor | None]]]:
+    """``(inputs, targets, further batches)`` from a call's ``inputs`` / ``targets`` / ``batches``.
+
+    Raises:
+        ValueError: ``batches`` given together with inputs/targets, empty, or not (inputs, targets) pairs.
+    """
+    if batches is None:
+        return inputs, targets, []  # type: ignore[return-value]
+    if inputs is not None or targets is not None:
+        raise ValueError("batches: give either inputs/targets or batches=[(inputs, targets), ...], not both "
+                         "(pass inputs=None, targets=None)")
+    if isinstance(batches, (torch.Tensor, str, bytes)) or not isinstance(batches, Iterable):
+        raise ValueError(f"batches must be a non-empty list of (inputs, targets) pairs, got {type(batches).__name__}")
+    pairs = list(batches)
+    if not pairs or not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs):
+        raise ValueError("batches must be a non-empty list of (inputs, targets) pairs")
+    x0, y0 = pairs[0]
+    return x0, y0, [tuple(p) for p in pairs[1:]]  # type: ignore[misc]
+
+
+def _private_copy(model: nn.Module, layer_types: LayerTypes) -> nn.Module:
+    """A private train-mode copy of ``model`` with no parameter requiring grad (for needs)."""
+    net = clone_module(model, _main_copy)
+    net.train()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+#: errors a need's run may raise that mark only the proxies needing it (others are bugs in zcfast)
+_NEED_FAILURES = (NeedError, RuntimeError, ValueError, TypeError, IndexError, NotImplementedError)
+
+
+def _run_need(need: Need, ctx: PassContext) -> None:
+    """Run a plug-in need; a failure marks it (and only it) in ``ctx.problems``."""
+    if need.name in ctx.problems:
+        return
+    missing = [r for r in need.requires if r in ctx.problems]
+    if missing:
+        ctx.problems[need.name] = ctx.problems[missing[0]]
+        return
+    assert need.run is not None
+    try:
+        need.run(ctx)
+    except NeedError as exc:
+        ctx.problems[need.name] = str(exc)
+    except _NEED_FAILURES as exc:
+        ctx.problems[need.name] = f"the {need.name} need failed: {_first_line(exc)}"
+
+
+def score(model: nn.Module, inputs: torch.Tensor | None, targets: torch.Tensor | None,
           proxies: Sequence[str] | str = DEFAULT_PROXIES,
           loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
           layer_types: LayerTypes = None,
           per_layer: bool = False, *,
           synflow_keep_bn: KeepBN = None,
-          seed: int | None = 0) -> dict[str, float]:
+          seed: int | None = 0,
+          batches: Sequence[tuple[torch.Tensor, torch.Tensor | None]] | None = None) -> dict[str, float]:
     """``{proxy: value}``; see :func:`score_detailed` for the arguments.
 
     With ``per_layer=True`` the dict also holds ``"<proxy>/<counted weight name>"`` entries. A
@@ -1014,7 +1098,7 @@ def score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None,
     its reason (use :func:`score_detailed` to get the reason as data).
     """
     detailed = score_detailed(model, inputs, targets, proxies, loss_fn, layer_types, per_layer,
-                              synflow_keep_bn=synflow_keep_bn, seed=seed)
+                              synflow_keep_bn=synflow_keep_bn, seed=seed, batches=batches)
     out: dict[str, float] = {}
     for name, r in detailed.items():
         out[name] = r.value
@@ -1025,3 +1109,26 @@ def score(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None,
             for layer, v in (r.per_layer or {}).items():
                 out[f"{name}/{layer}"] = v
     return out
+
+
+# ------------------------------------------------------------------------------------------
+# the built-in needs of the paper's proxies (needs.py describes the mechanism)
+# ------------------------------------------------------------------------------------------
+for _need in (
+        Need("grads", shared=SHARED_MAIN, fills=("grads",), targets=True, floating_input=False,
+             description="ctx.grads: dL/dW of every counted weight (shared main pass)"),
+        Need("hessian_grad", shared=SHARED_MAIN, fills=("hessian_grads",), targets=True, floating_input=False,
+             description="ctx.hessian_grads: H.g of every counted weight (shared main pass, double backward)"),
+        Need("fisher", shared=SHARED_MAIN, fills=("fisher_pairs", "fisher_channel_dims"), targets=True,
+             floating_input=False,
+             description="ctx.fisher_pairs: (output, dL/doutput) per call of every counted layer (shared main pass)"),
+        Need("jacobian", shared=SHARED_MAIN, fills=("jacobian",), floating_input=True,
+             description="ctx.jacobian: d(sum logits)/d inputs (shared main pass, one backward to the inputs)"),
+        Need("outputs", shared=SHARED_MAIN, fills=("logits", "loss"), targets=True, floating_input=False,
+             description="ctx.logits [N, C] and ctx.loss of the main forward (shared main pass)"),
+        Need("synflow", run=_synflow_need, fills=("synflow_weights", "synflow_grads", "synflow_output"),
+             floating_input=True, reads_inputs=False,
+             description="ctx.synflow_weights / synflow_grads / synflow_output: its own float64 |theta| pass, "
+                         "all-ones input")):
+    register_need(_need, _builtin=True)
+del _need

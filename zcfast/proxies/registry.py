@@ -17,15 +17,23 @@ Needs (what the engine puts into the context):
 - ``"synflow"``: ``ctx.synflow_weights`` / ``ctx.synflow_grads`` -- |W| in float64 and
   ∂R/∂W for R = Σ net_|θ|(ones[1, ...]) on a copy without (most) BatchNorms (its own pass).
 - ``"outputs"``: ``ctx.logits`` [N, C] and ``ctx.loss`` (detached) from the main forward.
+
+These six are built-in *needs* (:mod:`zcfast.proxies.needs`); more are registered plug-ins
+(``zcfast.register_need``, the built-in ones in :mod:`zcfast.proxies.builtin_needs`), each
+listed by ``zcfast.proxies.needs.available_needs()``.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
+import torch.nn as nn
 
+from zcfast.proxies import needs as _needs
+
+#: the built-in needs of the paper's proxies (every registered need: needs.available_needs())
 NEEDS: tuple[str, ...] = ("grads", "hessian_grad", "fisher", "jacobian", "synflow", "outputs")
 #: The paper's six proxies in its Table 1 order: the one definition of "all" / the default set
 #: used by zcfast.score, score_arch, correlate, scan, search and the CLI.
@@ -56,11 +64,21 @@ class ProxyResult:
 
 @dataclass
 class PassContext:
-    """What the shared passes produced for one network (see the module docstring).
+    """What the passes produced for one network (see the module docstring).
 
     Tensors are detached. ``layer_names[i]`` names the module whose weight is ``weights[i]``;
     lists are aligned with it; a gradient is ``None`` where the loss does not depend on that
     weight. ``problems`` maps a need to a reason it could not be produced faithfully.
+
+    For needs and proxies beyond the built-in attributes:
+
+    - ``batches``: the scoring mini-batches ``((inputs [N, ...], targets [N] or None), ...)``,
+      private copies on the model's device (writing them cannot reach the caller's tensors);
+      single-batch passes use ``batches[0]``. :meth:`mini_batches` gives k of them.
+    - ``data``: ``{need name: product}`` of the plug-in needs (cleared by each need).
+    - :meth:`fresh_copy`: a new private copy of the scored model (train mode, nothing requires
+      grad); ``model``: one such copy made on first use and kept for the call.
+    - ``loss_fn``, ``layer_types``, ``seed``: the call's settings.
     """
 
     layer_names: list[str] = field(default_factory=list)
@@ -76,6 +94,51 @@ class PassContext:
     logits: torch.Tensor | None = None
     loss: torch.Tensor | None = None
     problems: dict[str, str] = field(default_factory=dict)
+    batches: tuple[tuple[torch.Tensor, torch.Tensor | None], ...] = ()
+    data: dict[str, Any] = field(default_factory=dict)
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    layer_types: Any = None
+    seed: int | None = None
+    copier: Callable[[], nn.Module] | None = field(default=None, repr=False)
+    _model: nn.Module | None = field(default=None, repr=False)
+    _source: nn.Module | None = field(default=None, repr=False)   # the caller's model: backends only
+    _options: dict[str, Any] = field(default_factory=dict, repr=False)  # backend settings (synflow_keep_bn)
+
+    def fresh_copy(self) -> nn.Module:
+        """A new private copy of the scored model (its own storage, train mode, no parameter
+        requiring grad): a need may modify it freely.
+
+        Raises:
+            ValueError: no model behind this context (a backend without module copies).
+        """
+        if self.copier is None:
+            raise ValueError("this PassContext has no model to copy (the backend does not offer one)")
+        return self.copier()
+
+    @property
+    def model(self) -> nn.Module:
+        """A private copy of the scored model, made on first use and kept for the call."""
+        if self._model is None:
+            self._model = self.fresh_copy()
+        return self._model
+
+    def mini_batches(self, parts: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """The mini-batches of a multi-batch need: ``batches`` when several were given, else
+        the one batch split into ``parts`` equal parts of N // parts samples (the remainder
+        dropped; ZiCo's two halves).
+
+        Raises:
+            ValueError: fewer samples than ``parts``.
+        """
+        if len(self.batches) > 1:
+            return list(self.batches)
+        x, y = self.batches[0]
+        step = x.shape[0] // parts
+        if step < 1:
+            raise ValueError(f"a batch of {x.shape[0]} samples cannot be split into {parts} mini-batches; "
+                             f"pass batches=[...] or at least {parts} samples")
+        return [(x[i * step:(i + 1) * step], None if y is None else y[i * step:(i + 1) * step])
+                for i in range(parts)]
 
     def clear(self) -> None:
         """Drop every tensor reference (the engine calls this before returning)."""
@@ -83,6 +146,11 @@ class PassContext:
                      "synflow_grads", "logits", "loss"):
             setattr(self, name, None)
         self.weights = []
+        self.data.clear()
+        self.batches = ()
+        self._model = None
+        self._source = None
+        self.copier = None
 
 
 ProxyFn = Callable[[PassContext], "ProxyResult | float | tuple[float, dict[str, float]]"]
@@ -95,6 +163,7 @@ class ProxySpec:
     name: str
     fn: ProxyFn
     needs: tuple[str, ...]
+    builtin: bool = False
 
 
 _REGISTRY: dict[str, ProxySpec] = {}
@@ -107,11 +176,14 @@ RESERVED_NAMES: dict[str, str] = {
 }
 
 
-def register_proxy(name: str, needs: Sequence[str] = ("grads",)) -> Callable[[ProxyFn], ProxyFn]:
+def register_proxy(name: str, needs: Sequence[str] = ("grads",), *,
+                   _builtin: bool = False) -> Callable[[ProxyFn], ProxyFn]:
     """Decorator registering ``fn(ctx: PassContext)`` as proxy ``name``.
 
     ``fn`` returns a :class:`ProxyResult`, a float, or ``(value, per_layer dict)``.
-    Duplicate names and unknown needs raise ``ValueError``.
+    ``needs`` names registered needs (``zcfast.proxies.needs.available_needs()``; a user need is
+    registered first with ``zcfast.register_need``). Duplicate names and unknown needs raise
+    ``ValueError``.
 
     Example::
 
@@ -129,21 +201,22 @@ def register_proxy(name: str, needs: Sequence[str] = ("grads",)) -> Callable[[Pr
     if isinstance(needs, str):
         needs = (needs,)
     if needs is None or not isinstance(needs, Iterable):
-        raise ValueError(f"proxy {name!r}: needs must be a sequence of names from {list(NEEDS)}, got {needs!r}")
+        raise ValueError(f"proxy {name!r}: needs must be a sequence of names from {_needs.available_needs()}, "
+                         f"got {needs!r}")
     needs_t = tuple(needs)
     bad = [n for n in needs_t if not isinstance(n, str)]
     if bad:
-        raise ValueError(f"proxy {name!r}: needs must be strings from {list(NEEDS)}, got {bad!r}")
-    unknown = [n for n in needs_t if n not in NEEDS]
+        raise ValueError(f"proxy {name!r}: needs must be strings from {_needs.available_needs()}, got {bad!r}")
+    unknown = [n for n in needs_t if not _needs.is_registered(n)]
     if unknown:
-        raise ValueError(f"proxy {name!r}: unknown needs {unknown}; known needs are {list(NEEDS)}")
+        raise ValueError(f"proxy {name!r}: unknown needs {unknown}; known needs are {_needs.available_needs()}")
 
     def decorator(fn: ProxyFn) -> ProxyFn:
         if name in _REGISTRY:
             raise ValueError(f"a proxy named {name!r} is already registered")
         if not callable(fn):
             raise TypeError(f"proxy {name!r}: expected a callable, got {type(fn).__name__}")
-        _REGISTRY[name] = ProxySpec(name, fn, needs_t)
+        _REGISTRY[name] = ProxySpec(name, fn, needs_t, _builtin)
         return fn
 
     return decorator
@@ -151,9 +224,8 @@ def register_proxy(name: str, needs: Sequence[str] = ("grads",)) -> Callable[[Pr
 
 def unregister_proxy(name: str) -> None:
     """Remove a user-registered proxy (built-in proxies cannot be removed)."""
-    from zcfast.proxies.builtin import BUILTIN
-
-    if name in BUILTIN:
+    spec = _REGISTRY.get(name) if isinstance(name, str) else None
+    if spec is not None and spec.builtin:
         raise ValueError(f"built-in proxy {name!r} cannot be unregistered")
     if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(f"no proxy named {name!r} is registered")
@@ -161,16 +233,13 @@ def unregister_proxy(name: str) -> None:
 
 
 def available_proxies() -> list[str]:
-    """Names of every registered proxy, built-ins first in the paper's order."""
-    import zcfast.proxies.builtin  # noqa: F401  (registers the built-ins)
-
+    """Names of every registered proxy, built-ins first in the paper's order (the built-ins are
+    registered by importing :mod:`zcfast.proxies`, which every import of this module does)."""
     return list(_REGISTRY)
 
 
 def resolve(proxies: Iterable[str] | str) -> list[ProxySpec]:
     """Look up proxy names; unknown, duplicate or no names raise ``ValueError``."""
-    import zcfast.proxies.builtin  # noqa: F401
-
     if isinstance(proxies, str):
         proxies = (proxies,)
     if proxies is None or not isinstance(proxies, Iterable):
