@@ -7,10 +7,15 @@ dtype (float32, float64 for synflow), as the official ``sum_arr``. Plain PyTorch
 zcfast.ops), so it is also an independent check of the engine's values.
 
     official_scores(net, x, y, proxies=SIX, synflow_keep_bn=None) -> dict[str, float]
+
+NAS-Bench-Suite-Zero's other proxies (issue #12) follow at the end: official_nwot, official_epe_nas,
+official_zen, official_zico, official_l2_norm, official_params, official_flops, official_plain
+(each ``(net, x, y, **options) -> float``) and official_modern_scores.
 """
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Callable, Collection, Sequence
 
 import numpy as np
@@ -167,6 +172,417 @@ def official_scores(net: nn.Module, x: torch.Tensor, y: torch.Tensor, proxies: S
     for p in proxies:
         if p == "synflow":
             out[p] = synflow(net, x, y, synflow_keep_bn)
+        else:
+            out[p] = FUNCS[p](net, x, y)
+    return out
+
+
+# ============================================================================================
+# NAS-Bench-Suite-Zero's proxies beyond the paper's six (issue #12): official semantics.
+#
+# Each ``official_<name>(net, x, y, **options) -> float`` works on its own deep copy of ``net``
+# with its own passes, as NASLib's predictor does (one measure, one copy), written from the
+# official code's behaviour (not copied). Sources, read at these commits:
+#   BayesWatch/nas-without-training@b3a82a66 (score_networks.py, scores.py)      -> nwot
+#   automl/NASLib@0b51bc18 (naslib/predictors/utils/pruners/measures/*.py,
+#       predictors/zerocost.py, pruners/predictive.py)          -> nwot/epe_nas variants, l2_norm, plain
+#   VascoLopes/EPE-NAS@22bd3410 (search.py)                                      -> epe_nas
+#   idstcv/ZenNAS@d1d617e0 (ZeroShotProxy/compute_zen_score.py, Masternet.py,
+#       evolution_search.py)                                                     -> zen
+#   SLDGroup/ZiCo@b0fec659 (ZeroShotProxy/compute_zico.py)                       -> zico
+#   D-X-Y/AutoDL-Projects@f46486e (xautodl/utils/flop_benchmark.py)              -> flops, params
+# The caller's model, its RNG state and its hooks are never touched (random draws use a local
+# torch.Generator). docs/proxies.md, "NAS-Bench-Suite-Zero proxies: official semantics", lists
+# every quirk and which variant zcfast follows.
+# ============================================================================================
+
+#: NASLib's 13 measures under zcfast's names (NASLib's ``jacov`` is zcfast's ``jacob_cov``).
+SUITE_ZERO = ("epe_nas", "fisher", "grad_norm", "grasp", "jacob_cov", "l2_norm", "nwot", "plain",
+              "snip", "synflow", "zen", "params", "flops")
+NWOT_RELUS = ("official", "naslib")
+EPE_VARIANTS = ("official", "naslib")
+
+
+def _choice(name: str, value: object, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def _first_tensor(out: object) -> torch.Tensor:
+    """A model's output as one tensor: the tensor itself, or the first element of a tuple/list
+    (xautodl's NB201 network returns ``(logits, features)`` in the NASWOT repository)."""
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"net must return a tensor (or a tuple whose first item is one), got {type(out).__name__}")
+    return out
+
+
+def _relu_typed(m: nn.Module) -> bool:
+    """NASWOT's selection rule: the module's *type name* contains "ReLU" (so a wrapper class such
+    as NB201's ``ReLUConvBN`` counts too, with its input, besides the nn.ReLU inside it)."""
+    return "ReLU" in str(type(m))
+
+
+def nwot_kernel(net: nn.Module, x: torch.Tensor, relus: str = "official") -> np.ndarray:
+    """NASWOT's Hamming kernel K (float64 [N, N]) on a private train-mode copy of ``net``.
+
+    For every hooked module call with input a (flattened per sample to [N, D]), c = (a > 0):
+    K += c·cᵀ + (1−c)·(1−c)ᵀ, i.e. K[i, j] = number of positions where samples i and j have the
+    same sign pattern, summed over the hooked calls. Each layer's product is a float32 GEMM as the
+    official code (exact while D < 2**24; float64 above), added into a float64 K as numpy does.
+
+    relus:
+        ``"official"`` (NASWOT v2): modules whose type name contains "ReLU" (wrappers included)
+        that the backward of a first forward (x requiring grad, ``out.backward(ones)``) reaches;
+        K is accumulated in a second forward of the same batch. A module called several times
+        (a shared ReLU) counts all its calls if any call was reached (the flag is per module).
+        ``"naslib"``: one forward, every module whose type name contains "ReLU" except the search
+        space's own classes (NASLib excludes types containing "naslib"; here classes defined in
+        ``zcfast`` or ``naslib``), so NB201's ``ReLUConvBN`` wrappers do not count twice.
+    """
+    relus = _choice("relus", relus, NWOT_RELUS)
+    if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] < 1:
+        raise ValueError(f"x must be a batched tensor [N, ...], got {getattr(x, 'shape', type(x).__name__)}")
+    net = _copy(net)
+    n = x.shape[0]
+    K = np.zeros((n, n), dtype=np.float64)
+    visited: set[int] = set()
+    counting = [False]
+
+    def forward_hook(m: nn.Module, inp: tuple, out: object) -> None:
+        if not counting[0]:
+            if isinstance(out, torch.Tensor) and out.requires_grad:
+                out.register_hook(lambda g, key=id(m): visited.add(key))  # noqa: B023 (key bound)
+            return
+        if relus == "official" and id(m) not in visited:
+            return
+        a = inp[0].reshape(n, -1)
+        c = (a > 0).to(torch.float32 if a.shape[1] < 2 ** 24 else torch.float64)
+        k = c @ c.t() + (1.0 - c) @ (1.0 - c).t()
+        K[...] += k.detach().cpu().double().numpy()
+
+    if relus == "official":
+        mods = [m for m in net.modules() if _relu_typed(m)]
+    else:
+        mods = [m for m in net.modules() if _relu_typed(m)
+                and not type(m).__module__.split(".")[0] in ("zcfast", "naslib")]
+    handles = [m.register_forward_hook(forward_hook) for m in mods]
+    try:
+        if relus == "official":
+            xi = x.detach().clone().requires_grad_(True)
+            out = _first_tensor(net(xi))
+            out.backward(torch.ones_like(out))
+        counting[0] = True
+        net(x.detach().clone())
+    finally:
+        for h in handles:
+            h.remove()
+    return K
+
+
+def official_nwot(net: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
+                  relus: str = "official") -> float:
+    """NASWOT (v2): log|det K| of :func:`nwot_kernel` (``np.linalg.slogdet``'s log-abs-det; the
+    sign is ignored). x: [N, ...] (official batch 128, NAS-Bench-Suite-Zero 32); y unused.
+
+    Quirks kept: train mode (BatchNorm on batch statistics); the ReLU's *input* is coded (so an
+    in-place ReLU gives the same code); a singular K gives −inf (NASLib's predictor maps ±inf/NaN
+    to −1e8). Deviation: the official hook ``view``s the input and silently drops a layer whose
+    input is not contiguous (its ``except: pass``); this reference ``reshape``s instead.
+    Follows BayesWatch/nas-without-training@b3a82a66 (``relus="official"``) or
+    automl/NASLib@0b51bc18 measures/nwot.py (``relus="naslib"``).
+    """
+    _, logabsdet = np.linalg.slogdet(nwot_kernel(net, x, relus))
+    return float(logabsdet)
+
+
+def epe_class_scores(jac: np.ndarray, labels: np.ndarray, n_classes: int) -> dict:
+    """EPE-NAS's per-class terms: {label: s_c} in order of first appearance (classes whose term
+    raised are left out, as the official ``try/except: continue``).
+
+    jac: [N, D] Jacobian rows; labels: [N]. s_c = Σ log(|corrcoef(J_c)| + 1e-5) over the class's
+    rows, divided by the class size ``len(corrs)`` when n_classes > 100. A class with one sample
+    has a 0-d corrcoef (1.0): s_c = log(1 + 1e-5) in the ≤ 100 branch; in the > 100 branch
+    ``len()`` of it raises, so the class is skipped. A constant row makes corrcoef NaN (kept).
+    """
+    per_class: dict = {}
+    for i, label in enumerate(labels):
+        key = label.item() if hasattr(label, "item") else label
+        per_class[key] = jac[i] if key not in per_class else np.vstack((per_class[key], jac[i]))
+    out: dict = {}
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for c, rows in per_class.items():
+            try:
+                corrs = np.array(np.corrcoef(rows))
+                s = np.sum(np.log(np.abs(corrs) + 1e-5))
+                if n_classes > 100:
+                    s = s / len(corrs)
+            except Exception:  # the official "defensive programming"
+                continue
+            out[c] = s
+    return out
+
+
+def official_epe_nas(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, variant: str = "official",
+                     n_classes: int | None = None) -> float:
+    """EPE-NAS: per-class correlation of the input Jacobians J = ∂(Σ logits)/∂x.
+
+    x: [N, ...] (official batch 256), y: [N] class labels (NASLib: a 2-D y is argmax-ed).
+    Train mode, ``out.backward(ones)``, J flattened to [N, D] (float32), then
+    :func:`epe_class_scores`. Score: n_classes ≤ 100: Σ_c |s_c|; > 100: Σ_c Σ_c' |s_c − s_c'|
+    divided by the number of classes kept.
+    variant ``"official"`` (VascoLopes/EPE-NAS@22bd3410 search.py): the search script never
+    passes the class count, so n_classes = 10 and the ≤ 100 branch always runs; with no class
+    kept in the > 100 branch it divides by zero (NaN). ``"naslib"`` (automl/NASLib@0b51bc18
+    measures/epe_nas.py): n_classes = the logit width, so ImageNet16-120 (120) takes the > 100
+    branch; no class kept gives 0. ``n_classes`` overrides the variant's count.
+    """
+    variant = _choice("variant", variant, EPE_VARIANTS)
+    if y.dim() == 2:
+        y = torch.argmax(y, dim=1)
+    net = _copy(net)
+    xi = x.detach().clone().requires_grad_(True)
+    out = _first_tensor(net(xi))
+    out.backward(torch.ones_like(out))
+    jac = xi.grad.detach().reshape(x.shape[0], -1).cpu().numpy()
+    if n_classes is None:
+        n_classes = 10 if variant == "official" else int(out.shape[-1])
+    scores = epe_class_scores(jac, y.detach().cpu().numpy(), n_classes)
+    if n_classes <= 100:
+        return float(sum(np.abs(s) for s in scores.values()))
+    total = 0.0
+    for a in scores.values():
+        for b in scores.values():
+            total += np.abs(a - b)
+    if not scores:
+        return float("nan") if variant == "official" else 0.0
+    return float(total / len(scores))
+
+
+def _zen_feature_module(net: nn.Module, feature_module: str | None) -> nn.Module:
+    if feature_module is not None:
+        names = dict(net.named_modules())
+        if feature_module not in names:
+            raise ValueError(f"feature_module must name a submodule of net, got {feature_module!r}")
+        return names[feature_module]
+    pools = [m for m in net.modules() if isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+                                                         nn.AdaptiveAvgPool3d))]
+    if not pools:
+        raise ValueError("feature_module must name the module whose input is the pre-pool feature map: "
+                         "net has no AdaptiveAvgPool module")
+    return pools[-1]
+
+
+def official_zen(net: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, gamma: float = 1e-2,
+                 seed: int = 0, bn_eps: float = 1e-3, bn_momentum: float = 0.1,
+                 feature_module: str | None = None) -> float:
+    """Zen-NAS score (idstcv/ZenNAS@d1d617e0 compute_zen_score.py, repeat=1 as evolution_search.py).
+
+    On a private copy, in train mode: BatchNorm running statistics reset (a fresh network's:
+    mean 0, var 1), eps = ``bn_eps`` (1e-3, MasterNet's), momentum = ``bn_momentum`` (0.1, the
+    default); Conv2d and Linear weights re-drawn N(0, 1) with zero biases; BatchNorm2d/GroupNorm
+    weight 1, bias 0 (affine-free ones skipped, as NASLib's port). Then, under no_grad, Gaussian
+    inputs z, ε ~ N(0, 1) of x's shape (x gives only the shape; y unused), f = the pre-global-pool
+    features (the *input* of ``feature_module``, default the last AdaptiveAvgPool module, as
+    NASLib's ``forward_before_global_avg_pool`` hooks NB201's pool; ZenNAS's ``forward_pre_GAP``
+    is the last block's output, the same tensor):
+        score = log mean_n Σ_{c,h,w} |f(z) − f(z + γ·ε)|_n  +  Σ_{BatchNorm2d} log √mean(running_var)
+    The running variances are the ones the two train-mode forwards left (momentum 0.1 from 1:
+    0.81 + 0.09·var(z) + 0.1·var(z+γε), torch's unbiased batch variance), not the batch variance;
+    BatchNorms without running statistics are skipped. Random draws (weights in module order,
+    then z, then ε) come from ``torch.Generator().manual_seed(seed)``. ZenNAS also turns residual
+    links off in its search space; a given nn.Module is scored as it is.
+    """
+    if not isinstance(gamma, (int, float)) or not gamma > 0:
+        raise ValueError(f"gamma must be a positive float, got {gamma!r}")
+    net = copy.deepcopy(net)
+    net.train()
+    gen = torch.Generator(device=x.device).manual_seed(int(seed))
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                if m.track_running_stats:
+                    m.reset_running_stats()
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eps = bn_eps
+                    m.momentum = bn_momentum
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.normal_(m.weight, generator=gen)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        z = torch.randn(x.shape, generator=gen, device=x.device, dtype=torch.float32)
+        eps = torch.randn(x.shape, generator=gen, device=x.device, dtype=torch.float32)
+        feats: list[torch.Tensor] = []
+        target = _zen_feature_module(net, feature_module)
+        h = target.register_forward_hook(lambda m, inp, out: feats.append(inp[0]))
+        try:
+            net(z)
+            net(z + gamma * eps)
+        finally:
+            h.remove()
+        if len(feats) != 2:
+            raise ValueError(f"feature_module must be called once per forward, got {len(feats)} calls in two forwards")
+        f0, f1 = feats
+        nas = torch.mean(torch.sum(torch.abs(f0 - f1), dim=tuple(range(1, f0.dim()))))
+        bn = 0.0
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d) and m.running_var is not None:
+                bn += torch.log(torch.sqrt(torch.mean(m.running_var)))
+        return float(torch.log(nas) + bn)
+
+
+def zico_batches(x: torch.Tensor, y: torch.Tensor, n_batches: int = 2,
+                 batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None
+                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The mini-batches ZiCo uses: ``batches`` when given, else (x, y) split into ``n_batches``
+    parts of N // n_batches or N // n_batches + 1 samples (``torch.tensor_split``; two halves by
+    default)."""
+    if batches is not None:
+        out = list(batches)
+        if len(out) < 1:
+            raise ValueError("batches must hold at least one (inputs, targets) pair, got none")
+        return out
+    if not isinstance(n_batches, int) or n_batches < 1 or n_batches > x.shape[0]:
+        raise ValueError(f"n_batches must be an int in 1..{x.shape[0]} (the batch size), got {n_batches!r}")
+    return list(zip(torch.tensor_split(x, n_batches), torch.tensor_split(y, n_batches)))
+
+
+def official_zico(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, n_batches: int = 2,
+                  batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None) -> float:
+    """ZiCo (SLDGroup/ZiCo@b0fec659 ZeroShotProxy/compute_zico.py).
+
+    Train mode, cross-entropy, one forward+backward per mini-batch (:func:`zico_batches`: the
+    given ``batches``, else x [N, ...], y [N] split in ``n_batches``). Per Conv2d/Linear module
+    (``named_modules`` order, a shared module once) its weight gradients G [B, P] (float32 numpy,
+    as the official copies them): per weight mean|g| / std(g) (ddof 0) over the B batches,
+    weights with std 0 dropped; the layer's term is log of the sum, a layer whose sum is 0 (all
+    dropped, e.g. B = 1) is skipped; score = Σ over layers (0.0 when no layer counts, as the
+    official). A module without a gradient (unused) counts as zero gradients (the official would
+    fail on ``None.data``). With B = 2: mean|g|/std = (|g₁|+|g₂|)/|g₁−g₂|.
+    """
+    parts = zico_batches(x, y, n_batches, batches)
+    net = _copy(net)
+    layers = [(name, m) for name, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    grads: dict[str, list[np.ndarray]] = {name: [] for name, _ in layers}
+    for xb, yb in parts:
+        net.zero_grad()
+        F.cross_entropy(_first_tensor(net(xb)), yb).backward()
+        for name, m in layers:
+            g = m.weight.grad
+            grads[name].append(np.zeros(m.weight.numel(), dtype=np.float32) if g is None
+                               else g.detach().cpu().reshape(-1).numpy().copy())
+    total = 0.0
+    for name, _ in layers:
+        arr = np.array(grads[name])
+        std = np.std(arr, axis=0)
+        keep = np.nonzero(std)[0]
+        mean_abs = np.mean(np.abs(arr), axis=0)
+        s = np.sum(mean_abs[keep] / std[keep])
+        if s != 0:
+            total += float(np.log(s))
+    return total
+
+
+def official_l2_norm(net: nn.Module, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> float:
+    """Σ over Conv2d/Linear of ‖W‖_F (automl/NASLib@0b51bc18 measures/l2_norm.py; no pass, no
+    copy needed, summed as a float32 tensor like NASLib's ``sum_arr``). x, y unused."""
+    with torch.no_grad():
+        return _sum_arr([l.weight.norm() for l in _layers(net)])
+
+
+def official_params(net: nn.Module, x: torch.Tensor | None = None, y: torch.Tensor | None = None, *,
+                    millions: bool = False) -> float:
+    """Number of parameters: every ``net.parameters()`` tensor (shared ones once; BatchNorm
+    affine and biases included), as xautodl's ``count_parameters`` that NAS-Bench-201 publishes
+    (D-X-Y/AutoDL-Projects@f46486e). ``millions=True`` divides by 1e6, the unit NB201 and
+    NASLib report (NASLib counts through tensorwatch). x, y unused."""
+    n = float(sum(int(np.prod(p.size())) for p in net.parameters()))
+    return n / 1e6 if millions else n
+
+
+def official_flops(net: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
+                   millions: bool = False) -> float:
+    """FLOPs per sample in NAS-Bench-201's convention (xautodl ``get_model_infos``,
+    D-X-Y/AutoDL-Projects@f46486e xautodl/utils/flop_benchmark.py).
+
+    A private copy in eval mode runs one no_grad forward of ``torch.rand(1, *x.shape[1:])``
+    (a local generator; x gives only the shape). Counted, per call of each module (so a shared
+    module counts every use), as multiply-accumulates:
+      Conv2d: kh·kw·C_in·C_out/groups · H_out·W_out (+ C_out·H_out·W_out with a bias);
+      Conv1d: k·C_in·C_out/groups · L_out (+ C_out·L_out with a bias);
+      Linear: in·out per input row (+ out with a bias).
+    Nothing else: BatchNorm, activations, additions and pooling count 0 (xautodl hooks pools but
+    leaves them out of the sum); Conv3d and transposed convolutions are not counted. xautodl
+    asserts a 2-D Linear input; here a Linear counts once per row of its flattened input.
+    Divided by the batch (1). ``millions=True`` gives MFLOPs, NB201's published unit.
+    """
+    net = copy.deepcopy(net)
+    net.eval()
+    total = [0.0]
+
+    def hook(m: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+        if isinstance(m, nn.Conv2d):
+            kh, kw = m.kernel_size
+            per = kh * kw * m.in_channels * m.out_channels / m.groups
+            active = out.shape[0] * out.shape[2] * out.shape[3]
+            total[0] += per * active + (m.out_channels * active if m.bias is not None else 0)
+        elif isinstance(m, nn.Conv1d):
+            (k,) = m.kernel_size
+            per = k * m.in_channels * m.out_channels / m.groups
+            active = out.shape[0] * out.shape[-1]
+            total[0] += per * active + (m.out_channels * active if m.bias is not None else 0)
+        elif isinstance(m, nn.Linear):
+            rows = inp[0].numel() // m.in_features
+            total[0] += rows * m.in_features * m.out_features + (rows * m.out_features if m.bias is not None else 0)
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Linear))]
+    gen = torch.Generator(device=x.device).manual_seed(0)
+    try:
+        with torch.no_grad():
+            net(torch.rand((1,) + tuple(x.shape[1:]), generator=gen, device=x.device, dtype=x.dtype))
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0] / 1e6 if millions else total[0]
+
+
+def official_plain(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Σ over Conv2d/Linear of Σ θ·∂L/∂θ (weights only; cross-entropy; train mode; one
+    forward+backward; automl/NASLib@0b51bc18 measures/plain.py with split_data=1)."""
+    net = _copy(net)
+    F.cross_entropy(net(x), y).backward()
+    return _sum_arr([l.weight.grad * l.weight if l.weight.grad is not None else torch.zeros_like(l.weight)
+                     for l in _layers(net)])
+
+
+MODERN_FUNCS: dict[str, Callable[..., float]] = {
+    "nwot": official_nwot, "epe_nas": official_epe_nas, "zen": official_zen, "zico": official_zico,
+    "l2_norm": official_l2_norm, "params": official_params, "flops": official_flops, "plain": official_plain,
+}
+
+
+def official_modern_scores(net: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                           proxies: Sequence[str] = SUITE_ZERO,
+                           batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None
+                           ) -> dict[str, float]:
+    """Each proxy (any of the six or of :data:`MODERN_FUNCS`) on its own copy with its own
+    passes, in sequence, with default options (the benchmark's baseline). ``batches`` goes to
+    zico only; the others use (x, y)."""
+    unknown = [p for p in proxies if p not in FUNCS and p not in MODERN_FUNCS]
+    if unknown:
+        raise ValueError(f"proxies must be among {', '.join(sorted({*FUNCS, *MODERN_FUNCS}))}, got {unknown[0]!r}")
+    out: dict[str, float] = {}
+    for p in proxies:
+        if p == "zico":
+            out[p] = official_zico(net, x, y, batches=batches)
+        elif p in MODERN_FUNCS:
+            out[p] = MODERN_FUNCS[p](net, x, y)
         else:
             out[p] = FUNCS[p](net, x, y)
     return out
