@@ -331,6 +331,8 @@ def official_epe_nas(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, varian
     """EPE-NAS: per-class correlation of the input Jacobians J = ∂(Σ logits)/∂x.
 
     x: [N, ...] (official batch 256), y: [N] class labels (NASLib: a 2-D y is argmax-ed).
+    A model returning a tuple is read by its first element (the official script unpacked
+    xautodl's ``(features, logits)`` and took the logits: pass a model that returns logits).
     Train mode, ``out.backward(ones)``, J flattened to [N, D] (float32), then
     :func:`epe_class_scores`. Score: n_classes ≤ 100: Σ_c |s_c|; > 100: Σ_c Σ_c' |s_c − s_c'|
     divided by the number of classes kept.
