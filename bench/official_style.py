@@ -267,7 +267,7 @@ def nwot_kernel(net: nn.Module, x: torch.Tensor, relus: str = "official") -> np.
         mods = [m for m in net.modules() if _relu_typed(m)]
     else:
         mods = [m for m in net.modules() if _relu_typed(m)
-                and not type(m).__module__.split(".")[0] in ("zcfast", "naslib")]
+                and type(m).__module__.split(".")[0] not in ("zcfast", "naslib")]
     handles = [m.register_forward_hook(forward_hook) for m in mods]
     try:
         if relus == "official":
