@@ -573,3 +573,49 @@ def test_ray_client_address_needs_ray_client(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"ray://head:10001.*pip install 'ray\[client\]'"):
         _scan(tmp_path / "s.sqlite", 5, backend="ray", address="ray://head:10001")
     assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_local_pool_starts_workers_from_a_preloaded_forkserver() -> None:
+    from zcfast import parallel
+
+    if "forkserver" not in __import__("multiprocessing").get_all_start_methods():
+        pytest.skip("no forkserver on this platform")
+    old = os.environ.pop("ZCFAST_START_METHOD", None)
+    try:
+        assert parallel.resolve_start_method() == "forkserver"
+    finally:
+        if old is not None:
+            os.environ["ZCFAST_START_METHOD"] = old
+    assert parallel.resolve_start_method("spawn") == "spawn"
+    spec = WorkerSpec(SPACE, tuple(PROXIES), *DATA, scorer=hash_scorer)
+    mods = parallel._preload_modules(spec)
+    assert mods[:len(parallel.FORKSERVER_PRELOAD)] == list(parallel.FORKSERVER_PRELOAD)
+    assert type(SPACE).__module__ in mods and "zcfast.parallel" in mods
+    spec.scorer = _DiesInWorkers.__setstate__  # a user's module is never preloaded in the server
+    assert all(m.startswith("zcfast") or m in ("__main__", "torch") for m in parallel._preload_modules(spec))
+
+
+def test_forkserver_workers_see_the_parents_environment_now(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # the server is started by the first pool (in this process perhaps by an earlier test) and
+    # keeps the environment it started with; the workers must see the parent's at each scan
+    _scan(tmp_path / "a.sqlite", 8, backend="local", workers=1, start_method="forkserver")
+    monkeypatch.setenv("ZCFAST_HASH_SCORER_FAIL", "all")
+    res = _scan(tmp_path / "b.sqlite", 8, backend="local", workers=1, start_method="forkserver")
+    assert res.errors == 8 and res.first_error.startswith("RuntimeError: synthetic failure")
+    monkeypatch.delenv("ZCFAST_HASH_SCORER_FAIL")
+    res = _scan(tmp_path / "c.sqlite", 8, backend="local", workers=1, start_method="forkserver")
+    assert res.errors == 0 and _run_rows(tmp_path / "c.sqlite") == _run_rows(tmp_path / "a.sqlite")
+
+
+def test_forkserver_worker_watchdog_notices_a_dead_owner() -> None:
+    from zcfast.parallel import _parent_gone
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    gone_pid = int(dead.stdout)  # exited and reaped: no such process
+    assert not _parent_gone(os.getppid(), None)            # a direct child of its owner
+    assert _parent_gone(os.getpid(), None)                 # getppid is not the owner
+    assert not _parent_gone(os.getpid(), os.getppid())     # a server's child, owner alive
+    assert _parent_gone(gone_pid, os.getppid())            # owner gone
+    assert _parent_gone(os.getpid(), os.getppid() + 10**6)  # server gone (reparented)

@@ -18,17 +18,24 @@ Backends:
 
 * ``serial``: in the calling process (debugging, tiny scans).
 * ``local``: one process per core (``os.sched_getaffinity``), ``concurrent.futures`` process
-  pool. Start method ``spawn`` by default: ``fork`` after torch has started its OpenMP
-  thread pool (and with the parent's SQLite connection open) is not safe; spawn costs about
-  one ``import torch`` per worker, once. ``start_method="forkserver"`` or ``"fork"`` may be
-  passed (or ``ZCFAST_START_METHOD``). A worker that dies (killed, out of memory) breaks the
+  pool. Start method ``forkserver`` by default where the platform has it (Linux), else
+  ``spawn``: ``fork`` after torch has started its OpenMP thread pool (and with the parent's
+  SQLite connection open) is not safe, and spawn costs one ``import torch`` per worker (about
+  2.5 CPU-seconds, which dominates a scan of a few hundred NB201 candidates: see
+  bench/bench_scan_overheads.py). The forkserver is a fresh process that imports torch and
+  zcfast once (:data:`FORKSERVER_PRELOAD` plus the modules of the space and scorers) and
+  forks every worker from that state, so workers start in milliseconds, and a second pool
+  in the same process (another scan) reuses the running server. Forked workers take the
+  parent's current environment variables (``os.environ``) as spawned ones do.
+  ``start_method="spawn"`` or ``"fork"`` may be passed (or ``ZCFAST_START_METHOD``). A worker that dies (killed, out of memory) breaks the
   pool: the pool is restarted and the chunks it held are retried one candidate at a time;
   a candidate that kills a worker again is recorded with the error ``worker process died``.
   Workers that die as they start (before scoring anything: typically a script that calls
   ``zcfast.scan`` without the ``if __name__ == "__main__":`` guard, which spawned workers need
   because they re-import the main module) raise :class:`WorkerStartError` instead of storing
   error rows; :func:`check_main_guard` refuses such a script before any worker starts.
-  Workers exit by themselves within a second when the parent is killed.
+  Workers exit by themselves within a second when the parent is killed (forkserver workers
+  too: they watch the parent's pid and their server).
 * ``ray``: one actor per CPU of the cluster (``ray.init(address=...)``; without an address
   and no running instance a local one is started). zcfast must be importable on every node.
 """
@@ -60,6 +67,7 @@ __all__ = [
     "WorkerSpec",
     "WorkerStartError",
     "available_cpus",
+    "FORKSERVER_PRELOAD",
     "check_main_guard",
     "hash_scorer",
     "make_backend",
@@ -284,9 +292,17 @@ class WorkerStartError(ValueError):
     """Local worker processes die as they start, before scoring anything (nothing is stored)."""
 
 
+#: Modules the forkserver imports once before forking workers (with ``__main__``, the main
+#: script, as spawn re-imports it; plus, per pool, the modules of the space and scorers).
+FORKSERVER_PRELOAD: tuple[str, ...] = ("__main__", "torch", "zcfast.parallel", "zcfast.proxies",
+                                       "zcfast.batched", "zcfast.spaces")
+
+
 def resolve_start_method(start_method: str | None = None) -> str:
-    """The local pool's start method: ``start_method``, else ``$ZCFAST_START_METHOD``, else spawn."""
-    method = start_method or os.environ.get("ZCFAST_START_METHOD") or "spawn"
+    """The local pool's start method: ``start_method``, else ``$ZCFAST_START_METHOD``, else
+    ``forkserver`` where available (Linux), else ``spawn``."""
+    default = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    method = start_method or os.environ.get("ZCFAST_START_METHOD") or default
     if method not in multiprocessing.get_all_start_methods():
         raise ValueError(f"start method {method!r} not available here; choose one of "
                          f"{', '.join(multiprocessing.get_all_start_methods())}")
@@ -397,27 +413,53 @@ class SerialBackend(Backend):
 _WORKER_SPEC: WorkerSpec | None = None
 
 
-def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - exists, owned by someone else
+        return True
+    return True
+
+
+def _parent_gone(parent: int, server: int | None) -> bool:
+    """The pool owner ``parent`` is gone: for a direct child, ``getppid`` changed; for a
+    forkserver worker (``server``: its parent, the server), the server exited (it does when
+    the owner dies) or the owner's pid no longer exists."""
+    if server is None:
+        return os.getppid() != parent
+    return os.getppid() != server or not _pid_alive(parent)
+
+
+def _exit_with_parent(parent: int, server: int | None = None, interval: float = 0.5) -> None:
     """Daemon thread body: end this worker as soon as its parent is gone.
 
     A pool worker blocks reading its task queue, whose write end every worker also holds,
-    so a SIGKILLed parent would leave it waiting forever; polling ``getppid`` ends it.
+    so a SIGKILLed parent would leave it waiting forever; polling ends it.
     """
     while True:
         time.sleep(interval)
-        if os.getppid() != parent:
+        if _parent_gone(parent, server):
             os._exit(1)
 
 
-def _init_worker(spec: WorkerSpec, parent: int | None = None) -> None:
+def _init_worker(spec: WorkerSpec, parent: int | None = None,
+                 environ: dict[str, str] | None = None) -> None:
     """Pool-worker initialiser; ``parent`` (the pool owner's pid, taken in the parent so a
-    parent that died while this worker was still starting is noticed too) starts the watchdog."""
+    parent that died while this worker was still starting is noticed too) starts the watchdog.
+    ``environ`` (forkserver workers, whose server was started earlier): the owner's
+    environment variables now, replacing those inherited from the server."""
     global _WORKER_SPEC
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
     if parent is not None:
-        if os.getppid() != parent:
+        server = None if os.getppid() == parent or environ is None else os.getppid()
+        if _parent_gone(parent, server):
             os._exit(1)
         import threading
-        threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True,
+        threading.Thread(target=_exit_with_parent, args=(parent, server), daemon=True,
                          name="zcfast-parent-watch").start()
     torch.set_num_threads(spec.threads)
     _WORKER_SPEC = spec
@@ -431,6 +473,19 @@ def _worker_score(chunk: list[Task]) -> list[ScoreRow]:
 def _died_row(task: Task, detail: str) -> ScoreRow:
     return ScoreRow(task[0], task[1], {}, f"worker process died while scoring this candidate "
                     f"(killed, or out of memory?): {detail}", 0.0)
+
+
+def _preload_modules(spec: WorkerSpec) -> list[str]:
+    """:data:`FORKSERVER_PRELOAD` plus zcfast's modules holding the spec's space and scorers
+    (a user's module is imported by each worker as it unpickles the spec, as with spawn)."""
+    mods = list(FORKSERVER_PRELOAD)
+    for obj in (spec.space, spec.scorer, spec.batch_scorer):
+        if obj is None:
+            continue
+        mod = getattr(obj, "__module__", None) if callable(obj) else type(obj).__module__
+        if isinstance(mod, str) and mod.startswith("zcfast.") and mod not in mods:
+            mods.append(mod)
+    return mods
 
 
 class LocalPoolBackend(Backend):
@@ -449,11 +504,13 @@ class LocalPoolBackend(Backend):
         self._probed = False
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(self.start_method),
-                                   initializer=_init_worker,
-                                   # forkserver workers are children of the server, not ours
-                                   initargs=(self.spec, None if self.start_method == "forkserver"
-                                             else os.getpid()))
+        ctx = multiprocessing.get_context(self.start_method)
+        environ = None
+        if self.start_method == "forkserver":  # takes effect when the server (once per process) starts
+            ctx.set_forkserver_preload(_preload_modules(self.spec))
+            environ = dict(os.environ)
+        return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(self.spec, os.getpid(), environ))
 
     def imap_unordered(self, chunks: Iterable[list[Task]]) -> Iterator[list[ScoreRow]]:
         it = iter(chunks)

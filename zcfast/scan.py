@@ -209,8 +209,10 @@ def scan(space: Any, proxies: Sequence[str] | str, n: int | None = None, *,
         device: torch device the workers score on (``cpu``, ``cuda[:N]``).
         backend: ``"local"`` (process pool, ``workers`` processes, default every core),
             ``"ray"`` (``address`` of a cluster; default a local instance; ``ray://`` needs
-            ``ray[client]``) or ``"serial"``. ``local`` starts workers with ``spawn``, which
-            re-imports the main script: call ``scan`` under ``if __name__ == "__main__":``.
+            ``ray[client]``) or ``"serial"``. ``local`` forks its workers from a forkserver
+            that has imported torch and zcfast once (``spawn`` where there is no forkserver;
+            ``start_method`` / ``$ZCFAST_START_METHOD`` to choose), which imports the main
+            script as spawn does: call ``scan`` under ``if __name__ == "__main__":``.
         chunk_size: candidates per task sent to a worker (default 8 with a batched scorer,
             else 4).
         scorer: per-architecture scorer with ``zcfast.score_arch``'s signature (default that

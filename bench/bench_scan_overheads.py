@@ -1,0 +1,267 @@
+"""Where a scan's time goes: per-candidate overheads of ``zcfast scan`` against bare scoring.
+
+One run measures, on the scan's own candidates (the first ``--n`` distinct NB201 keys of the
+stream ``sample:0``, what ``zcfast scan --space nb201 --n N`` scores into an empty store):
+
+* ``score_arch`` and ``score_batch`` (chunks of 8, what a worker runs) in this process, one
+  torch thread: the bare scoring rate, for scale (wall and CPU time);
+* in-process costs per candidate: network construction (seeded build), key + encode, the
+  dedup look-up (``has_keys`` per block of 256), store writes (``put_many`` per 256 rows) and
+  pickling a chunk's tasks and rows both ways (the IPC payload);
+* the command itself, each in a fresh process as a user runs it (``zcfast scan ... --quiet``):
+  with the instant ``hash_scorer`` (everything but scoring: worker start-up, IPC, dedup,
+  store) and with the real scorer, for each start method (``--start-methods``) and serially.
+
+Values are checked before any figure is written: every real-scorer run must store the same
+values (bit-identical across backends and start methods), and the first 3 candidates must
+equal ``score_arch`` within ``--check-rtol``.
+
+Usage::
+
+    python bench/bench_scan_overheads.py                       # the committed figures
+    python bench/bench_scan_overheads.py --n 100 --n-single 20 --start-methods forkserver
+
+Writes bench/results/<tag>.json and .md (default tag ``scan_overheads``).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import pickle
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT / "bench"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+import torch  # noqa: E402
+
+import zcfast  # noqa: E402
+from common import command_line, machine_info, markdown_table, write_results  # noqa: E402
+from zcfast.batched import score_batch  # noqa: E402
+from zcfast.data import paper_batch  # noqa: E402
+from zcfast.proxies import score_arch  # noqa: E402
+from zcfast.store import ResultStore, ScoreRow  # noqa: E402
+
+try:  # issue #12 moves the per-architecture seed to its own module
+    from zcfast.seeding import arch_seed  # noqa: E402
+except ImportError:
+    from zcfast.proxies import arch_seed  # noqa: E402
+
+CHUNK = 8      # the scan's default chunk with the batched scorer
+BLOCK = 256    # the scan's dedup look-up block and default commit size
+
+
+def candidates(space: Any, n: int, sample_seed: int = 0) -> list[Any]:
+    """The first ``n`` distinct keys of the scan's stream ``sample:<sample_seed>``."""
+    rng, seen, out = random.Random(sample_seed), set(), []
+    while len(out) < n:
+        a = space.sample(rng)
+        k = space.key(a)
+        if k not in seen:
+            seen.add(k)
+            out.append(a)
+    return out
+
+
+def _timed(fn: Any) -> tuple[float, float, Any]:
+    t, c = time.perf_counter(), time.process_time()
+    res = fn()
+    return time.perf_counter() - t, time.process_time() - c, res
+
+
+def in_process(space: Any, archs: list[Any], proxies: list[str], n_single: int) -> dict[str, Any]:
+    """Bare scoring rates (per second, per CPU-second) and the parent-side costs per candidate (s)."""
+    x, y = paper_batch("cifar10", 64, 42)
+    out: dict[str, Any] = {}
+    single = archs[:n_single]
+    torch.set_num_threads(1)
+    score_arch(space, single[0], x, y, proxies)  # warm-up
+    wall, cpu, _ = _timed(lambda: [score_arch(space, a, x, y, proxies, detailed=True) for a in single])
+    out["score_arch_per_s"], out["score_arch_per_cpu_s"] = len(single) / wall, len(single) / cpu
+    wall, cpu, _ = _timed(lambda: [score_batch(space, single[i:i + CHUNK], x, y, proxies, detailed=True)
+                                   for i in range(0, len(single), CHUNK)])
+    out["score_batch_per_s"], out["score_batch_per_cpu_s"] = len(single) / wall, len(single) / cpu
+
+    def build_all() -> None:
+        for a in single:
+            torch.manual_seed(arch_seed(42, space.key(a)))
+            space.build(a, num_classes=10)
+    wall, _, _ = _timed(build_all)
+    costs = {"network construction (seeded build)": wall / len(single)}
+    wall, _, _ = _timed(lambda: [(space.key(a), space.encode(a)) for a in archs])
+    costs["key + encode"] = wall / len(archs)
+    rows = [ScoreRow(space.key(a), space.encode(a), {p: 0.5 for p in proxies}, None, 0.01) for a in archs]
+    with tempfile.TemporaryDirectory() as tmp, ResultStore(os.path.join(tmp, "s.sqlite")) as st:
+        rid = st.run_id({"bench": "scan_overheads"})
+        wall, _, _ = _timed(lambda: [st.put_many(rid, rows[i:i + BLOCK]) for i in range(0, len(rows), BLOCK)])
+        costs[f"store write (put_many per {BLOCK})"] = wall / len(rows)
+        keys = [r.arch_key for r in rows]
+        wall, _, _ = _timed(lambda: [st.has_keys(rid, keys[i:i + BLOCK]) for i in range(0, len(keys), BLOCK)])
+        costs[f"dedup look-up (has_keys per {BLOCK})"] = wall / len(keys)
+    tasks = [(space.key(a), space.encode(a), a) for a in archs[:CHUNK]]
+    res_rows = rows[:CHUNK]
+    reps = 200
+    wall, _, _ = _timed(lambda: [pickle.loads(pickle.dumps(tasks)) for _ in range(reps)])
+    wall2, _, _ = _timed(lambda: [pickle.loads(pickle.dumps(res_rows)) for _ in range(reps)])
+    costs[f"pickling (a chunk of {CHUNK} tasks + its rows)"] = (wall + wall2) / reps / CHUNK
+    out["ipc_bytes_per_chunk"] = len(pickle.dumps(tasks)) + len(pickle.dumps(res_rows))
+    out["costs_s"] = costs
+    return out
+
+
+def run_cli(n: int, proxies: str, workers: int, backend: str, method: str | None, scorer: str | None,
+            store: str) -> dict[str, Any]:
+    """``zcfast scan`` in a fresh process; the scan's own seconds and the command's wall time."""
+    cmd = [sys.executable, "-m", "zcfast", "scan", "--space", "nb201", "--proxies", proxies, "--n", str(n),
+           "--store", store, "--quiet", "--backend", backend]
+    if backend == "local":
+        cmd += ["--workers", str(workers)]
+    if scorer:
+        cmd += ["--scorer", scorer]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    if method:
+        env["ZCFAST_START_METHOD"] = method
+    load0 = os.getloadavg()[0]
+    t = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    wall = time.perf_counter() - t
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    m = re.search(r"in ([0-9.]+) s, ([0-9.]+) arch/s", done.stdout + done.stderr)
+    if m is None:
+        raise SystemExit(f"cannot read the scan's rate from: {done.stdout.strip()[-300:]}")
+    secs = float(m.group(1))
+    return {"scan_s": secs, "scan_per_s": n / secs, "command_wall_s": wall, "load_start": load0,
+            "load_end": os.getloadavg()[0],
+            "command": " ".join(cmd[1:]).replace("-m zcfast", "zcfast").replace(store, "S.sqlite")
+            + (f"  (ZCFAST_START_METHOD={method})" if method else "")}
+
+
+def stored_values(store: str) -> dict[str, dict[str, float]]:
+    with ResultStore(store, readonly=True) as st:
+        (rid,) = st.runs()
+        return {r.arch_key: r.values for r in st.rows(rid)}
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def check(space: Any, runs: dict[str, str], archs: list[Any], proxies: list[str], rtol: float) -> str:
+    """All real-scorer stores hold identical values; the first 3 equal score_arch within rtol."""
+    vals = {name: stored_values(path) for name, path in runs.items()}
+    names = list(vals)
+    ref = vals[names[0]]
+    for name in names[1:]:
+        if set(vals[name]) != set(ref):
+            raise SystemExit(f"{name} stored other candidates than {names[0]}")
+        for k, v in ref.items():
+            if not all(_same(v[p], vals[name][k][p]) for p in proxies):
+                raise SystemExit(f"{name}: {k} = {vals[name][k]} but {names[0]} stored {v}; not reporting")
+    x, y = paper_batch("cifar10", 64, 42)
+    worst = 0.0
+    for a in archs[:3]:
+        want = score_arch(space, a, x, y, proxies)
+        got = ref[space.key(a)]
+        for p in proxies:
+            err = abs(got[p] - want[p]) / max(abs(want[p]), 1e-30)
+            if not err <= rtol:
+                raise SystemExit(f"stored {p} of {space.encode(a)} = {got[p]} but score_arch gives {want[p]}")
+            worst = max(worst, err)
+    return (f"{len(ref)} candidates, runs {', '.join(names)} bit-identical; first 3 against score_arch: "
+            f"largest relative difference {worst:.1e} (rtol {rtol})")
+
+
+def table(res: dict[str, Any]) -> str:
+    ip = res["in_process"]
+    n, w = res["n"], res["workers"]
+    lines = [f"NB201, {res['proxies']}, n = {n} distinct candidates, {w} workers; "
+             f"{res['machine']['logical_cpus']} logical CPUs, load average "
+             f"{res['load_start']:.2f} at start, {res['load_end']:.2f} at end ({res['machine']['date_utc']} UTC).", "",
+             f"Bare scoring in one process, one thread (first {res['n_single']} candidates): `score_arch` "
+             f"{ip['score_arch_per_s']:.1f}/s ({ip['score_arch_per_cpu_s']:.1f} per CPU-second), `score_batch` "
+             f"in chunks of {CHUNK} {ip['score_batch_per_s']:.1f}/s ({ip['score_batch_per_cpu_s']:.1f} per CPU-second). "
+             f"Ideal for {w} workers on an otherwise idle machine: {w * ip['score_batch_per_cpu_s']:.0f}/s.", "",
+             "Costs per candidate, measured in this process (construction is part of every scoring, "
+             "in the workers; the rest is the parent's):", ""]
+    lines.append(markdown_table(["cost", "per candidate", "share of one bare scoring (`score_batch`)"],
+                                [[k, f"{v * 1e3:.3f} ms", f"{100 * v * ip['score_batch_per_s']:.1f} %"]
+                                 for k, v in ip["costs_s"].items()]))
+    lines += [f"IPC payload: {ip['ipc_bytes_per_chunk']} bytes per chunk of {CHUNK} (tasks + rows).", "",
+              "The command (`zcfast scan`, fresh process each; scan rate = n / the scan's own seconds, "
+              "as it prints; the command's wall time adds the parent's own start-up):", ""]
+    rows = []
+    for name, r in res["runs"].items():
+        rows.append([name, f"{r['scan_s']:.2f} s", f"**{r['scan_per_s']:.1f}**", f"{r['command_wall_s']:.2f} s",
+                     f"{r['load_start']:.1f}→{r['load_end']:.1f}"])
+    lines.append(markdown_table(["run", "scan time", "arch/s", "command wall", "load"], rows))
+    lines += ["Where the time goes (from the runs above): " + res["where"], "",
+              "Values: " + res["check"], "", f"Command: `{res['command']}`", ""]
+    for name, r in res["runs"].items():
+        lines.append(f"- {name}: `{r['command']}`")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=400)
+    p.add_argument("--n-single", type=int, default=64, help="candidates scored in process for the bare rates")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--proxies", default="synflow")
+    p.add_argument("--start-methods", default="spawn,forkserver")
+    p.add_argument("--check-rtol", type=float, default=1e-3)
+    p.add_argument("--tag", default="scan_overheads")
+    args = p.parse_args(argv)
+    space = zcfast.spaces.get("nb201")
+    proxies = args.proxies.split(",")
+    archs = candidates(space, args.n)
+    load_start = os.getloadavg()[0]
+    print(f"# in-process costs (load {load_start:.2f})", file=sys.stderr, flush=True)
+    ip = in_process(space, archs, proxies, args.n_single)
+    runs: dict[str, dict[str, Any]] = {}
+    real: dict[str, str] = {}
+    methods = [m for m in args.start_methods.split(",") if m]
+    with tempfile.TemporaryDirectory() as tmp:
+        plan = [(f"instant scorer, local, {m}", "local", m, "zcfast.parallel:hash_scorer") for m in methods]
+        plan += [("real scorer, serial", "serial", None, None)]
+        plan += [(f"real scorer, local, {m}", "local", m, None) for m in methods]
+        for i, (name, backend, method, scorer) in enumerate(plan):
+            store = os.path.join(tmp, f"run{i}.sqlite")
+            print(f"# {name} (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
+            runs[name] = run_cli(args.n, args.proxies, args.workers, backend, method, scorer, store)
+            print(f"#   {runs[name]['scan_per_s']:.1f} arch/s", file=sys.stderr, flush=True)
+            if scorer is None:
+                real[name] = store
+        checked = check(space, real, archs, proxies, args.check_rtol)
+    serial = runs["real scorer, serial"]["scan_s"]
+    parts = []
+    for m in methods:
+        inst = runs[f"instant scorer, local, {m}"]["scan_s"]
+        tot = runs[f"real scorer, local, {m}"]["scan_s"]
+        parts.append(f"{m}: everything but scoring (instant scorer) {inst:.2f} s of the real scan's {tot:.2f} s "
+                     f"({100 * inst / tot:.0f} %)")
+    where = "; ".join(parts) + (f". Serial (no workers, no IPC) {serial:.2f} s. The parent's costs above (key, "
+                               "encode, dedup, store, pickling) are each far below 1 % of one scoring, so what the "
+                               "instant-scorer runs measure is worker start-up.")
+    res = {"n": args.n, "n_single": args.n_single, "workers": args.workers, "proxies": args.proxies,
+           "machine": machine_info(), "load_start": load_start, "load_end": os.getloadavg()[0],
+           "in_process": ip, "runs": runs, "check": checked, "where": where, "command": command_line()}
+    text = table(res)
+    print(text)
+    js, md = write_results(args.tag, res, text)
+    print(f"# wrote {js} and {md}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
