@@ -33,6 +33,12 @@ TORCH_LIBRARY(zcfast, m) {
   m.def("saliency_reduce(Tensor[] params, Tensor[] grads, str kind) -> (Tensor, Tensor)");
   m.def("fisher_reduce(Tensor act, Tensor grad) -> (Tensor, Tensor)");
   m.def("jacob_cov_score(Tensor jacobians, float k) -> (Tensor, Tensor)");
+  // NWOT's Hamming kernel, accumulated into out [N, N] (csrc/cpu/hamming_cpu.cpp).
+  m.def("hamming_kernel_(Tensor[] acts, Tensor(a!) out) -> ()");
+  // ZiCo's streaming per-element gradient moments and their per-tensor sum (csrc/cpu/moments_cpu.cpp).
+  m.def("moments_update_(Tensor[] grads, Tensor(a!)[] mean_abs, Tensor(b!)[] mean, "
+        "Tensor(c!)[] m2, int count) -> ()");
+  m.def("zico_reduce(Tensor[] mean_abs, Tensor[] m2, int count) -> Tensor");
   m.def("cuda_version() -> int", &zcfast::cuda_version);
   // Test hook: the CUDA saliency kernel's launch packing, runnable without a GPU.
   m.def("_plan_list_launches(int[] numel, int chunk, int max_tensors, int max_blocks) -> Tensor",
@@ -46,6 +52,9 @@ TORCH_LIBRARY_IMPL(zcfast, Autograd, m) {
   m.impl("saliency_reduce", torch::CppFunction::makeFallthrough());
   m.impl("fisher_reduce", torch::CppFunction::makeFallthrough());
   m.impl("jacob_cov_score", torch::CppFunction::makeFallthrough());
+  m.impl("hamming_kernel_", torch::CppFunction::makeFallthrough());
+  m.impl("moments_update_", torch::CppFunction::makeFallthrough());
+  m.impl("zico_reduce", torch::CppFunction::makeFallthrough());
 }
 
 // `from zcfast import _C` only needs a module object; importing the .so runs the registrations.

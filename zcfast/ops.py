@@ -12,6 +12,7 @@ None of these ops is differentiable (they compute scores, not losses).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -26,8 +27,8 @@ except ImportError as exc:  # pragma: no cover - depends on the build
         f"from the repository root ({exc})"
     ) from exc
 
-__all__ = ["saliency", "fisher", "jacob_cov", "has_cuda", "cuda_version", "build_info",
-           "SALIENCY_KINDS"]
+__all__ = ["saliency", "fisher", "jacob_cov", "hamming_kernel", "GradMoments", "moments_update",
+           "zico_reduce", "has_cuda", "cuda_version", "build_info", "SALIENCY_KINDS"]
 
 SALIENCY_KINDS = ("abs_prod", "prod", "grad_norm", "param_sq")
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -180,6 +181,146 @@ def check_jacob_cov_k(k: object) -> float:
     return kf
 
 
+def _tensor_list(op: str, name: str, tensors: object) -> list[Tensor]:
+    """``tensors`` as a list of Tensors; ValueError naming ``name[i]`` otherwise."""
+    if tensors is None or isinstance(tensors, Tensor) or not isinstance(tensors, Sequence):
+        raise ValueError(f"{op}: {name} must be a sequence of tensors, got {type(tensors).__name__}")
+    out = list(tensors)
+    for i, t in enumerate(out):
+        if not isinstance(t, Tensor):
+            raise ValueError(f"{op}: {name}[{i}] must be a Tensor, got {type(t).__name__}")
+    return out
+
+
+def hamming_kernel(acts: Sequence[Tensor], out: Tensor | None = None) -> Tensor:
+    """NWOT's kernel matrix, accumulated over layers in one fused call.
+
+    For each layer's activations ``a = acts[l]`` of shape ``[N, ...]`` (flattened per sample to
+    ``[N, D_l]``) with binary codes ``c = (a > 0)`` (NaN counts as 0)::
+
+        out[i, j] += Σ_l  c_i·c_j + (1 − c_i)·(1 − c_j)  =  Σ_l D_l − popcount(c_i XOR c_j)
+
+    i.e. the number of features on which samples i and j agree. NWOT (Mellor et al. 2021) sums
+    this over the inputs of a network's ReLUs and scores ``slogdet(K)``'s log-abs-det. The codes
+    are thresholded and bit-packed in one pass per layer and compared with popcounts (no GEMM),
+    so counts are integers and exact: the float64 accumulator stays exact up to 2^53.
+
+    Args:
+        acts: L tensors ``[N, ...]``, each float32, float64, bfloat16 or float16 (they may differ),
+            all with the same N and on ``out``'s device. Non-contiguous tensors are copied.
+        out: the ``[N, N]`` accumulator, float64 or int64, contiguous; created as float64 zeros
+            when None (then ``acts`` must not be empty: N is read from ``acts[0]``).
+
+    Returns:
+        ``out`` (updated in place), ``[N, N]``, symmetric.
+
+    Raises:
+        ValueError: a non-tensor, a 0-dim tensor, a sample count other than N, another device, an
+            unsupported dtype (the message names ``acts[i]`` or ``out``).
+    """
+    acts = _tensor_list("hamming_kernel", "acts", acts)
+    if out is None:
+        if not acts:
+            raise ValueError("hamming_kernel: acts is empty and out is None: pass out=[N, N] "
+                             "zeros or at least one [N, ...] tensor")
+        a0 = acts[0]
+        if not isinstance(a0, Tensor) or a0.dim() < 1:
+            raise ValueError("hamming_kernel: acts[0] must have shape [N, ...] (at least 1 dim)")
+        out = torch.zeros(a0.shape[0], a0.shape[0], dtype=torch.float64, device=a0.device)
+    elif not isinstance(out, Tensor):
+        raise ValueError(f"hamming_kernel: out must be a Tensor or None, got {type(out).__name__}")
+    torch.ops.zcfast.hamming_kernel_.default(acts, out)
+    return out
+
+
+@dataclass
+class GradMoments:
+    """Streaming per-element moments of T gradient tensors over mini-batches (ZiCo's state).
+
+    Attributes:
+        count: mini-batches accumulated so far (0 for a fresh state).
+        mean_abs: T float64 tensors, ``mean_abs[t].shape == grads[t].shape``: running mean of |g|.
+        mean: T float64 tensors: running mean of g.
+        m2: T float64 tensors: Σ (g − mean)² over the batches (Welford), so the variance with
+            ddof 0 is ``m2 / count``.
+    """
+
+    count: int
+    mean_abs: list[Tensor]
+    mean: list[Tensor]
+    m2: list[Tensor]
+
+    @classmethod
+    def zeros_like(cls, grads: Sequence[Tensor]) -> GradMoments:
+        """A fresh state (count 0) for gradients shaped like ``grads``, on their devices."""
+        grads = _tensor_list("moments_update", "grads", grads)
+
+        def zeros() -> list[Tensor]:
+            return [torch.zeros(g.shape, dtype=torch.float64, device=g.device) for g in grads]
+
+        return cls(0, zeros(), zeros(), zeros())
+
+
+def moments_update(grads: Sequence[Tensor], state: GradMoments | None = None) -> GradMoments:
+    """One mini-batch's step of ZiCo's per-element gradient moments, fused over all tensors.
+
+    For every element g of every ``grads[t]``, with n = ``state.count + 1``, in float64 and in
+    place (Welford; the gradient buffers are read where they are, never copied to numpy)::
+
+        mean_abs += (|g| − mean_abs) / n;   d = g − mean;   mean += d / n;   m2 += d·(g − mean)
+
+    Args:
+        grads: T gradient tensors (e.g. the ``.grad`` of every Conv/Linear weight after one
+            mini-batch's backward), float32, float64, bfloat16 or float16, on one device.
+        state: the moments so far, or None for a fresh one (``GradMoments.zeros_like(grads)``).
+
+    Returns:
+        ``state``, updated in place, with ``count`` incremented.
+
+    Raises:
+        ValueError: a non-tensor, lengths or element counts that differ from the state's, a state
+            tensor that is not contiguous float64 on the gradient's device (named, e.g. ``m2[3]``).
+    """
+    grads = _tensor_list("moments_update", "grads", grads)
+    if state is None:
+        state = GradMoments.zeros_like(grads)
+    elif not isinstance(state, GradMoments):
+        raise ValueError(f"moments_update: state must be a GradMoments or None, got "
+                         f"{type(state).__name__}")
+    if grads or state.mean_abs or state.mean or state.m2:  # the dispatcher needs a tensor
+        torch.ops.zcfast.moments_update_.default(grads, state.mean_abs, state.mean, state.m2,
+                                                 int(state.count))
+    state.count += 1
+    return state
+
+
+def zico_reduce(state: GradMoments) -> Tensor:
+    """ZiCo's per-tensor sum: ``Σ_elements mean|g| / std(g)``, std with ddof 0 over the batches.
+
+    Elements whose std is 0 (the same gradient in every batch, e.g. always 0) are dropped, as
+    the official code's ``np.nonzero(std)``; a NaN std is kept (the sum becomes NaN, as there).
+    The ZiCo score is ``Σ_t log(out[t])`` over the tensors whose sum is nonzero (zero layers are
+    skipped): taking the log and skipping is left to the proxy.
+
+    Args:
+        state: the moments after ``state.count >= 1`` mini-batches (with one batch every std is
+            0 and every sum 0).
+
+    Returns:
+        ``[T]`` float64 on the state's device (a CPU ``[0]`` tensor for an empty state).
+
+    Raises:
+        ValueError: ``state`` is not a GradMoments, ``count < 1``, or its tensors do not match.
+    """
+    if not isinstance(state, GradMoments):
+        raise ValueError(f"zico_reduce: state must be a GradMoments, got {type(state).__name__}")
+    if not state.mean_abs and not state.m2:
+        if int(state.count) < 1:
+            raise ValueError(f"zico_reduce: count must be >= 1 (batches in the state), got {state.count}")
+        return torch.zeros(0, dtype=torch.float64)
+    return torch.ops.zcfast.zico_reduce.default(state.mean_abs, state.m2, int(state.count))
+
+
 # ---- fake (meta) kernels, for torch.compile / export -------------------------------------------
 
 @torch.library.register_fake("zcfast::saliency_reduce")
@@ -238,3 +379,63 @@ def _jacob_cov_fake(jacobians: Tensor, k: float) -> tuple[Tensor, Tensor]:
     acc = _acc_dtype(jacobians.dtype)
     m, n = jacobians.shape[0], jacobians.shape[1]
     return jacobians.new_empty((m,), dtype=acc), jacobians.new_empty((m, n), dtype=acc)
+
+
+@torch.library.register_fake("zcfast::hamming_kernel_")
+def _hamming_fake(acts: list[Tensor], out: Tensor) -> None:
+    if out.dtype not in (torch.float64, torch.int64):
+        raise ValueError(f"hamming_kernel: out must be float64 or int64, got {out.dtype}")
+    if out.dim() != 2 or out.shape[0] != out.shape[1]:
+        raise ValueError(f"hamming_kernel: out must have shape [N, N], got {list(out.shape)}")
+    for i, a in enumerate(acts):
+        if a.dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"hamming_kernel: acts[{i}] must be float32, float64, bfloat16 or "
+                             f"float16, got {a.dtype}")
+        if a.dim() < 1 or a.shape[0] != out.shape[0]:
+            raise ValueError(f"hamming_kernel: acts[{i}] has shape {list(a.shape)} but out has "
+                             f"shape {list(out.shape)}")
+        if a.device != out.device:
+            raise ValueError(f"hamming_kernel: acts[{i}] is on {a.device} but out is on {out.device}")
+    return None
+
+
+def _check_moments_fake(op: str, like_name: str, like: list[Tensor],
+                        lists: tuple[tuple[str, list[Tensor]], ...]) -> None:
+    for name, state in lists:
+        if len(state) != len(like):
+            raise ValueError(f"{op}: {name} and {like_name} must have the same length, got "
+                             f"len({name})={len(state)} and len({like_name})={len(like)}")
+        for i, (s, g) in enumerate(zip(state, like)):
+            if s.dtype != torch.float64:
+                raise ValueError(f"{op}: {name}[{i}] must be float64, got {s.dtype}")
+            if s.numel() != g.numel():
+                raise ValueError(f"{op}: {name}[{i}] has {s.numel()} elements but {like_name}[{i}] "
+                                 f"has {g.numel()}")
+            if s.device != g.device:
+                raise ValueError(f"{op}: {name}[{i}] is on {s.device} but {like_name}[{i}] is on {g.device}")
+
+
+@torch.library.register_fake("zcfast::moments_update_")
+def _moments_update_fake(grads: list[Tensor], mean_abs: list[Tensor], mean: list[Tensor],
+                         m2: list[Tensor], count: int) -> None:
+    if count < 0:
+        raise ValueError(f"moments_update: count must be >= 0 (batches already in the state), got {count}")
+    for i, g in enumerate(grads):
+        if g.dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"moments_update: grads[{i}] must be float32, float64, bfloat16 or "
+                             f"float16, got {g.dtype}")
+        if g.device != grads[0].device:
+            raise ValueError(f"moments_update: grads[{i}] is on {g.device} but grads[0] is on "
+                             f"{grads[0].device} (all tensors must be on one device)")
+    _check_moments_fake("moments_update", "grads", grads,
+                        (("mean_abs", mean_abs), ("mean", mean), ("m2", m2)))
+    return None
+
+
+@torch.library.register_fake("zcfast::zico_reduce")
+def _zico_reduce_fake(mean_abs: list[Tensor], m2: list[Tensor], count: int) -> Tensor:
+    if count < 1:
+        raise ValueError(f"zico_reduce: count must be >= 1 (batches in the state), got {count}")
+    _check_moments_fake("zico_reduce", "mean_abs", mean_abs, (("mean_abs", mean_abs), ("m2", m2)))
+    device = mean_abs[0].device if mean_abs else torch.device("cpu")
+    return torch.empty((len(mean_abs),), dtype=torch.float64, device=device)

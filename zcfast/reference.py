@@ -3,7 +3,8 @@
 They follow the contracts exactly (same shapes, result dtypes and NaN rules) but are written for
 clarity, not speed: a Python loop over tensors, everything computed in float64 from the inputs'
 exact values and only then cast to the contract's result dtype. Tests compare the fused kernels
-against these; the benchmark uses them as the baselines for ``fisher`` and ``jacob_cov``.
+against these; the benchmark uses them as the baselines for ``fisher`` and ``jacob_cov``, and
+the per-layer GEMM form of ``hamming_kernel`` as NWOT's plain-PyTorch loop.
 """
 from __future__ import annotations
 
@@ -110,3 +111,65 @@ def jacob_cov(jacobians: Tensor, k: float = 1e-5) -> tuple[Tensor, Tensor]:
         eigs[m] = lam
         scores[m] = -(torch.log(lam + k) + 1.0 / (lam + k)).sum()
     return scores.to(out_dtype).to(jacobians.device), eigs.to(out_dtype).to(jacobians.device)
+
+
+def hamming_kernel(acts: Sequence[Tensor], out: Tensor | None = None) -> Tensor:
+    """Reference of :func:`zcfast.ops.hamming_kernel`: NWOT's GEMM form, layer by layer.
+
+    Args:
+        acts: L tensors ``[N, ...]``; each is flattened to ``[N, D_l]`` and thresholded,
+            ``c = (a > 0)``, in float64 (exact for counts below 2^53).
+        out: ``[N, N]`` float64 or int64 accumulator, or None for float64 zeros.
+
+    Returns:
+        ``out`` with ``Σ_l c cᵀ + (1 − c)(1 − c)ᵀ`` added (in place when given).
+    """
+    if out is None:
+        n = acts[0].shape[0]
+        out = torch.zeros(n, n, dtype=torch.float64, device=acts[0].device)
+    k = torch.zeros(out.shape, dtype=torch.float64, device=out.device)
+    for a in acts:
+        c = (a.detach().reshape(a.shape[0], -1) > 0).double()
+        k += c @ c.t() + (1.0 - c) @ (1.0 - c).t()
+    out += k.to(out.dtype)
+    return out
+
+
+def moments(grad_batches: Sequence[Sequence[Tensor]]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    """Reference of ZiCo's moments after B mini-batches (zcfast.ops.moments_update, B times).
+
+    Args:
+        grad_batches: B lists of T gradient tensors (batch b's ``grads[t]``, same shapes across b).
+
+    Returns:
+        ``(mean_abs, mean, m2)``: T float64 tensors each, ``mean_abs = mean_b |g_b|``,
+        ``mean = mean_b g_b`` and ``m2 = Σ_b (g_b − mean)²``, computed two-pass from the stacked
+        batches (numpy's ``np.mean`` / ``np.std`` formulas, not the streaming update).
+    """
+    mean_abs, mean, m2 = [], [], []
+    for t in range(len(grad_batches[0])):
+        g = torch.stack([b[t].detach().double() for b in grad_batches])  # [B, *shape]
+        mu = g.mean(dim=0)
+        mean_abs.append(g.abs().mean(dim=0))
+        mean.append(mu)
+        m2.append(((g - mu) ** 2).sum(dim=0))
+    return mean_abs, mean, m2
+
+
+def zico_reduce(grad_batches: Sequence[Sequence[Tensor]]) -> Tensor:
+    """Reference of :func:`zcfast.ops.zico_reduce` from the raw gradients, as the official code.
+
+    Args:
+        grad_batches: B >= 1 lists of T gradient tensors.
+
+    Returns:
+        ``[T]`` float64: per tensor ``Σ mean|g| / std(g)`` (std ddof 0 over the B batches) over
+        the elements whose std is nonzero (``np.nonzero`` keeps NaN).
+    """
+    out = []
+    for t in range(len(grad_batches[0])):
+        g = torch.stack([b[t].detach().double().reshape(-1) for b in grad_batches])  # [B, n]
+        std = ((g - g.mean(dim=0)) ** 2).mean(dim=0).sqrt()  # np.std, ddof 0
+        keep = std != 0
+        out.append((g.abs().mean(dim=0)[keep] / std[keep]).sum())
+    return torch.stack(out) if out else torch.zeros(0, dtype=torch.float64)

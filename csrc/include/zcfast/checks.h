@@ -95,4 +95,76 @@ inline void check_jacob_cov_inputs(const at::Tensor& jac, double k) {
                     "(the paper uses 1e-5), got ", k);
 }
 
+// hamming_kernel: out is the [N, N] float64 or int64 accumulator (contiguous); every acts[i] is a
+// float tensor [N, ...] on out's device.
+inline void check_hamming_inputs(at::TensorList acts, const at::Tensor& out) {
+  TORCH_CHECK_VALUE(out.defined(), "hamming_kernel: out is undefined (None)");
+  TORCH_CHECK_VALUE(out.scalar_type() == at::kDouble || out.scalar_type() == at::kLong,
+                    "hamming_kernel: out must be float64 or int64, got ", out.scalar_type());
+  TORCH_CHECK_VALUE(out.dim() == 2 && out.size(0) == out.size(1),
+                    "hamming_kernel: out must have shape [N, N], got shape ", out.sizes());
+  TORCH_CHECK_VALUE(out.is_contiguous(), "hamming_kernel: out must be contiguous");
+  const int64_t N = out.size(0);
+  for (size_t i = 0; i < acts.size(); ++i) {
+    const at::Tensor& a = acts[i];
+    check_float_tensor(a, "hamming_kernel", arg_name("acts", i));
+    TORCH_CHECK_VALUE(a.dim() >= 1, "hamming_kernel: acts[", i, "] must have shape [N, ...] ",
+                      "(at least 1 dim), got a 0-dim tensor");
+    TORCH_CHECK_VALUE(a.size(0) == N, "hamming_kernel: acts[", i, "] has ", a.size(0),
+                      " samples (dim 0) but out has shape ", out.sizes());
+    TORCH_CHECK_VALUE(a.device() == out.device(), "hamming_kernel: acts[", i, "] is on ",
+                      a.device(), " but out is on ", out.device());
+  }
+}
+
+// moments state: T float64 contiguous tensors per list, each with grads[i]'s number of elements
+// and device. `what` is the op name for messages.
+inline void check_moments_list(at::TensorList state, const char* name, at::TensorList like,
+                               const char* like_name, const char* what) {
+  TORCH_CHECK_VALUE(state.size() == like.size(), what, ": ", name, " and ", like_name,
+                    " must have the same length, got len(", name, ")=", state.size(), " and len(",
+                    like_name, ")=", like.size());
+  for (size_t i = 0; i < state.size(); ++i) {
+    const at::Tensor& s = state[i];
+    TORCH_CHECK_VALUE(s.defined(), what, ": ", name, "[", i, "] is undefined (None)");
+    TORCH_CHECK_VALUE(s.scalar_type() == at::kDouble, what, ": ", name, "[", i,
+                      "] must be float64, got ", s.scalar_type());
+    TORCH_CHECK_VALUE(s.is_contiguous(), what, ": ", name, "[", i, "] must be contiguous");
+    TORCH_CHECK_VALUE(s.numel() == like[i].numel(), what, ": ", name, "[", i, "] has ", s.numel(),
+                      " elements but ", like_name, "[", i, "] has ", like[i].numel());
+    TORCH_CHECK_VALUE(s.device() == like[i].device(), what, ": ", name, "[", i, "] is on ",
+                      s.device(), " but ", like_name, "[", i, "] is on ", like[i].device());
+  }
+}
+
+// moments_update: grads[i] float (any of the four dtypes, may differ between tensors) on one
+// device; count (batches already in the state) >= 0.
+inline void check_moments_update_inputs(at::TensorList grads, at::TensorList mean_abs,
+                                        at::TensorList mean, at::TensorList m2, int64_t count) {
+  TORCH_CHECK_VALUE(count >= 0, "moments_update: count must be >= 0 (batches already in the ",
+                    "state), got ", count);
+  for (size_t i = 0; i < grads.size(); ++i) {
+    check_float_tensor(grads[i], "moments_update", arg_name("grads", i));
+    TORCH_CHECK_VALUE(grads[i].device() == grads[0].device(), "moments_update: grads[", i,
+                      "] is on ", grads[i].device(), " but grads[0] is on ", grads[0].device(),
+                      " (all tensors must be on one device)");
+  }
+  check_moments_list(mean_abs, "mean_abs", grads, "grads", "moments_update");
+  check_moments_list(mean, "mean", grads, "grads", "moments_update");
+  check_moments_list(m2, "m2", grads, "grads", "moments_update");
+}
+
+// zico_reduce: mean_abs and m2 as moments_update leaves them, after count >= 1 batches.
+inline void check_zico_reduce_inputs(at::TensorList mean_abs, at::TensorList m2, int64_t count) {
+  TORCH_CHECK_VALUE(count >= 1, "zico_reduce: count must be >= 1 (batches in the state), got ",
+                    count);
+  check_moments_list(mean_abs, "mean_abs", mean_abs, "mean_abs", "zico_reduce");
+  check_moments_list(m2, "m2", mean_abs, "mean_abs", "zico_reduce");
+  for (size_t i = 1; i < mean_abs.size(); ++i) {
+    TORCH_CHECK_VALUE(mean_abs[i].device() == mean_abs[0].device(), "zico_reduce: mean_abs[", i,
+                      "] is on ", mean_abs[i].device(), " but mean_abs[0] is on ",
+                      mean_abs[0].device(), " (all tensors must be on one device)");
+  }
+}
+
 }  // namespace zcfast
