@@ -107,7 +107,7 @@ def test_layers_the_issue_names() -> None:
 # ------------------------------------------------------------------------------------------
 def test_builtin_needs_registered() -> None:
     for n in ("grads", "hessian_grad", "fisher", "jacobian", "outputs", "synflow", "parameters",
-              "relu_inputs", "relu_outputs", "layer_outputs", "multi_grads"):
+              "relu_inputs", "relu_outputs", "layer_outputs", "multi_grads", "gaussian_pass"):
         assert n in available_needs()
     with pytest.raises(ValueError, match="built-in need"):
         unregister_need("grads")
@@ -119,6 +119,7 @@ def test_builtin_needs_registered() -> None:
     ("layer_outputs", lambda v: len(v) >= 2 and all(t.shape[0] == 8 for _, t in v)),
     ("parameters", lambda v: any("bias" in k for k in v)),
     ("multi_grads", lambda v: len(v) == 2 and len(v[0]) >= 2 and len(v[1]) == len(v[0])),
+    ("gaussian_pass", lambda v: v["input"].shape == (8, 3, 4, 4) and v["logits"].shape == (8, 5)),
 ])
 def test_each_new_need_fills_its_product_and_frees_it(need: str, check) -> None:
     seen: dict[str, object] = {}
@@ -219,7 +220,7 @@ def test_user_need_and_user_proxy_and_its_failure_is_its_own() -> None:
     try:
         net, (x, y) = _net(), _xy()
         res = score_detailed(net, x, y, proxies=("test_sq_proxy", "test_broken_proxy", "snip"))
-        ref = sum(float(m.weight.pow(2).sum()) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+        ref = sum(float(m.weight.detach().pow(2).sum()) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
         assert res["test_sq_proxy"].value == pytest.approx(ref, rel=1e-6)
         assert math.isnan(res["test_broken_proxy"].value) and "cannot run here" in res["test_broken_proxy"].error
         assert res["snip"].ok
@@ -229,6 +230,8 @@ def test_user_need_and_user_proxy_and_its_failure_is_its_own() -> None:
             register_need(Need("test_x", run=run, requires=("nope",)))
         with pytest.raises(ValueError, match="give run=callable"):
             register_need(Need("test_y"))
+        with pytest.raises(ValueError, match="needed by registered proxies"):
+            unregister_need("test_sq")
     finally:
         zcfast.unregister_proxy("test_sq_proxy")
         zcfast.unregister_proxy("test_broken_proxy")
@@ -249,16 +252,93 @@ def test_user_proxy_of_supported_needs_takes_the_fast_route() -> None:
     def gsq(ctx):
         return sum(float((g.double() ** 2).sum()) for g in ctx.grads if g is not None)
 
+    @register_proxy("test_fast_loss", needs=("outputs",))
+    def floss(ctx):
+        return float(ctx.loss) + float(ctx.logits.double().abs().mean())
+
     try:
+        assert scoring.route(space, resolve(["test_fast_loss"])) is scoring.NB201_BACKEND
         assert scoring.route(space, resolve(["test_fast_gsq", "snip"])) is scoring.NB201_BACKEND
         assert scoring.route(space, resolve(["test_fast_gsq", "relu_inputs" and "snip"])) is scoring.NB201_BACKEND
         assert scoring.route(space, resolve(["plain"])) is scoring.NB201_BACKEND
         x, y = paper_batch("cifar10", batch_size=8, seed=1)
         arch = space.arch_at(77)
-        fast = zcfast.score_arch(space, arch, x, y, ("test_fast_gsq",))
-        slow = zcfast.score_arch(space, arch, x, y, ("test_fast_gsq",), fast=False)
+        fast = zcfast.score_arch(space, arch, x, y, ("test_fast_gsq", "test_fast_loss"))
+        slow = zcfast.score_arch(space, arch, x, y, ("test_fast_gsq", "test_fast_loss"), fast=False)
         assert fast["test_fast_gsq"] == pytest.approx(slow["test_fast_gsq"], rel=1e-4)
+        assert fast["test_fast_loss"] == pytest.approx(slow["test_fast_loss"], rel=1e-5)
     finally:
         zcfast.unregister_proxy("test_fast_gsq")
+        zcfast.unregister_proxy("test_fast_loss")
     from zcfast.proxies.registry import ProxySpec
     assert scoring.route(space, [ProxySpec("x", lambda c: 0.0, ("relu_inputs",))]) is scoring.MODULE_BACKEND
+
+
+def test_new_needs_leave_the_callers_model_unchanged() -> None:
+    from zcfast.testing import ModelSnapshot
+
+    names = []
+    for need in ("relu_inputs", "layer_outputs", "parameters", "multi_grads", "gaussian_pass"):
+        name = f"test_unchanged_{need}"
+
+        def fn(ctx, _need=need):
+            for v in (ctx.data[_need].values() if isinstance(ctx.data[_need], dict) else ctx.data[_need]):
+                for t in (v if isinstance(v, (list, tuple)) else [v]):
+                    if isinstance(t, torch.Tensor) and t.is_floating_point():
+                        t.mul_(0.0)        # writing a product must not reach the caller
+            return 0.0
+
+        register_proxy(name, needs=(need,))(fn)
+        names.append(name)
+    try:
+        net, (x, y) = _net(), _xy()
+        snap = ModelSnapshot(net, x, y)
+        res = score_detailed(net, x, y, proxies=names)
+        assert all(r.ok for r in res.values()), {k: r.error for k, r in res.items()}
+        snap.assert_unchanged("score with the new needs")
+    finally:
+        for n in names:
+            zcfast.unregister_proxy(n)
+
+
+def test_gaussian_pass_reinitialises_a_copy_and_is_seeded() -> None:
+    got = []
+
+    @register_proxy("test_gauss", needs=("gaussian_pass",))
+    def g(ctx):
+        d = ctx.data["gaussian_pass"]
+        convs = [m for m in d["model"].modules() if isinstance(m, nn.Conv2d)]
+        got.append((d["input"].clone(), float(convs[0].weight.std())))
+        return float(d["logits"].double().pow(2).mean())
+
+    try:
+        net, (x, y) = _net(), _xy()
+        a = score(net, x, y, proxies=("test_gauss",), seed=3)
+        b = score(net, x, y, proxies=("test_gauss",), seed=3)
+        assert a == b and torch.equal(got[0][0], got[1][0])
+        assert abs(float(got[0][0].std()) - 1.0) < 0.2 and got[0][1] > 0.5
+    finally:
+        zcfast.unregister_proxy("test_gauss")
+
+
+def test_no_tensor_or_hook_survives_1000_calls_of_every_new_need() -> None:
+    """Each plug-in need's clean-up: the live tensor count and the hooks of the caller's model
+    are the same after 1,000 calls as after the first (tiny model: seconds)."""
+    needs = ("relu_inputs", "relu_outputs", "layer_outputs", "parameters", "multi_grads", "gaussian_pass")
+    names = [f"test_k_{n}" for n in needs]
+    for n, name in zip(needs, names):
+        register_proxy(name, needs=(n,))(lambda ctx: 0.0)
+    try:
+        net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 5))
+        x, y = torch.randn(4, 3, 4, 4), torch.arange(4)
+        score(net, x, y, proxies=names)
+        gc.collect()
+        base = live_tensor_count()
+        for _ in range(1000):
+            score(net, x, y, proxies=names)
+        gc.collect()
+        assert live_tensor_count() <= base
+        assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
+    finally:
+        for name in names:
+            zcfast.unregister_proxy(name)

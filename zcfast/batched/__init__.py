@@ -52,7 +52,7 @@ from zcfast.seeding import arch_seed
 
 #: the needs this backend produces per candidate (routing: zcfast.scoring); a proxy, built-in or
 #: user, whose needs are all here is computed by its own function on each candidate's context
-SUPPORTED_NEEDS: frozenset[str] = frozenset({"grads", "hessian_grad", "fisher", "jacobian", "synflow"})
+SUPPORTED_NEEDS: frozenset[str] = frozenset({"grads", "hessian_grad", "fisher", "jacobian", "outputs", "synflow"})
 _LOSS_NEEDS = ("grads", "hessian_grad", "fisher")
 
 __all__ = ["score_batch", "score_one", "fast_route_applies", "supports", "supports_needs", "choose_k",
@@ -388,17 +388,19 @@ def _score_chunk(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, specs: 
     device = x.device
     want = {n for spec in specs for n in spec.needs}
     try:
-        layers = net.layers()
-        ws, _, owners = _per_candidate(layers, [layer.weight for layer in layers],
-                                       [None] * len(layers))
         for c in ctxs:
             c.batches = ((x, y),)
-        for i, (w, o) in enumerate(zip(ws, owners)):
-            ctxs[o].weights.append(w.detach().to(device).clone())
-            ctxs[o].layer_names.append(f"layer{len(ctxs[o].layer_names)}")
-        if want & {"grads", "hessian_grad", "fisher", "jacobian"}:
+        main = bool(want & {"grads", "hessian_grad", "fisher", "jacobian", "outputs"})
+        if main:
             cl = _channels_last(device)
             net.map_tensors(lambda t: _to_format(t.detach().to(device), cl).requires_grad_(t.dim() > 1))
+        # each candidate's counted weights: views of this call's own (private) float32 tensors
+        layers = net.layers()
+        ws, _, owners = _per_candidate(layers, [layer.weight.to(device) for layer in layers], [None] * len(layers))
+        for w, o in zip(ws, owners):
+            ctxs[o].weights.append(w)
+            ctxs[o].layer_names.append(f"layer{len(ctxs[o].layer_names)}")
+        if main:
             _gradient_pass(net, x, y, want, ctxs, cl)
         if "synflow" in want:
             net.map_tensors(lambda t: t.detach().to(device=device, dtype=torch.float64).abs().requires_grad_(t.dim() > 1))
@@ -476,8 +478,8 @@ def _mark(ctx: PassContext, needs: Iterable[str], reason: str) -> None:
 def _gradient_pass(net, x: Tensor, y: Tensor, want: set[str], ctxs: list[PassContext],
                    channels_last: bool = False) -> None:
     """The shared main pass of K candidates: one forward, the backwards ``want`` needs; fills
-    each candidate's ``jacobian`` [N, C, H, W], ``grads``, ``fisher_pairs`` and ``hessian_grads``
-    with the module backend's problem rules (same reasons)."""
+    each candidate's ``jacobian`` [N, C, H, W], ``grads``, ``fisher_pairs``, ``hessian_grads`` and
+    ``logits`` [N, classes] / ``loss`` with the module backend's problem rules (same reasons)."""
     K = net.K
     N = x.shape[0]
     need_jac = "jacobian" in want
@@ -497,7 +499,7 @@ def _gradient_pass(net, x: Tensor, y: Tensor, want: set[str], ctxs: list[PassCon
         for k in range(K):
             ctxs[k].jacobian = jx[:, k * C:(k + 1) * C].detach()
         del jx
-    if not need_loss:
+    if not (need_loss or "outputs" in want):
         return
     layers = net.layers()
     weights = [layer.weight for layer in layers]
@@ -505,6 +507,14 @@ def _gradient_pass(net, x: Tensor, y: Tensor, want: set[str], ctxs: list[PassCon
     for k, lk in enumerate(torch.stack([lo.detach() for lo in losses]).tolist()):
         if not math.isfinite(lk):
             _mark(ctxs[k], _LOSS_NEEDS, reductions.loss_not_finite_reason(lk))
+    if "outputs" in want:
+        for k in range(K):
+            ctxs[k].logits = logits[k].detach()
+            ctxs[k].loss = losses[k].detach()
+    if not need_loss:
+        for layer in layers:
+            layer.act = None
+        return
     loss = sum(losses)
     fisher = "fisher" in want
     acts = [layer.act for layer in layers] if fisher else []

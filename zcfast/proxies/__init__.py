@@ -16,9 +16,9 @@ See docs/proxies.md for each proxy's exact definition and the official quirks.
 """
 from __future__ import annotations
 
-from zcfast.proxies.needs import Need, NeedError, available_needs, register_need, unregister_need
+from zcfast.proxies.needs import Need, NeedError, available_needs, register_need
 from zcfast.proxies.registry import (NEEDS, PAPER_PROXIES, PassContext, ProxyResult, available_proxies,
-                                     register_proxy, unregister_proxy)
+                                     register_proxy, unregister_need, unregister_proxy)
 from zcfast.proxies.engine import (DEFAULT_PROXIES, PAPER_LAYER_TYPES, counted_weights, remove_batchnorms, score,
                                    score_detailed)
 from zcfast.proxies import builtin as _builtin  # noqa: F401  (registers the built-in proxies)

@@ -10,6 +10,12 @@
 - ``multi_grads``: ``ctx.data["multi_grads"]`` = one list per mini-batch of ∂L/∂W of every counted
   weight (aligned with ``ctx.layer_names``), each from its own forward + backward of a private
   train-mode copy (ZiCo); given one batch, its two halves (``PassContext.mini_batches(2)``).
+- ``gaussian_pass``: a pass with its own initialisation and input (Zen-NAS style):
+  ``ctx.data["gaussian_pass"]`` = ``{"model", "input", "logits", "outputs"}`` from one no-grad
+  train-mode forward of a private copy re-initialised by :func:`gaussian_init` on an N(0, 1)
+  input of the batch's shape; ``model`` is that copy *after* the forward (BatchNorm running
+  statistics updated, as a proxy reading running variances needs). :func:`gaussian_need`
+  builds variants (another init, recorded modules).
 
 Every need stores only detached tensors and its default ``clear`` drops them; hooks are removed
 before ``run`` returns, whatever happens.
@@ -25,7 +31,7 @@ from zcfast.proxies.engine import _forward, counted_weights, _weight_leaves, _we
 from zcfast.proxies.needs import Need, NeedError, register_need
 from zcfast.proxies.registry import PassContext
 
-__all__ = ["activation_need", "is_relu"]
+__all__ = ["activation_need", "gaussian_init", "gaussian_need", "is_relu"]
 
 #: which tensor of a module's call an activation need records
 _WHERE = ("input", "output")
@@ -129,3 +135,66 @@ def _layer_outputs(ctx: PassContext) -> None:
 register_need(Need("layer_outputs", run=_layer_outputs, floating_input=False,
                    description='ctx.data["layer_outputs"]: the output of every call of a counted layer'),
               _builtin=True)
+
+
+def gaussian_init(model: nn.Module) -> None:
+    """Zen-NAS's initialisation, in place, from the global RNG: every Conv*/Linear weight
+    N(0, 1) and bias 0; every BatchNorm/GroupNorm/LayerNorm weight 1 and bias 0."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
+                m.weight.normal_(0.0, 1.0)
+                if m.bias is not None:
+                    m.bias.zero_()
+            elif isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)):
+                if getattr(m, "weight", None) is not None:
+                    m.weight.fill_(1.0)
+                if getattr(m, "bias", None) is not None:
+                    m.bias.zero_()
+
+
+def gaussian_need(name: str, init: Callable[[nn.Module], None] = gaussian_init,
+                  match: Callable[[str, nn.Module], bool] | None = None, where: str = "output",
+                  description: str = "") -> Need:
+    """A need running its own pass: a private copy re-initialised by ``init(copy)`` (global RNG,
+    seeded by the call's ``seed``), one no-grad train-mode forward of an N(0, 1) input of the
+    batch's shape, recording ``where`` of every module ``match`` selects. ``ctx.data[name]`` =
+    ``{"model": copy after the forward, "input": [N, ...], "logits": output, "outputs":
+    [(module name, tensor)]}``.
+
+    Raises:
+        ValueError: ``where`` not "input" or "output".
+    """
+    if where not in _WHERE:
+        raise ValueError(f"where must be one of {', '.join(_WHERE)}, got {where!r}")
+
+    def run(ctx: PassContext) -> None:
+        net = ctx.fresh_copy()
+        init(net)
+        x0 = ctx.batches[0][0]
+        xg = torch.randn(x0.shape, dtype=x0.dtype, device=x0.device)
+        found: list[tuple[str, torch.Tensor]] = []
+        handles = []
+        if match is not None:
+            for mname, m in net.named_modules():
+                if match(mname, m):
+                    def hook(module: nn.Module, args: tuple, output: object, _n: str = mname) -> None:
+                        t = args[0] if where == "input" else output
+                        if isinstance(t, torch.Tensor):
+                            found.append((_n, t.detach().clone()))
+                    handles.append(m.register_forward_hook(hook))
+        try:
+            with torch.no_grad():
+                out = _forward(net, xg)
+        finally:
+            for h in handles:
+                h.remove()
+        ctx.data[name] = {"model": net, "input": xg, "logits": out.detach(), "outputs": found}
+
+    return Need(name, run=run, floating_input=True, reads_inputs=False,
+                description=description or f"ctx.data[{name!r}]: its own init + Gaussian-input pass")
+
+
+register_need(gaussian_need("gaussian_pass", description='ctx.data["gaussian_pass"]: a private copy with '
+                            "Zen-NAS's N(0, 1) initialisation after one train-mode forward of an N(0, 1) "
+                            "input (model, input, logits)"), _builtin=True)

@@ -118,16 +118,23 @@ def register_need(need: Need, *, _builtin: bool = False) -> Need:
     return need
 
 
-def unregister_need(name: str) -> None:
-    """Remove a user-registered need (built-in needs cannot be removed).
-
-    Raises:
-        ValueError: a built-in or unregistered name.
-    """
+def check_removable(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` is a registered user need."""
     if name in _BUILTIN_NEEDS:
         raise ValueError(f"built-in need {name!r} cannot be unregistered")
     if not isinstance(name, str) or name not in _NEEDS:
         raise ValueError(f"no need named {name!r} is registered; registered: {list(_NEEDS)}")
+
+
+def unregister_need(name: str) -> None:
+    """Remove a user-registered need (built-in needs cannot be removed). The public
+    ``zcfast.unregister_need`` (:func:`zcfast.proxies.registry.unregister_need`) also refuses a
+    need a registered proxy still uses.
+
+    Raises:
+        ValueError: a built-in or unregistered name.
+    """
+    check_removable(name)
     del _NEEDS[name]
 
 

@@ -269,3 +269,17 @@ def resolve(proxies: Iterable[str] | str) -> list[ProxySpec]:
         seen.add(n)
         specs.append(_REGISTRY[n])
     return specs
+
+
+def unregister_need(name: str) -> None:
+    """Remove a user-registered need (:func:`zcfast.proxies.needs.unregister_need`), refused
+    while a registered proxy still needs it.
+
+    Raises:
+        ValueError: a built-in or unregistered need, or one a registered proxy needs (named).
+    """
+    _needs.check_removable(name)
+    users = [spec.name for spec in _REGISTRY.values() if name in spec.needs]
+    if users:
+        raise ValueError(f"need {name!r} is needed by registered proxies {users}; unregister them first")
+    _needs.unregister_need(name)
