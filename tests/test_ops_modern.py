@@ -262,6 +262,23 @@ def test_moments_mixed_dtypes_and_parameters_never_require_grad():
     assert not any(t.requires_grad for t in st.mean_abs + st.mean + st.m2)
 
 
+def test_fresh_state_is_overwritten_not_read_and_reusable():
+    batches = [make_tensor_list([(70000,), (5, 3)], seed=50 + b) for b in range(2)]
+    want = ops.zico_reduce(_run_moments(batches))
+    st = ops.GradMoments.empty_like(batches[0])
+    for t in st.mean_abs + st.mean + st.m2:
+        t.fill_(float("nan"))  # garbage in a fresh state is never read
+    for g in batches:
+        ops.moments_update(g, st)
+    assert torch.equal(ops.zico_reduce(st), want)
+    st.reset()  # reuse for the next network: no zeroing, no allocation
+    ptrs = [t.data_ptr() for t in st.m2]
+    for g in batches:
+        ops.moments_update(g, st)
+    assert st.count == 2 and torch.equal(ops.zico_reduce(st), want)
+    assert [t.data_ptr() for t in st.m2] == ptrs
+
+
 def test_moments_deterministic_across_thread_counts():
     shapes = [(40000,), (70000,), (16,), (3, 3, 64, 64)] * 3
     batches = [make_tensor_list(shapes, seed=30 + b) for b in range(2)]
@@ -277,7 +294,7 @@ def test_moments_deterministic_across_thread_counts():
 
 
 def _state(shapes, count=0):
-    st = ops.GradMoments.zeros_like([torch.zeros(s) for s in shapes])
+    st = ops.GradMoments.empty_like([torch.zeros(s) for s in shapes])
     st.count = count
     return st
 
@@ -343,7 +360,7 @@ def test_opcheck_modern_ops():
         opcheck(torch.ops.zcfast.hamming_kernel_.default,
                 (acts, torch.zeros(5, 5, dtype=torch.float64)))
         grads = make_tensor_list([(5, 3), (70000,), (), (0,)], dtype, seed=2)
-        st = ops.GradMoments.zeros_like(grads)
+        st = ops.GradMoments.empty_like(grads)
         ops.moments_update(make_tensor_list([(5, 3), (70000,), (), (0,)], dtype, seed=3), st)
         opcheck(torch.ops.zcfast.moments_update_.default,
                 (grads, st.mean_abs, st.mean, st.m2, st.count))
@@ -356,7 +373,7 @@ def test_fake_kernels_give_shapes_and_named_errors():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode():
-        st = ops.GradMoments.zeros_like([torch.empty(4, 3), torch.empty(7)])
+        st = ops.GradMoments.empty_like([torch.empty(4, 3), torch.empty(7)])
         ops.moments_update([torch.empty(4, 3), torch.empty(7)], st)
         ops.moments_update([torch.empty(4, 3), torch.empty(7)], st)
         z = ops.zico_reduce(st)
@@ -466,7 +483,7 @@ def test_cuda_opcheck_modern():
     opcheck(torch.ops.zcfast.hamming_kernel_.default,
             (acts, torch.zeros(5, 5, dtype=torch.float64, device="cuda")))
     grads = make_tensor_list([(5, 3), (70000,), (), (0,)], device="cuda")
-    st = ops.GradMoments.zeros_like(grads)
+    st = ops.GradMoments.empty_like(grads)
     ops.moments_update(grads, st)
     opcheck(torch.ops.zcfast.moments_update_.default, (grads, st.mean_abs, st.mean, st.m2, 1))
     opcheck(torch.ops.zcfast.zico_reduce.default, (st.mean_abs, st.m2, 2))

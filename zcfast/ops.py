@@ -238,7 +238,7 @@ class GradMoments:
     """Streaming per-element moments of T gradient tensors over mini-batches (ZiCo's state).
 
     Attributes:
-        count: mini-batches accumulated so far (0 for a fresh state).
+        count: mini-batches accumulated so far (0 for a fresh state, whose tensors hold no data).
         mean_abs: T float64 tensors, ``mean_abs[t].shape == grads[t].shape``: running mean of |g|.
         mean: T float64 tensors: running mean of g.
         m2: T float64 tensors: Σ (g − mean)² over the batches (Welford), so the variance with
@@ -251,14 +251,23 @@ class GradMoments:
     m2: list[Tensor]
 
     @classmethod
-    def zeros_like(cls, grads: Sequence[Tensor]) -> GradMoments:
-        """A fresh state (count 0) for gradients shaped like ``grads``, on their devices."""
+    def empty_like(cls, grads: Sequence[Tensor]) -> GradMoments:
+        """A fresh state (count 0) for gradients shaped like ``grads``, on their devices.
+
+        The tensors are allocated uninitialised: ``moments_update`` with ``count == 0`` writes
+        them without reading them. For the same reason a state can be reused for the next
+        network of the same shapes after ``reset()``, with no zeroing and no allocation.
+        """
         grads = _tensor_list("moments_update", "grads", grads)
 
-        def zeros() -> list[Tensor]:
-            return [torch.zeros(g.shape, dtype=torch.float64, device=g.device) for g in grads]
+        def empty() -> list[Tensor]:
+            return [torch.empty(g.shape, dtype=torch.float64, device=g.device) for g in grads]
 
-        return cls(0, zeros(), zeros(), zeros())
+        return cls(0, empty(), empty(), empty())
+
+    def reset(self) -> None:
+        """Makes the state fresh again (count 0); the next update overwrites the tensors."""
+        self.count = 0
 
 
 def moments_update(grads: Sequence[Tensor], state: GradMoments | None = None) -> GradMoments:
@@ -272,7 +281,8 @@ def moments_update(grads: Sequence[Tensor], state: GradMoments | None = None) ->
     Args:
         grads: T gradient tensors (e.g. the ``.grad`` of every Conv/Linear weight after one
             mini-batch's backward), float32, float64, bfloat16 or float16, on one device.
-        state: the moments so far, or None for a fresh one (``GradMoments.zeros_like(grads)``).
+        state: the moments so far, or None for a fresh one (``GradMoments.empty_like(grads)``).
+            With ``state.count == 0`` the state's tensors are overwritten, never read.
 
     Returns:
         ``state``, updated in place, with ``count`` incremented.
@@ -283,7 +293,7 @@ def moments_update(grads: Sequence[Tensor], state: GradMoments | None = None) ->
     """
     grads = _tensor_list("moments_update", "grads", grads)
     if state is None:
-        state = GradMoments.zeros_like(grads)
+        state = GradMoments.empty_like(grads)
     elif not isinstance(state, GradMoments):
         raise ValueError(f"moments_update: state must be a GradMoments or None, got "
                          f"{type(state).__name__}")

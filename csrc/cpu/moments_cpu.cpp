@@ -2,6 +2,7 @@
 //   moments_update_: for every element of every gradient tensor, one Welford step with the
 //     current mini-batch's gradient g (n = count + 1 batches after it), in place on the float64
 //     state: mean_abs += (|g| - mean_abs) / n; d = g - mean; mean += d / n; m2 += d * (g - mean).
+//     With count 0 the state is written without being read (welford_first in zcfast/modern.h).
 //   zico_reduce: per tensor t, sum over its elements of mean_abs / sqrt(m2 / count), elements with
 //     m2 == 0 (zero std) dropped. The proxy takes log of each nonzero sum and adds them up.
 // One call covers the whole gradient list (Note [saliency work split]: tensors cut into chunks,
@@ -62,7 +63,11 @@ template <typename scalar_t>
 C10_ALWAYS_INLINE void update_run(const scalar_t* C10_RESTRICT g, double* C10_RESTRICT ma,
                                   double* C10_RESTRICT mu, double* C10_RESTRICT m2, int64_t len,
                                   double n) {
-  for (int64_t k = 0; k < len; ++k) welford_step(static_cast<double>(g[k]), n, ma[k], mu[k], m2[k]);
+  if (n == 1.0) {  // count 0: the state is overwritten, never read (welford_first)
+    for (int64_t k = 0; k < len; ++k) welford_first(static_cast<double>(g[k]), ma[k], mu[k], m2[k]);
+  } else {
+    for (int64_t k = 0; k < len; ++k) welford_step(static_cast<double>(g[k]), n, ma[k], mu[k], m2[k]);
+  }
 }
 
 template <typename scalar_t>

@@ -35,6 +35,17 @@ C10_HOST_DEVICE inline void welford_step(double g, double n, double& mean_abs, d
   m2 += d * (g - mean);
 }
 
+// The first step (n = 1) from an all-zero state, without reading the state: a fresh state's
+// contents are never read (moments_update with count 0 overwrites them), so it can be allocated
+// uninitialised or reused without zeroing. Bit-identical to welford_step from zeros.
+C10_HOST_DEVICE inline void welford_first(double g, double& mean_abs, double& mean, double& m2) {
+  double a = 0.0, m = 0.0, v = 0.0;
+  welford_step(g, 1.0, a, m, v);
+  mean_abs = a;
+  mean = m;
+  m2 = v;
+}
+
 // An element's ZiCo term: mean|g| / std(g) (ddof 0) over n batches, or 0 when std == 0.
 C10_HOST_DEVICE inline double zico_term(double mean_abs, double m2, double n) {
   if (m2 == 0.0) return 0.0;
