@@ -342,3 +342,28 @@ def test_no_tensor_or_hook_survives_1000_calls_of_every_new_need() -> None:
     finally:
         for name in names:
             zcfast.unregister_proxy(name)
+
+
+def test_score_arch_and_score_batch_take_batches() -> None:
+    from zcfast.batched import score_batch
+    from zcfast.data import paper_batch
+
+    space = zcfast.spaces.get("nb201")
+    x, y = paper_batch("cifar10", batch_size=12, seed=1)
+    arch = space.arch_at(5)
+    three = [(x[:4], y[:4]), (x[4:8], y[4:8]), (x[8:], y[8:])]
+
+    @register_proxy("test_nb", needs=("multi_grads",))
+    def nb(ctx):
+        return float(len(ctx.data["multi_grads"]))
+
+    try:
+        r = zcfast.score_arch(space, arch, None, None, ("test_nb", "snip"), batches=three)
+        assert r["test_nb"] == 3.0
+        assert r["snip"] == pytest.approx(zcfast.score_arch(space, arch, x[:4], y[:4], ("snip",))["snip"], rel=1e-5)
+        assert zcfast.score_arch(space, arch, x, y, ("test_nb",))["test_nb"] == 2.0   # two halves
+        rows = score_batch(space, [arch, space.arch_at(6)], None, None, ["snip", "test_nb"], batches=three)
+        assert [row["test_nb"] for row in rows] == [3.0, 3.0]
+        assert rows[0]["snip"] == pytest.approx(r["snip"], rel=1e-5)
+    finally:
+        zcfast.unregister_proxy("test_nb")

@@ -16,8 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from zcfast import batched
-from zcfast.proxies.engine import DEFAULT_PROXIES, PAPER_LAYER_TYPES, LayerTypes, normalise_layer_types, score_detailed
-from zcfast.proxies.needs import available_needs
+from zcfast.proxies.engine import (DEFAULT_PROXIES, PAPER_LAYER_TYPES, LayerTypes, normalise_layer_types,
+                                   score_detailed, split_batches)
+from zcfast.proxies.needs import available_needs, get_need
 from zcfast.proxies.registry import ProxyResult, ProxySpec, resolve
 from zcfast.seeding import arch_seed, bias_seed
 
@@ -77,7 +78,7 @@ def build_seeded(space: Any, arch: Any, seed: int = 42, num_classes: int = 10, *
         return space.build(arch, num_classes=num_classes, variant=variant, bias_generator=gen)
 
 
-def score_arch(space: Any, arch: Any, inputs: torch.Tensor, targets: torch.Tensor | None,
+def score_arch(space: Any, arch: Any, inputs: torch.Tensor | None, targets: torch.Tensor | None,
                proxies: Sequence[str] | str = DEFAULT_PROXIES, seed: int = 42,
                num_classes: int = 10, device: str | torch.device = "cpu", *,
                detailed: bool = False,
@@ -85,7 +86,9 @@ def score_arch(space: Any, arch: Any, inputs: torch.Tensor, targets: torch.Tenso
                layer_types: LayerTypes = PAPER_LAYER_TYPES,
                per_layer: bool = False,
                variant: str = "benchmark",
-               fast: bool = True) -> dict[str, float] | dict[str, ProxyResult]:
+               fast: bool = True,
+               batches: Sequence[tuple[torch.Tensor, torch.Tensor | None]] | None = None
+               ) -> dict[str, float] | dict[str, ProxyResult]:
     """Build ``arch`` of ``space`` with its per-architecture seed and score it.
 
     Args:
@@ -112,6 +115,9 @@ def score_arch(space: Any, arch: Any, inputs: torch.Tensor, targets: torch.Tenso
             supported needs included). Its values equal the general engine's up to float32
             rounding (both measured against float64 in bench/bench_proxies.py --f64).
             ``fast=False`` always runs the general engine (:func:`zcfast.score_detailed`).
+        batches: several mini-batches ``[(inputs, targets), ...]`` instead of ``inputs`` /
+            ``targets`` (then ``None``), as :func:`zcfast.score`: multi-batch needs read all,
+            single-batch passes the first (also on the fast route).
 
     The network is owned by this call, so no copy of it is made; synflow on NB201 keeps the
     BatchNorms of the residual reduction blocks (official quirk), other spaces remove all.
@@ -121,16 +127,22 @@ def score_arch(space: Any, arch: Any, inputs: torch.Tensor, targets: torch.Tenso
 
         space = zcfast.spaces.get(space)
     types = normalise_layer_types(layer_types)
-    if fast and not per_layer and variant == "benchmark" and loss_fn is F.cross_entropy \
+    specs = resolve(proxies)
+    if batches is not None:
+        inputs, targets, extra = split_batches(inputs, targets, batches)
+        needs_several = any(get_need(n).batches > 1 for spec in specs for n in spec.needs)
+        batches = [(inputs, targets)] + extra if extra and needs_several else None
+        if batches is not None:
+            inputs = targets = None
+    if fast and batches is None and not per_layer and variant == "benchmark" and loss_fn is F.cross_entropy \
             and types == PAPER_LAYER_TYPES and isinstance(inputs, torch.Tensor) and inputs.is_floating_point():
-        specs = resolve(proxies)
         if route(space, specs) is NB201_BACKEND:
             return batched.score_one(space, arch, inputs, targets, [spec.name for spec in specs], seed=seed,
                                      num_classes=num_classes, device=device, detailed=detailed)
     net = build_seeded(space, arch, seed, num_classes, variant=variant).to(device)
     keep = synflow_bn_rule(getattr(space, "name", ""), net)
     res = score_detailed(net, inputs, targets, proxies, loss_fn, layer_types, per_layer,
-                         synflow_keep_bn=keep, seed=seed, _owned=True)
+                         synflow_keep_bn=keep, seed=seed, batches=batches, _owned=True)
     del net
     if detailed:
         return res

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zcfast.proxies import reductions
-from zcfast.proxies.engine import _check_inputs, check_class_targets, finalise
+from zcfast.proxies.engine import _check_inputs, check_class_targets, finalise, split_batches
 from zcfast.proxies.needs import get_need
 from zcfast.proxies.registry import PassContext, ProxyResult, ProxySpec, resolve
 from zcfast.seeding import arch_seed
@@ -204,7 +204,9 @@ def _check_proxies(proxies: Iterable[str] | str) -> list[str]:
 def score_batch(space: Any, archs: Sequence[Any], inputs: Tensor, targets: Tensor,
                 proxies: Iterable[str] | str, seed: int = 42, device: str | torch.device = "cpu", *,
                 num_classes: int = 10, k: int | None = None, conv_mode: str | None = None,
-                detailed: bool = False) -> list[dict[str, float]] | list[dict[str, ProxyResult]]:
+                detailed: bool = False,
+                batches: Sequence[tuple[Tensor, Tensor | None]] | None = None
+                ) -> list[dict[str, float]] | list[dict[str, ProxyResult]]:
     """Score many architectures, K per forward/backward where the space allows it.
 
     Args:
@@ -220,6 +222,9 @@ def score_batch(space: Any, archs: Sequence[Any], inputs: Tensor, targets: Tenso
         conv_mode: "grouped" | "split"; default ``default_conv_mode(device)``.
         detailed: return ``ProxyResult`` values (with ``error`` for every undefined or
             non-finite value, the same texts as the general engine) instead of floats.
+        batches: several mini-batches ``[(inputs, targets), ...]`` instead of ``inputs`` /
+            ``targets`` (then ``None``): single-batch proxies (and this backend) use the first,
+            multi-batch needs (module backend) all of them.
 
     Returns:
         one dict per architecture, in order: proxy name → value (NaN where the proxy is
@@ -228,6 +233,10 @@ def score_batch(space: Any, archs: Sequence[Any], inputs: Tensor, targets: Tenso
     """
     names = _check_proxies(proxies)
     archs = list(archs)
+    full = None
+    if batches is not None:
+        inputs, targets, extra = split_batches(inputs, targets, batches)
+        full = [(inputs, targets)] + extra if extra else None
     if not isinstance(inputs, Tensor) or inputs.dim() != 4:
         raise ValueError(f"inputs must be a [N, C, H, W] tensor, got "
                          f"{tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__}")
@@ -240,7 +249,7 @@ def score_batch(space: Any, archs: Sequence[Any], inputs: Tensor, targets: Tenso
         return []
     device = torch.device(device)
     if not supports(space):
-        res = [_score_arch(space, a, inputs, targets, names, seed, num_classes, device) for a in archs]
+        res = [_score_arch(space, a, inputs, targets, names, seed, num_classes, device, full) for a in archs]
         return res if detailed else _values(res)
     mode = conv_mode or default_conv_mode(device)
     if mode not in ("grouped", "split"):
@@ -255,7 +264,7 @@ def score_batch(space: Any, archs: Sequence[Any], inputs: Tensor, targets: Tenso
     y = targets.detach().to(device)
     with _strict_fp32(device):
         res = _score_sorted(space, archs, x, y, inputs, targets, names, batched, rest, seed, num_classes,
-                            device, mode, k)
+                            device, mode, k, full)
     return res if detailed else _values(res)
 
 
@@ -335,7 +344,7 @@ def _strict_fp32(device: torch.device) -> Iterator[None]:
 
 
 def _score_sorted(space, archs, x, y, inputs, targets, names, batched, rest, seed, num_classes, device, mode,
-                  k) -> list[dict[str, ProxyResult]]:
+                  k, full=None) -> list[dict[str, ProxyResult]]:
     # Chunks of similar architectures: sorted by their op tuples, neighbours share leading
     # edges, where a single op group then covers the whole chunk (no channel gathers). Each
     # candidate's scores do not depend on its chunk-mates, so the order is restored after.
@@ -348,12 +357,16 @@ def _score_sorted(space, archs, x, y, inputs, targets, names, batched, rest, see
             [{} for _ in chunk]
         for i, a, res in zip(idx, chunk, vals):
             if rest:
-                res.update(_score_arch(space, a, inputs, targets, rest, seed, num_classes, device))
+                res.update(_score_arch(space, a, inputs, targets, rest, seed, num_classes, device, full))
             out[i] = {p: res[p] for p in names}
     return out  # type: ignore[return-value]
 
 
-def _score_arch(space, arch, inputs, targets, proxies, seed, num_classes, device) -> dict[str, ProxyResult]:
+def _score_arch(space, arch, inputs, targets, proxies, seed, num_classes, device, full=None
+                ) -> dict[str, ProxyResult]:
+    if full is not None:  # several mini-batches: the module backend reads them all
+        return dict(_MODULE["score_arch"](space, arch, None, None, proxies, seed=seed, num_classes=num_classes,
+                                          device=str(device), fast=False, detailed=True, batches=full))
     return dict(_MODULE["score_arch"](space, arch, inputs, targets, proxies, seed=seed, num_classes=num_classes,
                                       device=str(device), fast=False, detailed=True))
 
