@@ -1,0 +1,331 @@
+"""Benchmark of the NWOT and ZiCo kernels (zcfast.ops.hamming_kernel, moments_update + zico_reduce)
+against plain-PyTorch baselines, on one NAS-Bench-201 network (all edges nor_conv_3x3, built by
+``zcfast.spaces.get("nb201").build``).
+
+hamming_kernel: NWOT's K over the inputs of every ReLU module (189 of them, 1.80 M features per
+sample) of a batch of 64 Gaussian 3x32x32 images, against
+  (i)  the official hook's loop: per ReLU, ``x = (a > 0).float(); K += x @ x.T + (1 - x) @ (1 - x).T``
+  (ii) the fastest plain-PyTorch loop found: one GEMM per ReLU on ±1 codes,
+       ``s = 2x - 1; K += (D + s @ s.T) / 2``.
+The activations are captured once beforehand; only the kernel-matrix work is timed.
+
+moments_update + zico_reduce: ZiCo's gradient statistics over 2 mini-batches on the network's
+291 parameter tensors (1.53 M parameters; float32 gradients, float64 state), against the fastest
+``torch._foreach_*`` composition found (several are timed), and, for scale, the official code's
+route (every gradient copied to numpy, np.std / np.mean per layer).
+
+Results are checked equal before anything is timed.
+
+    python bench/bench_ops_modern.py            # writes bench/results/ops_modern.{json,md}
+    python bench/bench_ops_modern.py --quick    # shorter timing windows
+    python bench/bench_ops_modern.py --device cuda
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import zcfast.ops as ops  # noqa: E402
+import zcfast.reference as ref  # noqa: E402
+from common import (command_line, fmt_time, machine_info, markdown_table, time_rounds,  # noqa: E402
+                    write_results)
+
+NB201_ALL_CONV3 = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|"
+                   "+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|")
+
+
+def nb201_net(device: str) -> torch.nn.Module:
+    import zcfast.spaces as spaces
+
+    space = spaces.get("nb201")
+    torch.manual_seed(0)
+    return space.build(space.decode(NB201_ALL_CONV3)).to(device)
+
+
+def relu_inputs(net: torch.nn.Module, batch: int, device: str) -> list[torch.Tensor]:
+    """The input of every module whose type name contains "ReLU" (NWOT v2's hooks), train mode."""
+    acts: list[torch.Tensor] = []
+    hooks = [m.register_forward_pre_hook(lambda _m, inp: acts.append(inp[0].detach()))
+             for m in net.modules() if "ReLU" in type(m).__name__]
+    try:
+        net.train()
+        with torch.no_grad():
+            net(torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(1)).to(device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return acts
+
+
+# ---- NWOT ---------------------------------------------------------------------------------------
+
+def nwot_official_loop(acts: list[torch.Tensor]) -> torch.Tensor:
+    n = acts[0].shape[0]
+    k = torch.zeros(n, n, device=acts[0].device)
+    for a in acts:
+        x = (a.reshape(n, -1) > 0).float()
+        k += x @ x.t() + (1.0 - x) @ (1.0 - x.t())
+    return k
+
+
+def nwot_pm1_loop(acts: list[torch.Tensor]) -> torch.Tensor:
+    n = acts[0].shape[0]
+    k = torch.zeros(n, n, device=acts[0].device)
+    for a in acts:
+        s = (a.reshape(n, -1) > 0).float() * 2.0 - 1.0
+        k += (s.shape[1] + s @ s.t()) * 0.5
+    return k
+
+
+def bench_nwot(device: str, batch: int, rounds: int, min_time: float) -> dict[str, Any]:
+    acts = relu_inputs(nb201_net(device), batch, device)
+    features = sum(a[0].numel() for a in acts)
+    want = ref.hamming_kernel(acts)
+    got = ops.hamming_kernel(acts)
+    if not torch.equal(got, want):
+        raise AssertionError("hamming_kernel differs from the reference")
+    for label, fn in (("official", nwot_official_loop), ("pm1", nwot_pm1_loop)):
+        v = fn(acts).double()
+        if not torch.equal(v, want):  # 0/1 products: exact in float32 below 2^24
+            raise AssertionError(f"NWOT {label} loop differs from the reference by "
+                                 f"{float((v - want).abs().max())}")
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def timed(fn: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            fn()
+            sync()
+        return run
+
+    fns = {"zcfast hamming_kernel": timed(lambda: ops.hamming_kernel(acts)),
+           "official loop (two GEMMs per ReLU)": timed(lambda: nwot_official_loop(acts)),
+           "±1 codes, one GEMM per ReLU": timed(lambda: nwot_pm1_loop(acts))}
+    t = time_rounds(fns, rounds, min_time)
+    fused = t["zcfast hamming_kernel"]["median_s"]
+    base = {k: v for k, v in t.items() if k != "zcfast hamming_kernel"}
+    best = min(base, key=lambda k: base[k]["median_s"])
+    return {"layers": len(acts), "batch": batch, "features_per_sample": features,
+            "timings": t, "fused_s": fused,
+            "speedup_vs_official_loop": t["official loop (two GEMMs per ReLU)"]["median_s"] / fused,
+            "fastest_plain": best, "speedup_vs_fastest_plain": base[best]["median_s"] / fused}
+
+
+# ---- ZiCo ---------------------------------------------------------------------------------------
+
+def foreach_buffers(grads: list[torch.Tensor], k: int) -> list[list[torch.Tensor]]:
+    return [[torch.zeros_like(g, dtype=torch.float64) for g in grads] for _ in range(k)]
+
+
+def zico_foreach_welford(batches: list[list[torch.Tensor]],
+                         bufs: list[list[torch.Tensor]] | None = None) -> torch.Tensor:
+    """Welford in float64 with foreach ops; ``bufs`` (4 lists) reused after _foreach_zero_."""
+    if bufs is None:
+        bufs = foreach_buffers(batches[0], 4)
+    else:
+        for b in bufs:
+            torch._foreach_zero_(b)
+    ma, mu, m2, zeros = bufs
+    for b, grads in enumerate(batches):
+        n = b + 1
+        g = torch._foreach_add(zeros, grads)  # float64 copies of the gradients
+        a = torch._foreach_abs(g)
+        torch._foreach_lerp_(ma, a, 1.0 / n)
+        d = torch._foreach_sub(g, mu)
+        torch._foreach_add_(mu, d, alpha=1.0 / n)
+        e = torch._foreach_sub(g, mu)
+        torch._foreach_addcmul_(m2, d, e)
+    std = torch._foreach_sqrt(torch._foreach_div(m2, float(len(batches))))
+    ratio = torch._foreach_div(ma, std)
+    return torch.stack([torch.where(s != 0, r, 0.0).sum() for r, s in zip(ratio, std)])
+
+
+def zico_foreach_sums(batches: list[list[torch.Tensor]]) -> torch.Tensor:
+    """Σ|g|, Σg, Σg² in float64 with foreach ops; std from them; per-tensor masked sums."""
+    s_abs = [torch.zeros_like(g, dtype=torch.float64) for g in batches[0]]
+    s = [torch.zeros_like(g, dtype=torch.float64) for g in batches[0]]
+    sq = [torch.zeros_like(g, dtype=torch.float64) for g in batches[0]]
+    zeros = [torch.zeros_like(g, dtype=torch.float64) for g in batches[0]]
+    for grads in batches:
+        g = torch._foreach_add(zeros, grads)  # float64 copies of the gradients
+        torch._foreach_add_(s, g)
+        torch._foreach_addcmul_(sq, g, g)
+        torch._foreach_abs_(g)
+        torch._foreach_add_(s_abs, g)
+    n = float(len(batches))
+    mean = torch._foreach_div(s, n)
+    var = torch._foreach_div(sq, n)
+    torch._foreach_addcmul_(var, mean, mean, value=-1.0)
+    torch._foreach_clamp_min_(var, 0.0)
+    std = torch._foreach_sqrt(var)
+    ratio = torch._foreach_div(torch._foreach_div(s_abs, n), std)
+    return torch.stack([torch.where(d != 0, r, 0.0).sum() for r, d in zip(ratio, std)])
+
+
+def zico_foreach_sums_cat(batches: list[list[torch.Tensor]]) -> torch.Tensor:
+    """As zico_foreach_sums, but the masked ratio and the per-tensor sums on one flat buffer."""
+    s_abs = [torch.zeros_like(g, dtype=torch.float64) for g in batches[0]]
+    s = [torch.zeros_like(g, dtype=torch.float64) for g in batches[0]]
+    sq = [torch.zeros_like(g, dtype=torch.float64) for g in batches[0]]
+    zeros = [torch.zeros_like(g, dtype=torch.float64) for g in batches[0]]
+    for grads in batches:
+        g = torch._foreach_add(zeros, grads)  # float64 copies of the gradients
+        torch._foreach_add_(s, g)
+        torch._foreach_addcmul_(sq, g, g)
+        torch._foreach_abs_(g)
+        torch._foreach_add_(s_abs, g)
+    n = float(len(batches))
+    flat = [torch.cat([t.reshape(-1) for t in x]) for x in (s_abs, s, sq)]
+    mean = flat[1] / n
+    std = (flat[2] / n - mean * mean).clamp_min_(0.0).sqrt_()
+    ratio = torch.where(std != 0, flat[0] / n / std, 0.0)
+    seg = torch.repeat_interleave(torch.arange(len(s), device=ratio.device),
+                                  torch.tensor([t.numel() for t in s], device=ratio.device))
+    return torch.zeros(len(s), dtype=torch.float64, device=ratio.device).index_add_(0, seg, ratio)
+
+
+def zico_official_numpy(batches: list[list[torch.Tensor]]) -> np.ndarray:
+    out = []
+    for t in range(len(batches[0])):
+        g = np.stack([b[t].cpu().numpy().reshape(-1) for b in batches])
+        std = np.std(g, axis=0)
+        nz = np.nonzero(std)[0]
+        out.append(np.sum(np.mean(np.abs(g), axis=0)[nz] / std[nz]))
+    return np.array(out)
+
+
+def zico_fused(batches: list[list[torch.Tensor]], state: ops.GradMoments | None = None) -> torch.Tensor:
+    """A fresh state per call when ``state`` is None, else ``state`` reused after reset()."""
+    if state is not None:
+        state.reset()
+    for grads in batches:
+        state = ops.moments_update(grads, state)
+    return ops.zico_reduce(state)
+
+
+def bench_zico(device: str, rounds: int, min_time: float) -> dict[str, Any]:
+    net = nb201_net(device)
+    shapes = [p.shape for p in net.parameters()]
+    gen = torch.Generator().manual_seed(2)
+    batches = [[torch.randn(s, generator=gen).to(device) for s in shapes] for _ in range(2)]
+    want = ref.zico_reduce(batches).to(device)
+    got = zico_fused(batches)
+    if not torch.allclose(got, want, rtol=1e-10, atol=0):
+        raise AssertionError("moments_update + zico_reduce differ from the reference")
+    cands = {"foreach Welford + per-tensor masked sum": zico_foreach_welford,
+             "foreach Σ|g|, Σg, Σg² + per-tensor masked sum": zico_foreach_sums,
+             "foreach Σ|g|, Σg, Σg² + one flat masked sum": zico_foreach_sums_cat}
+    for label, fn in cands.items():
+        if not torch.allclose(fn(batches), want, rtol=1e-6, atol=0):
+            raise AssertionError(f"ZiCo {label} differs from the reference")
+    # The official route computes in float32 (numpy on float32 gradients): per tensor within 1e-3
+    # (a near-equal gradient pair has a tiny std with few correct float32 digits), and the score
+    # (Σ log) within 1e-6.
+    official = zico_official_numpy(batches)
+    w = want.cpu().numpy()
+    if not (np.allclose(official, w, rtol=1e-3)
+            and abs(np.log(official).sum() - np.log(w).sum()) <= 1e-6 * abs(np.log(w).sum())):
+        raise AssertionError("the official numpy route differs from the reference")
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def timed(fn: Callable[[Any], Any]) -> Callable[[], None]:
+        def run() -> None:
+            fn(batches)
+            sync()
+        return run
+
+    state = ops.GradMoments.empty_like(batches[0])
+    bufs = foreach_buffers(batches[0], 4)
+    if not torch.equal(zico_fused(batches, state), got) or not torch.allclose(
+            zico_foreach_welford(batches, bufs), want, rtol=1e-6, atol=0):
+        raise AssertionError("a reused state gives another result")
+    fused_label, reused_label = "zcfast moments_update ×2 + zico_reduce", "zcfast, reused state (reset())"
+    fw_reused = "foreach Welford, reused buffers (_foreach_zero_)"
+    fns = {fused_label: timed(zico_fused)}
+    fns.update({k: timed(v) for k, v in cands.items()})
+    fns[reused_label] = timed(lambda b: zico_fused(b, state))
+    fns[fw_reused] = timed(lambda b: zico_foreach_welford(b, bufs))
+    fns["official route (gradients to numpy, np.std)"] = timed(zico_official_numpy)
+    t = time_rounds(fns, rounds, min_time)
+    fused = t[fused_label]["median_s"]
+    best = min(cands, key=lambda k: t[k]["median_s"])
+    return {"tensors": len(shapes), "parameters": sum(int(np.prod(s)) for s in shapes),
+            "batches": 2, "timings": t, "fused_s": fused, "fastest_foreach": best,
+            "speedup_vs_fastest_foreach": t[best]["median_s"] / fused,
+            "speedup_reused_vs_foreach_reused": t[fw_reused]["median_s"] / t[reused_label]["median_s"],
+            "speedup_vs_official_numpy": t["official route (gradients to numpy, np.std)"]["median_s"] / fused}
+
+
+# ---- report -------------------------------------------------------------------------------------
+
+def to_markdown(res: dict[str, Any]) -> str:
+    m = res["machine"]
+    lines = [f"# NWOT / ZiCo kernels ({res['device']})", "",
+             f"Command: `{res['command']}`  ", f"Machine: {m.get('cpu')} ({m.get('logical_cpus')} logical CPUs, "
+             f"{m.get('torch_threads')} torch threads), load average at start {m.get('loadavg_1_5_15')}, "
+             f"at end {res['loadavg_end']}; best of {res['rounds']} interleaved rounds.", ""]
+    nw = res["nwot"]
+    lines += [f"## hamming_kernel: NWOT's K on NB201 (all nor_conv_3x3), batch {nw['batch']}, "
+              f"{nw['layers']} ReLU inputs, {nw['features_per_sample']:,} features per sample", ""]
+    rows = [[k, fmt_time(v["median_s"]), f"{v['median_s'] / nw['fused_s']:.1f}×"]
+            for k, v in nw["timings"].items()]
+    lines.append(markdown_table(["computation", "time", "vs fused"], rows))
+    lines += [f"Fused vs the official loop: **{nw['speedup_vs_official_loop']:.1f}×** (target ≥ 5×); "
+              f"vs the fastest plain loop ({nw['fastest_plain']}): **{nw['speedup_vs_fastest_plain']:.1f}×**.", ""]
+    zc = res["zico"]
+    lines += [f"## moments_update + zico_reduce: ZiCo over {zc['batches']} mini-batches on NB201's "
+              f"{zc['tensors']} gradient tensors ({zc['parameters']:,} parameters)", ""]
+    rows = [[k, fmt_time(v["median_s"]), f"{v['median_s'] / zc['fused_s']:.1f}×"]
+            for k, v in zc["timings"].items()]
+    lines.append(markdown_table(["computation", "time", "vs fused"], rows))
+    lines += [f"Fused vs the fastest `torch._foreach_*` composition ({zc['fastest_foreach']}), each "
+              f"allocating its state: **{zc['speedup_vs_fastest_foreach']:.1f}×** (target ≥ 3×); both "
+              f"reusing their buffers: **{zc['speedup_reused_vs_foreach_reused']:.1f}×**; fused vs the "
+              f"official numpy route: **{zc['speedup_vs_official_numpy']:.1f}×**.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--quick", action="store_true", help="short timing windows (noisier)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (best round kept)")
+    parser.add_argument("--batch", type=int, default=64, help="NWOT batch size (default 64)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--out", default=None, help="results folder (default bench/results)")
+    parser.add_argument("--name", default=None, help="result file stem (default ops_modern[_cuda])")
+    args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not (ops.has_cuda() and torch.cuda.is_available()):
+        parser.error("--device cuda needs zcfast's CUDA build and a GPU")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    min_time = 0.05 if args.quick else 0.25
+    res: dict[str, Any] = {"command": command_line(), "device": args.device,
+                           "machine": machine_info(args.device), "build": ops.build_info(),
+                           "rounds": args.rounds}
+    print(f"machine: {res['machine']}", flush=True)
+    res["nwot"] = bench_nwot(args.device, args.batch, args.rounds, min_time)
+    print(f"nwot: fused {fmt_time(res['nwot']['fused_s'])}, "
+          f"{res['nwot']['speedup_vs_official_loop']:.1f}× the official loop", flush=True)
+    res["zico"] = bench_zico(args.device, args.rounds, min_time)
+    print(f"zico: fused {fmt_time(res['zico']['fused_s'])}, "
+          f"{res['zico']['speedup_vs_fastest_foreach']:.1f}× the fastest foreach", flush=True)
+    res["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    md = to_markdown(res)
+    name = args.name or ("ops_modern" if args.device == "cpu" else "ops_modern_cuda")
+    kwargs = {"out_dir": args.out} if args.out else {}
+    paths = write_results(name, res, md, **kwargs)
+    print(md)
+    print(f"wrote {paths[0]} and {paths[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
