@@ -619,3 +619,68 @@ def test_forkserver_worker_watchdog_notices_a_dead_owner() -> None:
     assert not _parent_gone(os.getpid(), os.getppid())     # a server's child, owner alive
     assert _parent_gone(gone_pid, os.getppid())            # owner gone
     assert _parent_gone(os.getpid(), os.getppid() + 10**6)  # server gone (reparented)
+
+
+def _batches_scorer(space, arch, inputs, targets, proxies, seed=42, num_classes=10, device="cpu", batches=None):
+    """hash_scorer's values + 1000 per mini-batch received (1 when given none); several batches
+    come instead of ``inputs, targets`` (zcfast.score_arch's convention)."""
+    assert (batches is None) == (inputs is not None) == (targets is not None)
+    count = 1 if batches is None else len(batches)
+    return {p: v + 1000 * count for p, v in hash_scorer(space, arch, inputs, targets, proxies, seed).items()}
+
+
+def _two_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(5)
+    return [(torch.randn(4, 3, 8, 8, generator=g), torch.tensor([0, 1, 2, 3])) for _ in range(2)]
+
+
+def test_scan_with_several_batches_passes_them_and_keys_the_run(tmp_path: Path) -> None:
+    two = _two_batches()
+    kw = dict(scorer=_batches_scorer, backend="serial", progress=False)
+    res = scan(SPACE, PROXIES, 6, store=tmp_path / "s.sqlite", batches=two, **kw)
+    res_local = scan(SPACE, PROXIES, 6, store=tmp_path / "l.sqlite", batches=two,
+                     **{**kw, "backend": "local", "workers": 1})
+    rows = _run_rows(tmp_path / "s.sqlite")
+    assert res.total == 6 and res.errors == 0 and rows == _run_rows(tmp_path / "l.sqlite")
+    assert res.run_id == res_local.run_id
+    for key, (_, values, _) in rows.items():
+        assert values == {p: _expected_value(key, p) + 2000 for p in PROXIES}
+    one = scan(SPACE, PROXIES, 6, store=tmp_path / "s.sqlite", batches=two[:1], **kw)
+    same = scan(SPACE, PROXIES, 6, store=tmp_path / "d.sqlite", data=two[0], **kw)
+    assert one.run_id == same.run_id != res.run_id  # one batch: the data= run, same id
+    assert _run_rows(tmp_path / "d.sqlite") == {k: (s, {p: _expected_value(k, p) + 1000 for p in PROXIES}, None)
+                                                for k, (s, _, _) in rows.items()}
+    drawn = scan(SPACE, PROXIES, 4, store=tmp_path / "n.sqlite", n_batches=2, **kw)  # paper_batches(.., 2)
+    assert drawn.errors == 0 and all(v[PROXIES[0]] > 1500 for _, v, _ in _run_rows(tmp_path / "n.sqlite").values())
+    single = scan(SPACE, PROXIES, 4, store=tmp_path / "n.sqlite", n_batches=1, **kw)
+    assert single.run_id not in (drawn.run_id,)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(data=DATA, batches=[DATA, DATA]), "not two of them"),
+    (dict(batches=[DATA, DATA], n_batches=2), "not both"),
+    (dict(batches=[]), "non-empty list"),
+    (dict(batches=DATA[0]), "non-empty list|batches\\[0\\] must be a pair"),
+    (dict(batches=[DATA, (DATA[0],)]), r"batches\[1\] must be a pair"),
+    (dict(batches=[DATA, (torch.zeros(2, 3, 4, 4), DATA[1])]), r"batches\[1\]: x is \[2, 3, 4, 4\]"),
+    (dict(n_batches=0), "n_batches"),
+    (dict(batches=[DATA, DATA], scorer=hash_scorer), "batches: the scorer zcfast.parallel.hash_scorer has no "
+                                                      "batches parameter"),
+], ids=["data-and-batches", "batches-and-n", "empty", "not-a-list", "not-a-pair", "shapes", "n-0", "scorer"])
+def test_bad_batches_refused_before_any_work(tmp_path: Path, kwargs: dict, match: str) -> None:
+    kwargs = {"scorer": _batches_scorer, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        scan(SPACE, PROXIES, 4, store=tmp_path / "s.sqlite", backend="serial", progress=False, **kwargs)
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_real_scorer_with_two_batches_single_batch_proxy_uses_the_first(tmp_path: Path) -> None:
+    # paper_batches' first batch is the paper batch, and a single-batch proxy scores the first
+    # batch: the same values as the one-batch run, under another run id
+    kw = dict(backend="serial", progress=False)
+    two = scan(SPACE, ["synflow"], 4, store=tmp_path / "s.sqlite", n_batches=2, **kw)
+    one = scan(SPACE, ["synflow"], 4, store=tmp_path / "s.sqlite", **kw)
+    assert two.run_id != one.run_id and two.errors == one.errors == 0
+    with ResultStore(tmp_path / "s.sqlite") as st:
+        rows = {rid: {r.arch_key: r.values for r in st.rows(rid)} for rid in (two.run_id, one.run_id)}
+    assert rows[two.run_id] == rows[one.run_id] and len(rows[one.run_id]) == 4

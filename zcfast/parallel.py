@@ -73,6 +73,7 @@ __all__ = [
     "make_backend",
     "resolve_start_method",
     "score_chunk",
+    "takes_argument",
 ]
 
 #: A chunk of candidates: (arch_key, arch_str, arch).
@@ -108,6 +109,10 @@ class WorkerSpec:
             failing candidate is isolated.
         threads: ``torch.set_num_threads`` while scoring (:data:`zcfast.options.SCORING_THREADS`:
             the values of a run must not depend on how it was executed).
+        batches: several mini-batches ``((x, y), ...)`` (``inputs, targets`` is the first). A
+            scorer that names a ``batches`` parameter then gets them *instead of* the one batch,
+            as ``zcfast.score_arch`` / ``score_batch`` take them: ``inputs=None, targets=None,
+            batches=[...]``. None: the one batch.
     """
 
     space: Any
@@ -120,6 +125,7 @@ class WorkerSpec:
     scorer: ArchScorer | None = None
     batch_scorer: BatchScorer | None = None
     threads: int = SCORING_THREADS
+    batches: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
 
 
 _HASH_CALLS = 0  # candidates hash_scorer saw in this process (ZCFAST_HASH_SCORER_HOLD_AFTER)
@@ -226,9 +232,14 @@ def _score_one(spec: WorkerSpec, task: Task) -> ScoreRow:
     if scorer is None:
         from zcfast.proxies import score_arch as scorer  # noqa: N813
         extra["detailed"] = True   # ProxyResults: every non-finite value with its reason
+    if spec.batches is not None:  # instead of inputs / targets
+        extra["batches"] = list(spec.batches)
+    inputs, targets = spec.inputs, spec.targets
+    if spec.batches is not None:
+        inputs = targets = None
     t0 = time.perf_counter()
     try:
-        raw = scorer(spec.space, arch, spec.inputs, spec.targets, list(spec.proxies),
+        raw = scorer(spec.space, arch, inputs, targets, list(spec.proxies),
                      seed=spec.seed, num_classes=spec.num_classes, device=spec.device, **extra)
         values, error = _check_values(raw, spec.proxies)
     except Exception as exc:  # recorded, the scan goes on
@@ -248,6 +259,11 @@ def _accepts(fn: Callable[..., Any], name: str, *, explicitly: bool = False) -> 
                               any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()))
 
 
+def takes_argument(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn``'s signature names a parameter ``name`` (``**kwargs`` alone does not count)."""
+    return _accepts(fn, name, explicitly=True)
+
+
 def score_chunk(spec: WorkerSpec, chunk: Sequence[Task]) -> list[ScoreRow]:
     """Score one chunk of candidates; never raises for a candidate's failure.
 
@@ -258,8 +274,15 @@ def score_chunk(spec: WorkerSpec, chunk: Sequence[Task]) -> list[ScoreRow]:
     NaN's reason reaches the row.
     """
     with scoring_threads(spec.threads):
+        if spec.batches is not None and spec.batch_scorer is not None \
+                and not takes_argument(spec.batch_scorer, "batches"):
+            spec.batch_scorer = None  # it would score the first batch only
         if spec.batch_scorer is not None and len(chunk) > 1:
             extra: dict[str, Any] = {}
+            inputs, targets = spec.inputs, spec.targets
+            if spec.batches is not None:  # instead of inputs / targets
+                extra["batches"] = list(spec.batches)
+                inputs = targets = None
             if _accepts(spec.batch_scorer, "detailed", explicitly=True):
                 extra["detailed"] = True
             if _accepts(spec.batch_scorer, "num_classes"):
@@ -269,8 +292,8 @@ def score_chunk(spec: WorkerSpec, chunk: Sequence[Task]) -> list[ScoreRow]:
                 return [_score_one(spec, task) for task in chunk]
             t0 = time.perf_counter()
             try:
-                results = spec.batch_scorer(spec.space, [t[2] for t in chunk], spec.inputs,
-                                            spec.targets, list(spec.proxies), seed=spec.seed,
+                results = spec.batch_scorer(spec.space, [t[2] for t in chunk], inputs,
+                                            targets, list(spec.proxies), seed=spec.seed,
                                             device=spec.device, **extra)
             except NotImplementedError:  # e.g. a space the batched path does not cover:
                 spec.batch_scorer = None   # stop trying for the rest of this worker's life

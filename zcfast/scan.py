@@ -164,25 +164,39 @@ def _check_device(device: Any, backend: str) -> torch.device:
     return options.resolve_device(device)
 
 
-def _check_data(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_data(data: Any, option: str = "data") -> tuple[torch.Tensor, torch.Tensor]:
     if not (isinstance(data, (tuple, list)) and len(data) == 2
             and all(isinstance(t, torch.Tensor) for t in data)):
-        raise ValueError("data must be a pair of tensors (x [B,C,H,W] float, y [B] int64)")
+        raise ValueError(f"{option} must be a pair of tensors (x [B,C,H,W] float, y [B] int64)")
     inputs, targets = data
     if inputs.dim() != 4 or targets.dim() != 1 or inputs.shape[0] != targets.shape[0] or inputs.shape[0] < 1:
-        raise ValueError(f"data must be x [B,C,H,W] and y [B] with B >= 1; got {list(inputs.shape)} "
+        raise ValueError(f"{option} must be x [B,C,H,W] and y [B] with B >= 1; got {list(inputs.shape)} "
                          f"and {list(targets.shape)}")
     if not inputs.is_floating_point():
-        raise ValueError(f"data: x must be a floating-point tensor, got {inputs.dtype}")
+        raise ValueError(f"{option}: x must be a floating-point tensor, got {inputs.dtype}")
     if targets.is_floating_point() or targets.dtype == torch.bool:
-        raise ValueError(f"data: y must hold integer class labels, got {targets.dtype}")
+        raise ValueError(f"{option}: y must hold integer class labels, got {targets.dtype}")
     return inputs, targets
+
+
+def _check_batches(batches: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``batches=[(x, y), ...]``: each pair as ``data``, all of one sample shape and dtype."""
+    if isinstance(batches, (str, bytes)) or not isinstance(batches, Sequence) or len(batches) == 0:
+        raise ValueError("batches must be a non-empty list of (x [B,C,H,W] float, y [B] int64) pairs")
+    out = [_check_data(b, f"batches[{i}]") for i, b in enumerate(batches)]
+    x0 = out[0][0]
+    for i, (x, _) in enumerate(out[1:], 1):
+        if x.shape[1:] != x0.shape[1:] or x.dtype != x0.dtype:
+            raise ValueError(f"batches[{i}]: x is {list(x.shape)} {x.dtype}, but batches[0] is "
+                             f"{list(x0.shape)} {x0.dtype}; every batch needs the same sample shape and dtype")
+    return out
 
 
 def scan(space: Any, proxies: Sequence[str] | str, n: int | None = None, *,
          store: str | os.PathLike[str] | ResultStore = "zcfast-scan.sqlite",
          dataset: str = "cifar10", batch_size: int = 64, data_seed: int = 42, seed: int = 42,
          num_classes: int | None = None, data: tuple[torch.Tensor, torch.Tensor] | None = None,
+         batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None, n_batches: int = 1,
          order: str = "sample", sample_seed: int = 0, device: str = "cpu",
          backend: str = "local", workers: int | None = None, address: str | None = None,
          start_method: str | None = None, chunk_size: int | None = None,
@@ -203,6 +217,15 @@ def scan(space: Any, proxies: Sequence[str] | str, n: int | None = None, *,
         dataset, batch_size, data_seed: the scoring batch, ``zcfast.data.paper_batch(dataset,
             batch_size, data_seed)``, unless ``data=(x [B,C,H,W] float, y [B] int64)`` is given
             (``dataset`` is then only a label, and sets ``num_classes`` when it is a benchmark).
+        batches, n_batches: several mini-batches, for proxies that need them (ZiCo): the user's
+            ``batches=[(x, y), ...]`` (instead of ``data``), or ``n_batches`` batches drawn by
+            ``zcfast.data.paper_batches(dataset, batch_size, data_seed, n_batches)`` (the first
+            is the paper's batch). Single-batch proxies use the first batch; a multi-batch
+            proxy given one batch splits it (``zcfast.data.split_batch``). With more than one
+            batch the scorer (and the batched scorer, else it is not used) must name a
+            ``batches`` parameter and is called with ``inputs=None, targets=None,
+            batches=[...]``, as ``zcfast.score_arch`` takes them; the run is keyed by
+            ``zcfast.data.batches_fingerprint`` (one batch: the same run as ``data``).
         seed: model-init seed (per-architecture seeding, design.md §5).
         num_classes: classifier width; default from the dataset (10 / 100 / 120).
         order: ``"sample"`` (seeded by ``sample_seed``) or ``"enumerate"``.
@@ -270,6 +293,15 @@ def scan(space: Any, proxies: Sequence[str] | str, n: int | None = None, *,
     target = n if n is not None else int(size)
     if backend == "local" and resolve_start_method(start_method) != "fork":
         check_main_guard("zcfast.scan(backend='local')")
+    n_batches = options.check_count(n_batches, "n_batches")
+    if data is not None and (batches is not None or n_batches > 1):
+        raise ValueError("pass data=(x, y), batches=[(x, y), ...] or n_batches, not two of them")
+    user_batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    if batches is not None:
+        if n_batches > 1:
+            raise ValueError("pass batches=[(x, y), ...] or n_batches, not both")
+        user_batches = _check_batches(batches)
+        data = user_batches[0]
     if data is None:
         dataset = options.resolve_dataset(dataset)
         batch_size = options.check_count(batch_size, "batch_size")
@@ -297,20 +329,34 @@ def scan(space: Any, proxies: Sequence[str] | str, n: int | None = None, *,
     scorer_name = "zcfast" if scorer is None else _callable_name(scorer, "zcfast")
     if scorer is not None and batch_scorer is not None:
         scorer_name += "+" + _callable_name(batch_scorer, "")
+    multi = (user_batches is not None and len(user_batches) > 1) or n_batches > 1
+    if multi:
+        from zcfast.parallel import takes_argument
+        if scorer is None:
+            from zcfast.proxies import score_arch as default_scorer
+        if not takes_argument(scorer if scorer is not None else default_scorer, "batches"):
+            raise ValueError(f"batches: the scorer {scorer_name if scorer is not None else 'zcfast.score_arch'} "
+                             "has no batches parameter, so it cannot score several mini-batches; "
+                             "pass one batch, or a scorer that takes batches=")
+        if batch_scorer is not None and not takes_argument(batch_scorer, "batches"):
+            batch_scorer = None  # one at a time through the scorer, which takes them
     if chunk_size is None:
         chunk_size = 8 if batch_scorer is not None else 4
-    if data is None:
-        from zcfast.data import paper_batch
-        inputs, targets = paper_batch(dataset, batch_size, data_seed)
-    from zcfast.data import batch_fingerprint
+    from zcfast.data import batches_fingerprint, paper_batches
 
+    if user_batches is None and data is not None:
+        user_batches = [(inputs, targets)]
+    all_batches = user_batches if user_batches is not None else paper_batches(dataset, batch_size, data_seed,
+                                                                              n_batches)
+    inputs, targets = all_batches[0]
     config = run_config(sp.name, names, dataset=dataset, batch_size=batch_size, data_seed=data_seed,
-                        data_fingerprint=batch_fingerprint(inputs, targets), seed=seed,
+                        data_fingerprint=batches_fingerprint(all_batches), seed=seed,
                         num_classes=num_classes, device=str(dev), order=order, sample_seed=sample_seed,
                         scorer=scorer_name, data=None if data is None else "user")
     rid = config.run_id()
     spec = WorkerSpec(sp, names, inputs, targets, seed=seed, num_classes=num_classes,
-                      device=str(dev), scorer=scorer, batch_scorer=batch_scorer)
+                      device=str(dev), scorer=scorer, batch_scorer=batch_scorer,
+                      batches=tuple(all_batches) if len(all_batches) > 1 else None)
     if backend != "serial":
         _check_picklable(spec, backend)
     own_store = not isinstance(store, ResultStore)
