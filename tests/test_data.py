@@ -200,6 +200,9 @@ def test_split_batch_equal_parts_and_remainder_rule():
             data.split_batch(x, y, parts)
     with pytest.raises(ValueError, match="x holds 64 samples but y holds 63"):
         data.split_batch(x, y[:63], 2)
+    assert [t for _, t in data.split_batch(x, None, 2)] == [None, None]  # inputs only
+    with pytest.raises(ValueError, match="must be tensors"):
+        data.split_batch(x, [0] * 64, 2)
 
 
 def test_batches_fingerprint_single_equals_batch_fingerprint_and_keys_lists():

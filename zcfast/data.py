@@ -394,8 +394,8 @@ def paper_batches(
             for i in range(n_batches)]
 
 
-def split_batch(x: torch.Tensor, y: torch.Tensor, parts: int, *,
-                drop_remainder: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def split_batch(x: torch.Tensor, y: torch.Tensor | None, parts: int, *,
+                drop_remainder: bool = False) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """Split one batch into ``parts`` equal, consecutive mini-batches (views, no copy).
 
     The rule a multi-batch proxy applies when it is given a single batch (ZiCo: two halves):
@@ -405,17 +405,18 @@ def split_batch(x: torch.Tensor, y: torch.Tensor, parts: int, *,
 
     Args:
         x: inputs ``[B, ...]``.
-        y: targets ``[B, ...]`` (same ``B``).
+        y: targets ``[B, ...]`` (same ``B``), or None (then every part's targets are None).
         parts: number of mini-batches, ``1 <= parts <= B``.
         drop_remainder: leave out the last ``B % parts`` samples instead of refusing.
 
     Returns:
-        ``[(x_i [B // parts, ...], y_i [B // parts, ...]), ...]`` of length ``parts``.
+        ``[(x_i [B // parts, ...], y_i [B // parts, ...] or None), ...]`` of length ``parts``.
     """
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or x.dim() < 1 or y.dim() < 1:
-        raise ValueError("split_batch: x and y must be tensors with a batch dimension [B, ...]")
+    if not isinstance(x, torch.Tensor) or x.dim() < 1 or (y is not None and (
+            not isinstance(y, torch.Tensor) or y.dim() < 1)):
+        raise ValueError("split_batch: x (and y unless None) must be tensors with a batch dimension [B, ...]")
     b = int(x.shape[0])
-    if int(y.shape[0]) != b:
+    if y is not None and int(y.shape[0]) != b:
         raise ValueError(f"split_batch: x holds {b} samples but y holds {int(y.shape[0])}; they must match")
     if isinstance(parts, bool) or not isinstance(parts, int) or not 1 <= parts <= b:
         raise ValueError(f"parts must be an integer in [1, {b}] (the batch size), got {parts!r}")
@@ -424,7 +425,8 @@ def split_batch(x: torch.Tensor, y: torch.Tensor, parts: int, *,
                          f"{b % parts}); use a batch size divisible by {parts}, pass several batches, "
                          "or drop_remainder=True")
     step = b // parts
-    return [(x[i * step:(i + 1) * step], y[i * step:(i + 1) * step]) for i in range(parts)]
+    return [(x[i * step:(i + 1) * step], None if y is None else y[i * step:(i + 1) * step])
+            for i in range(parts)]
 
 
 #: How :meth:`PaperBatches.for_arch` draws a batch, as recorded in a store run's batch key
