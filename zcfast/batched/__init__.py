@@ -1,20 +1,27 @@
-"""Batched multi-architecture scoring (issue #7, design.md §6).
+"""The stacked NAS-Bench-201 backend: batched multi-architecture scoring (design.md §6).
 
 ``score_batch(space, archs, inputs, targets, proxies)`` scores K architectures of a space per
 forward/backward: for NAS-Bench-201 the K candidates run as one network
-(:class:`zcfast.batched.nb201.BatchedNB201`); other spaces fall back to a loop over
-:func:`zcfast.score_arch`. Either way each candidate's scores equal ``score_arch`` on it
+(:class:`zcfast.batched.nb201.BatchedNB201`); other spaces, and proxies whose needs are not in
+:data:`SUPPORTED_NEEDS`, go to the module backend (``score_arch``, installed by
+:mod:`zcfast.scoring`). Either way each candidate's scores equal ``score_arch`` on it
 (same per-architecture seed, so the same weights; same batch) within floating-point tolerance.
+
+The passes fill one :class:`~zcfast.proxies.registry.PassContext` per candidate (views of its
+own weights, gradients, layer outputs, Jacobian, synflow tensors; the module backend's
+problem rules), and every proxy's own function runs on it: the reductions are defined once,
+in the proxy, for both backends.
 
 How the proxies separate (parameters of different candidates are disjoint, inputs are
 per-candidate copies):
 
 * one forward in training mode gives logits ``[K, N, classes]``;
-* jacob_cov: ``∂(Σ logits)/∂x`` for the stacked input copies ``[N, K·3, H, W]``; candidate k's
-  rows are its own Jacobian; all K scores come from one ``zcfast.ops.jacob_cov([K, N, D])``;
-* grad_norm / snip / plain / fisher: one backward of ``Σ_k CE(logits_k, y)`` for the weights and
-  for every conv/linear output (Fisher); saliencies of all candidates' weight tensors in one
-  ``zcfast.ops.saliency`` call, summed per candidate;
+* jacobian need: ``∂(Σ logits)/∂x`` for the stacked input copies ``[N, K·3, H, W]``; candidate
+  k's channels are its own Jacobian ``[N, 3, H, W]`` (the proxy then makes one
+  ``zcfast.ops.jacob_cov`` call per candidate; with K > 1 on a GPU the K calls, and the K
+  saliency calls, could be fused again: measure first);
+* grads / fisher needs: one backward of ``Σ_k CE(logits_k, y)`` for the weights and for every
+  conv/linear output (Fisher), split per candidate;
 * grasp: the same backward with ``create_graph``; ``z = Σ stopgrad(g)·g``; ``∂z/∂θ = H g`` per
   candidate (the Hessian is block diagonal across candidates);
 * synflow: a second float64 forward with |θ|, an all-ones input ``[1, K·3, H, W]`` and only the

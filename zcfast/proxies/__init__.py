@@ -1,18 +1,21 @@
-"""Zero-cost proxies: registry, the shared-pass engine, vote, architecture scoring.
+"""Zero-cost proxies: registry, need plug-ins, the module backend (engine), vote.
 
 Public API (design.md §3, §5)::
 
     score(model, inputs, targets, proxies=DEFAULT_PROXIES, loss_fn=F.cross_entropy,
-          layer_types=None, per_layer=False) -> dict[str, float]   # None: every weight-bearing layer
+          layer_types=None, per_layer=False, *, batches=None) -> dict[str, float]
     score_detailed(...same...) -> dict[str, ProxyResult]
     available_proxies() -> list[str]
     register_proxy(name, needs=("grads",))          # decorator
+    register_need(Need(name, run=fn, ...)); unregister_need(name); available_needs()
     score_arch(space, arch, inputs, targets, proxies, seed=42, num_classes=10, device="cpu")
-                                                    # layer_types=PAPER_LAYER_TYPES (Conv2d, Linear)
+                                                    # from zcfast.scoring (resolved on first use)
     counted_weights(model, layer_types=None) -> list[Counted]   # what the proxies sum over
-    arch_seed(seed, key) -> int
+    arch_seed(seed, key) -> int                     # from zcfast.seeding
 
-See docs/proxies.md for each proxy's exact definition and the official quirks.
+Layout: ``needs`` (the Need registry) <- ``registry`` (proxies, PassContext) <- ``engine`` (the
+module backend; registers the shared-pass needs and synflow) <- ``builtin`` (the proxies) and
+``builtin_needs`` (the plug-in needs). See docs/proxies.md for each proxy's exact definition.
 """
 from __future__ import annotations
 
