@@ -367,3 +367,35 @@ def test_score_arch_and_score_batch_take_batches() -> None:
         assert rows[0]["snip"] == pytest.approx(r["snip"], rel=1e-5)
     finally:
         zcfast.unregister_proxy("test_nb")
+
+
+def test_context_model_copies_and_mini_batches() -> None:
+    """ctx.model is one private copy per call, ctx.fresh_copy() a new one each time; writing them
+    never reaches the caller; mini_batches refuses more parts than samples."""
+    seen = {}
+
+    def run(ctx):
+        a, b = ctx.model, ctx.model
+        c = ctx.fresh_copy()
+        seen["same"] = a is b and c is not a
+        seen["train"] = a.training and not any(p.requires_grad for p in a.parameters())
+        for p in list(a.parameters()) + list(c.parameters()):
+            p.data.zero_()
+        ctx.data["test_ctx"] = 1.0
+        with pytest.raises(ValueError, match="cannot be split into 9 mini-batches"):
+            ctx.mini_batches(9)
+
+    register_need(Need("test_ctx", run=run))
+    register_proxy("test_ctx_proxy", needs=("test_ctx",))(lambda ctx: ctx.data["test_ctx"])
+    try:
+        from zcfast.testing import ModelSnapshot
+
+        net, (x, y) = _net(), _xy()
+        net.eval()
+        snap = ModelSnapshot(net, x, y)
+        assert score(net, x, y, proxies=("test_ctx_proxy",))["test_ctx_proxy"] == 1.0
+        snap.assert_unchanged("a need writing its copies")
+        assert seen == {"same": True, "train": True}
+    finally:
+        zcfast.unregister_proxy("test_ctx_proxy")
+        unregister_need("test_ctx")
