@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 import torch.nn as nn
 
+from zcfast.data import split_batch
 from zcfast.proxies import needs as _needs
 
 #: the built-in needs of the paper's proxies (every registered need: needs.available_needs())
@@ -125,7 +126,7 @@ class PassContext:
     def mini_batches(self, parts: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """The mini-batches of a multi-batch need: ``batches`` when several were given, else
         the one batch split into ``parts`` equal parts of N // parts samples (the remainder
-        dropped; ZiCo's two halves).
+        dropped; ZiCo's two halves): :func:`zcfast.data.split_batch` with ``drop_remainder=True``.
 
         Raises:
             ValueError: fewer samples than ``parts``.
@@ -133,12 +134,10 @@ class PassContext:
         if len(self.batches) > 1:
             return list(self.batches)
         x, y = self.batches[0]
-        step = x.shape[0] // parts
-        if step < 1:
+        if x.shape[0] < parts:
             raise ValueError(f"a batch of {x.shape[0]} samples cannot be split into {parts} mini-batches; "
                              f"pass batches=[...] or at least {parts} samples")
-        return [(x[i * step:(i + 1) * step], None if y is None else y[i * step:(i + 1) * step])
-                for i in range(parts)]
+        return split_batch(x, y, parts, drop_remainder=True)   # the one split rule (zcfast.data)
 
     def clear(self) -> None:
         """Drop every tensor reference (the engine calls this before returning)."""
