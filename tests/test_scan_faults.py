@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -44,16 +43,6 @@ def _env(hold: Path | None = None, backstop: int = 0) -> dict[str, str]:
         env["ZCFAST_HASH_SCORER_HOLD"] = str(hold)
         env["ZCFAST_HASH_SCORER_HOLD_AFTER"] = str(backstop)
     return env
-
-
-    try:
-        conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5)
-        try:
-            return conn.execute("SELECT count(*) FROM scores").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.OperationalError:
-        return 0
 
 
 def _rows(store: Path) -> dict[str, tuple]:
