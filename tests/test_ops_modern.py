@@ -365,6 +365,8 @@ def test_opcheck_modern_ops():
         opcheck(torch.ops.zcfast.moments_update_.default,
                 (grads, st.mean_abs, st.mean, st.m2, st.count))
         opcheck(torch.ops.zcfast.zico_reduce.default, (st.mean_abs, st.m2, 2))
+        opcheck(torch.ops.zcfast.moments_update_.default,  # count 0: overwrite without reading
+                (grads, st.mean_abs, st.mean, st.m2, 0))
     opcheck(torch.ops.zcfast.hamming_kernel_.default,
             ([torch.randn(3, 9)], torch.zeros(3, 3, dtype=torch.int64)))
 

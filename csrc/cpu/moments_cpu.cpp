@@ -109,6 +109,26 @@ C10_ALWAYS_INLINE double zico_run(const double* C10_RESTRICT ma, const double* C
   return lane[0];
 }
 
+using ZicoFn = double (*)(const double*, const double*, int64_t, double);
+
+double zico_run_base(const double* ma, const double* m2, int64_t len, double n) {
+  return zico_run(ma, m2, len, n);
+}
+
+#ifdef ZCFAST_X86_DISPATCH
+__attribute__((target("avx2,fma,f16c"))) double zico_run_avx2(const double* ma, const double* m2,
+                                                               int64_t len, double n) {
+  return zico_run(ma, m2, len, n);
+}
+#endif
+
+ZicoFn zico_dispatch() {
+#ifdef ZCFAST_X86_DISPATCH
+  if (cpu_isa_level() >= 1) return &zico_run_avx2;
+#endif
+  return &zico_run_base;
+}
+
 void moments_update_cpu(at::TensorList grads, at::TensorList mean_abs, at::TensorList mean,
                         at::TensorList m2, int64_t count) {
   check_moments_update_inputs(grads, mean_abs, mean, m2, count);
@@ -144,9 +164,10 @@ at::Tensor zico_reduce_cpu(at::TensorList mean_abs, at::TensorList m2, int64_t c
   for (int64_t t = 0; t < T; ++t) total += mean_abs[t].numel();
   std::vector<double> partial(chunks.size());
   const double n = static_cast<double>(count);
+  const ZicoFn run = zico_dispatch();
   for_chunks(chunks, total, [&](int64_t c) {
     const ChunkRef& ch = chunks[c];
-    partial[c] = zico_run(mean_abs[ch.tensor].const_data_ptr<double>() + ch.start,
+    partial[c] = run(mean_abs[ch.tensor].const_data_ptr<double>() + ch.start,
                           m2[ch.tensor].const_data_ptr<double>() + ch.start, ch.len, n);
   });
   double* o = out.data_ptr<double>();
