@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
-    from zcfast.proxies.registry import PassContext
+    from zcfast.proxies.context import PassContext
 
 __all__ = ["Need", "NeedError", "register_need", "unregister_need", "get_need", "available_needs",
            "closure", "SHARED_MAIN"]
