@@ -42,6 +42,31 @@ def is_relu(name: str, module: nn.Module) -> bool:
     return "ReLU" in type(module).__name__
 
 
+def _recording_forward(net: nn.Module, x: torch.Tensor,
+                       match: Callable[[str, nn.Module], bool] | None, where: str
+                       ) -> tuple[torch.Tensor, list[tuple[str, torch.Tensor]]]:
+    """One no-grad forward of ``net`` on ``x`` [N, ...] recording ``where`` ("input" or "output")
+    of every call of the modules ``match`` selects (``None``: none), as
+    ``[(module name, detached copy [N, ...]), ...]`` in call order; every hook is removed after."""
+    found: list[tuple[str, torch.Tensor]] = []
+    handles = []
+    if match is not None:
+        for mname, m in net.named_modules():
+            if match(mname, m):
+                def hook(module: nn.Module, args: tuple, output: object, _n: str = mname) -> None:
+                    t = args[0] if where == "input" else output
+                    if isinstance(t, torch.Tensor):
+                        found.append((_n, t.detach().clone()))
+                handles.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            out = _forward(net, x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out, found
+
+
 def activation_need(name: str, match: Callable[[str, nn.Module], bool], where: str = "input",
                     description: str = "") -> Need:
     """A need recording ``where`` ("input" or "output") of every call of the modules ``match``
@@ -57,24 +82,9 @@ def activation_need(name: str, match: Callable[[str, nn.Module], bool], where: s
 
     def run(ctx: PassContext) -> None:
         net = ctx.fresh_copy()
-        found: list[tuple[str, torch.Tensor]] = []
-        handles = []
-        for mname, m in net.named_modules():
-            if match(mname, m):
-                def hook(module: nn.Module, args: tuple, output: object, _n: str = mname) -> None:
-                    t = args[0] if where == "input" else output
-                    if isinstance(t, torch.Tensor):
-                        found.append((_n, t.detach().clone()))
-                handles.append(m.register_forward_hook(hook))
-        if not handles:
+        if not any(match(mname, m) for mname, m in net.named_modules()):
             raise NeedError(f"the {name} need found no module to record (none matches its rule)")
-        try:
-            with torch.no_grad():
-                _forward(net, ctx.batches[0][0])
-        finally:
-            for h in handles:
-                h.remove()
-        ctx.data[name] = found
+        _, ctx.data[name] = _recording_forward(net, ctx.batches[0][0], match, where)
 
     return Need(name, run=run, floating_input=False,
                 description=description or f"ctx.data[{name!r}]: the {where} of every matching module call")
@@ -173,22 +183,7 @@ def gaussian_need(name: str, init: Callable[[nn.Module], None] = gaussian_init,
         init(net)
         x0 = ctx.batches[0][0]
         xg = torch.randn(x0.shape, dtype=x0.dtype, device=x0.device)
-        found: list[tuple[str, torch.Tensor]] = []
-        handles = []
-        if match is not None:
-            for mname, m in net.named_modules():
-                if match(mname, m):
-                    def hook(module: nn.Module, args: tuple, output: object, _n: str = mname) -> None:
-                        t = args[0] if where == "input" else output
-                        if isinstance(t, torch.Tensor):
-                            found.append((_n, t.detach().clone()))
-                    handles.append(m.register_forward_hook(hook))
-        try:
-            with torch.no_grad():
-                out = _forward(net, xg)
-        finally:
-            for h in handles:
-                h.remove()
+        out, found = _recording_forward(net, xg, match, where)
         ctx.data[name] = {"model": net, "input": xg, "logits": out.detach(), "outputs": found}
 
     return Need(name, run=run, floating_input=True, reads_inputs=False,
