@@ -147,8 +147,9 @@ def zico_foreach_welford(batches: list[list[torch.Tensor]],
     return torch.stack([torch.where(s != 0, r, 0.0).sum() for r, s in zip(ratio, std)])
 
 
-def zico_foreach_sums(batches: list[list[torch.Tensor]]) -> torch.Tensor:
-    """Σ|g|, Σg, Σg² in float64 with foreach ops; std from them; per-tensor masked sums."""
+def _foreach_power_sums(batches: list[list[torch.Tensor]]
+                        ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """Σ|g|, Σg and Σg² over the batches, per tensor, in float64, with foreach ops."""
     s_abs = [torch.zeros_like(g, dtype=torch.float64) for g in batches[0]]
     s = [torch.zeros_like(g, dtype=torch.float64) for g in batches[0]]
     sq = [torch.zeros_like(g, dtype=torch.float64) for g in batches[0]]
@@ -159,6 +160,12 @@ def zico_foreach_sums(batches: list[list[torch.Tensor]]) -> torch.Tensor:
         torch._foreach_addcmul_(sq, g, g)
         torch._foreach_abs_(g)
         torch._foreach_add_(s_abs, g)
+    return s_abs, s, sq
+
+
+def zico_foreach_sums(batches: list[list[torch.Tensor]]) -> torch.Tensor:
+    """Σ|g|, Σg, Σg² in float64 with foreach ops; std from them; per-tensor masked sums."""
+    s_abs, s, sq = _foreach_power_sums(batches)
     n = float(len(batches))
     mean = torch._foreach_div(s, n)
     var = torch._foreach_div(sq, n)
@@ -171,16 +178,7 @@ def zico_foreach_sums(batches: list[list[torch.Tensor]]) -> torch.Tensor:
 
 def zico_foreach_sums_cat(batches: list[list[torch.Tensor]]) -> torch.Tensor:
     """As zico_foreach_sums, but the masked ratio and the per-tensor sums on one flat buffer."""
-    s_abs = [torch.zeros_like(g, dtype=torch.float64) for g in batches[0]]
-    s = [torch.zeros_like(g, dtype=torch.float64) for g in batches[0]]
-    sq = [torch.zeros_like(g, dtype=torch.float64) for g in batches[0]]
-    zeros = [torch.zeros_like(g, dtype=torch.float64) for g in batches[0]]
-    for grads in batches:
-        g = torch._foreach_add(zeros, grads)  # float64 copies of the gradients
-        torch._foreach_add_(s, g)
-        torch._foreach_addcmul_(sq, g, g)
-        torch._foreach_abs_(g)
-        torch._foreach_add_(s_abs, g)
+    s_abs, s, sq = _foreach_power_sums(batches)
     n = float(len(batches))
     flat = [torch.cat([t.reshape(-1) for t in x]) for x in (s_abs, s, sq)]
     mean = flat[1] / n
