@@ -11,10 +11,11 @@ scores are treated), so each anchor is compared under its own:
   NAS-Bench-Suite-Zero anchors' protocol (it used batch 32; say the batch you ran);
 - ``all/test``: every sampled entry against ``cifar10_test_nats`` (200-epoch test accuracy).
 
-NaN scores are omitted (counted). Each ρ carries a bootstrap 95% interval (1,000 resamples of
+Non-finite scores are omitted (``--nan omit``, counted) or ranked last (``--nan worst``, as
+NASLib maps NaN/inf to -1e8, the NAS-Bench-Suite-Zero protocol). Each ρ carries a bootstrap 95% interval (1,000 resamples of
 the architectures, seed 0).
 
-    python bench/correlation_protocols.py RUN_DIR [--json OUT.json]
+    python bench/correlation_protocols.py RUN_DIR [--nan omit|worst] [--json OUT.json]
 
 Prints a markdown table (proxy, n, ρ per protocol with interval) and writes JSON when asked.
 """
@@ -66,7 +67,7 @@ def bootstrap_ci(x: np.ndarray, y: np.ndarray, n_boot: int = 1000, seed: int = 0
     return float(lo), float(hi)
 
 
-def analyse(run_dir: Path) -> dict:
+def analyse(run_dir: Path, nan: str = "omit") -> dict:
     """``{proxy: {protocol: {n, n_nan, rho, abs_rho, ci}}}`` for the run in ``run_dir``."""
     path = run_dir / "scores.csv"
     if not path.is_file():
@@ -82,30 +83,37 @@ def analyse(run_dir: Path) -> dict:
     for p in proxies:
         out[p] = {}
         for name, only_cells, col in PROTOCOLS:
-            xs, ys, nan = [], [], 0
+            xs, ys, nan_count = [], [], 0
             for r in rows:
                 i = int(r["index"])
                 if only_cells and i not in cells:
                     continue
                 v = _float(r[p])
                 if not math.isfinite(v):
-                    nan += 1
-                    continue
+                    nan_count += 1
+                    if nan == "omit":
+                        continue
+                    v = -math.inf
                 xs.append(v)
                 ys.append(float(table[col][i]))
             x, y = np.array(xs), np.array(ys)
+            if nan == "worst" and np.isinf(x).any():
+                finite = x[np.isfinite(x)]
+                x[~np.isfinite(x)] = (finite.min() - 1.0) if finite.size else 0.0
             rho = float(stats.spearmanr(x, y).statistic) if len(x) > 2 else math.nan
             ci = bootstrap_ci(x, y) if len(x) > 2 else (math.nan, math.nan)
-            out[p][name] = {"n": len(x), "n_nan": nan, "rho": rho, "abs_rho": abs(rho), "ci95": ci, "column": col}
+            out[p][name] = {"n": len(x), "n_nan": nan_count, "rho": rho, "abs_rho": abs(rho), "ci95": ci, "column": col}
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--nan", choices=("omit", "worst"), default="omit",
+                    help="non-finite scores: omit them, or rank them last (NASLib / NAS-Bench-Suite-Zero)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    res = analyse(args.run_dir)
+    res = analyse(args.run_dir, args.nan)
     head = "| proxy | " + " | ".join(f"{n} (n) | ρ {n} [95% CI]" for n, _, _ in PROTOCOLS) + " | anchor |ρ| (protocol) |"
     print(head)
     print("|" + "---|" * (2 + 2 * len(PROTOCOLS)))
@@ -113,12 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for n, _, _ in PROTOCOLS:
             d = per[n]
-            cells += [f"{d['n']} ({d['n_nan']} NaN)",
+            cells += [f"{d['n']} ({d['n_nan']} NaN {'ranked last' if args.nan == 'worst' else 'omitted'})",
                       f"{d['rho']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"]
         a = ANCHORS.get(p)
         print(f"| {p} | " + " | ".join(cells) + f" | {f'{a[0]:.3f} ({a[1]})' if a else '-'} |")
     if args.json:
-        args.json.write_text(json.dumps({"protocols": [p[0] for p in PROTOCOLS], "anchors": ANCHORS,
+        args.json.write_text(json.dumps({"protocols": [p[0] for p in PROTOCOLS], "nan": args.nan, "anchors": ANCHORS,
                                          "proxies": res}, indent=1))
     return 0
 
