@@ -107,7 +107,8 @@ def test_layers_the_issue_names() -> None:
 # ------------------------------------------------------------------------------------------
 def test_builtin_needs_registered() -> None:
     for n in ("grads", "hessian_grad", "fisher", "jacobian", "outputs", "synflow", "parameters",
-              "relu_inputs", "relu_outputs", "layer_outputs", "multi_grads", "gaussian_pass"):
+              "relu_inputs", "relu_outputs", "layer_outputs", "multi_grads", "gaussian_pass",
+              "labels", "weights", "relu_kernels", "zen_pass", "flops_counts", "per_sample_grads"):
         assert n in available_needs()
     with pytest.raises(ValueError, match="built-in need"):
         unregister_need("grads")
@@ -399,3 +400,51 @@ def test_context_model_copies_and_mini_batches() -> None:
     finally:
         zcfast.unregister_proxy("test_ctx_proxy")
         unregister_need("test_ctx")
+
+
+# ------------------------------------------------------------------------------------------
+# NAS-Bench-Suite-Zero's needs (zcfast/proxies/suite_zero.py)
+# ------------------------------------------------------------------------------------------
+SUITE_ZERO_NEEDS = [
+    ("labels", lambda v, x, y: torch.equal(v, y)),
+    ("weights", lambda v, x, y: [n for n, _ in v] == ["0", "3", "8"] and v[0][1].shape == (4, 3, 3, 3)),
+    ("relu_kernels", lambda v, x, y: [n for n, _ in v] == ["2", "5"]
+     and all(k.dtype == torch.float64 and k.shape == (8, 8) for _, k in v)
+     and float(v[0][1][0, 0]) == 4 * 16 and float(v[1][1][0, 0]) == 4 * 16),
+    ("zen_pass", lambda v, x, y: v["features"][0].shape == (8, 4, 4, 4) and len(v["running_vars"]) == 2),
+    ("flops_counts", lambda v, x, y: [n for n, _ in v] == ["0", "3", "8"]
+     and v[0][1] == 3 * 3 * 3 * 4 * 16 and v[2][1] == 4 * 5 + 5),
+    ("per_sample_grads", lambda v, x, y: len(v) == 3 and v[0].shape == (8, 4, 3, 3, 3)),
+]
+
+
+@pytest.mark.parametrize("need,check", SUITE_ZERO_NEEDS, ids=[n for n, _ in SUITE_ZERO_NEEDS])
+def test_suite_zero_needs_fill_their_product_and_release_leaves_nothing(need: str, check) -> None:
+    """Each need's product as its contract says (suite_zero's docstring), its release() drops
+    it from the context, and nothing survives 20 calls (tensors, hooks)."""
+    from zcfast.proxies.needs import get_need
+
+    seen: dict[str, object] = {}
+    name = f"test_sz_need_{need}"
+
+    @register_proxy(name, needs=(need,))
+    def probe(ctx):
+        seen["ok"] = check(ctx.data[need], ctx.batches[0][0], ctx.batches[0][1])
+        get_need(need).release(ctx)
+        seen["released"] = need not in ctx.data
+        return 1.0
+
+    try:
+        net, (x, y) = _net(), _xy()
+        r = score_detailed(net, x, y, proxies=(name,), layer_types=(nn.Conv2d, nn.Linear))[name]
+        assert r.ok, r.error
+        assert seen == {"ok": True, "released": True}
+        gc.collect()
+        base = live_tensor_count()
+        for _ in range(20):
+            score(net, x, y, proxies=(name,))
+        gc.collect()
+        assert live_tensor_count() <= base
+        assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
+    finally:
+        zcfast.unregister_proxy(name)

@@ -21,12 +21,14 @@ NAS-Bench-201 candidates):
 - ``labels``: ``ctx.data["labels"]`` = the first batch's targets [N] (no pass).
 - ``weights``: ``ctx.data["weights"]`` = ``[(name, W), ...]`` of every counted weight (no pass).
 - ``relu_kernels``: ``ctx.data["relu_kernels"]`` = ``[(module name, K_l [N, N] float64), ...]``,
-  one per call of a module whose type name contains "ReLU" that the output's autograd graph
-  reaches (NASWOT v2's selection), ``K_l = ops.hamming_kernel([input of the call])``.
+  one per call (in call order) of every module whose type name contains "ReLU" and any of whose
+  calls' outputs the output's autograd graph reaches (NASWOT v2's selection: its flag is per
+  module), ``K_l = ops.hamming_kernel([input of the call])``.
 - ``zen_pass``: ``ctx.data["zen_pass"]`` = ``{"features": (f(z) [N, ...], f(z + γε)),
   "running_vars": [(BatchNorm2d name, running_var [C]), ...]}``.
 - ``flops_counts``: ``ctx.data["flops_counts"]`` = ``[(module name, multiply-accumulates), ...]``
-  per call of every Conv1d/Conv2d/Linear on one sample (eval mode, no grad).
+  per call of every Conv1d/Conv2d/Linear on one sample (eval mode, no grad); a model calling
+  another convolution (Conv3d, ConvTranspose*) makes it undefined (NeedError).
 - ``per_sample_grads``: ``ctx.data["per_sample_grads"]`` = one ``[N, *W.shape]`` tensor per
   counted weight, ∂ℓᵢ/∂W from a forward of sample i *alone* (train mode: BatchNorm normalises
   over that one sample, as GradSign's official code); :func:`per_sample_grads_need` builds the
@@ -64,9 +66,15 @@ EPE_OFFICIAL_CLASSES = 10
 # needs
 # ------------------------------------------------------------------------------------------
 def _labels(ctx: PassContext) -> None:
-    y = ctx.batches[0][1]
+    """Class indices [N]: the targets, or the argmax of class-probability targets [N, C] (NASLib)."""
+    x, y = ctx.batches[0]
     if y is None:
         raise NeedError("the labels need has no targets: pass targets (class indices [N])")
+    if y.dim() == 2 and y.is_floating_point():
+        y = torch.argmax(y, dim=1)
+    if y.dim() != 1 or y.is_floating_point() or y.is_complex() or y.shape[0] != x.shape[0]:
+        raise NeedError(f"the labels need reads class indices [N] (or class probabilities [N, C]); got targets "
+                        f"of shape {tuple(y.shape)} and dtype {str(y.dtype).replace('torch.', '')}")
     ctx.data["labels"] = y
 
 
@@ -97,8 +105,9 @@ def _relu_kernels(ctx: PassContext) -> None:
     every parameter requiring grad, as the official marking pass), each hooked call's Hamming
     kernel computed in its hook; kept are the calls whose output the logits' graph reaches (the
     official marks them with a backward of ``ones``; walking the graph selects the same calls
-    without running it). A wrapper and the ReLU inside it see one input tensor: its kernel is
-    computed once and listed for both (the official counts it twice)."""
+    without running it). The official flag is per module, so a module called several times
+    counts every call once one of them is reached. A wrapper and the ReLU inside it see one
+    input tensor: its kernel is computed once and listed for both (the official counts it twice)."""
     net = ctx.fresh_copy()
     x = ctx.batches[0][0]
     if not x.is_floating_point():
@@ -110,7 +119,7 @@ def _relu_kernels(ctx: PassContext) -> None:
     for p in net.parameters():
         if p.is_floating_point():
             p.requires_grad_(True)
-    records: list[tuple[str, Any, torch.Tensor]] = []
+    records: list[tuple[str, int, Any, torch.Tensor]] = []   # (name, module id, output grad_fn, kernel)
     recent: list[tuple[torch.Tensor, int, torch.Tensor]] = []   # (input, its version, kernel): wrappers
 
     def hook(module: nn.Module, args: tuple, out: object, _n: str = "") -> None:
@@ -123,7 +132,7 @@ def _relu_kernels(ctx: PassContext) -> None:
             recent.append((a, a._version, kern))
             del recent[:-4]
         grad_fn = out.grad_fn if isinstance(out, torch.Tensor) else None
-        records.append((_n, grad_fn, kern))
+        records.append((_n, id(module), grad_fn, kern))
 
     handles = [m.register_forward_hook(lambda mod, args, out, _n=name: hook(mod, args, out, _n)) for name, m in mods]
     try:
@@ -131,7 +140,8 @@ def _relu_kernels(ctx: PassContext) -> None:
         with torch.enable_grad():
             out = _forward(net, xi)
         reach = _reachable(out.grad_fn)
-        ctx.data["relu_kernels"] = [(name, k) for name, fn, k in records if fn is not None and fn in reach]
+        marked = {mid for _, mid, fn, _ in records if fn is not None and fn in reach}   # per module
+        ctx.data["relu_kernels"] = [(name, k) for name, mid, _, k in records if mid in marked]
     finally:
         for h in handles:
             h.remove()
@@ -197,6 +207,10 @@ def _zen_pass(ctx: PassContext) -> None:
                          if isinstance(m, nn.BatchNorm2d) and m.running_var is not None]}
 
 
+#: the modules NAS-Bench-201's FLOP convention counts (every other convolution makes flops undefined)
+_FLOPS_COUNTED: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Linear)
+
+
 def conv_linear_macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> float | None:
     """Multiply-accumulates of one call in NAS-Bench-201's convention (xautodl's counter), or
     ``None`` for a module it does not count. Conv2d: kh·kw·C_in·C_out/groups·H_out·W_out (+
@@ -221,7 +235,10 @@ def conv_linear_macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) ->
 def _flops_counts(ctx: PassContext) -> None:
     """One no-grad eval-mode forward of a private copy on one sample -- ``torch.rand`` of the
     batch's per-sample shape from a generator seeded 0 (xautodl's shape-only input), or the
-    first sample itself for integer inputs -- counting every Conv1d/Conv2d/Linear call."""
+    first sample itself for integer inputs -- counting every Conv1d/Conv2d/Linear call.
+
+    A call of any other convolution (Conv3d, ConvTranspose*) raises :class:`NeedError`: the
+    convention counts none of them, so a total without them would only look like a FLOP count."""
     net = ctx.fresh_copy()
     net.eval()
     x = ctx.batches[0][0]
@@ -231,21 +248,27 @@ def _flops_counts(ctx: PassContext) -> None:
     else:
         one = x[:1].clone()
     counts: list[tuple[str, float]] = []
+    outside: list[str] = []
 
     def hook(m: nn.Module, args: tuple, out: object, _n: str) -> None:
-        if args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
+        if not isinstance(m, _FLOPS_COUNTED):
+            outside.append(f"{_n} ({type(m).__name__})")
+        elif args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
             macs = conv_linear_macs(m, args[0], out)
             if macs is not None:
                 counts.append((_n, float(macs)))
 
     handles = [m.register_forward_hook(lambda mod, args, out, _n=name: hook(mod, args, out, _n))
-               for name, m in net.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+               for name, m in net.named_modules() if isinstance(m, _FLOPS_COUNTED + (nn.modules.conv._ConvNd,))]
     try:
         with torch.no_grad():
             _forward(net, one)
     finally:
         for h in handles:
             h.remove()
+    if outside:
+        raise NeedError(f"flops: NAS-Bench-201's convention counts Conv1d, Conv2d and Linear only; the model "
+                        f"calls {', '.join(outside[:3])}{', ...' if len(outside) > 3 else ''}, which it cannot count")
     ctx.data["flops_counts"] = counts
 
 
