@@ -18,6 +18,7 @@ import zcfast
 from zcfast import ops
 from zcfast.batched import score_batch
 from zcfast.proxies import PAPER_LAYER_TYPES, register_proxy, score, score_detailed, unregister_proxy
+from zcfast.proxies.builtin_needs import activation_need, gaussian_need, is_relu
 from zcfast.testing import tiny_convnet
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -172,6 +173,29 @@ BAD = [
     ("saliency_kind", lambda: ops.saliency([torch.ones(2)], [torch.ones(2)], "l1"), ValueError, "kind must be one of"),
     ("saliency_shape", lambda: ops.saliency([torch.ones(2)], [torch.ones(3)], "prod"), ValueError, "has shape"),
     ("fisher_1d", lambda: ops.fisher(torch.ones(4), torch.ones(4)), ValueError, r"\[N, C, \.\.\.\]"),
+    # NAS-Bench-Suite-Zero's proxies and needs
+    ("epe_nas_targets_none", lambda: score(_net(), _x(), None, proxies=("epe_nas",)), TypeError,
+     "targets must be a torch.Tensor"),
+    ("zico_targets_none", lambda: score(_net(), _x(), None, proxies=("zico",)), TypeError,
+     "targets must be a torch.Tensor"),
+    ("zico_batches_bad_second", lambda: score(_net(), None, None, proxies=("zico",),
+                                              batches=[(_x(), _y()), (_x(), _y(4))]), ValueError, "targets has 4 rows"),
+    ("zico_batches_nan_second", lambda: score(_net(), None, None, proxies=("zico",),
+                                              batches=[(_x(), _y()), (_x() / 0.0, _y())]), ValueError, "NaN or inf"),
+    ("score_arch_zico_batches_empty", lambda: zcfast.score_arch(NB201, ARCH, None, None, ("zico",), batches=[]),
+     ValueError, "non-empty list"),
+    ("nwot_typo", lambda: score(_net(), _x(), _y(), proxies=("nwott",)), ValueError, "did you mean 'nwot'"),
+    ("register_suite_zero_name", _register("zico"), ValueError, "already registered"),
+    ("register_need_suite_zero_name", lambda: zcfast.register_need(zcfast.Need("relu_kernels", run=print)),
+     ValueError, "already registered"),
+    ("unregister_need_suite_zero", lambda: zcfast.unregister_need("zen_pass"), ValueError, "built-in need"),
+    ("unregister_suite_zero_proxy", lambda: unregister_proxy("nwot"), ValueError, "cannot be unregistered"),
+    ("activation_need_where", lambda: activation_need("test_bad_act", is_relu, "middle"), ValueError,
+     "where must be one of input, output"),
+    ("gaussian_need_where", lambda: gaussian_need("test_bad_gauss", where="inside"), ValueError,
+     "where must be one of input, output"),
+    ("mini_batches_parts", lambda: zcfast.proxies.PassContext(batches=((_x(2), _y(2)),)).mini_batches(3), ValueError,
+     "cannot be split into 3 mini-batches"),
 ]
 
 
@@ -432,3 +456,20 @@ def test_skipped_parameters_are_named_in_a_warning() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         score(Custom(), _x(), _y(), proxies=("snip",), layer_types=nn.Linear)  # explicit rule: no warning
+
+
+def test_undefined_values_suite_zero_nan_with_reason_on_every_route() -> None:
+    """NB201, the new proxies' undefined cases on score_arch's two routes and score_batch: one
+    sample (zico cannot split it into two mini-batches), duplicated samples (nwot's K is
+    singular: -inf); the other proxies of the call are still computed."""
+    x, y = _nb201_x(1), _y(1)
+    for r in _both_routes(x, y, ("zico", "params", "flops")):
+        assert math.isnan(r["zico"].value) and "cannot be split into 2 mini-batches" in r["zico"].error
+        assert r["params"].ok and r["flops"].ok
+    x = _nb201_x(3).repeat(2, 1, 1, 1)
+    for r in _both_routes(x, _y(6), ("nwot", "l2_norm")):
+        assert r["nwot"].value == -math.inf and "singular" in r["nwot"].error
+        assert r["l2_norm"].ok
+    with pytest.warns(RuntimeWarning, match="singular"):
+        vals = score(_net(), _x(3).repeat(2, 1, 1, 1), _y(6), proxies=("nwot",))
+    assert vals["nwot"] == -math.inf

@@ -229,3 +229,64 @@ def test_score_arch_and_batched_leave_inputs_and_rng_unchanged(batch) -> None:
         snap = ModelSnapshot(nn.Module(), x, y)
         call()
         snap.assert_unchanged(f"score_arch/score_batch call {i}")
+
+
+# ------------------------------------------------------------------------------------------
+# NAS-Bench-Suite-Zero's proxies and needs (zcfast/proxies/suite_zero.py)
+# ------------------------------------------------------------------------------------------
+SUITE_ZERO_NEW = ("nwot", "epe_nas", "epe_nas_naslib", "zen", "zico", "l2_norm", "params", "flops")
+
+
+@pytest.mark.parametrize("proxies", [(p,) for p in SUITE_ZERO_NEW] + [SUITE_ZERO_NEW],
+                         ids=list(SUITE_ZERO_NEW) + ["together"])
+@pytest.mark.parametrize("model", list(MODELS), ids=list(MODELS))
+def test_every_suite_zero_proxy_leaves_the_model_unchanged(model: str, proxies, batch) -> None:
+    """On every model above (where a proxy is undefined, e.g. nwot without a ReLU module, it is
+    NaN with a reason; the model is unchanged either way)."""
+    net = MODELS[model]()
+    x, y = batch
+    if model == "weight_norm_spectral":
+        net(x)
+    snap = ModelSnapshot(net, x, y)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = zcfast.score_detailed(net, x, y, proxies=proxies, per_layer=True)
+    assert all(r.ok or r.error for r in res.values())
+    snap.assert_unchanged(f"score({proxies})")
+
+
+def test_a_proxy_writing_suite_zero_products_cannot_reach_the_caller(batch) -> None:
+    """A user proxy writes every tensor of the suite-zero needs' products in place (weights,
+    labels, ReLU kernels, Zen features and running variances, per-sample gradients): the
+    caller's model and tensors are untouched, and the built-ins of the same call keep their values."""
+    needs = ("weights", "labels", "relu_kernels", "zen_pass", "flops_counts", "per_sample_grads")
+
+    def tensors(v):
+        if isinstance(v, torch.Tensor):
+            yield v
+        elif isinstance(v, dict):
+            for u in v.values():
+                yield from tensors(u)
+        elif isinstance(v, (list, tuple)):
+            for u in v:
+                yield from tensors(u)
+
+    @zcfast.register_proxy("test_writer_suite_zero", needs=needs)
+    def writer(ctx):
+        for need in needs:
+            for t in tensors(ctx.data[need]):
+                t.add_(1) if not t.is_floating_point() else t.mul_(-3.0)
+        return 0.0
+
+    builtins = ("nwot", "zen", "l2_norm", "epe_nas", "flops")
+    try:
+        net = MODELS["tiny_convnet_bn"]()
+        x, y = batch
+        clean = zcfast.score(net, x, y, proxies=builtins)
+        snap = ModelSnapshot(net, x, y)
+        got = zcfast.score(net, x, y, proxies=("test_writer_suite_zero",) + builtins)
+        snap.assert_unchanged("a proxy writing the suite-zero products")
+        assert {p: got[p] for p in builtins} == clean
+    finally:
+        zcfast.unregister_proxy("test_writer_suite_zero")
