@@ -117,7 +117,7 @@ def test_scoring_errors_are_recorded_not_dropped(tmp_path, fake_proxies):
 
 
 def test_summary_values_are_the_metrics(tmp_path, fake_proxies):
-    r = corr.correlate("nb201", "cifar10", "all", 60, 1, out=tmp_path / "o", score_fn=FakeScorer(),
+    r = corr.correlate("nb201", "cifar10", "paper", 60, 1, out=tmp_path / "o", score_fn=FakeScorer(),
                        time_sample=1, progress=False)
     s = r.summary
     for p in corr.PAPER_PROXIES:
@@ -238,7 +238,7 @@ def test_real_pipeline_matches_direct_score_arch(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 2 shared cores: oversubscribed threads make this 10x slower
     try:  # same thread count for both: grasp's signed sum is sensitive to reduction order
-        r = corr.correlate("nb201", "cifar10", "all", 2, 0, out=tmp_path / "o", time_sample=0, progress=False)
+        r = corr.correlate("nb201", "cifar10", "paper", 2, 0, out=tmp_path / "o", time_sample=0, progress=False)
         sp = spaces.get("nb201")
         x, y = data.paper_batch("cifar10", 64, 42)
         direct = [zcfast.score_arch(sp, sp.decode(r.archs[i]), x, y, list(corr.PAPER_PROXIES), seed=42,

@@ -339,7 +339,7 @@ def test_correlate_exits_1_when_every_architecture_failed(tmp_path, monkeypatch,
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(proxies=None), "proxies must be 'all'"),
+    (dict(proxies=None), "proxies must be one of 'paper', 'all', 'suite-zero', 'every'"),
     (dict(proxies=["snip", 3]), "proxy names must be strings"),
     (dict(proxies="vote"), "'vote' is not a per-network proxy"),
     (dict(workers=-1), "workers must be an integer >= 0"),

@@ -24,7 +24,7 @@ architectures of the sample.
 
 Example::
 
-    res = zcfast.correlate.correlate("nb201", "cifar10", proxies="all", n=1000, seed=0,
+    res = zcfast.correlate.correlate("nb201", "cifar10", proxies="paper", n=1000, seed=0,
                                       out="runs/c10")
     print(zcfast.correlate.format_table(res.summary))
 """
@@ -57,6 +57,8 @@ __all__ = [
     "PAPER_SPEARMAN",
     "PAPER_VOTE",
     "PAPER_GROUND_TRUTH",
+    "ANCHOR_SOURCES",
+    "PUBLISHED_ANCHORS",
     "StudyResult",
     "resolve_proxies",
     "sample_archs",
@@ -79,6 +81,34 @@ PAPER_SPEARMAN: dict[str, dict[str, float]] = {
 #: The paper's pairwise vote agreement (synflow, jacob_cov, snip), official notebook output.
 PAPER_VOTE: dict[str, float] = {"cifar10": 0.8170822831897641, "cifar100": 0.8323757385510576,
                                 "ImageNet16-120": 0.8131110314104887}
+#: The protocols of the published anchors (:data:`PUBLISHED_ANCHORS`), by source key: each
+#: anchor is read under its own protocol, never beside the paper's column as if it were one.
+ANCHOR_SOURCES: dict[str, str] = {
+    "suite-zero": "NAS-Bench-Suite-Zero (NASLib's implementations): 9,445 unique cells, validation accuracy, "
+                  "batch 32",
+    "vkdnw": "VKDNW (CVPR 2025) re-run of each proxy's official code, mean of 5 runs",
+}
+#: Published |Spearman ρ| of the proxies after the paper, per (space, dataset):
+#: ``proxy -> (|ρ|, source key of ANCHOR_SOURCES)``. NAS-Bench-Suite-Zero where it gives one,
+#: else the VKDNW re-run (ZiCo is not in NAS-Bench-Suite-Zero). NAS-Bench-Suite-Zero computed
+#: epe_nas with NASLib's code, which takes the official branch at 10 classes (so CIFAR-10's .787
+#: anchors both ``epe_nas`` and ``epe_nas_naslib``) and the > 100-class branch on ImageNet16-120
+#: (so its .319 anchors ``epe_nas_naslib`` only; the official branch has no published figure there).
+PUBLISHED_ANCHORS: dict[tuple[str, str], dict[str, tuple[float, str]]] = {
+    ("nb201", "cifar10"): {
+        "nwot": (0.792, "suite-zero"), "jacob_cov": (0.818, "suite-zero"), "epe_nas": (0.787, "suite-zero"),
+        "epe_nas_naslib": (0.787, "suite-zero"), "zen": (0.101, "suite-zero"), "l2_norm": (0.720, "suite-zero"),
+        "params": (0.747, "suite-zero"), "flops": (0.714, "suite-zero"), "zico": (0.802, "vkdnw"),
+    },
+    ("nb201", "cifar100"): {
+        "nwot": (0.799, "vkdnw"), "jacob_cov": (0.820, "vkdnw"), "zen": (0.072, "vkdnw"), "zico": (0.809, "vkdnw"),
+    },
+    ("nb201", "ImageNet16-120"): {
+        "nwot": (0.795, "suite-zero"), "jacob_cov": (0.781, "suite-zero"), "epe_nas_naslib": (0.319, "suite-zero"),
+        "zen": (0.112, "suite-zero"), "zico": (0.779, "vkdnw"), "l2_norm": (0.799, "vkdnw"),
+        "params": (0.763, "vkdnw"), "flops": (0.718, "vkdnw"),
+    },
+}
 #: Reduced-training baselines per (space, dataset): (label, accuracy metric, cost metric, cost unit).
 BASELINES: dict[tuple[str, str], list[tuple[str, str, str, str]]] = {
     ("nb201", "cifar10"): [("train_12ep", "hp12_valacc", "hp12_cost", "s of training (benchmark record)")],
@@ -177,15 +207,18 @@ def sample_archs(space: Any, n: int | None, seed: int) -> list[Any]:
     return list(seen.values())
 
 
-def _default_score_fn(space: Any, arch: Any, inputs: torch.Tensor, targets: torch.Tensor,
+def _default_score_fn(space: Any, arch: Any, inputs: torch.Tensor | None, targets: torch.Tensor | None,
                       proxies: Sequence[str], seed: int, num_classes: int, device: str,
-                      variant: str = "benchmark") -> Mapping[str, Any]:
+                      variant: str = "benchmark",
+                      batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Mapping[str, Any]:
     """``zcfast.score_arch(..., detailed=True)``: ``{proxy: ProxyResult}``, whose ``.error``
-    says why a value is not finite (it reaches the store row and scores.csv)."""
+    says why a value is not finite (it reaches the store row and scores.csv). ``batches``
+    (several mini-batches, ``inputs`` / ``targets`` then None) is passed through."""
     import zcfast
 
     return zcfast.score_arch(space, arch, inputs, targets, list(proxies), seed=seed,
-                             num_classes=num_classes, device=device, variant=variant, detailed=True)
+                             num_classes=num_classes, device=device, variant=variant, detailed=True,
+                             batches=batches)
 
 
 # ------------------------------------------------------------------------------------------
@@ -225,7 +258,7 @@ def _float(v: Any) -> float:
 def correlate(
     space: str | Any = "nb201",
     dataset: str = "cifar10",
-    proxies: str | Sequence[str] = "all",
+    proxies: str | Sequence[str] = "paper",
     n: int | None = 1000,
     seed: int = 0,
     *,
@@ -249,6 +282,7 @@ def correlate(
     recycle: int = 10,
     variant: str = "benchmark",
     batch_per_arch: bool = False,
+    n_batches: int = 1,
 ) -> StudyResult:
     """Run the correlation study; see the module docstring.
 
@@ -256,7 +290,9 @@ def correlate(
         space: a space name (``zcfast.spaces.get``) or a SearchSpace.
         dataset: ground-truth dataset: ``cifar10``, ``cifar100``, ``ImageNet16-120``; also sets
             the number of classes of the scored networks (10 / 100 / 120) and the normalisation.
-        proxies: ``"all"`` (the paper's six), a comma-separated string or a list.
+        proxies: a proxy set (``"paper"``: the paper's six, the default; ``"all"``: every built-in
+            proxy; ``"suite-zero"``; ``"every"``: see :func:`zcfast.options.resolve_proxies`), a
+            comma-separated string or a list.
         n: architectures to study (uniform without replacement, ``seed``); ``None`` = all.
         seed: sampling seed.
         out: directory for ``scores.csv``, ``summary.json``, ``table.txt`` and PNG plots (and
@@ -270,6 +306,14 @@ def correlate(
             loop (``iter(train_loader)`` per architecture), drawn reproducibly from
             (``batch_seed``, ``space.key(arch)``) with the same images and augmentation
             (:class:`zcfast.data.PaperBatches`), so runs stay resumable and shardable.
+        n_batches: mini-batches per architecture (``--batches``; default 1): ``n_batches``
+            disjoint batches of ``batch_size`` from :func:`zcfast.data.paper_batches` (with
+            ``batch_per_arch``, that draw with each architecture's seed), passed as
+            ``score_arch(..., batches=[...])``: multi-batch needs (ZiCo's) read all of them,
+            single-batch proxies the first, which is the one-batch study's batch. With one batch
+            a multi-batch proxy splits it (ZiCo: two halves). The runs are keyed by
+            :func:`zcfast.data.batches_fingerprint` of the list (one batch: today's key), so
+            every ``n_batches`` is a run of its own. A ``score_fn`` must then take ``batches``.
         init_seed: seed of the per-architecture initialisation (``zcfast.proxies.arch_seed``).
         variant: the network built for each architecture (``zcfast.score_arch``):
             ``"benchmark"`` (default), or for NB201 ``"official"``, the zero-cost-nas paper's
@@ -336,6 +380,13 @@ def correlate(
         raise ValueError(f"variant {variant!r} applies to the default scorer; a score_fn builds its own network")
     if not isinstance(batch_per_arch, bool):
         raise ValueError(f"batch_per_arch must be a bool, got {batch_per_arch!r}")
+    options.check_count(n_batches, "n_batches (--batches)")
+    if n_batches > 1 and score_fn is not None:
+        from .parallel import takes_argument
+
+        if not takes_argument(score_fn, "batches"):
+            raise ValueError(f"n_batches (--batches) = {n_batches}: the score_fn has no batches parameter, so it "
+                             "cannot score several mini-batches; use one batch or a score_fn that takes batches=")
     if metric is None:
         metric = PAPER_GROUND_TRUTH.get((sp.name, ds), "test")
     archs = sample_archs(sp, n, seed)
@@ -351,15 +402,15 @@ def correlate(
                 np.array([sp.ground_truth(a, ds, c) for a in archs], dtype=np.float64))
         for label, m, c, _ in base_specs
     }
-    batches = zdata.PaperBatches(ds, batch_size, batch_seed, data=data, augment=augment)
-    x, y = batches.fixed()
+    batches = zdata.PaperBatches(ds, batch_size, batch_seed, data=data, augment=augment, n_batches=n_batches)
+    fixed = batches.fixed_batches()          # [(x [B, 3, H, W], y [B]), ...], n_batches of them
     num_classes = options.num_classes(ds)
-    fingerprint = zdata.batch_fingerprint(x, y)
+    fingerprint = zdata.batches_fingerprint(fixed)   # one batch: batch_fingerprint(x, y), as before
     score: ScoreFn = score_fn or functools.partial(_default_score_fn, variant=variant)
     arch_batches = batches if batch_per_arch else None
 
-    def batch_for(a: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        return (x, y) if arch_batches is None else arch_batches.for_arch(sp.key(a))
+    def batch_for(a: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return fixed if arch_batches is None else arch_batches.for_arch_batches(sp.key(a))
 
     out_dir = Path(out) if out is not None else None
     store_path = Path(store) if store is not None else out_dir / "results.sqlite"  # type: ignore[operator]
@@ -373,7 +424,7 @@ def correlate(
     # run ids of earlier stores are unchanged
     batch_key = BatchKey(fingerprint=fingerprint, data=str(data) if data is not None else f"shipped:{ds}",
                          size=batch_size, seed=batch_seed, augment=augment, norm=ds,
-                         per_arch=zdata.PER_ARCH_SCHEME if batch_per_arch else None)
+                         per_arch=zdata.per_arch_scheme(n_batches) if batch_per_arch else None)
     run_configs = {p: RunConfig(kind="proxy", space=sp.name, proxies=(p,), num_classes=num_classes,
                                 batch=batch_key, init_seed=init_seed, device=device_type, variant=variant)
                    for p in names}
@@ -421,7 +472,7 @@ def correlate(
                        desc=f"{sp.name}/{ds} {','.join(names)}", file=sys.stderr)
         try:
             if workers > 0:
-                results = _pool_results(sp, todo, names, values, x, y, init_seed, num_classes, device,
+                results = _pool_results(sp, todo, names, values, fixed, init_seed, num_classes, device,
                                         workers, recycle, score, arch_batches)
             else:
                 results = _inline_results(sp, todo, names, values, batch_for, init_seed, num_classes, device,
@@ -463,12 +514,12 @@ def correlate(
         for p in names:
             ts = []
             for a in archs[:time_sample]:
-                xa, ya = batch_for(a)
+                batches_a = batch_for(a)
                 t0 = time.perf_counter()
                 try:
                     with warnings.catch_warnings(), options.scoring_threads():
                         warnings.simplefilter("ignore", RuntimeWarning)
-                        score(sp, a, xa, ya, [p], seed=init_seed, num_classes=num_classes, device=device)
+                        _call_score(score, sp, a, [p], batches_a, init_seed, num_classes, device)
                 except Exception:
                     pass
                 ts.append(time.perf_counter() - t0)
@@ -479,7 +530,7 @@ def correlate(
     err_arr = {p: [errors[p].get(s, "") for s in arch_strs] for p in names}
     sec_arr = np.array([seconds.get(s, 0.0) for s in arch_strs], dtype=np.float64)
     summary = summarize(score_arr, acc, dataset=ds, baselines=baselines, nan_policy=nan_policy,
-                        errors=err_arr)
+                        errors=err_arr, space=sp.name)
     summary.update({
         "space": sp.name,
         "dataset": ds,
@@ -491,6 +542,7 @@ def correlate(
         "init_seed": init_seed,
         "variant": variant,
         "batch_per_arch": batch_per_arch,
+        "n_batches": n_batches,
         "device": str(device),
         "store": str(store_path),
         "run_ids": run_ids,
@@ -512,10 +564,23 @@ def correlate(
     return result
 
 
-def _score_one(score: ScoreFn, sp: Any, a: Any, missing: list[str], x: torch.Tensor, y: torch.Tensor,
-               init_seed: int, num_classes: int, device: str
-               ) -> tuple[dict[str, float], dict[str, str], float]:
-    """Score ``missing`` proxies of ``a`` under :func:`zcfast.options.scoring_threads`.
+def _call_score(score: ScoreFn, sp: Any, a: Any, names: list[str],
+                batches: Sequence[tuple[torch.Tensor, torch.Tensor]], init_seed: int, num_classes: int,
+                device: str) -> Mapping[str, Any]:
+    """One scorer call: ``score(sp, a, x, y, names, ...)`` for one batch (as before multi-batch
+    input existed), ``score(sp, a, None, None, names, ..., batches=[...])`` for several."""
+    if len(batches) == 1:
+        x, y = batches[0]
+        return score(sp, a, x, y, names, seed=init_seed, num_classes=num_classes, device=device)
+    return score(sp, a, None, None, names, seed=init_seed, num_classes=num_classes, device=device,
+                 batches=list(batches))
+
+
+def _score_one(score: ScoreFn, sp: Any, a: Any, missing: list[str],
+               batches: Sequence[tuple[torch.Tensor, torch.Tensor]], init_seed: int, num_classes: int,
+               device: str) -> tuple[dict[str, float], dict[str, str], float]:
+    """Score ``missing`` proxies of ``a`` on ``batches`` (``[(x, y), ...]``) under
+    :func:`zcfast.options.scoring_threads`.
 
     Returns ``(values, reasons, seconds)``: ``values[p]`` for each proxy the scorer returned,
     ``reasons[p]`` for each proxy whose value is missing or not finite (the scorer's exception
@@ -527,7 +592,7 @@ def _score_one(score: ScoreFn, sp: Any, a: Any, missing: list[str], x: torch.Ten
     try:
         with warnings.catch_warnings(), options.scoring_threads():
             warnings.simplefilter("ignore", RuntimeWarning)
-            res = dict(score(sp, a, x, y, missing, seed=init_seed, num_classes=num_classes, device=device))
+            res = dict(_call_score(score, sp, a, missing, batches, init_seed, num_classes, device))
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # recorded per architecture, never silently dropped
@@ -547,20 +612,19 @@ def _inline_results(sp, todo, names, values, batch_for, init_seed, num_classes, 
     """Score in this process; yields (arch_str, missing proxies, values, reasons, seconds)."""
     for a, s in todo:
         missing = [p for p in names if s not in values[p]]
-        x, y = batch_for(a)
-        res, why, dt = _score_one(score, sp, a, missing, x, y, init_seed, num_classes, device)
+        res, why, dt = _score_one(score, sp, a, missing, batch_for(a), init_seed, num_classes, device)
         yield s, missing, res, why, dt
 
 
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(space_name: str, x: np.ndarray, y: np.ndarray, score_fn: ScoreFn | None,
+def _worker_init(space_name: str, fixed: list[tuple[np.ndarray, np.ndarray]], score_fn: ScoreFn | None,
                  arch_batches: zdata.PaperBatches | None = None) -> None:
     torch.set_num_threads(options.SCORING_THREADS)
     from . import spaces
 
-    _WORKER.update(sp=spaces.get(space_name), x=torch.from_numpy(x), y=torch.from_numpy(y),
+    _WORKER.update(sp=spaces.get(space_name), fixed=[(torch.from_numpy(x), torch.from_numpy(y)) for x, y in fixed],
                    score=score_fn or _default_score_fn, batches=arch_batches)
 
 
@@ -569,23 +633,24 @@ def _worker_task(task: tuple[str, list[str], int, int, str]
     s, missing, init_seed, num_classes, device = task
     w = _WORKER
     a = w["sp"].decode(s)
-    x, y = (w["x"], w["y"]) if w["batches"] is None else w["batches"].for_arch(w["sp"].key(a))
-    res, why, dt = _score_one(w["score"], w["sp"], a, missing, x, y, init_seed, num_classes, device)
+    batches = w["fixed"] if w["batches"] is None else w["batches"].for_arch_batches(w["sp"].key(a))
+    res, why, dt = _score_one(w["score"], w["sp"], a, missing, batches, init_seed, num_classes, device)
     return s, missing, res, why, dt
 
 
-def _pool_results(sp, todo, names, values, x, y, init_seed, num_classes, device, workers, recycle, score_fn,
+def _pool_results(sp, todo, names, values, fixed, init_seed, num_classes, device, workers, recycle, score_fn,
                   arch_batches=None):
     """Score in ``workers`` spawned processes, each replaced after ``recycle`` architectures
     (bounds the memory of a scorer that leaks). Only this (parent) process writes the store.
-    With ``arch_batches`` each worker draws each architecture's own batch (the same as inline).
-    Yields results as they complete (any order)."""
+    ``fixed`` is the study's ``[(x, y), ...]``; with ``arch_batches`` each worker draws each
+    architecture's own batches (the same as inline). Yields results as they complete (any order)."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     tasks = [(s, [p for p in names if s not in values[p]], init_seed, num_classes, device) for _, s in todo]
     pool = ctx.Pool(workers, initializer=_worker_init,
-                    initargs=(sp.name, x.numpy(), y.numpy(), score_fn, arch_batches), maxtasksperchild=recycle)
+                    initargs=(sp.name, [(x.numpy(), y.numpy()) for x, y in fixed], score_fn, arch_batches),
+                    maxtasksperchild=recycle)
     try:
         yield from pool.imap_unordered(_worker_task, tasks, chunksize=1)
         pool.close()
@@ -610,21 +675,28 @@ def summarize(
     nan_policy: str = "omit",
     errors: Mapping[str, Sequence[str]] | None = None,
     vote_proxies: Sequence[str] = VOTE_PROXIES,
+    space: str = "nb201",
 ) -> dict[str, Any]:
     """Correlation summary (JSON-ready; NaN -> None).
 
     Args:
         scores: proxy -> ``[n]`` scores; acc: ``[n]`` accuracies.
         baselines: label -> (``[n]`` reduced-training accuracy, ``[n]`` cost).
+        space: the space's name, which selects the published anchors (:data:`PUBLISHED_ANCHORS`).
     Returns:
         ``{"proxies": {p: {spearman, abs_spearman, kendall, spearman_top10, kendall_top10,
-        top10_overlap, n_used, n_nan, n_error, paper_abs_spearman, delta_vs_paper}},
-        "vote": {...} | None, "baselines": {...}, "nan_policy": ...}``.
+        top10_overlap, n_used, n_nan, n_error, paper_abs_spearman, delta_vs_paper, anchor,
+        anchor_source, delta_vs_anchor}}, "vote": {...} | None, "baselines": {...},
+        "anchor_sources": {source key: protocol}, "nan_policy": ...}``. ``paper_*`` is the paper's
+        Table 1 (its six proxies only); ``anchor`` the published |ρ| of a later proxy under the
+        protocol ``anchor_sources[anchor_source]`` (None where none is published).
     """
     ds = zdata.canonical_dataset(dataset)
     acc = np.asarray(acc, dtype=np.float64)
     paper = PAPER_SPEARMAN.get(ds, {})
-    out: dict[str, Any] = {"nan_policy": nan_policy, "proxies": {}, "baselines": {}, "vote": None}
+    anchors = PUBLISHED_ANCHORS.get((space, ds), {})
+    out: dict[str, Any] = {"nan_policy": nan_policy, "proxies": {}, "baselines": {}, "vote": None,
+                           "anchor_sources": {}}
     for p, s in scores.items():
         s = np.asarray(s, dtype=np.float64)
         rho = metrics.spearman(s, acc, nan_policy)
@@ -642,8 +714,13 @@ def summarize(
             "n_error": int(sum(1 for e in (errors or {}).get(p, []) if e)),
             "paper_abs_spearman": paper.get(p),
             "delta_vs_paper": _num(abs(rho) - paper[p]) if p in paper and not math.isnan(rho) else None,
+            "anchor": anchors[p][0] if p in anchors else None,
+            "anchor_source": anchors[p][1] if p in anchors else None,
+            "delta_vs_anchor": _num(abs(rho) - anchors[p][0]) if p in anchors and not math.isnan(rho) else None,
         }
         out["proxies"][p] = entry
+        if p in anchors:
+            out["anchor_sources"][anchors[p][1]] = ANCHOR_SOURCES[anchors[p][1]]
     if all(p in scores for p in vote_proxies):
         agree = metrics.vote_agreement({p: scores[p] for p in vote_proxies}, acc)
         out["vote"] = {"proxies": list(vote_proxies), "agreement": _num(agree), "paper": PAPER_VOTE.get(ds),
@@ -669,22 +746,25 @@ def _fmt(v: Any, nd: int = 3) -> str:
 
 
 def format_table(summary: Mapping[str, Any]) -> str:
-    """A terminal table: one row per proxy, the paper's |ρ| beside ours, then vote and baselines."""
-    head = ["proxy", "rho", "|rho|", "paper", "delta", "tau", "rho@top10%", "top10 ovl", "NaN", "err", "s/arch"]
+    """A terminal table: one row per proxy, the paper's |ρ| and the published anchor (with its
+    source) beside ours, then vote and baselines."""
+    head = ["proxy", "rho", "|rho|", "paper", "delta", "anchor", "delta", "source", "tau", "rho@top10%",
+            "top10 ovl", "NaN", "err", "s/arch"]
     rows = []
+    sign = lambda v: f"{v:+.3f}" if v is not None else "-"  # noqa: E731
     for p, e in summary["proxies"].items():
         rows.append([p, _fmt(e["spearman"]), _fmt(e["abs_spearman"]), _fmt(e["paper_abs_spearman"]),
-                     (f"{e['delta_vs_paper']:+.3f}" if e["delta_vs_paper"] is not None else "-"),
+                     sign(e["delta_vs_paper"]), _fmt(e.get("anchor")), sign(e.get("delta_vs_anchor")),
+                     e.get("anchor_source") or "-",
                      _fmt(e["kendall"]), _fmt(e["spearman_top10"]), _fmt(e["top10_overlap"], 2),
                      str(e["n_nan"]), str(e["n_error"]), _fmt(e.get("seconds_per_arch_alone"), 3)])
     v = summary.get("vote")
     if v:
-        rows.append(["vote*", "-", _fmt(v["agreement"]), _fmt(v["paper"]),
-                     (f"{v['delta_vs_paper']:+.3f}" if v["delta_vs_paper"] is not None else "-"),
-                     "-", "-", "-", "-", "-", "-"])
+        rows.append(["vote*", "-", _fmt(v["agreement"]), _fmt(v["paper"]), sign(v["delta_vs_paper"]),
+                     "-", "-", "-", "-", "-", "-", "-", "-", "-"])
     for label, b in summary.get("baselines", {}).items():
         rows.append([label + "**", _fmt(b["spearman"]), _fmt(abs(b["spearman"]) if b["spearman"] is not None else None),
-                     "-", "-", _fmt(b["kendall"]), _fmt(b["spearman_top10"]), "-", "-", "-",
+                     "-", "-", "-", "-", "-", _fmt(b["kendall"]), _fmt(b["spearman_top10"]), "-", "-", "-",
                      _fmt(b.get("cost_per_arch_mean"), 1)])
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     line = "-+-".join("-" * w for w in widths)
@@ -696,9 +776,13 @@ def format_table(summary: Mapping[str, Any]) -> str:
         title += f", network variant {summary['variant']}"
     if summary.get("batch_per_arch"):
         title += ", one batch per architecture"
+    if summary.get("n_batches", 1) > 1:
+        title += f", {summary['n_batches']} mini-batches (multi-batch proxies read all, the others the first)"
     lines = [title, fmt_row(head), line] + [fmt_row(r) for r in rows]
     notes = ["rho = Spearman, tau = Kendall tau-b; paper = |rho| of Abdelfattah et al. (all 15,625 NB201 archs); "
              "s/arch = median seconds per architecture, each proxy alone"]
+    for key, protocol in summary.get("anchor_sources", {}).items():
+        notes.append(f"anchor = published |rho| under its own protocol; source {key}: {protocol}")
     if v:
         notes.append("* vote = fraction of architecture pairs where the majority of "
                      f"{', '.join(v['proxies'])} orders the pair as the accuracy does (paper's pairwise vote)")

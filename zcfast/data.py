@@ -35,6 +35,7 @@ import torch
 __all__ = [
     "PER_ARCH_SCHEME",
     "PaperBatches",
+    "per_arch_scheme",
     "arch_batch_seed",
     "DATASETS",
     "MEAN",
@@ -309,9 +310,9 @@ def _paper_images(ds: str, batch_size: int, data: str | os.PathLike | None,
         )
         raise ValueError(f"batch_size {batch_size} is larger than the {images.shape[0]} images of {str(data)!r}{hint}")
     if n_batches * batch_size > images.shape[0]:
-        raise ValueError(f"n_batches x batch_size = {n_batches} x {batch_size} = {n_batches * batch_size} distinct "
-                         f"images, but {str(data)!r} holds {images.shape[0]}: use fewer or smaller batches, "
-                         "or pass a larger dataset")
+        raise ValueError(f"n_batches x batch_size (--batches x --batch-size) = {n_batches} x {batch_size} = "
+                         f"{n_batches * batch_size} distinct images, but {str(data)!r} holds {images.shape[0]}: "
+                         "use fewer or smaller batches, or pass a larger dataset (--data)")
     if labels.max() >= NUM_CLASSES[ds]:
         raise ValueError(
             f"label {int(labels.max())} in {str(data)!r} is out of range for {ds} "
@@ -382,11 +383,24 @@ def paper_batches(
             ``n_batches * batch_size`` larger than the dataset (the message names the sizes).
     """
     ds = canonical_dataset(dataset)
-    if isinstance(n_batches, bool) or not isinstance(n_batches, int) or n_batches < 1:
-        raise ValueError(f"n_batches must be a positive integer, got {n_batches!r}")
+    _check_n_batches(n_batches)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     images, labels = _paper_images(ds, batch_size, data, n_batches)
+    return _draw_batches(images, labels, ds, batch_size, seed, n_batches, augment)
+
+
+def _check_n_batches(n_batches: object) -> int:
+    """``n_batches`` as a positive int, else ValueError naming it."""
+    if isinstance(n_batches, bool) or not isinstance(n_batches, int) or n_batches < 1:
+        raise ValueError(f"n_batches must be a positive integer, got {n_batches!r}")
+    return n_batches
+
+
+def _draw_batches(images: np.ndarray, labels: np.ndarray, ds: str, batch_size: int, seed: int,
+                  n_batches: int, augment: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`paper_batches`' draw from validated images: one permutation of ``seed``, batch ``i``
+    its positions ``[i*B, (i+1)*B)``, each batch's augmentation drawn after it from the same generator."""
     g = torch.Generator().manual_seed(int(seed))
     perm = torch.randperm(images.shape[0], generator=g)
     return [_augment_normalise(images, labels, perm[i * batch_size:(i + 1) * batch_size], g,
@@ -434,6 +448,16 @@ def split_batch(x: torch.Tensor, y: torch.Tensor | None, parts: int, *,
 PER_ARCH_SCHEME: str = "make_batch(seed=sha256(f'{seed}:batch:{space.key(arch)}'))"
 
 
+def per_arch_scheme(n_batches: int = 1) -> str:
+    """The per-architecture scheme text of ``n_batches`` batches per architecture
+    (:meth:`PaperBatches.for_arch_batches`): :data:`PER_ARCH_SCHEME` for one batch (earlier run
+    ids unchanged), else the :func:`paper_batches` draw with the architecture's seed."""
+    n = _check_n_batches(n_batches)
+    if n == 1:
+        return PER_ARCH_SCHEME
+    return f"paper_batches(seed=sha256(f'{{seed}}:batch:{{space.key(arch)}}'), n_batches={n})"
+
+
 def arch_batch_seed(seed: int, key: str) -> int:
     """Seed of one architecture's batch (``PaperBatches.for_arch``): depends only on (seed, key).
 
@@ -450,31 +474,43 @@ def arch_batch_seed(seed: int, key: str) -> int:
 
 
 class PaperBatches:
-    """The paper's batch, fixed or drawn anew for each architecture, from images loaded once.
+    """The paper's batch (or ``n_batches`` of them), fixed or drawn anew for each architecture,
+    from images loaded once.
 
     ``fixed()`` is :func:`paper_batch` (one batch for every architecture, zcfast's default).
     ``for_arch(key)`` mimics the official zero-cost-nas loop, which calls
     ``iter(train_loader)`` once per architecture so every architecture sees a new random,
     augmented batch; here the draw is reproducible: ``make_batch`` with the seed
     :func:`arch_batch_seed` ``(seed, key)``, same images, augmentation and normalisation.
+    ``fixed_batches()`` / ``for_arch_batches(key)`` are the ``n_batches`` disjoint mini-batches of
+    :func:`paper_batches` with the same seeds (their first batch is ``fixed()`` / ``for_arch(key)``),
+    for proxies that need several mini-batches (ZiCo).
     Picklable (holds numpy arrays), so worker processes can draw the same batches.
 
     Raises:
-        ValueError / FileNotFoundError: as :func:`paper_batch` (checked at construction).
+        ValueError / FileNotFoundError: as :func:`paper_batch` / :func:`paper_batches`, at
+            construction (``n_batches * batch_size`` images must fit).
     """
 
     def __init__(self, dataset: str = "cifar10", batch_size: int = 64, seed: int = 42, *,
-                 data: str | os.PathLike | None = None, augment: bool = True) -> None:
+                 data: str | os.PathLike | None = None, augment: bool = True, n_batches: int = 1) -> None:
         self.dataset = canonical_dataset(dataset)
         self.batch_size = batch_size
         self.seed = seed
         self.augment = augment
-        self.images, self.labels = _paper_images(self.dataset, batch_size, data)
+        self.n_batches = _check_n_batches(n_batches)
+        self.images, self.labels = _paper_images(self.dataset, batch_size, data, self.n_batches)
 
     def _draw(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         ds = self.dataset
         return make_batch(self.images, self.labels, self.batch_size, seed, MEAN[ds], STD[ds],
                           augment=self.augment)
+
+    def _draw_all(self, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if self.n_batches == 1:
+            return [self._draw(seed)]
+        return _draw_batches(self.images, self.labels, self.dataset, self.batch_size, seed, self.n_batches,
+                             self.augment)
 
     def fixed(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The one batch of seed ``seed`` (equals ``paper_batch(dataset, batch_size, seed, ...)``)."""
@@ -483,6 +519,16 @@ class PaperBatches:
     def for_arch(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch of the architecture with key ``key`` (e.g. ``space.key(arch)``)."""
         return self._draw(arch_batch_seed(self.seed, key))
+
+    def fixed_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``paper_batches(dataset, batch_size, seed, n_batches, ...)``: ``[(x [B, 3, H, W], y [B]), ...]``;
+        one batch: ``[fixed()]``."""
+        return self._draw_all(self.seed)
+
+    def for_arch_batches(self, key: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The ``n_batches`` batches of architecture ``key``: :func:`paper_batches`' draw with seed
+        ``arch_batch_seed(seed, key)`` (scheme :func:`per_arch_scheme`); one batch: ``[for_arch(key)]``."""
+        return self._draw_all(arch_batch_seed(self.seed, key))
 
 
 def batch_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:

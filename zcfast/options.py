@@ -6,7 +6,8 @@ spaces, datasets, devices and counts through these functions, so a bad argument 
 one-line ``ValueError`` everywhere, naming the argument and the valid choices, *before* any work
 starts (no store opened, no network built).
 
-- :func:`resolve_proxies` -- ``"all"`` (the paper's six), ``"every"``, ``"a,b"`` or a list.
+- :func:`resolve_proxies` -- a proxy-set keyword (:data:`PROXY_SETS`: ``"paper"``, ``"all"``,
+  ``"suite-zero"``, ``"every"``), ``"a,b"`` or a list; :func:`proxy_set` expands one keyword.
 - :func:`resolve_space` -- a space name or object; optionally refuses a space without ground truth.
 - :func:`resolve_dataset` / :func:`num_classes` -- the benchmark datasets (one table:
   :data:`zcfast.data.NUM_CLASSES`).
@@ -29,10 +30,12 @@ from zcfast.proxies.registry import PAPER_PROXIES, available_proxies, resolve
 
 __all__ = [
     "PAPER_PROXIES",
+    "PROXY_SETS",
     "SCORING_THREADS",
     "check_count",
     "num_classes",
     "proxy_outcome",
+    "proxy_set",
     "resolve_dataset",
     "resolve_device",
     "resolve_proxies",
@@ -53,12 +56,53 @@ def suggest(name: str, choices: Sequence[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+#: The proxy-set keywords every ``--proxies`` / ``proxies=`` accepts (case-insensitive), with what
+#: each selects; :func:`proxy_set` expands them. The default of every command and entry point is
+#: ``"paper"`` (``PAPER_PROXIES``), so the run ids of default runs do not depend on what else is
+#: registered.
+PROXY_SETS: dict[str, str] = {
+    "paper": "the paper's six: " + ",".join(PAPER_PROXIES),
+    "all": "every built-in proxy: the paper's six, then the other built-ins in registry order",
+    "suite-zero": "NAS-Bench-Suite-Zero's 13 (zcfast.proxies.suite_zero.SUITE_ZERO)",
+    "every": "every registered proxy: 'all', then user-registered ones in registration order",
+}
+
+
+def proxy_set(keyword: str) -> tuple[str, ...]:
+    """The proxy names one keyword of :data:`PROXY_SETS` selects, in a fixed order.
+
+    ``"paper"``: :data:`PAPER_PROXIES`. ``"all"``: the paper's six, then every other built-in
+    proxy in registry order (``plain``, ``nwot``, ``epe_nas``, ...). ``"suite-zero"``:
+    ``zcfast.proxies.suite_zero.SUITE_ZERO`` (NAS-Bench-Suite-Zero's 13, NASLib's order).
+    ``"every"``: ``"all"`` followed by the user-registered proxies in registration order.
+
+    Raises:
+        ValueError: an unknown keyword (naming the keywords).
+    """
+    key = keyword.strip().lower() if isinstance(keyword, str) else keyword
+    if key not in PROXY_SETS:
+        raise ValueError(f"unknown proxy set {keyword!r}; choose from {', '.join(PROXY_SETS)}")
+    if key == "paper":
+        return PAPER_PROXIES
+    if key == "suite-zero":
+        from zcfast.proxies.suite_zero import SUITE_ZERO
+
+        return tuple(SUITE_ZERO)
+    specs = resolve(available_proxies())
+    builtin = PAPER_PROXIES + tuple(s.name for s in specs if s.builtin and s.name not in PAPER_PROXIES)
+    if key == "all":
+        return builtin
+    return builtin + tuple(s.name for s in specs if not s.builtin)
+
+
 def resolve_proxies(spec: str | Sequence[str], *, option: str = "proxies") -> tuple[str, ...]:
     """Proxy names from a user spec; duplicates are dropped, order kept.
 
     Args:
-        spec: ``"all"`` (the paper's six, :data:`PAPER_PROXIES`), ``"every"`` (every registered
-            proxy), a comma-separated string, or a sequence of names.
+        spec: a keyword of :data:`PROXY_SETS` (``"paper"``: the paper's six; ``"all"``: every
+            built-in proxy; ``"suite-zero"``: NAS-Bench-Suite-Zero's 13; ``"every"``: every
+            registered proxy, user ones too; see :func:`proxy_set`), a comma-separated string
+            of names, or a sequence of names. A keyword stands alone (not inside a list).
         option: how the caller calls this argument in messages (``--proxies``, ``warmup``).
 
     Raises:
@@ -67,10 +111,8 @@ def resolve_proxies(spec: str | Sequence[str], *, option: str = "proxies") -> tu
     """
     if isinstance(spec, str):
         text = spec.strip()
-        if text.lower() == "all":
-            return PAPER_PROXIES
-        if text.lower() == "every":
-            return tuple(available_proxies())
+        if text.lower() in PROXY_SETS:
+            return proxy_set(text)
         names = [s.strip() for s in text.split(",") if s.strip()]
     elif isinstance(spec, Sequence):
         names = list(spec)
@@ -79,16 +121,22 @@ def resolve_proxies(spec: str | Sequence[str], *, option: str = "proxies") -> tu
             raise ValueError(f"{option}: proxy names must be strings, got {bad[0]!r}")
         names = [n.strip() for n in names]
     else:
-        raise ValueError(f"{option} must be 'all', 'every', a comma-separated string or a list of "
-                         f"names, got {spec!r}")
+        raise ValueError(f"{option} must be one of {', '.join(map(repr, PROXY_SETS))}, a comma-separated "
+                         f"string or a list of names, got {spec!r}")
     if not names or not all(names):
-        raise ValueError(f"{option} is empty: give 'all' (the paper's six: {', '.join(PAPER_PROXIES)}), "
-                         "'every' or a comma-separated list of proxy names")
+        raise ValueError(f"{option} is empty: give a proxy set ({', '.join(PROXY_SETS)}; 'paper' = "
+                         f"{', '.join(PAPER_PROXIES)}) or a comma-separated list of proxy names")
     unique = tuple(dict.fromkeys(names))
     try:
         resolve(unique)  # the registry's single name check (unknown names, 'vote')
     except ValueError as exc:
-        raise ValueError(f"{option}: {exc}") from None
+        keywords = [n for n in unique if n.lower() in PROXY_SETS]
+        hint = ""
+        if keywords:
+            hint = f" ({keywords[0]!r} is a proxy-set keyword: give it alone, not in a list)"
+        elif str(exc).startswith("unknown proxy"):
+            hint = f"; or a proxy set: {', '.join(PROXY_SETS)}"
+        raise ValueError(f"{option}: {exc}{hint}") from None
     return unique
 
 

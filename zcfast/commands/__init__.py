@@ -11,6 +11,13 @@ import os
 import sys
 from typing import Any, Callable
 
+#: ``--proxies`` help of every command that takes it. The keywords are
+#: ``zcfast.options.PROXY_SETS`` (written out here so that building the parser imports no torch;
+#: tests/test_front_door.py checks that every keyword is named).
+PROXIES_HELP = ("a proxy set or comma-separated proxy names: 'paper' (the paper's six: grad_norm,snip,grasp,"
+                "fisher,synflow,jacob_cov), 'all' (every built-in proxy), 'suite-zero' (NAS-Bench-Suite-Zero's "
+                "13), 'every' (every registered proxy, user ones too); 'zcfast info --proxies' lists them")
+
 
 def load_callable(spec: str, option: str, label: str) -> Callable[..., Any]:
     """The function named by ``spec`` = ``'package.module:function'``.

@@ -5,7 +5,7 @@ import argparse
 import signal
 import sys
 
-from zcfast.commands import check_out_dir, count_type
+from zcfast.commands import PROXIES_HELP, check_out_dir, count_type
 
 HELP = "rank-correlate zero-cost proxies with benchmark accuracy (the paper's Table 1), resumable"
 
@@ -38,8 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "file); darts has none and is refused; default nb201")
     parser.add_argument("--dataset", default="cifar10",
                         help="ground truth: cifar10, cifar100 or ImageNet16-120 (sets classes and normalisation)")
-    parser.add_argument("--proxies", default="all",
-                        help="'all' (grad_norm,snip,grasp,fisher,synflow,jacob_cov) or a comma-separated list")
+    parser.add_argument("--proxies", default="paper", help=PROXIES_HELP + " (default paper)")
     parser.add_argument("--n", type=_n, default=1000, help="architectures to sample uniformly, or 'all' (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     parser.add_argument("--out", required=True, help="output directory: scores.csv, summary.json, table.txt, PNGs, results.sqlite")
@@ -49,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              ".npz (uint8 NHWC 'x', labels 'y') / image folder; default the dataset's shipped set")
     parser.add_argument("--batch-size", type=count_type("--batch-size"), default=64, help="batch size (paper: 64)")
     parser.add_argument("--batch-seed", type=int, default=42, help="seed of the batch draw (paper: 42)")
+    parser.add_argument("--batches", type=count_type("--batches"), default=1,
+                        help="mini-batches per architecture (default 1): B disjoint batches of --batch-size "
+                             "(zcfast.data.paper_batches); multi-batch proxies (zico) read all B, the others the "
+                             "first; with 1 a multi-batch proxy splits it (zico: two halves); a separate run in "
+                             "the store")
     parser.add_argument("--no-augment", action="store_true", help="no random crop/flip on the batch")
     parser.add_argument("--init-seed", type=int, default=42, help="seed of the per-architecture initialisation")
     parser.add_argument("--variant", default="benchmark",
@@ -100,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
             time_sample=args.time_sample, progress=not args.quiet, plots=not args.no_plots,
             compute=not args.report_only, shard=args.shard,
             workers=args.workers, recycle=args.recycle,
-            variant=args.variant, batch_per_arch=args.batch_per_arch,
+            variant=args.variant, batch_per_arch=args.batch_per_arch, n_batches=args.batches,
         )
     except KeyboardInterrupt:
         print("\nzcfast correlate: interrupted; finished architectures are in the store. "

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from zcfast.commands import count_type, load_callable
+from zcfast.commands import PROXIES_HELP, count_type, load_callable
 
 HELP = "score NB201 architectures (string or benchmark index) or a model (module:function) with the proxies"
 
@@ -42,9 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score a model instead: 'package.module:function', function(num_classes) -> "
                              "nn.Module (or a function of no arguments). The module is imported and its "
                              "code runs, as any plugin's; the current folder is importable")
-    parser.add_argument("--proxies", default="all",
-                        help="'all' (grad_norm,snip,grasp,fisher,synflow,jacob_cov), 'every' (+plain and "
-                             "user-registered) or a comma-separated list")
+    parser.add_argument("--proxies", default="paper", help=PROXIES_HELP + " (default paper)")
     parser.add_argument("--dataset", default="cifar10",
                         help="cifar10, cifar100 or ImageNet16-120: classes, normalisation and images")
     parser.add_argument("--data", default=None, help="images: a shipped set or a user .npz / image folder")
