@@ -684,3 +684,40 @@ def test_real_scorer_with_two_batches_single_batch_proxy_uses_the_first(tmp_path
     with ResultStore(tmp_path / "s.sqlite") as st:
         rows = {rid: {r.arch_key: r.values for r in st.rows(rid)} for rid in (two.run_id, one.run_id)}
     assert rows[two.run_id] == rows[one.run_id] and len(rows[one.run_id]) == 4
+
+
+def test_cli_batches_zico_reads_every_mini_batch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # `zcfast scan --batches B`: B draws of zcfast.data.paper_batches reach the scorer, so ZiCo
+    # (a multi-batch proxy) equals score_arch on those batches, not on the two halves of one.
+    # --no-batched: the per-architecture scorer, so the values are score_arch's exactly (the
+    # batched backend's agreement with it is tested with the backend)
+    from zcfast.cli import main
+    from zcfast.data import batches_fingerprint, paper_batches
+    from zcfast.options import scoring_threads
+    from zcfast.scan import run_config
+
+    store = tmp_path / "z.sqlite"
+    base = ["scan", "--proxies", "zico", "--n", "2", "--store", str(store), "--batch-size", "8",
+            "--backend", "serial", "--quiet", "--no-batched"]
+    assert main(base + ["--batches", "2"]) == 0 and main(base) == 0
+    capsys.readouterr()
+    assert main(base + ["--batches", "0"]) == 2
+    assert "--batches" in capsys.readouterr().err
+    two = paper_batches("cifar10", 8, 42, 2)
+    with ResultStore(store) as st:
+        runs = {cfg["data"]: rid for rid, cfg in st.runs().items()}  # the batch fingerprint
+        assert set(runs) == {batches_fingerprint(two), batches_fingerprint(two[:1])}
+        multi = {r.arch_str: r.values["zico"] for r in st.rows(runs[batches_fingerprint(two)])}
+        single = {r.arch_str: r.values["zico"] for r in st.rows(runs[batches_fingerprint(two[:1])])}
+    # B = 1 keeps the single-batch run id (the key of every scan before --batches)
+    one_id = run_config("nb201", ["zico"], dataset="cifar10", batch_size=8, data_seed=42,
+                        data_fingerprint=batches_fingerprint(two[:1]), seed=42, num_classes=10, device="cpu",
+                        order="sample", sample_seed=0, scorer="zcfast").run_id()
+    assert runs[batches_fingerprint(two[:1])] == one_id
+    assert len(multi) == len(single) == 2
+    for text, value in multi.items():
+        arch = SPACE.decode(text)
+        with scoring_threads():  # stored scores are computed with SCORING_THREADS threads
+            want = zcfast.score_arch(SPACE, arch, None, None, ("zico",), batches=two)["zico"]
+            halves = zcfast.score_arch(SPACE, arch, *two[0], ("zico",))["zico"]
+        assert value == want and single[text] == halves and math.isfinite(value) and value != halves

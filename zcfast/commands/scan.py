@@ -46,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="cifar10", help="cifar10, cifar100 or ImageNet16-120")
     parser.add_argument("--batch-size", type=int, default=64, help="scoring batch size (paper: 64)")
     parser.add_argument("--batch-seed", type=int, default=42, help="seed of the batch draw (paper: 42)")
+    parser.add_argument("--batches", type=int, default=1, metavar="B",
+                        help="mini-batches of --batch-size drawn by zcfast.data.paper_batches (default 1, the "
+                             "paper batch; the first is always it): multi-batch proxies (zico) read all B, the "
+                             "others the first; with 1, a multi-batch proxy splits the one batch")
     parser.add_argument("--seed", type=int, default=42, help="per-architecture init seed (default 42)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--backend", choices=("local", "ray", "serial"), default="local",
@@ -80,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     for option, value in (("--workers", args.workers), ("--chunk-size", args.chunk_size)):
         check_count(value, option, allow_none=True)
     check_count(args.batch_size, "--batch-size")
+    check_count(args.batches, "--batches")
     check_count(args.commit_rows, "--commit-rows")
     if not args.commit_seconds > 0:
         raise ValueError(f"--commit-seconds must be a number > 0, got {args.commit_seconds}")
@@ -91,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     order = args.order or ("sample" if args.n is not None else "enumerate")
     try:
         res = scan(args.space, args.proxies, args.n, store=args.store, dataset=args.dataset,
-                   batch_size=args.batch_size, data_seed=args.batch_seed, seed=args.seed,
+                   batch_size=args.batch_size, data_seed=args.batch_seed, n_batches=args.batches, seed=args.seed,
                    order=order, sample_seed=args.sample_seed, device=args.device,
                    backend=args.backend, workers=args.workers, address=args.address,
                    chunk_size=args.chunk_size, scorer=scorer,
