@@ -157,19 +157,19 @@ def test_seed_changes_weights(batch, reference) -> None:
 def test_proxies_outside_the_batched_set_fall_back(batch) -> None:
     """Routing by needs: a user proxy whose needs the batched backend supports runs its own
     function on each candidate's context (the fast route); one with a need it does not support
-    (here ``parameters``) is scored by the module backend per candidate, in the order asked."""
-    fast, slow = "test_batched_grad_sq", "test_batched_param_count"
+    (here ``relu_outputs``) is scored by the module backend per candidate, in the order asked."""
+    fast, slow = "test_batched_grad_sq", "test_batched_relu_count"
 
     @zcfast.register_proxy(fast, needs=("grads",))
     def grad_sq(ctx):
         return sum(float((g.double() ** 2).sum()) for g in ctx.grads if g is not None)
 
-    @zcfast.register_proxy(slow, needs=("parameters",))
-    def param_count(ctx):
-        return float(sum(p.numel() for p in ctx.data["parameters"].values()))
+    @zcfast.register_proxy(slow, needs=("relu_outputs",))
+    def relu_count(ctx):
+        return float(sum(t.numel() for _, t in ctx.data["relu_outputs"]))
 
     try:
-        assert supports_needs(("grads",)) and not supports_needs(("parameters",))
+        assert supports_needs(("grads",)) and not supports_needs(("relu_outputs",))
         assert "grads" in SUPPORTED_NEEDS
         x, y = batch
         names = ["snip", fast, slow]

@@ -51,16 +51,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from zcfast import ops
 from zcfast.proxies import reductions
-from zcfast.proxies.engine import _check_inputs, check_class_targets, finalise, split_batches
-from zcfast.proxies.needs import get_need
+from zcfast.proxies.engine import (_NEED_FAILURES, PAPER_LAYER_TYPES, _check_inputs, _first_line, check_class_targets,
+                                   finalise, split_batches)
+from zcfast.proxies.needs import NeedError, get_need
 from zcfast.proxies.registry import PassContext, ProxyResult, ProxySpec, resolve
+from zcfast.proxies.suite_zero import ZEN_BN_EPS, ZEN_BN_MOMENTUM, ZEN_GAMMA
 from zcfast.seeding import arch_seed
 
 #: the needs this backend produces per candidate (routing: zcfast.scoring); a proxy, built-in or
-#: user, whose needs are all here is computed by its own function on each candidate's context
-SUPPORTED_NEEDS: frozenset[str] = frozenset({"grads", "hessian_grad", "fisher", "jacobian", "outputs", "synflow"})
+#: user, whose needs are all here is computed by its own function on each candidate's context.
+#: The plug-in needs give exactly the module backend's products (zcfast.proxies.suite_zero and
+#: builtin_needs describe each), computed on the stacked network.
+SUPPORTED_NEEDS: frozenset[str] = frozenset({
+    "grads", "hessian_grad", "fisher", "jacobian", "outputs", "synflow",
+    "labels", "weights", "parameters", "flops_counts", "relu_kernels", "multi_grads", "zen_pass"})
 _LOSS_NEEDS = ("grads", "hessian_grad", "fisher")
+#: the needs the shared main pass of the live-edge network fills
+_MAIN_NEEDS = frozenset({"grads", "hessian_grad", "fisher", "jacobian", "outputs"})
 
 __all__ = ["score_batch", "score_one", "fast_route_applies", "supports", "supports_needs", "choose_k",
            "SUPPORTED_NEEDS", "default_conv_mode", "fast_init_matches", "set_module_scorer"]
@@ -250,6 +259,13 @@ def score_batch(space: Any, archs: Sequence[Any], inputs: Tensor, targets: Tenso
     if not isinstance(targets, Tensor) or targets.dim() != 1 or targets.shape[0] != inputs.shape[0]:
         raise ValueError(f"targets must be a [N] tensor with N={inputs.shape[0]}, got "
                          f"{tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__}")
+    for i, (xb, yb) in enumerate(full[1:] if full else (), 1):
+        if not isinstance(xb, Tensor) or xb.dim() != 4 or xb.shape[1:] != inputs.shape[1:]:
+            raise ValueError(f"batches[{i}]: inputs must be a [N, {', '.join(map(str, inputs.shape[1:]))}] tensor "
+                             f"like batches[0], got {tuple(xb.shape) if isinstance(xb, Tensor) else type(xb).__name__}")
+        if not isinstance(yb, Tensor) or yb.dim() != 1 or yb.shape[0] != xb.shape[0]:
+            raise ValueError(f"batches[{i}]: targets must be a [N] tensor with N={xb.shape[0]}, got "
+                             f"{tuple(yb.shape) if isinstance(yb, Tensor) else type(yb).__name__}")
     if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
         raise ValueError(f"k must be a positive int, got {k!r}")
     if not archs:
@@ -360,7 +376,7 @@ def _score_sorted(space, archs, x, y, inputs, targets, names, batched, rest, see
     for start in range(0, len(order), k):
         idx = order[start:start + k]
         chunk = [archs[i] for i in idx]
-        vals = _score_chunk_retry(space, chunk, x, y, batched, seed, num_classes, mode) if batched else \
+        vals = _score_chunk_retry(space, chunk, x, y, batched, seed, num_classes, mode, full) if batched else \
             [{} for _ in chunk]
         for i, a, res in zip(idx, chunk, vals):
             if rest:
@@ -379,40 +395,52 @@ def _score_arch(space, arch, inputs, targets, proxies, seed, num_classes, device
 
 
 def _score_chunk_retry(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, specs: list[ProxySpec], seed: int,
-                       num_classes: int, conv_mode: str) -> list[dict[str, ProxyResult]]:
+                       num_classes: int, conv_mode: str, full: Sequence[tuple[Tensor, Tensor]] | None = None
+                       ) -> list[dict[str, ProxyResult]]:
     """``_score_chunk``, halving the chunk on CUDA out-of-memory (the official code splits the
     batch instead, which would change BatchNorm statistics; splitting candidates does not)."""
     try:
-        return _score_chunk(space, archs, x, y, specs, seed, num_classes, conv_mode)
+        return _score_chunk(space, archs, x, y, specs, seed, num_classes, conv_mode, full)
     except torch.OutOfMemoryError:
         if len(archs) == 1:
             raise
     if x.device.type == "cuda":
         torch.cuda.empty_cache()
     half = len(archs) // 2
-    return (_score_chunk_retry(space, archs[:half], x, y, specs, seed, num_classes, conv_mode)
-            + _score_chunk_retry(space, archs[half:], x, y, specs, seed, num_classes, conv_mode))
+    return (_score_chunk_retry(space, archs[:half], x, y, specs, seed, num_classes, conv_mode, full)
+            + _score_chunk_retry(space, archs[half:], x, y, specs, seed, num_classes, conv_mode, full))
 
 
 def _score_chunk(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, specs: list[ProxySpec], seed: int,
-                 num_classes: int, conv_mode: str) -> list[dict[str, ProxyResult]]:
+                 num_classes: int, conv_mode: str, full: Sequence[tuple[Tensor, Tensor]] | None = None
+                 ) -> list[dict[str, ProxyResult]]:
     """Score one chunk of K architectures with the batched NB201 network: the passes fill one
-    :class:`PassContext` per candidate (views of its own weights and gradients), then every
-    proxy's own function runs on each (the module backend's :func:`finalise`)."""
+    :class:`PassContext` per candidate (views of its own weights and gradients, the plug-in
+    needs' products in ``data``), then every proxy's own function runs on each (the module
+    backend's :func:`finalise`).
+
+    Passes: the shared main pass and ``multi_grads`` on the live-edge network, synflow on it in
+    float64; ``relu_kernels`` one no-grad forward of the all-edge network (every ReLU call of the
+    module network, dead edges included); ``zen_pass`` two no-grad forwards of an all-edge
+    network re-initialised as Zen-NAS; ``labels`` / ``weights`` / ``parameters`` /
+    ``flops_counts`` read the candidates' tensors and shapes (no pass)."""
     from zcfast.batched.nb201 import BatchedNB201
     cands = _build_all(space, archs, seed, num_classes)
     net = BatchedNB201(cands, conv_mode=conv_mode)
-    del cands
     K = net.K
     ctxs = [PassContext() for _ in range(K)]
     device = x.device
     want = {n for spec in specs for n in spec.needs}
     try:
+        # private copies of the scoring batches (a proxy writing them cannot reach the caller's)
+        batches = tuple((xb.detach().to(device).clone(), yb.detach().to(device).clone()) for xb, yb in full) \
+            if full else ((x.clone(), y.clone()),)
         for c in ctxs:
-            c.batches = ((x, y),)
-        main = bool(want & {"grads", "hessian_grad", "fisher", "jacobian", "outputs"})
-        if main:
-            cl = _channels_last(device)
+            c.batches = batches
+            c.loss_fn, c.layer_types, c.seed = F.cross_entropy, PAPER_LAYER_TYPES, seed
+        main = bool(want & _MAIN_NEEDS)
+        cl = _channels_last(device)
+        if main or "multi_grads" in want:
             net.map_tensors(lambda t: _to_format(t.detach().to(device), cl).requires_grad_(t.dim() > 1))
         # each candidate's counted weights: views of this call's own (private) float32 tensors
         layers = net.layers()
@@ -422,9 +450,18 @@ def _score_chunk(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, specs: 
             ctxs[o].layer_names.append(f"layer{len(ctxs[o].layer_names)}")
         if main:
             _gradient_pass(net, x, y, want, ctxs, cl)
+        if "multi_grads" in want:
+            _produce("multi_grads", ctxs, lambda: _multi_grads_pass(net, ctxs, cl))
         if "synflow" in want:
             net.map_tensors(lambda t: t.detach().to(device=device, dtype=torch.float64).abs().requires_grad_(t.dim() > 1))
             _synflow_pass(net, x, ctxs)
+        del net
+        if "relu_kernels" in want:
+            _produce("relu_kernels", ctxs, lambda: _relu_kernel_pass(cands, x, ctxs, conv_mode))
+        if "zen_pass" in want:
+            _produce("zen_pass", ctxs, lambda: _zen_pass(cands, x, ctxs, seed, conv_mode))
+        _shape_needs(cands, want, ctxs, x)
+        del cands
         order = sorted(specs, key=lambda spec: not spec.builtin)
         out = []
         for c in ctxs:
@@ -434,8 +471,151 @@ def _score_chunk(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, specs: 
     finally:
         for c in ctxs:
             c.clear()
-        for layer in net.layers():
+
+
+def _produce(name: str, ctxs: list[PassContext], run: Any) -> None:
+    """Run the batched pass ``run()`` of the plug-in need ``name``; a failure marks that need in
+    every candidate's ``problems`` with the module backend's texts (a ``NeedError``'s message,
+    else ``the <need> need failed: <error>``). CUDA out-of-memory propagates (the chunk is halved)."""
+    try:
+        run()
+    except torch.OutOfMemoryError:
+        raise
+    except NeedError as exc:
+        for c in ctxs:
+            c.problems.setdefault(name, str(exc))
+    except _NEED_FAILURES as exc:
+        for c in ctxs:
+            c.problems.setdefault(name, f"the {name} need failed: {_first_line(exc)}")
+
+
+def _shape_needs(cands: Sequence[Any], want: set[str], ctxs: list[PassContext], x: Tensor) -> None:
+    """The needs without a pass, per candidate from its own tensors (the module network's names):
+    ``labels`` (the first batch's targets), ``weights`` (every Conv2d/Linear weight, dead edges
+    included), ``parameters`` (every parameter), ``flops_counts`` (MACs per call on one sample)."""
+    from zcfast.batched.nb201 import call_macs, named_parameters, named_weights
+    device = x.device
+    for c, w in zip(ctxs, cands):
+        if "labels" in want:
+            c.data["labels"] = c.batches[0][1]
+        if "weights" in want:
+            c.data["weights"] = [(n, t.to(device)) for n, t in named_weights(w)]
+        if "parameters" in want:
+            c.data["parameters"] = {n: t.to(device) for n, t in named_parameters(w).items()}
+        if "flops_counts" in want:
+            c.data["flops_counts"] = call_macs(w, (int(x.shape[2]), int(x.shape[3])))
+
+
+def _multi_grads_pass(net, ctxs: list[PassContext], channels_last: bool) -> None:
+    """The ``multi_grads`` need of K candidates: per mini-batch (``PassContext.mini_batches(2)``:
+    the given batches, or the one batch's two halves) one training-mode forward and one backward
+    of ``Σ_k CE(logits_k, y)`` on the live-edge network; each candidate's ∂L/∂W list aligned with
+    its ``ctx.weights`` (dead edges are left out: their gradient is exactly 0, which ZiCo drops).
+    A candidate whose loss is not finite on a mini-batch gets the module backend's reason."""
+    K = net.K
+    layers = net.layers()
+    weights = [layer.weight for layer in layers]
+    per: list[list[list[Tensor | None]]] = [[] for _ in range(K)]
+    bad: list[str | None] = [None] * K
+    try:
+        for xb, yb in ctxs[0].mini_batches(2):
+            xk = _to_format(xb.repeat(1, K, 1, 1), channels_last)
+            logits = net.forward(xk, bn="all")                          # [K, N_b, O]
+            losses = [F.cross_entropy(logits[k], yb) for k in range(K)]
+            for k, v in enumerate(torch.stack([lo.detach() for lo in losses]).tolist()):
+                if bad[k] is None and not math.isfinite(v):
+                    bad[k] = f"the loss of a mini-batch is not finite ({v})"
+            ok = [k for k in range(K) if bad[k] is None]
+            grads: list[Tensor | None] = [None] * len(weights)
+            if ok:
+                grads = list(torch.autograd.grad(sum(losses[k] for k in ok), weights, allow_unused=True))
+            for k, gk in enumerate(_by_candidate(layers, grads, K)):
+                per[k].append(gk)
+            del logits, losses
+    finally:
+        for layer in layers:
             layer.act = None
+    for k, c in enumerate(ctxs):
+        if bad[k] is not None:
+            c.problems.setdefault("multi_grads", bad[k])
+        else:
+            c.data["multi_grads"] = per[k]
+
+
+class _ReluKernels:
+    """``BatchedNB201.relu_tap`` collecting NWOT's kernels: per candidate ``[(module name,
+    K [N, N] float64), ...]`` in call order, one entry per ReLU-typed module a call passes through
+    (a wrapper and its inner ReLU share one kernel, listed twice, as the module backend). A kernel
+    is computed once per (source features, candidate), as the module backend reuses it for the
+    edges one node feeds."""
+
+    def __init__(self, K: int) -> None:
+        self.per: list[list[tuple[str, Tensor]]] = [[] for _ in range(K)]
+        self._recent: list[tuple[Tensor, int, Tensor]] = []   # (key, candidate, kernel), the last few
+
+    def __call__(self, x: Tensor, owners: list[int], names: tuple[str, ...], key: Tensor) -> None:
+        G = len(owners)
+        parts = x.chunk(G, 1) if G > 1 else (x,)
+        for part, k in zip(parts, owners):
+            kern = next((kk for t, o, kk in self._recent if t is key and o == k), None)
+            if kern is None:
+                kern = ops.hamming_kernel([part])
+                self._recent.append((key, k, kern))
+                del self._recent[:-4 * len(self.per)]
+            self.per[k] += [(n, kern) for n in names]
+
+    def clear(self) -> None:
+        self._recent.clear()
+
+
+def _relu_kernel_pass(cands: Sequence[Any], x: Tensor, ctxs: list[PassContext], conv_mode: str) -> None:
+    """The ``relu_kernels`` need of K candidates: one no-grad training-mode forward of the
+    all-edge network (every ReLU call of the module network reaches its output: ``none`` is
+    ``x * 0`` there, so dead edges count), the Hamming kernel of each call's input per candidate."""
+    from zcfast.batched.nb201 import BatchedNB201
+    net = BatchedNB201(cands, conv_mode=conv_mode, edges="all")
+    net.map_tensors(lambda t: t.detach().to(x.device))
+    tap = _ReluKernels(net.K)
+    net.relu_tap = tap
+    try:
+        with torch.no_grad():
+            net.forward(x.repeat(1, net.K, 1, 1), bn="all")
+    finally:
+        net.relu_tap = None
+        tap.clear()
+    for c, kernels in zip(ctxs, tap.per):
+        c.data["relu_kernels"] = kernels
+
+
+def _zen_pass(cands: Sequence[Any], x: Tensor, ctxs: list[PassContext], seed: int | None, conv_mode: str) -> None:
+    """The ``zen_pass`` need of K candidates, as ``suite_zero``'s on each module network: per
+    candidate a generator seeded with the call's ``seed`` draws its N(0, 1) weights (module order,
+    every edge), then z and ε [N, ...]; two no-grad training-mode forwards of the all-edge network
+    (BatchNorm eps 1e-3, running statistics at momentum 0.1) on z and z + γ·ε; the pre-pool
+    features and every BatchNorm2d's running variance per candidate."""
+    from zcfast.batched.nb201 import BatchedNB201, gaussian_weights
+    device = x.device
+    dtype = x.dtype if x.is_floating_point() else torch.float32
+    zw, zs, es = [], [], []
+    for w in cands:
+        gen = None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
+        zw.append(gaussian_weights(w, gen, ZEN_BN_EPS, device))
+        zs.append(torch.randn(x.shape, generator=gen, device=device, dtype=dtype))
+        es.append(torch.randn(x.shape, generator=gen, device=device, dtype=dtype))
+    net = BatchedNB201(zw, conv_mode=conv_mode, edges="all")
+    del zw
+    net.track_running_stats(ZEN_BN_MOMENTUM)
+    feats: list[Tensor] = []
+    net.feature_tap = lambda h: feats.append(h.detach())
+    try:
+        with torch.no_grad():
+            net.forward(torch.cat(zs, 1), bn="all")
+            net.forward(torch.cat([z + ZEN_GAMMA * e for z, e in zip(zs, es)], 1), bn="all")
+    finally:
+        net.feature_tap = None
+    f0, f1 = (f.chunk(net.K, 1) for f in feats)
+    for k, (c, rvs) in enumerate(zip(ctxs, net.running_vars())):
+        c.data["zen_pass"] = {"features": (f0[k], f1[k]), "running_vars": rvs}
 
 
 def _per_candidate(layers, weights: Sequence[Tensor], grads: Sequence[Tensor | None]):

@@ -119,18 +119,34 @@ class Layer:
 
 
 class _Conv:
-    """A batched ReLU? → conv → BN? over a group of candidates."""
+    """A batched ReLU? → conv → BN? over a group of candidates.
 
-    def __init__(self, owners: list[int], blocks: list[ConvBN], relu: bool, keep_bn_for_synflow: bool) -> None:
+    ``name``: the qualified name of the module it stands for in ``NB201Network`` (``stem``,
+    ``cells.{i}.edges.{e}``, ``cells.{i}.conv_a``...: a ``ReLUConvBN`` whose ReLU is ``.0``, conv
+    ``.1``, BatchNorm ``.2``; the stem's conv is ``.0`` and BatchNorm ``.1``). ``running_mean`` /
+    ``running_var`` [G·Cout]: BatchNorm running statistics, ``None`` unless
+    :meth:`BatchedNB201.track_running_stats` allocated them.
+    """
+
+    def __init__(self, owners: list[int], blocks: list[ConvBN], relu: bool, keep_bn_for_synflow: bool,
+                 name: str = "") -> None:
         self.layer = Layer(owners, torch.cat([b.conv.detach() for b in blocks]))
         self.stride = blocks[0].stride
         self.padding = blocks[0].padding
         self.relu = relu
         self.keep_bn_for_synflow = keep_bn_for_synflow
+        self.name = name
         bns = [b.bn for b in blocks]
         self.bn_eps = bns[0].eps
         self.bn_weight = _cat_opt([b.weight for b in bns])
         self.bn_bias = _cat_opt([b.bias for b in bns])
+        self.running_mean: Tensor | None = None
+        self.running_var: Tensor | None = None
+        self.bn_momentum = 0.0
+
+    def bn_name(self) -> str:
+        """The qualified name of this block's BatchNorm2d in ``NB201Network``."""
+        return f"{self.name}.1" if self.name == "stem" else f"{self.name}.2"
 
 
 class BatchedNB201:
@@ -140,33 +156,63 @@ class BatchedNB201:
     candidate's own copy of the input, candidate-major) and returns logits ``[K, N, classes]``.
     ``layers()`` lists every conv/linear layer for the proxies; ``Layer.split`` gives each
     candidate's weight (or gradient) as a view of the stacked tensor.
+
+    ``edges``: ``"live"`` (default) runs only the edges that can change a gradient proxy
+    (``live_edges``); ``"all"`` runs every edge whose op is not ``none``, as the module network
+    does (its ``none`` is ``x * 0``), so every node holds the module network's features: what
+    needs reading activations or BatchNorm statistics of *every* module call take (NWOT's ReLU
+    inputs, Zen-NAS's running variances).
+
+    Taps (``None`` by default; set them before a forward, no autograd needed):
+
+    * ``relu_tap(x, owners, names, key)``: called at each batched call of a ReLU-typed module of
+      ``NB201Network`` with its input ``x [N, G·C, H, W]`` (group g: candidate ``owners[g]``),
+      ``names`` the qualified names of the ReLU-typed modules that call passes through (a
+      ``ReLUConvBN`` wrapper and its inner ``nn.ReLU``: ``(f"{wrapper}.0", wrapper)``; the final
+      ``("lastact.1",)``), and ``key`` the tensor ``x`` was gathered from ([N, K·C, H, W]; the
+      same ``key`` object means the same features, e.g. one node feeding several edges);
+    * ``feature_tap(h)``: the pre-global-pool features ``h [N, K·C, H, W]`` (after the final
+      BatchNorm and ReLU).
     """
 
-    def __init__(self, cands: Sequence[NB201Weights], conv_mode: str = "grouped") -> None:
+    def __init__(self, cands: Sequence[NB201Weights], conv_mode: str = "grouped", edges: str = "live") -> None:
         if not cands:
             raise ValueError("BatchedNB201 needs at least one candidate")
         if conv_mode not in ("grouped", "split"):
             raise ValueError(f"conv_mode must be 'grouped' or 'split', got {conv_mode!r}")
+        if edges not in ("live", "all"):
+            raise ValueError(f"edges must be 'live' or 'all', got {edges!r}")
         self.K = len(cands)
         self.conv_mode = conv_mode
+        self.edges = edges
         self._index_cache: dict = {}   # (owners, C, device) -> channel index (built once per shape)
         self.archs = [c.arch for c in cands]
-        self.live = [live_edges(a) for a in self.archs]
+        if edges == "live":
+            self.live = [live_edges(a) for a in self.archs]
+        else:
+            self.live = [tuple(op != "none" for op in a) for a in self.archs]
+        self.relu_tap = None
+        self.feature_tap = None
         allk = list(range(self.K))
-        self.stem = _Conv(allk, [c.stem for c in cands], relu=False, keep_bn_for_synflow=False)
+        self.stem = _Conv(allk, [c.stem for c in cands], relu=False, keep_bn_for_synflow=False, name="stem")
         self.stem_cout = cands[0].stem.conv.shape[0]
-        # body: ("cell", C, {edge: {op: (owners, _Conv | None)}}) or ("res", _Conv a, _Conv b, Layer down, Cin)
+        # body (one item per NB201Network.cells entry): ("cell", edges) with edges[e] a list of
+        # (op, owners, _Conv | None) groups, or ("res", _Conv a, _Conv b, Layer down)
         self.body: list = []
         for si, stage in enumerate(cands[0].stages):
             if isinstance(stage, ResBlock):
+                i = len(self.body)
                 blocks = [c.stages[si] for c in cands]
-                a = _Conv(allk, [b.conv_a for b in blocks], relu=True, keep_bn_for_synflow=True)
-                b = _Conv(allk, [b.conv_b for b in blocks], relu=True, keep_bn_for_synflow=True)
+                a = _Conv(allk, [b.conv_a for b in blocks], relu=True, keep_bn_for_synflow=True,
+                          name=f"cells.{i}.conv_a")
+                b = _Conv(allk, [b.conv_b for b in blocks], relu=True, keep_bn_for_synflow=True,
+                          name=f"cells.{i}.conv_b")
                 down = Layer(allk, torch.cat([b.down.detach() for b in blocks]))
                 self.body.append(("res", a, b, down))
             else:
                 for ci in range(len(stage)):
-                    edges: list[list[tuple[str, list[int], _Conv | None]]] = []
+                    i = len(self.body)
+                    cell_edges: list[list[tuple[str, list[int], _Conv | None]]] = []
                     for e in range(6):
                         groups = []
                         for op in OPS[1:]:
@@ -176,15 +222,61 @@ class BatchedNB201:
                             conv = None
                             if op in CONV_KERNEL:
                                 conv = _Conv(owners, [cands[k].stages[si][ci][e] for k in owners], relu=True,
-                                             keep_bn_for_synflow=False)
+                                             keep_bn_for_synflow=False, name=f"cells.{i}.edges.{e}")
                             groups.append((op, owners, conv))
-                        edges.append(groups)
-                    self.body.append(("cell", edges))
+                        cell_edges.append(groups)
+                    self.body.append(("cell", cell_edges))
         self.last_bn_weight = _cat_opt([c.last_bn.weight for c in cands])
         self.last_bn_bias = _cat_opt([c.last_bn.bias for c in cands])
         self.last_bn_eps = cands[0].last_bn.eps
+        self.last_running_mean: Tensor | None = None
+        self.last_running_var: Tensor | None = None
+        self.last_bn_momentum = 0.0
         self.fc = Layer(allk, torch.stack([c.fc_weight.detach() for c in cands]))
         self.fc_bias = None if cands[0].fc_bias is None else torch.stack([c.fc_bias.detach() for c in cands])
+
+    def track_running_stats(self, momentum: float = 0.1) -> None:
+        """Give every BatchNorm running statistics (mean 0, var 1, as a fresh ``BatchNorm2d``),
+        updated by each training-mode forward with ``momentum`` exactly as torch's BatchNorm
+        (running_var ← (1 − m)·running_var + m·unbiased batch variance)."""
+        for c in self._convs():
+            n, ref = c.layer.weight.shape[0], c.layer.weight
+            c.running_mean = torch.zeros(n, dtype=ref.dtype, device=ref.device)
+            c.running_var = torch.ones(n, dtype=ref.dtype, device=ref.device)
+            c.bn_momentum = momentum
+        ref = self.fc.weight
+        n = self.K * ref.shape[-1]
+        self.last_running_mean = torch.zeros(n, dtype=ref.dtype, device=ref.device)
+        self.last_running_var = torch.ones(n, dtype=ref.dtype, device=ref.device)
+        self.last_bn_momentum = momentum
+
+    def running_vars(self) -> list[list[tuple[str, Tensor]]]:
+        """Per candidate, ``[(BatchNorm2d name, running_var [C]), ...]`` in ``NB201Network``'s
+        module order (stem, each cell's edges in edge order, reduction blocks' conv_a and conv_b,
+        lastact), views of the buffers; only the BatchNorms this network runs (``edges="all"``:
+        all of them). Requires :meth:`track_running_stats`."""
+        if self.last_running_var is None:
+            raise ValueError("running_vars: call track_running_stats() before the forwards")
+        out: list[list[tuple[str, Tensor]]] = [[] for _ in range(self.K)]
+
+        def add(c: _Conv) -> None:
+            assert c.running_var is not None
+            for part, k in zip(c.running_var.chunk(len(c.layer.owners)), c.layer.owners):
+                out[k].append((c.bn_name(), part))
+
+        add(self.stem)
+        for item in self.body:
+            if item[0] == "res":
+                add(item[1])
+                add(item[2])
+            else:
+                for groups in item[1]:
+                    for _, _, conv in groups:
+                        if conv is not None:
+                            add(conv)
+        for k, part in enumerate(self.last_running_var.chunk(self.K)):
+            out[k].append(("lastact.0", part))
+        return out
 
     # ------------------------------------------------------------------ structure
     def layers(self) -> list[Layer]:
@@ -216,9 +308,12 @@ class BatchedNB201:
             setattr(self, name, None if t is None else fn(t))
 
     # ------------------------------------------------------------------ forward
-    def _conv(self, c: _Conv, x: Tensor, bn: str) -> Tensor:
-        """x [N, G·Cin, H, W] → [N, G·Cout, H', W'] for the group of ``c``; records the conv output."""
+    def _conv(self, c: _Conv, x: Tensor, bn: str, key: Tensor | None = None) -> Tensor:
+        """x [N, G·Cin, H, W] → [N, G·Cout, H', W'] for the group of ``c``; records the conv output.
+        ``key``: the [N, K·Cin, H, W] tensor ``x`` was gathered from (``relu_tap``)."""
         if c.relu:
+            if self.relu_tap is not None:
+                self.relu_tap(x, c.layer.owners, (f"{c.name}.0", c.name), x if key is None else key)
             x = F.relu(x)
         w = c.layer.weight
         G = len(c.layer.owners)
@@ -229,7 +324,8 @@ class BatchedNB201:
                            for xi, wi in zip(x.chunk(G, 1), w.chunk(G, 0))], 1)
         c.layer.act = y
         if bn == "all" or (bn == "reduction" and c.keep_bn_for_synflow):
-            y = F.batch_norm(y, None, None, c.bn_weight, c.bn_bias, True, 0.0, c.bn_eps)
+            y = F.batch_norm(y, c.running_mean, c.running_var, c.bn_weight, c.bn_bias, True, c.bn_momentum,
+                             c.bn_eps)
         return y
 
     def forward(self, x: Tensor, bn: str = "all") -> Tensor:
@@ -252,7 +348,8 @@ class BatchedNB201:
         for item in self.body:
             if item[0] == "res":
                 _, a, b, down = item
-                r = self._conv(b, self._conv(a, h, bn), bn)
+                ra = self._conv(a, h, bn)
+                r = self._conv(b, ra, bn)
                 d = F.avg_pool2d(h, 2, 2)
                 if K == 1 or self.conv_mode == "grouped":
                     d = F.conv2d(d, down.weight, None, 1, 0, 1, K)
@@ -264,8 +361,13 @@ class BatchedNB201:
                 h = self._cell(item[1], h, bn)
         C = h.shape[1] // K
         if bn == "all":
-            h = F.batch_norm(h, None, None, self.last_bn_weight, self.last_bn_bias, True, 0.0, self.last_bn_eps)
+            h = F.batch_norm(h, self.last_running_mean, self.last_running_var, self.last_bn_weight,
+                             self.last_bn_bias, True, self.last_bn_momentum, self.last_bn_eps)
+        if self.relu_tap is not None:
+            self.relu_tap(h, list(range(K)), ("lastact.1",), h)
         h = F.relu(h)
+        if self.feature_tap is not None:
+            self.feature_tap(h)
         feat = h.mean((2, 3)).view(h.shape[0], K, C)                      # [N, K, C]
         logits = torch.einsum("nkc,koc->kno", feat, self.fc.weight)      # [K, N, O]
         if self.fc_bias is not None:
@@ -298,7 +400,7 @@ class BatchedNB201:
                     elif op == "avg_pool_3x3":
                         y = _avg_pool_3x3(src)
                     else:
-                        y = self._conv(conv, src, bn)
+                        y = self._conv(conv, src, bn, nodes[i])
                     if idx is None:
                         full.append(y)
                     else:
@@ -488,3 +590,131 @@ def weights_equal(a: NB201Weights, b: NB201Weights) -> bool:
         elif x != y:
             return False
     return True
+
+
+# ------------------------------------------------------------------------------------------
+# One candidate's tensors as NB201Network names them (the module backend's products)
+# ------------------------------------------------------------------------------------------
+def _named_blocks(w: NB201Weights) -> list[tuple[str, ConvBN | Tensor]]:
+    """``(qualified module name, block)`` of every conv-bearing module of ``NB201Network`` in its
+    ``modules()`` order: the stem (``stem``: conv ``.0``, BatchNorm ``.1``), each cell's conv edges
+    in edge order (``cells.{i}.edges.{e}``, ReLUConvBN: conv ``.1``, BatchNorm ``.2``), each
+    reduction block's ``conv_a``, ``conv_b`` and shortcut conv (``cells.{i}.downsample.1``, a bare
+    weight [Cout, Cin, 1, 1]). Every edge counts, dead ones included."""
+    out: list[tuple[str, ConvBN | Tensor]] = [("stem", w.stem)]
+    i = 0
+    for stage in w.stages:
+        if isinstance(stage, ResBlock):
+            out += [(f"cells.{i}.conv_a", stage.conv_a), (f"cells.{i}.conv_b", stage.conv_b),
+                    (f"cells.{i}.downsample.1", stage.down)]
+            i += 1
+        else:
+            for cell in stage:
+                out += [(f"cells.{i}.edges.{e}", cell[e]) for e in sorted(cell)]
+                i += 1
+    return out
+
+
+def _conv_name(name: str) -> str:
+    return "stem.0" if name == "stem" else f"{name}.1"
+
+
+def named_weights(w: NB201Weights) -> list[tuple[str, Tensor]]:
+    """``[(module name, weight), ...]`` of every Conv2d and Linear of the candidate's
+    ``NB201Network`` in module order (dead edges included; the classifier last), as the module
+    backend's counted weights under the paper's Conv2d + Linear rule. Detached, not copied."""
+    out = [(name if isinstance(b, Tensor) else _conv_name(name), (b if isinstance(b, Tensor) else b.conv).detach())
+           for name, b in _named_blocks(w)]
+    out.append(("classifier", w.fc_weight.detach()))
+    return out
+
+
+def named_parameters(w: NB201Weights) -> dict[str, Tensor]:
+    """``{parameter name: tensor}`` of every parameter of the candidate's ``NB201Network``, as
+    its ``named_parameters()`` (convs, every BatchNorm's affine weight and bias, the classifier's
+    weight and bias; dead edges included). Detached, not copied."""
+    out: dict[str, Tensor] = {}
+
+    def bn(prefix: str, b: BN) -> None:
+        if b.weight is not None:
+            out[f"{prefix}.weight"] = b.weight.detach()
+        if b.bias is not None:
+            out[f"{prefix}.bias"] = b.bias.detach()
+
+    for name, b in _named_blocks(w):
+        if isinstance(b, Tensor):
+            out[f"{name}.weight"] = b.detach()
+            continue
+        out[f"{_conv_name(name)}.weight"] = b.conv.detach()
+        bn("stem.1" if name == "stem" else f"{name}.2", b.bn)
+    bn("lastact.0", w.last_bn)
+    out["classifier.weight"] = w.fc_weight.detach()
+    if w.fc_bias is not None:
+        out["classifier.bias"] = w.fc_bias.detach()
+    return out
+
+
+def call_macs(w: NB201Weights, hw: tuple[int, int]) -> list[tuple[str, float]]:
+    """``[(module name, multiply-accumulates), ...]`` of every Conv2d / Linear call of the
+    candidate's ``NB201Network`` on one ``[1, 3, H, W]`` sample, in call order (a reduction block
+    runs its shortcut first), NAS-Bench-201's convention (xautodl's counter, as the module
+    backend's ``zcfast.proxies.suite_zero.conv_linear_macs``): a conv k_h·k_w·C_in·C_out·H_out·W_out
+    (no conv has a bias), the classifier in·out + out. Every edge counts, dead ones included (the
+    module network calls them: its ``none`` is ``x * 0``)."""
+    out: list[tuple[str, float]] = []
+
+    def conv(name: str, weight: Tensor, stride: int, padding: int, hw_in: tuple[int, int]) -> tuple[int, int]:
+        co, ci, kh, kw = weight.shape
+        ho = (hw_in[0] + 2 * padding - kh) // stride + 1
+        wo = (hw_in[1] + 2 * padding - kw) // stride + 1
+        out.append((name, float(kh * kw * ci * co * ho * wo)))
+        return ho, wo
+
+    hw = conv("stem.0", w.stem.conv, w.stem.stride, w.stem.padding, hw)
+    i = 0
+    for stage in w.stages:
+        if isinstance(stage, ResBlock):
+            pooled = ((hw[0] - 2) // 2 + 1, (hw[1] - 2) // 2 + 1)      # AvgPool2d(2, 2), then the 1x1 conv
+            conv(f"cells.{i}.downsample.1", stage.down, 1, 0, pooled)
+            mid = conv(f"cells.{i}.conv_a.1", stage.conv_a.conv, stage.conv_a.stride, stage.conv_a.padding, hw)
+            hw = conv(f"cells.{i}.conv_b.1", stage.conv_b.conv, stage.conv_b.stride, stage.conv_b.padding, mid)
+            i += 1
+            continue
+        for cell in stage:
+            for e in sorted(cell):
+                conv(f"cells.{i}.edges.{e}.1", cell[e].conv, cell[e].stride, cell[e].padding, hw)
+            i += 1
+    classes, c = w.fc_weight.shape
+    out.append(("classifier", float(c * classes + (classes if w.fc_bias is not None else 0))))
+    return out
+
+
+def gaussian_weights(w: NB201Weights, generator: torch.Generator | None, bn_eps: float,
+                     device: torch.device | str = "cpu") -> NB201Weights:
+    """Zen-NAS's re-initialisation of a candidate (``zcfast.proxies.suite_zero.zen_init`` on its
+    ``NB201Network``): every Conv2d / Linear weight N(0, 1) drawn from ``generator`` in module
+    order (stem, each cell's conv edges in edge order *dead ones included*, each reduction block's
+    conv_a, conv_b, shortcut, the classifier), biases 0, BatchNorm weight 1, bias 0, eps
+    ``bn_eps``; on ``device`` (the generator's)."""
+    def normal(t: Tensor) -> Tensor:
+        return torch.empty(t.shape, dtype=t.dtype, device=device).normal_(0.0, 1.0, generator=generator)
+
+    def bn(c: int) -> BN:
+        return BN(torch.ones(c, device=device), torch.zeros(c, device=device), bn_eps)
+
+    def convbn(b: ConvBN) -> ConvBN:
+        return ConvBN(normal(b.conv), bn(b.conv.shape[0]), b.stride, b.padding)
+
+    stem = convbn(w.stem)
+    stages: list = []
+    for stage in w.stages:
+        if isinstance(stage, ResBlock):
+            a = convbn(stage.conv_a)
+            b = convbn(stage.conv_b)
+            stages.append(ResBlock(a, b, normal(stage.down)))
+        else:
+            stages.append([{e: convbn(cell[e]) for e in sorted(cell)} for cell in stage])
+    fc_w = normal(w.fc_weight)
+    fc_b = None if w.fc_bias is None else torch.zeros(w.fc_bias.shape, dtype=w.fc_bias.dtype, device=device)
+    return NB201Weights(w.arch, stem, stages, bn(w.last_bn.weight.shape[0] if w.last_bn.weight is not None
+                                                 else w.fc_weight.shape[1]), fc_w, fc_b)

@@ -1,0 +1,247 @@
+"""The stacked NAS-Bench-201 backend runs NAS-Bench-Suite-Zero's proxies and ZiCo (zcfast.batched):
+nwot, epe_nas, epe_nas_naslib, zen, zico, l2_norm, params and flops take the fast route
+(``score_arch(fast=True)``, ``score_batch``) and equal the module backend (``fast=False``) on
+the same weights, for K = 1 and K = 3, with the same reasons for undefined values.
+
+Tolerances: params, flops, l2_norm and zen come out bit-identical (same tensors, same order;
+zen's passes see the same weights and inputs); nwot's kernels are integer counts, equal unless
+an activation lies within rounding of 0 (rel 1e-6). epe_nas and zico are ill-conditioned in
+float32 (zico's mean|g|/std(g) over two mini-batches divides by |g₁ − g₂|): both routes move
+~1e-3 from the float64 value at these sizes, so each fast value is held to the float64 network's
+value as closely as the module route is (a factor 5 of its error, plus rel 1e-4 / 1e-3).
+
+Kept small for CI: batch 8 of 16×16 inputs, seven architectures covering every op, dead edges
+(into a node that never reaches the output; out of a node whose inputs are all ``none``) and
+cells whose output is identically zero.
+"""
+from __future__ import annotations
+
+import gc
+import math
+
+import pytest
+import torch
+
+import zcfast
+from zcfast import batched
+from zcfast.batched import SUPPORTED_NEEDS, fast_route_applies, score_batch
+from zcfast.proxies import PAPER_LAYER_TYPES, build_seeded, score_arch
+from zcfast.testing import live_tensor_count
+
+SPACE = zcfast.spaces.get("nb201")
+ARCHS = [
+    SPACE.arch_at(0),
+    ("nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3", "skip_connect", "none", "nor_conv_3x3"),
+    ("nor_conv_1x1", "nor_conv_3x3", "none", "nor_conv_3x3", "nor_conv_3x3", "none"),     # dead edge 0->2
+    ("skip_connect", "none", "none", "none", "none", "nor_conv_3x3"),     # node 2 all-none; cell output 0
+    ("nor_conv_3x3", "nor_conv_3x3", "nor_conv_3x3", "none", "none", "none"),     # 'none' into node 3 only
+    ("none", "nor_conv_3x3", "nor_conv_1x1", "skip_connect", "nor_conv_3x3", "avg_pool_3x3"),  # node 1 zero
+    ("nor_conv_3x3", "nor_conv_3x3", "nor_conv_3x3", "nor_conv_1x1", "nor_conv_1x1", "avg_pool_3x3"),
+]
+NEW = ["nwot", "epe_nas", "epe_nas_naslib", "zen", "zico", "l2_norm", "params", "flops"]
+NEW_NEEDS = ("labels", "weights", "parameters", "flops_counts", "relu_kernels", "multi_grads", "zen_pass")
+SEED = 3
+EXACT = ("params", "flops", "l2_norm")
+#: (rtol against the module route) for the well-conditioned proxies
+RTOL = {"nwot": 1e-6, "zen": 1e-4}
+#: rtol added to the float64 rule of the ill-conditioned ones
+F64_RTOL = {"epe_nas": 1e-4, "epe_nas_naslib": 1e-4, "zico": 1e-3}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(7)
+    return torch.randn(8, 3, 16, 16, generator=g), torch.randint(0, 10, (8,), generator=g)
+
+
+@pytest.fixture(scope="module")
+def module_route(batch) -> list[dict]:
+    """Per architecture: the module backend's ProxyResults, plus the float64 network's values of
+    the ill-conditioned proxies (``_f64`` keys)."""
+    x, y = batch
+    out = []
+    for a in ARCHS:
+        r: dict = dict(score_arch(SPACE, a, x, y, NEW, seed=SEED, detailed=True, fast=False))
+        net64 = build_seeded(SPACE, a, SEED).double()
+        r64 = zcfast.score_detailed(net64, x.double(), y, list(F64_RTOL), layer_types=PAPER_LAYER_TYPES, seed=SEED)
+        r.update({f"{p}_f64": v.value for p, v in r64.items()})
+        out.append(r)
+    return out
+
+
+def _check(got: dict, ref: dict, what: str) -> None:
+    """One architecture's fast ProxyResults against the module route's (see the module docstring)."""
+    for p in NEW:
+        a, b = got[p], ref[p]
+        assert a.error == b.error, f"{what} {p}: error {a.error!r} vs module {b.error!r}"
+        if not math.isfinite(b.value):
+            assert (math.isnan(a.value) and math.isnan(b.value)) or a.value == b.value, (what, p, a.value, b.value)
+            continue
+        if p in EXACT:
+            assert a.value == b.value, (what, p, a.value, b.value)
+        elif p in RTOL:
+            assert a.value == pytest.approx(b.value, rel=RTOL[p]), (what, p, a.value, b.value)
+        else:
+            f64 = ref[f"{p}_f64"]
+            assert abs(a.value - f64) <= 5 * abs(b.value - f64) + F64_RTOL[p] * abs(f64), \
+                f"{what} {p}: {a.value!r}, module {b.value!r}, float64 {f64!r}"
+
+
+def test_new_needs_are_supported() -> None:
+    assert set(NEW_NEEDS) <= SUPPORTED_NEEDS
+    assert fast_route_applies(SPACE, NEW)
+    assert fast_route_applies(SPACE, ["nwot", "zico", "grasp", "synflow"])
+    assert not fast_route_applies(SPACE, ["nwot", "gradsign_like_missing"])
+
+
+def test_fast_route_equals_module_route_k1(batch, module_route) -> None:
+    """score_arch(fast=True) (batched, K = 1) against fast=False, detailed."""
+    x, y = batch
+    for a, ref in zip(ARCHS, module_route):
+        got = score_arch(SPACE, a, x, y, NEW, seed=SEED, detailed=True)
+        _check(got, ref, f"K=1 {SPACE.encode(a)}")
+        plain = score_arch(SPACE, a, x, y, NEW, seed=SEED)
+        assert all(plain[p] == got[p].value or (math.isnan(plain[p]) and math.isnan(got[p].value)) for p in NEW)
+
+
+def test_score_batch_k3_equals_module_route(batch, module_route) -> None:
+    """score_batch(k=3): chunks of three candidates (3, 3, 1) through one stacked network."""
+    x, y = batch
+    got = score_batch(SPACE, ARCHS, x, y, NEW, seed=SEED, k=3, detailed=True)
+    for a, g, ref in zip(ARCHS, got, module_route):
+        _check(g, ref, f"K=3 {SPACE.encode(a)}")
+
+
+def test_products_equal_the_module_needs(batch) -> None:
+    """Each need's product on the fast route equals the module backend's: labels, weights (names
+    and tensors, dead edges included), parameters, flops_counts (NAS-Bench-201's MACs per call),
+    relu_kernels (same kernels in call order), zen_pass (features, BatchNorm names and running
+    variances)."""
+    x, y = batch
+    name = "test_batched_sz_capture"
+    seen: list[dict] = []
+
+    @zcfast.register_proxy(name, needs=NEW_NEEDS)
+    def capture(ctx):
+        d = ctx.data
+        seen.append({
+            "module": ctx.copier is not None,
+            "labels": d["labels"].clone(),
+            "weights": [(n, w.clone()) for n, w in d["weights"]],
+            "parameters": {n: p.clone() for n, p in d["parameters"].items()},
+            "flops_counts": list(d["flops_counts"]),
+            "relu_kernels": [k.clone() for _, k in d["relu_kernels"]],
+            "zen_features": [f.clone() for f in d["zen_pass"]["features"]],
+            "zen_vars": [(n, v.clone()) for n, v in d["zen_pass"]["running_vars"]],
+            "multi_grads": len(d["multi_grads"]),
+        })
+        return 0.0
+
+    try:
+        assert fast_route_applies(SPACE, [name])
+        for a in (ARCHS[2], ARCHS[3], ARCHS[5]):
+            seen.clear()
+            score_arch(SPACE, a, x, y, [name], seed=SEED)
+            score_arch(SPACE, a, x, y, [name], seed=SEED, fast=False)
+            fast, mod = seen
+            assert not fast["module"] and mod["module"]          # the first took the batched route
+            assert torch.equal(fast["labels"], mod["labels"])
+            assert [n for n, _ in fast["weights"]] == [n for n, _ in mod["weights"]]
+            assert all(torch.equal(u, v) for (_, u), (_, v) in zip(fast["weights"], mod["weights"]))
+            assert list(fast["parameters"]) == list(mod["parameters"])
+            assert all(torch.equal(fast["parameters"][n], mod["parameters"][n]) for n in mod["parameters"])
+            assert fast["flops_counts"] == mod["flops_counts"]
+            assert len(fast["relu_kernels"]) == len(mod["relu_kernels"])
+            for u, v in zip(fast["relu_kernels"], mod["relu_kernels"]):
+                assert (u - v).abs().max() <= 2, "a kernel differs by more than a rounding flip"
+            assert [n for n, _ in fast["zen_vars"]] == [n for n, _ in mod["zen_vars"]]
+            for (_, u), (_, v) in zip(fast["zen_vars"], mod["zen_vars"]):
+                torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-6)
+            for u, v in zip(fast["zen_features"], mod["zen_features"]):
+                torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-4)
+            assert fast["multi_grads"] == mod["multi_grads"] == 2
+    finally:
+        zcfast.unregister_proxy(name)
+
+
+def test_user_proxy_of_new_needs_takes_the_fast_route(batch) -> None:
+    """A user proxy built only from the new needs routes to the NB201 backend (by its needs, no
+    name table) and equals the module route."""
+    from zcfast import scoring
+    from zcfast.proxies.registry import resolve
+    x, y = batch
+    name = "test_batched_sz_user"
+
+    @zcfast.register_proxy(name, needs=("relu_kernels", "weights", "flops_counts", "labels"))
+    def user(ctx):
+        k = sum(kern for _, kern in ctx.data["relu_kernels"])
+        w2 = sum(float((w.double() ** 2).sum()) for _, w in ctx.data["weights"])
+        macs = sum(m for _, m in ctx.data["flops_counts"])
+        return float(k.trace()) / 1e6 + w2 + macs / 1e9 + float(ctx.data["labels"].sum())
+
+    try:
+        assert fast_route_applies(SPACE, [name])
+        assert scoring.route(SPACE, resolve([name])) is scoring.NB201_BACKEND
+        for a in ARCHS[:3]:
+            fast = score_arch(SPACE, a, x, y, [name], seed=SEED)[name]
+            slow = score_arch(SPACE, a, x, y, [name], seed=SEED, fast=False)[name]
+            assert fast == pytest.approx(slow, rel=1e-6)
+            (viab,) = score_batch(SPACE, [a], x, y, [name], seed=SEED)
+            assert viab[name] == fast
+    finally:
+        zcfast.unregister_proxy(name)
+
+
+def test_undefined_values_have_the_module_reasons(batch) -> None:
+    """One sample (zico cannot split it; epe_nas's classes have one sample each) and inputs
+    scaled by 1e30: every proxy's value kind and error text equal the module route's."""
+    x, y = batch
+    for xs, ys in ((x[:1], y[:1]), (x * 1e30, y), (x[:3], y[:3])):
+        for a in (ARCHS[0], ARCHS[3]):
+            fast = score_arch(SPACE, a, xs, ys, NEW, seed=SEED, detailed=True)
+            slow = score_arch(SPACE, a, xs, ys, NEW, seed=SEED, detailed=True, fast=False)
+            for p in NEW:
+                assert fast[p].error == slow[p].error, (xs.shape, a, p, fast[p], slow[p])
+                assert math.isfinite(fast[p].value) == math.isfinite(slow[p].value), (p, fast[p], slow[p])
+    one = score_arch(SPACE, ARCHS[0], x[:1], y[:1], ["zico"], seed=SEED, detailed=True)["zico"]
+    assert math.isnan(one.value) and "cannot be split into 2" in one.error
+
+
+def test_several_batches_reach_multi_grads(batch) -> None:
+    """score_batch(batches=[...]) gives zico every mini-batch (not the halves of the first), as
+    the module route does; single-batch proxies read the first."""
+    x, y = batch
+    g = torch.Generator().manual_seed(11)
+    extra = (torch.randn(8, 3, 16, 16, generator=g), torch.randint(0, 10, (8,), generator=g))
+    bs = [(x, y), extra, (x.flip(0), y.flip(0))]
+    for a in ARCHS[:2]:
+        (got,) = score_batch(SPACE, [a], None, None, ["zico", "nwot"], seed=SEED, batches=bs, detailed=True)
+        slow = score_arch(SPACE, a, None, None, ["zico", "nwot"], seed=SEED, batches=bs, detailed=True, fast=False)
+        one = score_arch(SPACE, a, x, y, ["zico", "nwot"], seed=SEED, detailed=True, fast=False)
+        assert got["zico"].value == pytest.approx(slow["zico"].value, rel=1e-2)
+        assert abs(got["zico"].value - one["zico"].value) > 1e-2 * abs(one["zico"].value)
+        assert got["nwot"].value == pytest.approx(one["nwot"].value, rel=1e-6)
+    with pytest.raises(ValueError, match=r"batches\[1\]"):
+        score_batch(SPACE, ARCHS[:1], None, None, ["zico"], batches=[(x, y), (x[:, :2], y)])
+
+
+def test_no_tensor_outlives_a_call(batch) -> None:
+    """Nothing the new needs produce (kernels, gradients, Zen networks, taps) survives a call."""
+    x, y = batch
+    score_batch(SPACE, ARCHS[:3], x, y, NEW, seed=SEED, k=3)           # warm caches
+    gc.collect()
+    before = live_tensor_count()
+    for _ in range(2):
+        score_batch(SPACE, ARCHS[:3], x, y, NEW, seed=SEED, k=3)
+        score_arch(SPACE, ARCHS[3], x, y, NEW, seed=SEED)
+    gc.collect()
+    assert live_tensor_count() == before
+    assert batched.supports_needs(NEW_NEEDS)
