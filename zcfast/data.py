@@ -310,9 +310,9 @@ def _paper_images(ds: str, batch_size: int, data: str | os.PathLike | None,
         )
         raise ValueError(f"batch_size {batch_size} is larger than the {images.shape[0]} images of {str(data)!r}{hint}")
     if n_batches * batch_size > images.shape[0]:
-        raise ValueError(f"n_batches x batch_size (--batches x --batch-size) = {n_batches} x {batch_size} = "
-                         f"{n_batches * batch_size} distinct images, but {str(data)!r} holds {images.shape[0]}: "
-                         "use fewer or smaller batches, or pass a larger dataset (--data)")
+        raise ValueError(f"n_batches x batch_size = {n_batches} x {batch_size} = {n_batches * batch_size} distinct "
+                         f"images, but {str(data)!r} holds {images.shape[0]}: use fewer batches (--batches) or "
+                         "smaller ones, or pass a larger dataset")
     if labels.max() >= NUM_CLASSES[ds]:
         raise ValueError(
             f"label {int(labels.max())} in {str(data)!r} is out of range for {ds} "

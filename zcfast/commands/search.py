@@ -48,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--proxy-batch-size", type=count_type("--proxy-batch-size"), default=64,
                         help="batch of computed proxies (paper: 64 on NB201; zcfast ships only 20 "
                              "CIFAR-100 images)")
+    parser.add_argument("--batches", type=count_type("--batches"), default=1,
+                        help="mini-batches of computed proxies (default 1): B disjoint batches of "
+                             "--proxy-batch-size (zcfast.data.paper_batches); multi-batch proxies (zico) read "
+                             "all, the others the first; keyed in the store as correlate --batches")
     parser.add_argument("--store", default=None,
                         help="result store caching computed proxy scores (default OUT/results.sqlite)")
     parser.add_argument("--trainer", default=None,
@@ -102,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
                 if p is not None and not os.path.exists(p) and not p.endswith((".csv", ".csv.gz"))]
     for opt, p in computed:  # validate the names before opening (and possibly creating) a store
         zsearch.make_proxy(p, space, dataset, option=opt, device=args.device,
-                           batch_size=args.proxy_batch_size)
+                           batch_size=args.proxy_batch_size, n_batches=args.batches)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
     store = None
@@ -116,10 +120,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         # Proxy sources are built once and shared by all seeds (table / cache reuse).
         warm = zsearch.make_proxy(args.warmup, space, dataset, store, column=args.proxy_column,
-                                  device=args.device, batch_size=args.proxy_batch_size, option="--warmup")
+                                  device=args.device, batch_size=args.proxy_batch_size, option="--warmup",
+                                  n_batches=args.batches)
         move = (warm if args.move is not None and args.move == args.warmup else
                 zsearch.make_proxy(args.move, space, dataset, store, column=args.proxy_column,
-                                   device=args.device, batch_size=args.proxy_batch_size, option="--move"))
+                                   device=args.device, batch_size=args.proxy_batch_size, option="--move",
+                                   n_batches=args.batches))
         if not args.no_progress:
             from tqdm import tqdm
             bar = tqdm(total=args.budget * args.seeds, unit="arch", desc=f"{algo} search",
@@ -147,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     summary = summarise(results)
     summary.update({"space": space.name, "dataset": dataset, "algo": algo,
                     "budget": args.budget, "warmup": args.warmup, "warmup_pool": args.warmup_pool,
-                    "move": args.move, "options": options_,
+                    "move": args.move, "options": options_, "n_batches": args.batches,
                     "trainer": args.trainer or "benchmark lookup"})
     if args.out:
         with open(os.path.join(args.out, "summary.json"), "w") as fh:

@@ -80,7 +80,7 @@ def search(space: Any, algo: str, budget: int, *, seed: int = 0,
            metric: str | None = None, warmup: Any = None, warmup_pool: int | None = None,
            move: Any = None, move_explore: float | None = None, store: Any = None,
            proxy_seed: int = 42, proxy_column: str | None = None,
-           on_train: Callable[[TrainedRecord], None] | None = None,
+           on_train: Callable[[TrainedRecord], None] | None = None, n_batches: int = 1,
            **options: Any) -> SearchResult:
     """Run one search.
 
@@ -99,6 +99,10 @@ def search(space: Any, algo: str, budget: int, *, seed: int = 0,
         warmup_pool: architectures scored by the warmup (default per family: 3,000; brp: 256 on
             NB201, 512 on NB101).
         store: a ``zcfast.store.ResultStore`` caching computed proxy scores.
+        n_batches: mini-batches of a computed warmup / move proxy (``--batches``; default 1):
+            ``zcfast.data.paper_batches(dataset, 64, 42, n_batches)``, all read by multi-batch
+            proxies (``zico``), the first by the others; one batch is the paper's. Keyed in the
+            store as ``zcfast correlate --batches`` keys its runs, so the two share scores.
         options: family-specific options (population, tournament, lr, hidden, ...).
     """
     from zcfast import options as zopts
@@ -112,9 +116,11 @@ def search(space: Any, algo: str, budget: int, *, seed: int = 0,
                                  dataset=dataset)
     if move is not None and name not in MOVE_ALGORITHMS:
         raise ValueError(f"zero-cost move proposal applies to {list(MOVE_ALGORITHMS)}, not {name!r}")
-    warm = make_proxy(warmup, space, dataset, store, proxy_seed, proxy_column, option="warmup")
+    zopts.check_count(n_batches, "n_batches (--batches)")
+    warm = make_proxy(warmup, space, dataset, store, proxy_seed, proxy_column, option="warmup",
+                      n_batches=n_batches)
     mv = warm if (move is not None and move == warmup and warm is not None) else \
-        make_proxy(move, space, dataset, store, proxy_seed, proxy_column, option="move")
+        make_proxy(move, space, dataset, store, proxy_seed, proxy_column, option="move", n_batches=n_batches)
     kwargs: dict[str, Any] = dict(options)
     if warm is not None:
         kwargs["warmup"] = warm

@@ -207,11 +207,16 @@ class ComputedProxy(ProxySource):
     correlate's, so a cached value does not depend on which command computed it.
 
     A non-finite score keeps its reason (``errors[arch_str]``, and the store row's error).
+
+    ``n_batches`` > 1 scores on ``zcfast.data.paper_batches(dataset, batch_size, batch_seed,
+    n_batches)`` (``score_arch(..., batches=...)``: multi-batch proxies such as ``zico`` read all,
+    single-batch ones the first), keyed by ``zcfast.data.batches_fingerprint`` of the list, as
+    ``zcfast correlate --batches`` keys its runs; one batch is the paper's batch (run ids unchanged).
     """
 
     def __init__(self, space: Any, proxy: str, dataset: str = "cifar10", seed: int = 42,
                  batch_size: int = 64, batch_seed: int = 42, store: Any = None,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", n_batches: int = 1) -> None:
         super().__init__()
         from zcfast import options
         (self.proxy,) = options.resolve_proxies([proxy], option="proxy")
@@ -222,28 +227,37 @@ class ComputedProxy(ProxySource):
         self.seed = seed
         self.batch_size = options.check_count(batch_size, "proxy batch_size")
         self.batch_seed = batch_seed
+        self.n_batches = options.check_count(n_batches, "n_batches (--batches)")
         self.device = str(device)
         self.device_type = options.resolve_device(device).type
         self.store = store
-        self._batch: tuple[Any, Any] | None = None
+        self._batches: list[tuple[Any, Any]] | None = None
         self._run_id: str | None = None
         self._cache: dict[str, float] = {}
+        if self.n_batches > 1:
+            self.batches()                 # n_batches x batch_size images must fit: refused now, not mid-search
         self.errors: dict[str, str] = {}   # arch_str -> why its score is not finite
         self.computed = 0              # architectures actually scored (not cache hits)
 
     def inputs(self) -> tuple[Any, Any]:
-        """The paper's batch for the dataset: (x [B, 3, H, W], y [B])."""
-        if self._batch is None:
+        """The paper's batch for the dataset: (x [B, 3, H, W], y [B]) (the first of :meth:`batches`)."""
+        return self.batches()[0]
+
+    def batches(self) -> list[tuple[Any, Any]]:
+        """The ``n_batches`` mini-batches ``[(x [B, 3, H, W], y [B]), ...]``; one: ``[paper_batch(...)]``."""
+        if self._batches is None:
             from zcfast import data as zdata
-            self._batch = zdata.paper_batch(self.dataset, self.batch_size, self.batch_seed)
-        return self._batch
+            if self.n_batches == 1:
+                self._batches = [zdata.paper_batch(self.dataset, self.batch_size, self.batch_seed)]
+            else:
+                self._batches = zdata.paper_batches(self.dataset, self.batch_size, self.batch_seed, self.n_batches)
+        return self._batches
 
     def run_config(self) -> Any:
         """The store run of this proxy: the :class:`zcfast.store.RunConfig` correlate builds."""
         from zcfast import data as zdata
         from zcfast.store import BatchKey, RunConfig
-        x, y = self.inputs()
-        batch = BatchKey(fingerprint=zdata.batch_fingerprint(x, y), data=f"shipped:{self.dataset}",
+        batch = BatchKey(fingerprint=zdata.batches_fingerprint(self.batches()), data=f"shipped:{self.dataset}",
                          size=self.batch_size, seed=self.batch_seed, augment=True, norm=self.dataset)
         return RunConfig(kind="proxy", space=self.space.name, proxies=(self.proxy,),
                          num_classes=self.num_classes, batch=batch, init_seed=self.seed,
@@ -270,14 +284,16 @@ class ComputedProxy(ProxySource):
         for arch in archs:
             text = self.space.encode(arch)
             if text not in self._cache:
-                x, y = self.inputs()
+                batches = self.batches()
+                x, y = batches[0] if len(batches) == 1 else (None, None)
                 t0 = time.perf_counter()
                 raised = False
                 try:
                     with options.scoring_threads():
                         values = zcfast.score_arch(self.space, arch, x, y, [self.proxy],
                                                    seed=self.seed, num_classes=self.num_classes,
-                                                   device=self.device, detailed=True)
+                                                   device=self.device, detailed=True,
+                                                   batches=batches if len(batches) > 1 else None)
                     value, error = options.proxy_outcome(self.proxy, values.get(self.proxy))
                 except (KeyboardInterrupt, SystemExit):
                     raise
@@ -301,7 +317,7 @@ class ComputedProxy(ProxySource):
 
 def make_proxy(spec: Any, space: Any, dataset: str = "cifar10", store: Any = None,
                seed: int = 42, column: str | None = None, device: str = "cpu",
-               batch_size: int = 64, *, option: str = "proxy") -> ProxySource | None:
+               batch_size: int = 64, *, option: str = "proxy", n_batches: int = 1) -> ProxySource | None:
     """A :class:`ProxySource` from a spec.
 
     ``spec`` may be ``None`` (no proxy), a :class:`ProxySource`, a mapping ``arch_str -> score``,
@@ -309,7 +325,8 @@ def make_proxy(spec: Any, space: Any, dataset: str = "cifar10", store: Any = Non
     registered in ``zcfast.available_proxies()`` (computed on ``zcfast.data.paper_batch(dataset,
     batch_size, 42)``; zcfast ships 20 CIFAR-100 images, so CIFAR-100 needs ``batch_size <= 20``),
     resolved by :func:`zcfast.options.resolve_proxies` (``option`` names the argument in its
-    messages, e.g. ``--warmup``). Anything else -> ``ValueError``.
+    messages, e.g. ``--warmup``); ``n_batches`` mini-batches of ``batch_size`` for a computed proxy
+    (:class:`ComputedProxy`). Anything else -> ``ValueError``.
     """
     if spec is None:
         return None
@@ -330,7 +347,7 @@ def make_proxy(spec: Any, space: Any, dataset: str = "cifar10", store: Any = Non
     if len(names) != 1:
         raise ValueError(f"{option} takes one proxy, got {', '.join(names)}")
     return ComputedProxy(space, names[0], dataset=dataset, seed=seed, store=store, device=device,
-                         batch_size=batch_size)
+                         batch_size=batch_size, n_batches=n_batches)
 
 
 def rank_order(scores: np.ndarray) -> np.ndarray:
