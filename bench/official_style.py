@@ -571,11 +571,15 @@ MODERN_FUNCS: dict[str, Callable[..., float]] = {
 
 def official_modern_scores(net: nn.Module, x: torch.Tensor, y: torch.Tensor,
                            proxies: Sequence[str] = SUITE_ZERO,
-                           batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None
-                           ) -> dict[str, float]:
+                           batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None, *,
+                           synflow_keep_bn: Collection[str] | Callable[[str, nn.Module], bool] | None = None,
+                           zen_seed: int = 0, millions: bool = False) -> dict[str, float]:
     """Each proxy (any of the six or of :data:`MODERN_FUNCS`) on its own copy with its own
     passes, in sequence, with default options (the benchmark's baseline). ``batches`` goes to
-    zico only; the others use (x, y)."""
+    zico only; the others use (x, y). ``synflow_keep_bn`` goes to synflow (NB201's official rule:
+    ``zcfast.scoring.synflow_bn_rule``), ``zen_seed`` to zen's generator (zcfast seeds it with
+    the call's seed: ``score_arch``'s ``seed``), ``millions`` to params and flops (zcfast's
+    units: M parameters, MFLOPs); the defaults keep the plain-call values."""
     unknown = [p for p in proxies if p not in FUNCS and p not in MODERN_FUNCS]
     if unknown:
         raise ValueError(f"proxies must be among {', '.join(sorted({*FUNCS, *MODERN_FUNCS}))}, got {unknown[0]!r}")
@@ -583,8 +587,14 @@ def official_modern_scores(net: nn.Module, x: torch.Tensor, y: torch.Tensor,
     for p in proxies:
         if p == "zico":
             out[p] = official_zico(net, x, y, batches=batches)
+        elif p == "zen":
+            out[p] = official_zen(net, x, y, seed=zen_seed)
+        elif p in ("params", "flops"):
+            out[p] = MODERN_FUNCS[p](net, x, y, millions=millions)
         elif p in MODERN_FUNCS:
             out[p] = MODERN_FUNCS[p](net, x, y)
+        elif p == "synflow":
+            out[p] = synflow(net, x, y, synflow_keep_bn)
         else:
             out[p] = FUNCS[p](net, x, y)
     return out
