@@ -176,8 +176,11 @@ def _zen_pass(ctx: PassContext) -> None:
     call's seed, then z, then ε, as the official order), two no-grad train-mode forwards of z and
     z + γ·ε [N, ...] (x gives only the shape), the input of the last AdaptiveAvgPool module
     recorded as the pre-pool features; the BatchNorm2d running variances those forwards left."""
-    net = ctx.fresh_copy()
     x = ctx.batches[0][0]
+    if not x.is_floating_point():
+        raise NeedError("zen: its inputs are Gaussian noise of the batch's shape, which a model of "
+                        f"{str(x.dtype).replace('torch.', '')} inputs (e.g. token ids) cannot read")
+    net = ctx.fresh_copy()
     pools = [m for m in net.modules() if isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
                                                          nn.AdaptiveAvgPool3d))]
     if not pools:
@@ -187,9 +190,8 @@ def _zen_pass(ctx: PassContext) -> None:
     if ctx.seed is not None:
         gen = torch.Generator(device=x.device).manual_seed(int(ctx.seed))
     zen_init(net, gen)
-    dtype = x.dtype if x.is_floating_point() else torch.float32
-    z = torch.randn(x.shape, generator=gen, device=x.device, dtype=dtype)
-    eps = torch.randn(x.shape, generator=gen, device=x.device, dtype=dtype)
+    z = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+    eps = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
     feats: list[torch.Tensor] = []
     handle = pools[-1].register_forward_hook(lambda m, args, out: feats.append(args[0].detach()))
     try:
@@ -319,7 +321,7 @@ for _need in (
         Need("relu_kernels", run=_relu_kernels, floating_input=True,
              description='ctx.data["relu_kernels"]: [(module, K [N, N] float64)]: the Hamming kernel of the input '
                          'codes of every ReLU-typed module call the output reaches (NWOT)'),
-        Need("zen_pass", run=_zen_pass, floating_input=True, reads_inputs=False,
+        Need("zen_pass", run=_zen_pass, reads_inputs=False,   # refuses integer inputs itself (its reason)
              description='ctx.data["zen_pass"]: Zen-NAS pre-pool features of z and z + 0.01 eps after its '
                          'N(0, 1) init, and the BatchNorm2d running variances'),
         Need("flops_counts", run=_flops_counts, reads_inputs=False,
