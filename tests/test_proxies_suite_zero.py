@@ -561,3 +561,21 @@ def test_new_proxies_are_registered_and_their_needs_listed() -> None:
         assert name in zcfast.available_proxies()
     for need in ("labels", "weights", "relu_kernels", "zen_pass", "flops_counts", "per_sample_grads"):
         assert get_need(need).description
+
+
+def test_all_thirteen_and_zico_in_one_call_equal_each_alone() -> None:
+    """Sharing passes changes no value: NAS-Bench-Suite-Zero's 13 and zico in one call equal each
+    proxy computed alone; per_layer of the additive proxies sums to the value."""
+    from zcfast.proxies.suite_zero import SUITE_ZERO
+
+    net, (x, y) = Wrapped(), batch(8)
+    names = SUITE_ZERO + ("zico", "epe_nas_naslib")
+    together = score_detailed(net, x, y, names, layer_types=PAPER_TYPES, per_layer=True)
+    for name in names:
+        alone = score_detailed(net, x, y, (name,), layer_types=PAPER_TYPES)[name]
+        assert together[name].ok, (name, together[name].error)
+        assert together[name].value == pytest.approx(alone.value, rel=1e-6, abs=1e-9), name
+    for name in ("zico", "l2_norm", "params", "flops"):
+        per = together[name].per_layer
+        assert per and sum(per.values()) == pytest.approx(together[name].value, rel=1e-6), name
+    assert set(together["zen"].per_layer) == {n for n, m in net.named_modules() if isinstance(m, nn.BatchNorm2d)}
