@@ -579,3 +579,25 @@ def test_all_thirteen_and_zico_in_one_call_equal_each_alone() -> None:
         per = together[name].per_layer
         assert per and sum(per.values()) == pytest.approx(together[name].value, rel=1e-6), name
     assert set(together["zen"].per_layer) == {n for n, m in net.named_modules() if isinstance(m, nn.BatchNorm2d)}
+
+
+def test_nwot_leaves_out_a_relu_whose_input_is_not_one_row_per_sample() -> None:
+    """A ReLU on [N·T, D] rows: the official K of another shape fails to add and is dropped."""
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(8)
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.act = nn.ReLU()
+            self.rows = nn.ReLU()
+            self.fc = nn.Linear(4, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.act(self.conv(x))                                      # [N, 4, H, W]: counted
+            r = self.rows(h.flatten(2).transpose(1, 2).reshape(-1, 4))     # [N·H·W, 4]: left out
+            return self.fc(r.reshape(x.shape[0], -1, 4).mean(1))
+
+    net, (x, y) = Tokens(), batch(6)
+    names, K = _kernel_sum(net, x)
+    assert names == ["act"] and K[0, 0] == 4 * 36
+    assert _one(net, x, y, "nwot").ok

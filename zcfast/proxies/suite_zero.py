@@ -124,8 +124,8 @@ def _relu_kernels(ctx: PassContext) -> None:
 
     def hook(module: nn.Module, args: tuple, out: object, _n: str = "") -> None:
         a = args[0] if args else None
-        if not isinstance(a, torch.Tensor) or a.dim() < 1:
-            return
+        if not isinstance(a, torch.Tensor) or a.dim() < 1 or a.shape[0] != x.shape[0]:
+            return   # not one row per sample: the official K of another shape fails to add, and is dropped
         kern = next((k for t, v, k in recent if t is a and v == a._version), None)
         if kern is None:
             kern = ops.hamming_kernel([a.detach()])
