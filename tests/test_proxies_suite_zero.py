@@ -490,37 +490,49 @@ def test_each_new_proxy_leaves_no_hook_and_the_model_unchanged(name: str) -> Non
     snap.assert_unchanged(f"score({name!r})")
 
 
-def _flat(names: tuple[str, ...], calls: int, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-    """Live tensors (gc) and traced Python memory after ``calls`` calls are those after the first few."""
+def _flat(names: tuple[str, ...], calls: int, net: nn.Module, x: torch.Tensor, y: torch.Tensor,
+          traced: bool) -> None:
+    """After ``calls`` more calls, no more live tensors and gc-tracked objects than after the first
+    few, and (``traced``) Python's traced memory (tracemalloc, which slows every allocation)
+    within 64 KiB; no hook left on the model."""
     for _ in range(3):
         score_detailed(net, x, y, names)
     gc.collect()
-    tensors = live_tensor_count()
-    tracemalloc.start()
+    tensors, objects = live_tensor_count(), len(gc.get_objects())
+    if traced:
+        tracemalloc.start()
     try:
         score_detailed(net, x, y, names)
         gc.collect()
-        base, _ = tracemalloc.get_traced_memory()
+        base = tracemalloc.get_traced_memory()[0] if traced else 0
         for _ in range(calls):
             score_detailed(net, x, y, names)
         gc.collect()
-        end, _ = tracemalloc.get_traced_memory()
+        end = tracemalloc.get_traced_memory()[0] if traced else 0
     finally:
-        tracemalloc.stop()
+        if traced:
+            tracemalloc.stop()
     assert live_tensor_count() <= tensors
+    assert len(gc.get_objects()) <= objects + 50, f"{names}: gc objects grew over {calls} calls"
     assert end - base < 64 * 1024, f"{names}: Python memory grew by {end - base} bytes over {calls} calls"
     assert _hooks(net) == 0
 
 
 def test_memory_flat_over_1000_calls_of_l2_norm_params_flops() -> None:
     net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 5))
-    _flat(("l2_norm", "params", "flops"), 1000, net, torch.randn(4, 3, 4, 4), torch.arange(4))
+    _flat(("l2_norm", "params", "flops"), 1000, net, torch.randn(4, 3, 4, 4), torch.arange(4), traced=False)
 
 
-def test_memory_flat_over_100_calls_of_nwot_zen_zico_epe() -> None:
+def test_memory_flat_over_100_calls_of_nwot_zen_zico_epe_and_per_sample_grads() -> None:
     net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                         nn.Linear(2, 5))
-    _flat(("nwot", "zen", "zico", "epe_nas"), 100, net, torch.randn(6, 3, 4, 4), torch.arange(6) % 5)
+    register_proxy("test_sz_psg_sum", needs=("per_sample_grads",))(
+        lambda ctx: float(sum(float(g.sum()) for g in ctx.data["per_sample_grads"])))
+    try:
+        _flat(("nwot", "zen", "zico", "epe_nas", "test_sz_psg_sum"), 100, net, torch.randn(6, 3, 4, 4),
+              torch.arange(6) % 5, traced=True)
+    finally:
+        zcfast.unregister_proxy("test_sz_psg_sum")
 
 
 # ------------------------------------------------------------------------------------------
