@@ -613,3 +613,19 @@ def test_nwot_leaves_out_a_relu_whose_input_is_not_one_row_per_sample() -> None:
     names, K = _kernel_sum(net, x)
     assert names == ["act"] and K[0, 0] == 4 * 36
     assert _one(net, x, y, "nwot").ok
+
+
+def test_epe_nas_both_branches_on_an_nb201_imagenet16_network() -> None:
+    """NB201 with 120 classes (ImageNet16-120's head, 16x16 inputs): epe_nas keeps the official
+    script's <= 100-class branch, epe_nas_naslib takes the > 100 one, each equal to its reference."""
+    space = zcfast.spaces.get("nb201")
+    arch = space.arch_at(0)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(12, 3, 16, 16, generator=g)
+    y = torch.tensor([5, 7, 5, 119, 7, 5, 0, 119, 0, 7, 64, 5])        # one single-sample class (64)
+    res = zcfast.score_arch(space, arch, x, y, ("epe_nas", "epe_nas_naslib"), num_classes=120, detailed=True,
+                            fast=False)
+    net = build_seeded(space, arch, 42, 120)
+    assert res["epe_nas"].value == pytest.approx(o.official_epe_nas(net, x, y), rel=1e-9)
+    assert res["epe_nas_naslib"].value == pytest.approx(o.official_epe_nas(net, x, y, variant="naslib"), rel=1e-9)
+    assert res["epe_nas"].value != pytest.approx(res["epe_nas_naslib"].value, rel=1e-3)
