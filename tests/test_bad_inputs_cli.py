@@ -123,6 +123,19 @@ CASES = [
     ("search-option-malformed", [*TOY, "--option", "oops"], 2, "--option expects KEY=VALUE"),
     ("search-every-training-failed", [*TOY, "--trainer", "userzoo:always_fails"], 1,
      "every training failed (first: RuntimeError: GPU on fire)"),
+    # ---- proxy sets and several mini-batches (issue #12)
+    ("score-proxies-keyword-in-list", ["score", "--proxies", "paper,synflow"], 2,
+     "'paper' is a proxy-set keyword: give it alone"),
+    ("correlate-proxies-typo-names-sets", ["correlate", "--out", "o", *NB, "--proxies", "nwto"], 2,
+     "or a proxy set: paper, all, suite-zero, every"),
+    ("correlate-batches-zero", ["correlate", "--out", "o", *NB, "--batches", "0"], 2,
+     "argument --batches: must be an integer >= 1, got '0'"),
+    ("correlate-batches-too-many", ["correlate", "--out", "o", *NB, "--batches", "4"], 2,
+     "4 x 64 = 256 distinct images, but 'cifar10' holds 200: use fewer batches (--batches)"),
+    ("search-batches-zero", [*TOY, "--batches", "0"], 2, "argument --batches: must be an integer >= 1"),
+    ("search-batches-too-many", ["search", "--algo", "random", "--budget", "2", "--warmup", "zico", "--batches", "4",
+                                 "--out", "o", "--no-progress"], 2, "4 x 64 = 256 distinct images"),
+    ("info-proxies-takes-no-value", ["info", "--proxies", "nwot"], 2, "unrecognized arguments: nwot"),
 ]
 
 if torch.cuda.is_available():  # without a GPU, cuda is a user error; with one it works

@@ -250,3 +250,24 @@ def test_info_lists_every_proxy_with_its_route(capsys):
     finally:
         zcfast.unregister_proxy("front_door_user")
         unregister_need("front_door_need")
+
+
+def _multi_batch_score_fn(space, arch, x, y, proxies, seed, num_classes, device, batches=None):
+    """Picklable (for spawned workers): each value reads every batch's first pixel, so the test
+    sees which batches reached the scorer."""
+    batches = [(x, y)] if batches is None else batches
+    v = sum(float(bx[0, 0, 0, 0]) * 10 ** k for k, (bx, _) in enumerate(batches))
+    return {p: v + i for i, p in enumerate(proxies)}
+
+
+@pytest.mark.parametrize("per_arch", [False, True])
+def test_worker_processes_get_the_same_batches(tmp_path, per_arch):
+    kw = dict(time_sample=0, progress=False, score_fn=_multi_batch_score_fn, n_batches=2, batch_per_arch=per_arch)
+    inline = corr.correlate("nb201", "cifar10", "zico", 4, 0, store=tmp_path / "a.sqlite", **kw)
+    work = corr.correlate("nb201", "cifar10", "zico", 4, 0, store=tmp_path / "b.sqlite", workers=1, **kw)
+    assert list(work.scores["zico"]) == list(inline.scores["zico"])
+    assert work.summary["run_ids"] == inline.summary["run_ids"]
+    src = data.PaperBatches("cifar10", 64, 42, n_batches=2)
+    for s, v in zip(inline.archs, inline.scores["zico"]):
+        batches = src.for_arch_batches(SP.key(SP.decode(s))) if per_arch else src.fixed_batches()
+        assert v == _multi_batch_score_fn(SP, None, None, None, ["zico"], 42, 10, "cpu", batches)["zico"]
