@@ -31,3 +31,24 @@ def test_score_model_and_bad_input(capsys):
     assert main(["score", "|bad~0|", "--batch-size", "8"]) == 2
     assert main(["score", "--model", "no_such_module_x:f"]) == 2
     assert "cannot import" in capsys.readouterr().err
+
+
+def test_score_batches_feeds_multi_batch_proxies(capsys):
+    """``--batches 2``: zico reads both paper batches, a single-batch proxy the first."""
+    import zcfast
+    from zcfast.data import paper_batch, paper_batches
+
+    torch.set_num_threads(1)
+    assert main(["score", "--model", "test_proxies_cli:tiny", "--batch-size", "8", "--batches", "2",
+                 "--proxies", "zico,snip"]) == 0
+    out = capsys.readouterr().out
+    assert "8 cifar10 images x 2 mini-batches" in out
+    row = next(line for line in out.splitlines() if line.startswith("test_proxies_cli:tiny")).split()
+    torch.manual_seed(0)
+    want = zcfast.score(tiny(), None, None, ("zico", "snip"), batches=paper_batches("cifar10", 8, 42, 2))
+    x, y = paper_batch("cifar10", 8, 42)
+    assert float(row[1]) == float(f"{want['zico']:.4f}")
+    assert float(row[2]) == float(f"{zcfast.score(tiny(), x, y, ('snip',))['snip']:.4f}")
+    assert main(["score", "--model", "test_proxies_cli:tiny", "--batch-size", "8", "--batches", "2",
+                 "--input-shape", "3,16,16", "--proxies", "zico"]) == 0
+    assert "x 2 mini-batches" in capsys.readouterr().out

@@ -63,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: the dataset's, 10 / 100 / 120)")
     parser.add_argument("--batch-size", type=count_type("--batch-size"), default=64, help="batch size (paper: 64)")
     parser.add_argument("--batch-seed", type=int, default=42, help="seed of the batch draw (paper: 42)")
+    parser.add_argument("--batches", type=count_type("--batches"), default=1,
+                        help="mini-batches (default 1): B disjoint batches of --batch-size (images: "
+                             "zcfast.data.paper_batches; --input-shape: one random batch of B x --batch-size "
+                             "split in B); multi-batch proxies (zico) read all, the others the first")
     parser.add_argument("--seed", type=int, default=42,
                         help="seed of the initialisation: per architecture for NB201; for --model set "
                              "before the model is built (same seed, same values)")
@@ -150,16 +154,29 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from zcfast.data import paper_batch, paper_batches, split_batch
+
+    def images() -> list[tuple[Any, Any]]:
+        if args.batches == 1:
+            return [paper_batch(dataset, batch_size=args.batch_size, seed=args.batch_seed, data=args.data)]
+        return paper_batches(dataset, args.batch_size, args.batch_seed, args.batches, data=args.data)
+
+    def several(batches: list[tuple[Any, Any]]) -> dict[str, Any]:
+        """The scorer's batch arguments: x, y for one batch, batches=[...] for several."""
+        if len(batches) == 1:
+            return {"inputs": batches[0][0], "targets": batches[0][1]}
+        return {"inputs": None, "targets": None, "batches": batches}
+
     rows: list[tuple[str, dict, float]] = []
     if args.model:
         if args.input_shape is not None:
-            x, y = random_batch(args.input_shape, args.batch_size, args.input_dtype, args.vocab,
+            x, y = random_batch(args.input_shape, args.batch_size * args.batches, args.input_dtype, args.vocab,
                                 num_classes, args.batch_seed)
+            batches = split_batch(x, y, args.batches)
             what = f"{args.batch_size} random {args.input_dtype} inputs of shape {list(args.input_shape)}"
         else:
-            from zcfast.data import paper_batch
-            x, y = paper_batch(dataset, batch_size=args.batch_size, seed=args.batch_seed, data=args.data)
-            what = f"{x.shape[0]} {dataset} images"
+            batches = images()
+            what = f"{batches[0][0].shape[0]} {dataset} images"
         torch.manual_seed(args.seed)  # before building: the initial weights follow --seed
         net = _load_model(args.model, num_classes)
         if args.input_dtype == "float64":
@@ -167,26 +184,27 @@ def run(args: argparse.Namespace) -> int:
         net = net.to(device)
         from zcfast.proxies import score_detailed
         t0 = time.perf_counter()
-        res = score_detailed(net, x.to(device), y.to(device), proxies, seed=args.seed)
+        batches = [(bx.to(device), by.to(device)) for bx, by in batches]
+        res = score_detailed(model=net, proxies=proxies, seed=args.seed, **several(batches))
         rows.append((args.model, res, time.perf_counter() - t0))
     else:
         import zcfast.spaces
-        from zcfast.data import paper_batch
         from zcfast.proxies import score_arch
 
         space = zcfast.spaces.get("nb201")
         archs = [space.arch_at(int(text)) if text.strip().isdigit() else space.decode(text)
                  for text in (args.archs or ["|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+"
                                              "|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"])]
-        x, y = paper_batch(dataset, batch_size=args.batch_size, seed=args.batch_seed, data=args.data)
-        what = f"{x.shape[0]} {dataset} images"
+        batches = images()
+        what = f"{batches[0][0].shape[0]} {dataset} images"
         for arch in archs:
             t0 = time.perf_counter()
-            res = score_arch(space, arch, x, y, proxies, seed=args.seed, num_classes=num_classes,
-                             device=str(device), detailed=True)
+            res = score_arch(space=space, arch=arch, proxies=proxies, seed=args.seed, num_classes=num_classes,
+                             device=str(device), detailed=True, **several(batches))
             label = f"#{space.index(arch)} {space.encode(arch)}"
             rows.append((label, res, time.perf_counter() - t0))
 
+    what += f" x {args.batches} mini-batches" if args.batches > 1 else ""
     print(f"batch: {what} (seed {args.batch_seed}); init seed {args.seed}; device {device}")
     header = ["model"] + list(proxies) + ["seconds"]
     table = [header]
