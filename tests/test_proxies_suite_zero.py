@@ -629,3 +629,28 @@ def test_epe_nas_both_branches_on_an_nb201_imagenet16_network() -> None:
     assert res["epe_nas"].value == pytest.approx(o.official_epe_nas(net, x, y), rel=1e-9)
     assert res["epe_nas_naslib"].value == pytest.approx(o.official_epe_nas(net, x, y, variant="naslib"), rel=1e-9)
     assert res["epe_nas"].value != pytest.approx(res["epe_nas_naslib"].value, rel=1e-3)
+
+
+def test_zen_seed_none_draws_from_the_global_rng_and_seeds_differ() -> None:
+    net, (x, y) = tiny_cnn(), batch(8)
+    torch.manual_seed(3)
+    a = _one(net, x, y, "zen", seed=None).value
+    torch.manual_seed(3)
+    b = _one(net, x, y, "zen", seed=None).value
+    assert a == b
+    assert _one(net, x, y, "zen", seed=1).value != _one(net, x, y, "zen", seed=2).value
+    assert _one(net, x, y, "zen", seed=2).value == pytest.approx(o.official_zen(net, x, y, seed=2), rel=1e-6)
+
+
+def test_zico_non_finite_mini_batch_loss_is_nan_with_reason() -> None:
+    class Huge(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x.mean(dim=(2, 3))) * torch.where(x.abs().amax() > 100, float("inf"), 1.0)
+
+    x, y = batch(8)
+    r = _one(Huge(), None, None, "zico", batches=[(x, y), (x * 1e3, y)])
+    assert math.isnan(r.value) and "not finite" in r.error
