@@ -595,6 +595,39 @@ def test_local_pool_starts_workers_from_a_preloaded_forkserver() -> None:
     assert all(m.startswith("zcfast") or m in ("__main__", "torch") for m in parallel._preload_modules(spec))
 
 
+def test_cli_starts_the_forkserver_before_importing_torch(tmp_path: Path) -> None:
+    # zcfast.forkserver imports neither torch nor zcfast's heavy modules, and `zcfast scan`
+    # (local backend) starts the server from it before its own `import torch`; the scan's pool
+    # then forks from that server (its pid), and the rows are those of a serial scan
+    if "forkserver" not in __import__("multiprocessing").get_all_start_methods():
+        pytest.skip("no forkserver on this platform")
+    code = (
+        "import sys, zcfast.forkserver as f\n"
+        "assert 'torch' not in sys.modules, 'zcfast.forkserver imported torch'\n"
+        "import zcfast.commands.scan as c\n"
+        "from multiprocessing import forkserver\n"
+        "seen = []\n"
+        "real = c._start_workers_early\n"
+        "def early(args):\n"
+        "    real(args)\n"
+        "    seen.append(('torch' in sys.modules, forkserver._forkserver._forkserver_pid))\n"
+        "c._start_workers_early = early\n"
+        "from zcfast.cli import main\n"
+        "rc = main(sys.argv[1:])\n"
+        "assert seen and seen[0][0] is False and seen[0][1] is not None, seen\n"
+        "assert forkserver._forkserver._forkserver_pid == seen[0][1]  # the pool used that server\n"
+        "sys.exit(rc)\n")
+    args = ["scan", "--proxies", "synflow,snip", "--n", "12", "--scorer", "zcfast.parallel:hash_scorer",
+            "--workers", "2", "--quiet"]
+    env = {k: v for k, v in os.environ.items() if k != "ZCFAST_START_METHOD"}
+    done = subprocess.run([sys.executable, "-c", code, *args, "--store", str(tmp_path / "l.sqlite")],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    from zcfast.cli import main
+    assert main(args + ["--store", str(tmp_path / "s.sqlite"), "--backend", "serial"]) == 0
+    assert _run_rows(tmp_path / "l.sqlite") == _run_rows(tmp_path / "s.sqlite")
+
+
 def test_forkserver_workers_see_the_parents_environment_now(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     # the server is started by the first pool (in this process perhaps by an earlier test) and

@@ -27,6 +27,8 @@ Backends:
   forks every worker from that state, so workers start in milliseconds, and a second pool
   in the same process (another scan) reuses the running server. Forked workers take the
   parent's current environment variables (``os.environ``) as spawned ones do.
+  ``zcfast scan`` starts the server before its own ``import torch``
+  (:func:`zcfast.forkserver.start_forkserver`), so the two imports overlap.
   ``start_method="spawn"`` or ``"fork"`` may be passed (or ``ZCFAST_START_METHOD``). A worker that dies (killed, out of memory) breaks the
   pool: the pool is restarted and the chunks it held are retried one candidate at a time;
   a candidate that kills a worker again is recorded with the error ``worker process died``.
@@ -56,6 +58,7 @@ from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequenc
 
 import torch
 
+from zcfast.forkserver import FORKSERVER_PRELOAD, resolve_start_method, start_forkserver
 from zcfast.options import SCORING_THREADS, proxy_outcome, scoring_threads
 from zcfast.store import ScoreRow
 
@@ -73,6 +76,7 @@ __all__ = [
     "make_backend",
     "resolve_start_method",
     "score_chunk",
+    "start_forkserver",
     "takes_argument",
 ]
 
@@ -313,23 +317,6 @@ def score_chunk(spec: WorkerSpec, chunk: Sequence[Task]) -> list[ScoreRow]:
 # ------------------------------------------------------------------ starting workers
 class WorkerStartError(ValueError):
     """Local worker processes die as they start, before scoring anything (nothing is stored)."""
-
-
-#: Modules the forkserver imports once before forking workers (with ``__main__``, the main
-#: script, as spawn re-imports it; plus, per pool, the modules of the space and scorers).
-FORKSERVER_PRELOAD: tuple[str, ...] = ("__main__", "torch", "zcfast.parallel", "zcfast.proxies",
-                                       "zcfast.batched", "zcfast.spaces")
-
-
-def resolve_start_method(start_method: str | None = None) -> str:
-    """The local pool's start method: ``start_method``, else ``$ZCFAST_START_METHOD``, else
-    ``forkserver`` where available (Linux), else ``spawn``."""
-    default = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    method = start_method or os.environ.get("ZCFAST_START_METHOD") or default
-    if method not in multiprocessing.get_all_start_methods():
-        raise ValueError(f"start method {method!r} not available here; choose one of "
-                         f"{', '.join(multiprocessing.get_all_start_methods())}")
-    return method
 
 
 def _is_main_test(test: ast.expr) -> bool:

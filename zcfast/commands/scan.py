@@ -77,7 +77,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _start_workers_early(args: argparse.Namespace) -> None:
+    """For the local backend, start the forkserver the workers fork from *before* this process
+    imports torch (``zcfast.forkserver`` imports neither), so the server's imports overlap ours
+    instead of following them; the scan's pool then finds it ready. Its modules: the default
+    preload plus the space's own module (a name that is not a module is skipped by the server)."""
+    if args.backend != "local":
+        return
+    from zcfast.forkserver import start_forkserver
+
+    space = str(args.space)
+    start_forkserver([f"zcfast.spaces.{space}"] if space.isidentifier() else [])
+
+
 def run(args: argparse.Namespace) -> int:
+    _start_workers_early(args)
     from zcfast.options import check_count
     from zcfast.scan import scan
 
