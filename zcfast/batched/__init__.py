@@ -25,7 +25,18 @@ per-candidate copies):
 * grasp: the same backward with ``create_graph``; ``z = Σ stopgrad(g)·g``; ``∂z/∂θ = H g`` per
   candidate (the Hessian is block diagonal across candidates);
 * synflow: a second float64 forward with |θ|, an all-ones input ``[1, K·3, H, W]`` and only the
-  reduction-block BatchNorms (NB201 quirk), ``R = Σ logits``.
+  reduction-block BatchNorms (NB201 quirk), ``R = Σ logits``;
+* multi_grads (ZiCo): per mini-batch (``PassContext.mini_batches(2)``: the given batches or the
+  one batch's halves) one forward + backward of ``Σ_k CE``, split per candidate as the grads;
+* relu_kernels (NWOT): one no-grad forward of the *all-edge* network (``edges="all"``: the module
+  network's ``none`` is ``x * 0``, so every ReLU call reaches its output, dead edges included),
+  ``zcfast.ops.hamming_kernel`` of each ReLU call's input per candidate channel group, listed for
+  the ``ReLUConvBN`` wrapper and its inner ReLU as the module backend lists them;
+* zen_pass (Zen-NAS): per candidate N(0, 1) weights, z and ε from a generator seeded with the
+  call's seed (the module network's draw order), two no-grad forwards of an all-edge network
+  with BatchNorm running statistics (momentum 0.1, eps 1e-3): pre-pool features, running vars;
+* labels, weights, parameters, flops_counts: no pass; the candidate's own tensors under the
+  module network's names (dead edges included) and NAS-Bench-201's MACs per call from shapes.
 
 The same forward serves jacob_cov and the cross-entropy proxies (the official code uses a fresh
 copy per measure; in training mode the forwards are identical, so the values are too).
@@ -421,7 +432,8 @@ def _score_chunk(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, specs: 
 
     Passes: the shared main pass and ``multi_grads`` on the live-edge network, synflow on it in
     float64; ``relu_kernels`` one no-grad forward of the all-edge network (every ReLU call of the
-    module network, dead edges included); ``zen_pass`` two no-grad forwards of an all-edge
+    module network, dead edges included), or the main forward's ReLU inputs when that pass runs
+    and no candidate has a dead edge (then both networks are the same); ``zen_pass`` two no-grad forwards of an all-edge
     network re-initialised as Zen-NAS; ``labels`` / ``weights`` / ``parameters`` /
     ``flops_counts`` read the candidates' tensors and shapes (no pass)."""
     from zcfast.batched.nb201 import BatchedNB201
@@ -448,15 +460,28 @@ def _score_chunk(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, specs: 
         for w, o in zip(ws, owners):
             ctxs[o].weights.append(w)
             ctxs[o].layer_names.append(f"layer{len(ctxs[o].layer_names)}")
+        # NWOT's kernels from the main forward when it runs every edge the module network runs
+        # (no candidate has a dead edge): the same training-mode forward, one pass saved
+        relu_tap = None
+        if main and "relu_kernels" in want and all(
+                live == tuple(op != "none" for op in arch) for live, arch in zip(net.live, net.archs)):
+            relu_tap = net.relu_tap = _ReluKernels(K)
         if main:
-            _gradient_pass(net, x, y, want, ctxs, cl)
+            try:
+                _gradient_pass(net, x, y, want, ctxs, cl)
+            finally:
+                net.relu_tap = None
+        if relu_tap is not None:
+            relu_tap.clear()
+            for c, kernels in zip(ctxs, relu_tap.per):
+                c.data["relu_kernels"] = kernels
         if "multi_grads" in want:
             _produce("multi_grads", ctxs, lambda: _multi_grads_pass(net, ctxs, cl))
         if "synflow" in want:
             net.map_tensors(lambda t: t.detach().to(device=device, dtype=torch.float64).abs().requires_grad_(t.dim() > 1))
             _synflow_pass(net, x, ctxs)
         del net
-        if "relu_kernels" in want:
+        if "relu_kernels" in want and relu_tap is None:
             _produce("relu_kernels", ctxs, lambda: _relu_kernel_pass(cands, x, ctxs, conv_mode))
         if "zen_pass" in want:
             _produce("zen_pass", ctxs, lambda: _zen_pass(cands, x, ctxs, seed, conv_mode))
@@ -559,7 +584,7 @@ class _ReluKernels:
         for part, k in zip(parts, owners):
             kern = next((kk for t, o, kk in self._recent if t is key and o == k), None)
             if kern is None:
-                kern = ops.hamming_kernel([part])
+                kern = ops.hamming_kernel([part.detach()])
                 self._recent.append((key, k, kern))
                 del self._recent[:-4 * len(self.per)]
             self.per[k] += [(n, kern) for n in names]

@@ -20,6 +20,8 @@ edges. Such an op in the reference network receives a zero input or a zero gradi
 weights get exactly zero gradient and contribute exactly 0 to every proxy; leaving it out
 changes no score. (One deliberate difference: the benchmark's ``none`` op is ``x * 0``, which
 turns an inf/NaN activation into NaN; a skipped edge cannot. Only non-finite networks differ.)
+Needs that read every module call rather than gradients (NWOT's ReLU inputs, Zen-NAS's
+BatchNorm statistics) build the network with ``edges="all"``, which runs dead edges too.
 
 Candidates' parameters are disjoint and the candidates never mix (every op is per channel
 group), so the sum of the K candidates' losses has, for each candidate's weights, exactly that
