@@ -247,3 +247,22 @@ def test_no_tensor_outlives_a_call(batch) -> None:
     gc.collect()
     assert live_tensor_count() == before
     assert batched.supports_needs(NEW_NEEDS)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not zcfast.ops.has_cuda() or not torch.cuda.is_available(),
+                    reason="needs a GPU and the CUDA build of zcfast")
+def test_cuda_equals_the_module_route_on_cuda(batch) -> None:
+    """On a GPU (both routes on CUDA: Zen-NAS's generator is a CUDA one in both), grouped and
+    split convolutions, K = 3."""
+    x, y = (t.cuda() for t in batch)
+    for mode in ("grouped", "split"):
+        got = score_batch(SPACE, ARCHS, x, y, NEW, seed=SEED, device="cuda", k=3, conv_mode=mode, detailed=True)
+        for a, g in zip(ARCHS, got):
+            ref = score_arch(SPACE, a, x, y, NEW, seed=SEED, device="cuda", detailed=True, fast=False)
+            for p in NEW:
+                assert g[p].error == ref[p].error, (mode, a, p, g[p], ref[p])
+                if not math.isfinite(ref[p].value):
+                    continue
+                rel = 0.0 if p in ("params", "flops") else RTOL.get(p, 1e-2)
+                assert g[p].value == pytest.approx(ref[p].value, rel=rel, abs=1e-12), (mode, a, p)
