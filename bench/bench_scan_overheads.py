@@ -13,7 +13,9 @@ stream ``sample:0``, what ``zcfast scan --space nb201 --n N`` scores into an emp
   with the instant ``hash_scorer`` (everything but scoring: worker start-up, IPC, dedup,
   store) and with the real scorer, for each start method (``--start-methods``) and serially;
 * with ``forkserver`` among the methods, a scan in this process while the server is already
-  running (a second scan in one process: start-up hidden, what a warm server gives).
+  running (a second scan in one process: start-up hidden, what a warm server gives), and the
+  A/B of the CLI's early forkserver start: the same commands with it turned off, so the pool
+  starts the server after the parent's own ``import torch`` (``--no-late-server`` skips them).
 
 Values are checked before any figure is written: every real-scorer run must store the same
 values (bit-identical across backends and start methods), and the first 3 candidates must
@@ -60,6 +62,8 @@ try:  # issue #12 moves the per-architecture seed to its own module
 except ImportError:
     from zcfast.proxies import arch_seed  # noqa: E402
 
+LATE_INSTANT = "instant scorer, local, forkserver started by the pool (the CLI's early start off)"
+LATE_REAL = "real scorer, local, forkserver started by the pool (the CLI's early start off)"
 CHUNK = 8      # the scan's default chunk with the batched scorer
 BLOCK = 256    # the scan's dedup look-up block and default commit size
 
@@ -130,11 +134,18 @@ def in_process(space: Any, archs: list[Any], proxies: list[str], n_single: int) 
     return out
 
 
+#: ``zcfast scan`` as before the CLI started the forkserver early: the pool starts it (A/B only)
+_LATE_SERVER = ("import sys, zcfast.commands.scan as c; c._start_workers_early = lambda args: None; "
+                "from zcfast.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
 def run_cli(n: int, proxies: str, workers: int, backend: str, method: str | None, scorer: str | None,
-            store: str) -> dict[str, Any]:
-    """``zcfast scan`` in a fresh process; the scan's own seconds and the command's wall time."""
-    cmd = [sys.executable, "-m", "zcfast", "scan", "--space", "nb201", "--proxies", proxies, "--n", str(n),
-           "--store", store, "--quiet", "--backend", backend]
+            store: str, early: bool = True) -> dict[str, Any]:
+    """``zcfast scan`` in a fresh process; the scan's own seconds and the command's wall time.
+    ``early=False``: the command with its early forkserver start turned off (:data:`_LATE_SERVER`)."""
+    head = [sys.executable, "-m", "zcfast"] if early else [sys.executable, "-c", _LATE_SERVER]
+    cmd = head + ["scan", "--space", "nb201", "--proxies", proxies, "--n", str(n),
+                  "--store", store, "--quiet", "--backend", backend]
     if backend == "local":
         cmd += ["--workers", str(workers)]
     if scorer:
@@ -154,8 +165,9 @@ def run_cli(n: int, proxies: str, workers: int, backend: str, method: str | None
     secs = float(m.group(1))
     return {"scan_s": secs, "scan_per_s": n / secs, "command_wall_s": wall, "load_start": load0,
             "load_end": os.getloadavg()[0],
-            "command": " ".join(cmd[1:]).replace("-m zcfast", "zcfast").replace(store, "S.sqlite")
-            + (f"  (ZCFAST_START_METHOD={method})" if method else "")}
+            "command": "zcfast " + " ".join(cmd[len(head):]).replace(store, "S.sqlite")
+            + (f"  (ZCFAST_START_METHOD={method})" if method else "")
+            + ("" if early else "  (early forkserver start turned off: the pool starts the server)")}
 
 
 def stored_values(store: str) -> dict[str, dict[str, float]]:
@@ -232,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--start-methods", default="spawn,forkserver")
     p.add_argument("--check-rtol", type=float, default=1e-3)
     p.add_argument("--tag", default="scan_overheads")
+    p.add_argument("--no-serial", action="store_true", help="skip the serial real-scorer run")
+    p.add_argument("--no-late-server", action="store_true",
+                   help="skip the A/B runs with the CLI's early forkserver start turned off")
     args = p.parse_args(argv)
     space = zcfast.spaces.get("nb201")
     proxies = args.proxies.split(",")
@@ -243,13 +258,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     real: dict[str, str] = {}
     methods = [m for m in args.start_methods.split(",") if m]
     with tempfile.TemporaryDirectory() as tmp:
-        plan = [(f"instant scorer, local, {m}", "local", m, "zcfast.parallel:hash_scorer") for m in methods]
-        plan += [("real scorer, serial", "serial", None, None)]
-        plan += [(f"real scorer, local, {m}", "local", m, None) for m in methods]
-        for i, (name, backend, method, scorer) in enumerate(plan):
+        late = "forkserver" in methods and not args.no_late_server
+        plan = [(f"instant scorer, local, {m}", "local", m, "zcfast.parallel:hash_scorer", True) for m in methods]
+        if late:
+            plan += [(LATE_INSTANT, "local", "forkserver", "zcfast.parallel:hash_scorer", False)]
+        if not args.no_serial:
+            plan += [("real scorer, serial", "serial", None, None, True)]
+        plan += [(f"real scorer, local, {m}", "local", m, None, True) for m in methods]
+        if late:
+            plan += [(LATE_REAL, "local", "forkserver", None, False)]
+        for i, (name, backend, method, scorer, early) in enumerate(plan):
             store = os.path.join(tmp, f"run{i}.sqlite")
             print(f"# {name} (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
-            runs[name] = run_cli(args.n, args.proxies, args.workers, backend, method, scorer, store)
+            runs[name] = run_cli(args.n, args.proxies, args.workers, backend, method, scorer, store, early)
             print(f"#   {runs[name]['scan_per_s']:.1f} arch/s", file=sys.stderr, flush=True)
             if scorer is None:
                 real[name] = store
@@ -271,16 +292,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"#   {runs[name]['scan_per_s']:.1f} arch/s", file=sys.stderr, flush=True)
             real[name] = warm
         checked = check(space, real, archs, proxies, args.check_rtol)
-    serial = runs["real scorer, serial"]["scan_s"]
     parts = []
     for m in methods:
         inst = runs[f"instant scorer, local, {m}"]["scan_s"]
         tot = runs[f"real scorer, local, {m}"]["scan_s"]
         parts.append(f"{m}: everything but scoring (instant scorer) {inst:.2f} s of the real scan's {tot:.2f} s "
                      f"({100 * inst / tot:.0f} %)")
-    where = "; ".join(parts) + (f". Serial (no workers, no IPC) {serial:.2f} s. The parent's costs above (key, "
-                               "encode, dedup, store, pickling) are each far below 1 % of one scoring, so what the "
-                               "instant-scorer runs measure is worker start-up.")
+    if "forkserver" in methods and LATE_INSTANT in runs:
+        for kind, late_name in (("instant", LATE_INSTANT), ("real", LATE_REAL)):
+            a, b = runs[f"{kind} scorer, local, forkserver"], runs[late_name]
+            parts.append(f"{kind} scorer, forkserver started early by the CLI vs by the pool: scan "
+                         f"{a['scan_s']:.2f} s vs {b['scan_s']:.2f} s, command {a['command_wall_s']:.2f} s vs "
+                         f"{b['command_wall_s']:.2f} s")
+    serial = runs.get("real scorer, serial", {}).get("scan_s")
+    where = "; ".join(parts) + ("" if serial is None else f". Serial (no workers, no IPC) {serial:.2f} s") + (
+        ". The parent's costs above (key, encode, dedup, store, pickling) are each far below 1 % of one "
+        "scoring, so what the instant-scorer runs measure is worker start-up.")
     res = {"n": args.n, "n_single": args.n_single, "workers": args.workers, "proxies": args.proxies,
            "machine": machine_info(), "load_start": load_start, "load_end": os.getloadavg()[0],
            "in_process": ip, "runs": runs, "check": checked, "where": where, "command": command_line()}
