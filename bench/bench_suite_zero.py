@@ -262,8 +262,9 @@ def main(argv: list[str] | None = None) -> int:
           f"Command: `{command_line()}`  \nMachine: {info['cpu']}, {info['logical_cpus']} logical CPUs, torch "
           f"{info['torch']} with {info['torch_threads']} thread(s); load average {load_before} before, "
           f"{info['loadavg_1_5_15']} after ({info['date_utc']} UTC).  \n"
-          f"score_arch's route for the 13: `{backend}`; alone: "
-          + ", ".join(f"{p} `{b}`" for p, b in backend_new.items()) + ".  \n"
+          f"score_arch's route for the 13: `{backend}`; for each new proxy alone: "
+          + ", ".join(f"{p} `{b}`" for p, b in backend_new.items())
+          + " (part (b) times zcfast.score on a built network: the module backend).  \n"
           f"Values checked first: the 13 and zico within rtol {args.rtol:g} of the official-style values "
           f"(grasp: {5 * args.rtol:g} of max(|value|, 1)); worst: "
           + ", ".join(f"{p} {d:.1e}" for p, d in summary["max_rel_diff"].items()) + ".\n\n",
