@@ -118,6 +118,8 @@ BAD = [
     ("register_vote", _register("vote"), ValueError, "reserved"),
     ("register_all", _register("all"), ValueError, "reserved"),
     ("register_every", _register("every"), ValueError, "reserved"),
+    ("register_paper", _register("paper"), ValueError, "reserved"),
+    ("register_suite_zero", _register("suite-zero"), ValueError, "reserved"),
     ("register_empty_name", _register(""), ValueError, "non-empty string"),
     ("register_comma", _register("a,b"), ValueError, "commas"),
     ("register_builtin_name", _register("snip"), ValueError, "already registered"),

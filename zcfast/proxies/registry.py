@@ -55,8 +55,10 @@ _REGISTRY: dict[str, ProxySpec] = {}
 #: names a proxy may not take, with why: the commands give them another meaning
 RESERVED_NAMES: dict[str, str] = {
     "vote": "the paper's vote compares architectures; see zcfast.proxies.vote",
-    "all": "'all' selects the paper's six proxies on the command line",
-    "every": "'every' is reserved next to 'all'",
+    "paper": "'paper' selects the paper's six proxies (zcfast.options.PROXY_SETS)",
+    "all": "'all' selects every built-in proxy (zcfast.options.PROXY_SETS)",
+    "suite-zero": "'suite-zero' selects NAS-Bench-Suite-Zero's 13 proxies (zcfast.options.PROXY_SETS)",
+    "every": "'every' selects every registered proxy, user ones included (zcfast.options.PROXY_SETS)",
 }
 
 
