@@ -39,7 +39,8 @@ ARCHS = [
     ("nor_conv_3x3", "nor_conv_3x3", "nor_conv_3x3", "nor_conv_1x1", "nor_conv_1x1", "avg_pool_3x3"),
 ]
 NEW = ["nwot", "epe_nas", "epe_nas_naslib", "zen", "zico", "l2_norm", "params", "flops"]
-NEW_NEEDS = ("labels", "weights", "parameters", "flops_counts", "relu_kernels", "multi_grads", "zen_pass")
+NEW_NEEDS = ("labels", "weights", "parameters", "flops_counts", "relu_kernels", "multi_grads", "zen_pass",
+             "per_sample_grads")
 SEED = 3
 EXACT = ("params", "flops", "l2_norm")
 #: (rtol against the module route) for the well-conditioned proxies
@@ -198,6 +199,29 @@ def test_user_proxy_of_new_needs_takes_the_fast_route(batch) -> None:
             assert fast == pytest.approx(slow, rel=1e-6)
             (viab,) = score_batch(SPACE, [a], x, y, [name], seed=SEED)
             assert viab[name] == fast
+    finally:
+        zcfast.unregister_proxy(name)
+
+
+def test_per_sample_grads_equal_the_module_route(batch) -> None:
+    """per_sample_grads (GradSign's one-sample forwards) on the fast route: a GradSign-style user
+    proxy, Σ over weights of |Σ_i sign(∂ℓᵢ/∂θ)|, equals the module route (dead edges' zero
+    gradients add 0), for K = 1 and K = 2."""
+    x, y = batch
+    name = "test_batched_sz_gradsign"
+
+    @zcfast.register_proxy(name, needs=("per_sample_grads",))
+    def gradsign(ctx):
+        return float(sum(g.sign().sum(0).abs().sum() for g in ctx.data["per_sample_grads"]))
+
+    try:
+        assert fast_route_applies(SPACE, [name])
+        archs = [ARCHS[1], ARCHS[2]]
+        two = score_batch(SPACE, archs, x[:4], y[:4], [name], seed=SEED, k=2)
+        for a, g in zip(archs, two):
+            fast = score_arch(SPACE, a, x[:4], y[:4], [name], seed=SEED)[name]
+            slow = score_arch(SPACE, a, x[:4], y[:4], [name], seed=SEED, fast=False)[name]
+            assert fast == pytest.approx(slow, rel=1e-3) and g[name] == pytest.approx(slow, rel=1e-3)
     finally:
         zcfast.unregister_proxy(name)
 

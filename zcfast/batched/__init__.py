@@ -35,6 +35,8 @@ per-candidate copies):
 * zen_pass (Zen-NAS): per candidate N(0, 1) weights, z and ε from a generator seeded with the
   call's seed (the module network's draw order), two no-grad forwards of an all-edge network
   with BatchNorm running statistics (momentum 0.1, eps 1e-3): pre-pool features, running vars;
+* per_sample_grads (GradSign): per sample one forward of ``[1, K·3, H, W]`` (BatchNorm over that
+  sample, as the official loop) and one backward, stacked per candidate weight;
 * labels, weights, parameters, flops_counts: no pass; the candidate's own tensors under the
   module network's names (dead edges included) and NAS-Bench-201's MACs per call from shapes.
 
@@ -77,7 +79,8 @@ from zcfast.seeding import arch_seed
 #: builtin_needs describe each), computed on the stacked network.
 SUPPORTED_NEEDS: frozenset[str] = frozenset({
     "grads", "hessian_grad", "fisher", "jacobian", "outputs", "synflow",
-    "labels", "weights", "parameters", "flops_counts", "relu_kernels", "multi_grads", "zen_pass"})
+    "labels", "weights", "parameters", "flops_counts", "relu_kernels", "multi_grads", "zen_pass",
+    "per_sample_grads"})
 _LOSS_NEEDS = ("grads", "hessian_grad", "fisher")
 #: the needs the shared main pass of the live-edge network fills
 _MAIN_NEEDS = frozenset({"grads", "hessian_grad", "fisher", "jacobian", "outputs"})
@@ -452,7 +455,7 @@ def _score_chunk(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, specs: 
             c.loss_fn, c.layer_types, c.seed = F.cross_entropy, PAPER_LAYER_TYPES, seed
         main = bool(want & _MAIN_NEEDS)
         cl = _channels_last(device)
-        if main or "multi_grads" in want:
+        if main or want & {"multi_grads", "per_sample_grads"}:
             net.map_tensors(lambda t: _to_format(t.detach().to(device), cl).requires_grad_(t.dim() > 1))
         # each candidate's counted weights: views of this call's own (private) float32 tensors
         layers = net.layers()
@@ -477,6 +480,8 @@ def _score_chunk(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, specs: 
                 c.data["relu_kernels"] = kernels
         if "multi_grads" in want:
             _produce("multi_grads", ctxs, lambda: _multi_grads_pass(net, ctxs, cl))
+        if "per_sample_grads" in want:
+            _produce("per_sample_grads", ctxs, lambda: _per_sample_pass(net, ctxs, cl))
         if "synflow" in want:
             net.map_tensors(lambda t: t.detach().to(device=device, dtype=torch.float64).abs().requires_grad_(t.dim() > 1))
             _synflow_pass(net, x, ctxs)
@@ -565,6 +570,45 @@ def _multi_grads_pass(net, ctxs: list[PassContext], channels_last: bool) -> None
             c.problems.setdefault("multi_grads", bad[k])
         else:
             c.data["multi_grads"] = per[k]
+
+
+def _per_sample_pass(net, ctxs: list[PassContext], channels_last: bool) -> None:
+    """The ``per_sample_grads`` need of K candidates (GradSign's official per-sample loop): per
+    sample i of the first batch one training-mode forward of ``[1, K·3, H, W]`` (BatchNorm over
+    that one sample) and one backward of ``Σ_k CE(logits_k, y_i)``; per candidate one
+    ``[N, *W.shape]`` tensor per weight of its ``ctx.weights`` (zeros where unused). A candidate
+    whose loss is not finite on a sample gets the module backend's reason."""
+    K = net.K
+    layers = net.layers()
+    weights = [layer.weight for layer in layers]
+    x, y = ctxs[0].batches[0]
+    per: list[list[list[Tensor | None]]] = [[] for _ in range(K)]
+    bad: list[str | None] = [None] * K
+    try:
+        for i in range(x.shape[0]):
+            logits = net.forward(_to_format(x[i:i + 1].repeat(1, K, 1, 1), channels_last), bn="all")
+            losses = [F.cross_entropy(logits[k], y[i:i + 1]) for k in range(K)]
+            for k, v in enumerate(torch.stack([lo.detach() for lo in losses]).tolist()):
+                if bad[k] is None and not math.isfinite(v):
+                    bad[k] = f"the loss of sample {i} is not finite ({v})"
+            ok = [k for k in range(K) if bad[k] is None]
+            grads: list[Tensor | None] = [None] * len(weights)
+            if ok:
+                grads = list(torch.autograd.grad(sum(losses[k] for k in ok), weights, allow_unused=True))
+            for k, gk in enumerate(_by_candidate(layers, grads, K)):
+                per[k].append(gk)
+            del logits, losses
+    finally:
+        for layer in layers:
+            layer.act = None
+    for k, c in enumerate(ctxs):
+        if bad[k] is not None:
+            c.problems.setdefault("per_sample_grads", bad[k])
+            continue
+        c.data["per_sample_grads"] = [
+            torch.stack([s[t] if s[t] is not None else torch.zeros_like(w) for s in per[k]])
+            for t, w in enumerate(c.weights)]
+        per[k] = []
 
 
 class _ReluKernels:
