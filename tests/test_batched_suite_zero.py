@@ -259,6 +259,42 @@ def test_several_batches_reach_multi_grads(batch) -> None:
         score_batch(SPACE, ARCHS[:1], None, None, ["zico"], batches=[(x, y), (x[:, :2], y)])
 
 
+def test_a_proxy_writing_the_products_changes_no_other_value(batch) -> None:
+    """A user proxy writes every tensor of the new needs' products (and its batches) in place:
+    the caller's inputs are untouched and every built-in of every candidate of the chunk keeps
+    its value (each candidate has its own copies; built-ins run before user proxies)."""
+    x, y = batch
+    x0, y0 = x.clone(), y.clone()
+    needs = ("weights", "labels", "relu_kernels", "zen_pass", "parameters", "multi_grads")
+    name = "test_batched_sz_writer"
+
+    def tensors(v):
+        if isinstance(v, torch.Tensor):
+            yield v
+        elif isinstance(v, dict):
+            for u in v.values():
+                yield from tensors(u)
+        elif isinstance(v, (list, tuple)):
+            for u in v:
+                yield from tensors(u)
+
+    @zcfast.register_proxy(name, needs=needs)
+    def writer(ctx):
+        for t in list(tensors([ctx.data[n] for n in needs])) + list(tensors(ctx.batches)):
+            t.add_(1) if not t.is_floating_point() else t.mul_(-3.0)
+        return 0.0
+
+    try:
+        archs = ARCHS[:3]
+        clean = score_batch(SPACE, archs, x, y, NEW, seed=SEED, k=3)
+        got = score_batch(SPACE, archs, x, y, [name] + NEW, seed=SEED, k=3)
+        for c, g in zip(clean, got):
+            assert all(c[p] == g[p] or (math.isnan(c[p]) and math.isnan(g[p])) for p in NEW), (c, g)
+        assert torch.equal(x, x0) and torch.equal(y, y0)
+    finally:
+        zcfast.unregister_proxy(name)
+
+
 def test_no_tensor_outlives_a_call(batch) -> None:
     """Nothing the new needs produce (kernels, gradients, Zen networks, taps) survives a call."""
     x, y = batch

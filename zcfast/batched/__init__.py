@@ -447,11 +447,11 @@ def _score_chunk(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, specs: 
     device = x.device
     want = {n for spec in specs for n in spec.needs}
     try:
-        # private copies of the scoring batches (a proxy writing them cannot reach the caller's)
-        batches = tuple((xb.detach().to(device).clone(), yb.detach().to(device).clone()) for xb, yb in full) \
-            if full else ((x.clone(), y.clone()),)
+        # each candidate's private copies of the scoring batches: a proxy writing them reaches
+        # neither the caller's tensors nor another candidate's (e.g. the labels epe_nas reads)
+        given = [(xb.detach().to(device), yb.detach().to(device)) for xb, yb in full] if full else [(x, y)]
         for c in ctxs:
-            c.batches = batches
+            c.batches = tuple((xb.clone(), yb.clone()) for xb, yb in given)
             c.loss_fn, c.layer_types, c.seed = F.cross_entropy, PAPER_LAYER_TYPES, seed
         main = bool(want & _MAIN_NEEDS)
         cl = _channels_last(device)
