@@ -628,6 +628,37 @@ def test_cli_starts_the_forkserver_before_importing_torch(tmp_path: Path) -> Non
     assert _run_rows(tmp_path / "l.sqlite") == _run_rows(tmp_path / "s.sqlite")
 
 
+def test_cli_refused_scan_ends_the_forkserver_it_started(tmp_path: Path) -> None:
+    # a command refused at the front door kills the server it started early (which would
+    # otherwise finish importing torch in the background) and leaves no store
+    if "forkserver" not in __import__("multiprocessing").get_all_start_methods():
+        pytest.skip("no forkserver on this platform")
+    code = (
+        "import os, sys\n"
+        "import zcfast.commands.scan as c\n"
+        "from multiprocessing import forkserver\n"
+        "pids = []\n"
+        "real = c._start_workers_early\n"
+        "def early(args):\n"
+        "    started = real(args)\n"
+        "    pids.append(forkserver._forkserver._forkserver_pid)\n"
+        "    return started\n"
+        "c._start_workers_early = early\n"
+        "from zcfast.cli import main\n"
+        "rc = main(sys.argv[1:])\n"
+        "assert pids and pids[0] is not None and forkserver._forkserver._forkserver_pid is None, pids\n"
+        "try:\n"
+        "    os.kill(pids[0], 0)\n"
+        "except ProcessLookupError:\n"
+        "    sys.exit(rc)\n"
+        "sys.exit(99)  # the server is still alive\n")
+    env = {k: v for k, v in os.environ.items() if k != "ZCFAST_START_METHOD"}
+    done = subprocess.run([sys.executable, "-c", code, "scan", "--proxies", "synflo", "--n", "3", "--store",
+                           str(tmp_path / "s.sqlite")], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "did you mean 'synflow'" in done.stderr and not (tmp_path / "s.sqlite").exists()
+
+
 def test_forkserver_workers_see_the_parents_environment_now(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     # the server is started by the first pool (in this process perhaps by an earlier test) and

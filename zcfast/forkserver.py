@@ -8,14 +8,16 @@ fork from a ready server in milliseconds. :mod:`zcfast.parallel` re-exports thes
     resolve_start_method(start_method=None) -> str     # "forkserver" | "spawn" | "fork"
     FORKSERVER_PRELOAD: tuple[str, ...]                # modules the server imports once
     start_forkserver(modules=()) -> bool               # start it now (returns at once)
+    stop_forkserver() -> None                          # end the server this process started
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from typing import Sequence
 
-__all__ = ["FORKSERVER_PRELOAD", "resolve_start_method", "start_forkserver"]
+__all__ = ["FORKSERVER_PRELOAD", "resolve_start_method", "start_forkserver", "stop_forkserver"]
 
 #: Modules the forkserver imports once before forking workers (with ``__main__``, the main
 #: script, as spawn re-imports it; plus, per pool, the modules of the space and scorers).
@@ -46,8 +48,8 @@ def start_forkserver(modules: Sequence[str] = ()) -> bool:
     other modules are imported by each worker as it unpickles its spec). Returns True when it
     started the server.
 
-    The server is this process's child and exits with it: starting it for a command that is
-    then refused costs only the server's imports, in the background.
+    The server is this process's child and exits with it (a command that started it and is
+    then refused ends it at once with :func:`stop_forkserver`).
     """
     try:
         if resolve_start_method() != "forkserver":
@@ -63,3 +65,21 @@ def start_forkserver(modules: Sequence[str] = ()) -> bool:
         list(dict.fromkeys([*FORKSERVER_PRELOAD, *modules])))
     forkserver.ensure_running()
     return True
+
+
+def stop_forkserver() -> None:
+    """End this process's forkserver now, if one runs: SIGKILL to its pid (it may still be in
+    its preload imports, where it would not notice a closed pipe), then reaped. Workers forked
+    from it exit by themselves when their server is gone (zcfast.parallel's watchdog). Call it
+    only for a server this process started and no longer needs."""
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    pid = getattr(server, "_forkserver_pid", None)
+    if pid is None:
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    server._stop()  # closes its pipe, reaps it, removes its socket; a later pool starts a new one

@@ -77,21 +77,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _start_workers_early(args: argparse.Namespace) -> None:
+def _start_workers_early(args: argparse.Namespace) -> bool:
     """For the local backend, start the forkserver the workers fork from *before* this process
     imports torch (``zcfast.forkserver`` imports neither), so the server's imports overlap ours
     instead of following them; the scan's pool then finds it ready. Its modules: the default
-    preload plus the space's own module (a name that is not a module is skipped by the server)."""
+    preload plus the space's own module (a name that is not a module is skipped by the server).
+    Returns whether it started the server (then :func:`run` ends it if the command fails)."""
     if args.backend != "local":
-        return
+        return False
     from zcfast.forkserver import start_forkserver
 
     space = str(args.space)
-    start_forkserver([f"zcfast.spaces.{space}"] if space.isidentifier() else [])
+    return start_forkserver([f"zcfast.spaces.{space}"] if space.isidentifier() else [])
 
 
 def run(args: argparse.Namespace) -> int:
-    _start_workers_early(args)
+    started = _start_workers_early(args)
+    try:
+        return _run(args)
+    except BaseException:
+        if started:  # refused (or failed): do not leave the server importing torch in the background
+            from zcfast.forkserver import stop_forkserver
+            stop_forkserver()
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
     from zcfast.options import check_count
     from zcfast.scan import scan
 
