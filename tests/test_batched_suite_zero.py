@@ -326,3 +326,20 @@ def test_cuda_equals_the_module_route_on_cuda(batch) -> None:
                     continue
                 rel = 0.0 if p in ("params", "flops") else RTOL.get(p, 1e-2)
                 assert g[p].value == pytest.approx(ref[p].value, rel=rel, abs=1e-12), (mode, a, p)
+
+
+@pytest.mark.slow
+def test_memory_flat_over_1000_calls() -> None:
+    """1,000 calls of score_batch (K = 2, every new proxy, a tiny 4×4 batch): no more live tensors
+    and gc-tracked objects than after the first few (minutes: marked slow)."""
+    x, y = torch.randn(4, 3, 4, 4), torch.arange(4)
+    archs = [ARCHS[0], ARCHS[3]]
+    for _ in range(3):
+        score_batch(SPACE, archs, x, y, NEW, seed=SEED, k=2)
+    gc.collect()
+    tensors, objects = live_tensor_count(), len(gc.get_objects())
+    for _ in range(1000):
+        score_batch(SPACE, archs, x, y, NEW, seed=SEED, k=2)
+    gc.collect()
+    assert live_tensor_count() <= tensors
+    assert len(gc.get_objects()) <= objects + 50

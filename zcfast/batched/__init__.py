@@ -253,8 +253,10 @@ def score_batch(space: Any, archs: Sequence[Any], inputs: Tensor, targets: Tenso
         detailed: return ``ProxyResult`` values (with ``error`` for every undefined or
             non-finite value, the same texts as the general engine) instead of floats.
         batches: several mini-batches ``[(inputs, targets), ...]`` instead of ``inputs`` /
-            ``targets`` (then ``None``): single-batch proxies (and this backend) use the first,
-            multi-batch needs (module backend) all of them.
+            ``targets`` (then ``None``), each ``[N_b, C, H, W]`` / ``[N_b]``: single-batch passes
+            use the first, multi-batch needs all of them (``multi_grads`` on this backend, one
+            forward + backward per mini-batch; others through the module backend). Without it,
+            ``multi_grads`` splits ``inputs`` into two halves (``PassContext.mini_batches``).
 
     Returns:
         one dict per architecture, in order: proxy name → value (NaN where the proxy is
