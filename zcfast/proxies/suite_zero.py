@@ -473,11 +473,13 @@ def zico(ctx: PassContext) -> ProxyResult:
 @register_proxy("l2_norm", needs=("weights",), _builtin=True)
 def l2_norm(ctx: PassContext) -> ProxyResult:
     """Σ over counted weights of ‖W‖_F (float32 per-layer norms summed in order, as NASLib)."""
-    per = {name: float(torch.linalg.vector_norm(w.detach())) for name, w in ctx.data["weights"]}
-    total = torch.zeros((), dtype=torch.float32)
-    for name, w in ctx.data["weights"]:
-        total = total + torch.linalg.vector_norm(w.detach()).to(torch.float32).cpu()
-    return ProxyResult("l2_norm", float(total), per)
+    named = ctx.data["weights"]
+    if not named:
+        return ProxyResult("l2_norm", 0.0, {})
+    norms = torch.stack([n.to(torch.float32).cpu() for n in torch._foreach_norm([w.detach() for _, w in named])])
+    values = norms.numpy()
+    total = float(np.cumsum(values, dtype=np.float32)[-1])   # sequential float32 sum, as sum_arr
+    return ProxyResult("l2_norm", total, {name: float(v) for (name, _), v in zip(named, values)})
 
 
 @register_proxy("params", needs=("parameters",), _builtin=True)
