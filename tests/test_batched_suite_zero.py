@@ -203,6 +203,40 @@ def test_user_proxy_of_new_needs_takes_the_fast_route(batch) -> None:
         zcfast.unregister_proxy(name)
 
 
+def test_contexts_list_every_module_layer_dead_edges_included(batch) -> None:
+    """Each candidate's context lists the module network's counted layers (names, weights, and the
+    gradient lists aligned with them, a dead edge's gradient 0), so a proxy of the weights alone
+    (needs=()) or of every layer's gradient equals the module route, dead edges included."""
+    x, y = batch
+    seen: list = []
+
+    @zcfast.register_proxy("test_batched_sz_layers", needs=("grads", "synflow", "fisher"))
+    def layers(ctx):
+        assert len(ctx.grads) == len(ctx.weights) == len(ctx.layer_names) == len(ctx.synflow_grads) \
+            == len(ctx.fisher_pairs)
+        seen.append(list(ctx.layer_names))
+        return float(sum(float((w.double() ** 2).sum()) for w in ctx.weights)) + float(len(ctx.weights))
+
+    @zcfast.register_proxy("test_batched_sz_weights_only", needs=())
+    def weights_only(ctx):
+        return float(zcfast.ops.saliency(ctx.weights, None, "param_sq")[1]) + float(len(ctx.weights))
+
+    names = ["test_batched_sz_layers", "test_batched_sz_weights_only", "grad_norm", "fisher", "synflow"]
+    try:
+        assert fast_route_applies(SPACE, names)
+        three = score_batch(SPACE, ARCHS[2:5], x, y, names, seed=SEED, k=3)
+        for a, g3 in zip(ARCHS[2:5], three):
+            seen.clear()
+            fast = score_arch(SPACE, a, x, y, names, seed=SEED)
+            slow = score_arch(SPACE, a, x, y, names, seed=SEED, fast=False)
+            assert seen[0] == seen[1]
+            for p in names:
+                assert fast[p] == pytest.approx(slow[p], rel=1e-4) and g3[p] == pytest.approx(slow[p], rel=1e-4), p
+    finally:
+        zcfast.unregister_proxy("test_batched_sz_layers")
+        zcfast.unregister_proxy("test_batched_sz_weights_only")
+
+
 def test_per_sample_grads_equal_the_module_route(batch) -> None:
     """per_sample_grads (GradSign's one-sample forwards) on the fast route: a GradSign-style user
     proxy, Σ over weights of |Σ_i sign(∂ℓᵢ/∂θ)|, equals the module route (dead edges' zero

@@ -10,7 +10,10 @@ forward/backward: for NAS-Bench-201 the K candidates run as one network
 The passes fill one :class:`~zcfast.proxies.registry.PassContext` per candidate (views of its
 own weights, gradients, layer outputs, Jacobian, synflow tensors; the module backend's
 problem rules), and every proxy's own function runs on it: the reductions are defined once,
-in the proxy, for both backends.
+in the proxy, for both backends. The context lists the module network's layers: ``layer_names``
+are its Conv2d/Linear names, dead edges included (the passes skip them; their gradients are
+filled as the exact zeros the module network gives), so a proxy of the weights alone equals
+the module route too.
 
 How the proxies separate (parameters of different candidates are disjoint, inputs are
 per-candidate copies):
@@ -464,7 +467,6 @@ def _score_chunk(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, specs: 
         ws, _, owners = _per_candidate(layers, [layer.weight.to(device) for layer in layers], [None] * len(layers))
         for w, o in zip(ws, owners):
             ctxs[o].weights.append(w)
-            ctxs[o].layer_names.append(f"layer{len(ctxs[o].layer_names)}")
         # NWOT's kernels from the main forward when it runs every edge the module network runs
         # (no candidate has a dead edge): the same training-mode forward, one pass saved
         relu_tap = None
@@ -487,12 +489,14 @@ def _score_chunk(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, specs: 
         if "synflow" in want:
             net.map_tensors(lambda t: t.detach().to(device=device, dtype=torch.float64).abs().requires_grad_(t.dim() > 1))
             _synflow_pass(net, x, ctxs)
+        live = net.live
         del net
         if "relu_kernels" in want and relu_tap is None:
             _produce("relu_kernels", ctxs, lambda: _relu_kernel_pass(cands, x, ctxs, conv_mode))
         if "zen_pass" in want:
             _produce("zen_pass", ctxs, lambda: _zen_pass(cands, x, ctxs, seed, conv_mode))
         _shape_needs(cands, want, ctxs, x)
+        _align_to_module_layers(cands, live, ctxs)
         del cands
         order = sorted(specs, key=lambda spec: not spec.builtin)
         out = []
@@ -536,6 +540,46 @@ def _shape_needs(cands: Sequence[Any], want: set[str], ctxs: list[PassContext], 
             c.data["parameters"] = {n: t.to(device) for n, t in named_parameters(w).items()}
         if "flops_counts" in want:
             c.data["flops_counts"] = call_macs(w, (int(x.shape[2]), int(x.shape[3])))
+
+
+def _align_to_module_layers(cands: Sequence[Any], live: Sequence[Sequence[bool]], ctxs: list[PassContext]) -> None:
+    """Give each candidate's context the module backend's layer list: ``layer_names`` the module
+    network's names of every Conv2d/Linear (dead edges included), and every per-layer list aligned
+    with it. The passes ran on the live-edge network, so a dead layer's entries are filled as the
+    module network gives them: its weight; zero gradients, Hessian-gradient products, multi-batch
+    and per-sample gradients (its output never reaches the loss, or its input is 0); no Fisher
+    pair (0); synflow's |θ| in float64 and a zero gradient."""
+    from zcfast.batched.nb201 import live_mask, named_weights
+    for w, lv, c in zip(cands, live, ctxs):
+        full = named_weights(w)
+        c.layer_names = [n for n, _ in full]
+        mask = live_mask(w, lv)
+        if all(mask):
+            continue
+        device = c.weights[0].device if c.weights else torch.device("cpu")
+        dead = {i: t.to(device) for i, ((_, t), m) in enumerate(zip(full, mask)) if not m}
+
+        def expand(values: list, fill: Any) -> list:
+            it = iter(values)
+            return [next(it) if m else fill(dead[i]) for i, m in enumerate(mask)]
+
+        c.weights = expand(c.weights, lambda t: t)
+        for attr in ("grads", "hessian_grads"):
+            if getattr(c, attr) is not None:
+                setattr(c, attr, expand(getattr(c, attr), torch.zeros_like))
+        if c.fisher_pairs is not None and c.fisher_channel_dims is not None:
+            c.fisher_pairs = expand(c.fisher_pairs, lambda t: [])
+            c.fisher_channel_dims = expand(c.fisher_channel_dims, lambda t: 1)
+        if c.synflow_weights is not None and c.synflow_grads is not None:
+            c.synflow_weights = expand(c.synflow_weights, lambda t: t.double().abs())
+            c.synflow_grads = expand(c.synflow_grads, lambda t: torch.zeros_like(t, dtype=torch.float64))
+        if "multi_grads" in c.data:
+            c.data["multi_grads"] = [expand(b, torch.zeros_like) for b in c.data["multi_grads"]]
+        if "per_sample_grads" in c.data:
+            n = c.batches[0][0].shape[0]
+            c.data["per_sample_grads"] = expand(c.data["per_sample_grads"],
+                                                lambda t: torch.zeros((n,) + tuple(t.shape), dtype=t.dtype,
+                                                                      device=t.device))
 
 
 def _multi_grads_pass(net, ctxs: list[PassContext], channels_last: bool) -> None:

@@ -631,6 +631,21 @@ def named_weights(w: NB201Weights) -> list[tuple[str, Tensor]]:
     return out
 
 
+def live_mask(w: NB201Weights, live: Sequence[bool]) -> list[bool]:
+    """For each entry of :func:`named_weights` (same order), whether the batched network with
+    ``live`` (its per-edge flags, ``BatchedNB201.live[k]``) has that layer: the stem, reduction
+    blocks and classifier always; a cell's conv edge when its edge is live."""
+    out = [True]
+    for stage in w.stages:
+        if isinstance(stage, ResBlock):
+            out += [True, True, True]
+        else:
+            for cell in stage:
+                out += [bool(live[e]) for e in sorted(cell)]
+    out.append(True)
+    return out
+
+
 def named_parameters(w: NB201Weights) -> dict[str, Tensor]:
     """``{parameter name: tensor}`` of every parameter of the candidate's ``NB201Network``, as
     its ``named_parameters()`` (convs, every BatchNorm's affine weight and bias, the classifier's
