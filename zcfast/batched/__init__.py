@@ -483,18 +483,18 @@ def _score_chunk(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, specs: 
             for c, kernels in zip(ctxs, relu_tap.per):
                 c.data["relu_kernels"] = kernels
         if "multi_grads" in want:
-            _produce("multi_grads", ctxs, lambda: _multi_grads_pass(net, ctxs, cl))
+            _produce("multi_grads", ctxs, _multi_grads_pass, net, ctxs, cl)
         if "per_sample_grads" in want:
-            _produce("per_sample_grads", ctxs, lambda: _per_sample_pass(net, ctxs, cl))
+            _produce("per_sample_grads", ctxs, _per_sample_pass, net, ctxs, cl)
         if "synflow" in want:
             net.map_tensors(lambda t: t.detach().to(device=device, dtype=torch.float64).abs().requires_grad_(t.dim() > 1))
             _synflow_pass(net, x, ctxs)
         live = net.live
         del net
         if "relu_kernels" in want and relu_tap is None:
-            _produce("relu_kernels", ctxs, lambda: _relu_kernel_pass(cands, x, ctxs, conv_mode))
+            _produce("relu_kernels", ctxs, _relu_kernel_pass, cands, x, ctxs, conv_mode)
         if "zen_pass" in want:
-            _produce("zen_pass", ctxs, lambda: _zen_pass(cands, x, ctxs, seed, conv_mode))
+            _produce("zen_pass", ctxs, _zen_pass, cands, x, ctxs, seed, conv_mode)
         _shape_needs(cands, want, ctxs, x)
         _align_to_module_layers(cands, live, ctxs)
         del cands
@@ -509,12 +509,12 @@ def _score_chunk(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, specs: 
             c.clear()
 
 
-def _produce(name: str, ctxs: list[PassContext], run: Any) -> None:
-    """Run the batched pass ``run()`` of the plug-in need ``name``; a failure marks that need in
+def _produce(name: str, ctxs: list[PassContext], run: Any, *args: Any) -> None:
+    """Run the batched pass ``run(*args)`` of the plug-in need ``name``; a failure marks that need in
     every candidate's ``problems`` with the module backend's texts (a ``NeedError``'s message,
     else ``the <need> need failed: <error>``). CUDA out-of-memory propagates (the chunk is halved)."""
     try:
-        run()
+        run(*args)
     except torch.OutOfMemoryError:
         raise
     except NeedError as exc:
@@ -796,7 +796,6 @@ def _gradient_pass(net, x: Tensor, y: Tensor, want: set[str], ctxs: list[PassCon
     each candidate's ``jacobian`` [N, C, H, W], ``grads``, ``fisher_pairs``, ``hessian_grads`` and
     ``logits`` [N, classes] / ``loss`` with the module backend's problem rules (same reasons)."""
     K = net.K
-    N = x.shape[0]
     need_jac = "jacobian" in want
     need_hg = "hessian_grad" in want
     need_loss = bool(want & set(_LOSS_NEEDS))
