@@ -377,3 +377,28 @@ def test_memory_flat_over_1000_calls() -> None:
     gc.collect()
     assert live_tensor_count() <= tensors
     assert len(gc.get_objects()) <= objects + 50
+
+
+def test_score_arch_with_several_batches_takes_the_stacked_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    """score_arch(batches=[...]) with a multi-batch proxy runs on the stacked backend (zico reads
+    every mini-batch there), single-batch proxies of the call on the first batch; the values equal
+    the module route's (zico to its float32 conditioning, the others as above)."""
+    g = torch.Generator().manual_seed(3)
+    pb = [(torch.randn(8, 3, 16, 16, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(3)]
+    calls: list[int] = []
+    real = batched.score_batch
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append(len(kwargs.get("batches") or ()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batched, "score_batch", spy)
+    arch = ARCHS[1]
+    fast = score_arch(SPACE, arch, None, None, ["zico", "grad_norm", "nwot"], batches=pb)
+    assert calls == [3]                                   # one stacked call, all three mini-batches
+    slow = score_arch(SPACE, arch, None, None, ["zico", "grad_norm", "nwot"], batches=pb, fast=False)
+    assert fast["zico"] == pytest.approx(slow["zico"], rel=1e-3)
+    assert fast["grad_norm"] == pytest.approx(slow["grad_norm"], rel=1e-3)   # batch 8 of noise: float32
+    assert fast["nwot"] == pytest.approx(slow["nwot"], rel=1e-6)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        score_arch(SPACE, arch, None, None, ["zico"], batches=[pb[0], (pb[1][0] * float("nan"), pb[1][1])])

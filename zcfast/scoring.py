@@ -117,7 +117,8 @@ def score_arch(space: Any, arch: Any, inputs: torch.Tensor | None, targets: torc
             ``fast=False`` always runs the general engine (:func:`zcfast.score_detailed`).
         batches: several mini-batches ``[(inputs, targets), ...]`` instead of ``inputs`` /
             ``targets`` (then ``None``), as :func:`zcfast.score`: multi-batch needs read all,
-            single-batch passes the first (also on the fast route).
+            single-batch passes the first (on the fast route too: the stacked backend gives
+            ``multi_grads`` every mini-batch).
 
     The network is owned by this call, so no copy of it is made; synflow on NB201 keeps the
     BatchNorms of the residual reduction blocks (official quirk), other spaces remove all.
@@ -134,11 +135,12 @@ def score_arch(space: Any, arch: Any, inputs: torch.Tensor | None, targets: torc
         batches = [(inputs, targets)] + extra if extra and needs_several else None
         if batches is not None:
             inputs = targets = None
-    if fast and batches is None and not per_layer and variant == "benchmark" and loss_fn is F.cross_entropy \
-            and types == PAPER_LAYER_TYPES and isinstance(inputs, torch.Tensor) and inputs.is_floating_point():
-        if route(space, specs) is NB201_BACKEND:
+    first = inputs if batches is None else batches[0][0]
+    if fast and not per_layer and variant == "benchmark" and loss_fn is F.cross_entropy \
+            and types == PAPER_LAYER_TYPES and isinstance(first, torch.Tensor) and first.is_floating_point():
+        if route(space, specs) is NB201_BACKEND:   # several mini-batches too: the stacked backend reads them all
             return batched.score_one(space, arch, inputs, targets, [spec.name for spec in specs], seed=seed,
-                                     num_classes=num_classes, device=device, detailed=detailed)
+                                     num_classes=num_classes, device=device, detailed=detailed, batches=batches)
     net = build_seeded(space, arch, seed, num_classes, variant=variant).to(device)
     keep = synflow_bn_rule(getattr(space, "name", ""), net)
     res = score_detailed(net, inputs, targets, proxies, loss_fn, layer_types, per_layer,

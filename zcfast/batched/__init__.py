@@ -331,9 +331,13 @@ def fast_route_applies(space: Any, proxies: Sequence[str]) -> bool:
 
 def score_one(space: Any, arch: Any, inputs: Tensor, targets: Tensor | None, proxies: Sequence[str],
               seed: int = 42, num_classes: int = 10, device: str | torch.device = "cpu", *,
-              detailed: bool = False) -> dict[str, float] | dict[str, ProxyResult]:
+              detailed: bool = False,
+              batches: Sequence[tuple[Tensor, Tensor | None]] | None = None
+              ) -> dict[str, float] | dict[str, ProxyResult]:
     """One architecture through the batched network (K = 1): :func:`zcfast.score_arch`'s route
-    on NAS-Bench-201 (``fast=True``, its default).
+    on NAS-Bench-201 (``fast=True``, its default). ``batches``: several mini-batches instead of
+    ``inputs`` / ``targets`` (then ``None``), each validated as ``inputs`` is; multi-batch needs
+    read all, single-batch passes the first.
 
     The inputs are validated as the general engine does (same errors: non-floating or
     non-finite inputs, mismatched or out-of-range targets). Values equal the general engine's
@@ -357,15 +361,25 @@ def score_one(space: Any, arch: Any, inputs: Tensor, targets: Tensor | None, pro
     if not fast_route_applies(space, names):
         raise ValueError(f"no batched route for proxies {names} on space {getattr(space, 'name', space)!r}")
     need_targets = any(get_need(n).targets for spec in resolve(names) for n in spec.needs)
-    _check_inputs(inputs, targets, need_targets)
-    if inputs.dim() != 4:
-        raise ValueError(f"inputs must be a [N, C, H, W] batch, got shape {tuple(inputs.shape)}")
-    if targets is None or not need_targets:
-        targets = torch.zeros(inputs.shape[0], dtype=torch.long)
-    elif not targets.is_floating_point():
-        check_class_targets(targets, num_classes)
-    return score_batch(space, [arch], inputs, targets, names, seed, device, num_classes=num_classes, k=1,
-                       detailed=detailed)[0]
+    pairs = [(inputs, targets)] if batches is None else None
+    if batches is not None:
+        inputs, targets, extra = split_batches(inputs, targets, batches)
+        pairs = [(inputs, targets)] + extra
+    checked = []
+    for xb, yb in pairs:
+        _check_inputs(xb, yb, need_targets)
+        if xb.dim() != 4:
+            raise ValueError(f"inputs must be a [N, C, H, W] batch, got shape {tuple(xb.shape)}")
+        if yb is None or not need_targets:
+            yb = torch.zeros(xb.shape[0], dtype=torch.long)
+        elif not yb.is_floating_point():
+            check_class_targets(yb, num_classes)
+        checked.append((xb, yb))
+    if len(checked) > 1:
+        return score_batch(space, [arch], None, None, names, seed, device, num_classes=num_classes, k=1,
+                           detailed=detailed, batches=checked)[0]
+    return score_batch(space, [arch], checked[0][0], checked[0][1], names, seed, device, num_classes=num_classes,
+                       k=1, detailed=detailed)[0]
 
 
 @contextlib.contextmanager
