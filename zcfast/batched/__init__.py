@@ -596,34 +596,43 @@ def _align_to_module_layers(cands: Sequence[Any], live: Sequence[Sequence[bool]]
                                                                       device=t.device))
 
 
-def _multi_grads_pass(net, ctxs: list[PassContext], channels_last: bool) -> None:
-    """The ``multi_grads`` need of K candidates: per mini-batch (``PassContext.mini_batches(2)``:
-    the given batches, or the one batch's two halves) one training-mode forward and one backward
-    of ``Σ_k CE(logits_k, y)`` on the live-edge network; each candidate's ∂L/∂W list aligned with
-    its ``ctx.weights`` (dead edges are left out: their gradient is exactly 0, which ZiCo drops).
-    A candidate whose loss is not finite on a mini-batch gets the module backend's reason."""
+def _candidate_grads(net, x: Tensor, y: Tensor, bad: list[str | None], what: str,
+                     channels_last: bool) -> list[list[Tensor | None]]:
+    """One training-mode forward of ``x`` [N, 3, H, W] repeated for the K candidates and one
+    backward of ``Σ_k CE(logits_k, y)`` over the candidates whose loss is finite (a candidate
+    whose loss is not gets ``bad[k] = "the loss of <what> is not finite (v)"``, the module
+    backend's reason, and no gradient). Returns each candidate's ∂L/∂W list (live layers)."""
     K = net.K
     layers = net.layers()
     weights = [layer.weight for layer in layers]
+    logits = net.forward(_to_format(x.repeat(1, K, 1, 1), channels_last), bn="all")   # [K, N, O]
+    losses = [F.cross_entropy(logits[k], y) for k in range(K)]
+    for k, v in enumerate(torch.stack([lo.detach() for lo in losses]).tolist()):
+        if bad[k] is None and not math.isfinite(v):
+            bad[k] = f"the loss of {what} is not finite ({v})"
+    ok = [k for k in range(K) if bad[k] is None]
+    grads: list[Tensor | None] = [None] * len(weights)
+    if ok:
+        grads = list(torch.autograd.grad(sum(losses[k] for k in ok), weights, allow_unused=True))
+    return _by_candidate(layers, grads, K)
+
+
+def _multi_grads_pass(net, ctxs: list[PassContext], channels_last: bool) -> None:
+    """The ``multi_grads`` need of K candidates: per mini-batch (``PassContext.mini_batches(2)``:
+    the given batches, or the one batch's two halves) one training-mode forward and one backward
+    of ``Σ_k CE(logits_k, y)`` on the live-edge network (:func:`_candidate_grads`); each
+    candidate's ∂L/∂W list aligned with its ``ctx.weights`` (dead edges are left out: their
+    gradient is exactly 0, which ZiCo drops). A candidate whose loss is not finite on a
+    mini-batch gets the module backend's reason."""
+    K = net.K
     per: list[list[list[Tensor | None]]] = [[] for _ in range(K)]
     bad: list[str | None] = [None] * K
     try:
         for xb, yb in ctxs[0].mini_batches(2):
-            xk = _to_format(xb.repeat(1, K, 1, 1), channels_last)
-            logits = net.forward(xk, bn="all")                          # [K, N_b, O]
-            losses = [F.cross_entropy(logits[k], yb) for k in range(K)]
-            for k, v in enumerate(torch.stack([lo.detach() for lo in losses]).tolist()):
-                if bad[k] is None and not math.isfinite(v):
-                    bad[k] = f"the loss of a mini-batch is not finite ({v})"
-            ok = [k for k in range(K) if bad[k] is None]
-            grads: list[Tensor | None] = [None] * len(weights)
-            if ok:
-                grads = list(torch.autograd.grad(sum(losses[k] for k in ok), weights, allow_unused=True))
-            for k, gk in enumerate(_by_candidate(layers, grads, K)):
+            for k, gk in enumerate(_candidate_grads(net, xb, yb, bad, "a mini-batch", channels_last)):
                 per[k].append(gk)
-            del logits, losses
     finally:
-        for layer in layers:
+        for layer in net.layers():
             layer.act = None
     for k, c in enumerate(ctxs):
         if bad[k] is not None:
@@ -635,31 +644,19 @@ def _multi_grads_pass(net, ctxs: list[PassContext], channels_last: bool) -> None
 def _per_sample_pass(net, ctxs: list[PassContext], channels_last: bool) -> None:
     """The ``per_sample_grads`` need of K candidates (GradSign's official per-sample loop): per
     sample i of the first batch one training-mode forward of ``[1, K·3, H, W]`` (BatchNorm over
-    that one sample) and one backward of ``Σ_k CE(logits_k, y_i)``; per candidate one
-    ``[N, *W.shape]`` tensor per weight of its ``ctx.weights`` (zeros where unused). A candidate
-    whose loss is not finite on a sample gets the module backend's reason."""
+    that one sample) and one backward of ``Σ_k CE(logits_k, y_i)`` (:func:`_candidate_grads`);
+    per candidate one ``[N, *W.shape]`` tensor per weight of its ``ctx.weights`` (zeros where
+    unused). A candidate whose loss is not finite on a sample gets the module backend's reason."""
     K = net.K
-    layers = net.layers()
-    weights = [layer.weight for layer in layers]
     x, y = ctxs[0].batches[0]
     per: list[list[list[Tensor | None]]] = [[] for _ in range(K)]
     bad: list[str | None] = [None] * K
     try:
         for i in range(x.shape[0]):
-            logits = net.forward(_to_format(x[i:i + 1].repeat(1, K, 1, 1), channels_last), bn="all")
-            losses = [F.cross_entropy(logits[k], y[i:i + 1]) for k in range(K)]
-            for k, v in enumerate(torch.stack([lo.detach() for lo in losses]).tolist()):
-                if bad[k] is None and not math.isfinite(v):
-                    bad[k] = f"the loss of sample {i} is not finite ({v})"
-            ok = [k for k in range(K) if bad[k] is None]
-            grads: list[Tensor | None] = [None] * len(weights)
-            if ok:
-                grads = list(torch.autograd.grad(sum(losses[k] for k in ok), weights, allow_unused=True))
-            for k, gk in enumerate(_by_candidate(layers, grads, K)):
+            for k, gk in enumerate(_candidate_grads(net, x[i:i + 1], y[i:i + 1], bad, f"sample {i}", channels_last)):
                 per[k].append(gk)
-            del logits, losses
     finally:
-        for layer in layers:
+        for layer in net.layers():
             layer.act = None
     for k, c in enumerate(ctxs):
         if bad[k] is not None:

@@ -31,7 +31,7 @@ from zcfast.proxies.engine import _forward, counted_weights, _weight_leaves, _we
 from zcfast.proxies.needs import Need, NeedError, register_need
 from zcfast.proxies.registry import PassContext
 
-__all__ = ["activation_need", "gaussian_init", "gaussian_need", "is_relu"]
+__all__ = ["activation_need", "gaussian_init", "gaussian_need", "grad_copy", "is_relu"]
 
 #: which tensor of a module's call an activation need records
 _WHERE = ("input", "output")
@@ -99,12 +99,20 @@ def _parameters(ctx: PassContext) -> None:
     ctx.data["parameters"] = {n: p.detach().clone() for n, p in source.named_parameters()}
 
 
-def _multi_grads(ctx: PassContext) -> None:
+def grad_copy(ctx: PassContext) -> tuple[nn.Module, list]:
+    """A private train-mode copy whose counted weights (``ctx.layer_types``) require grad, and
+    those weights (``Counted``, aligned with ``ctx.layer_names``): the start of every need that
+    takes loss gradients on its own passes."""
     net = ctx.fresh_copy()
     counted = counted_weights(net, ctx.layer_types)
     for c in counted:
         for leaf in _weight_leaves(c):
             leaf.requires_grad_(True)
+    return net, counted
+
+
+def _multi_grads(ctx: PassContext) -> None:
+    net, counted = grad_copy(ctx)
     loss_fn = ctx.loss_fn
     assert loss_fn is not None
     out: list[list[torch.Tensor | None]] = []

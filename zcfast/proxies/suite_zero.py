@@ -44,7 +44,8 @@ import torch
 import torch.nn as nn
 
 from zcfast import ops
-from zcfast.proxies.engine import _forward, _weight_leaves, _weights_of, counted_weights
+from zcfast.proxies.builtin_needs import grad_copy
+from zcfast.proxies.engine import _forward, _weights_of
 from zcfast.proxies.needs import Need, NeedError, register_need
 from zcfast.proxies.registry import PassContext, ProxyResult, register_proxy
 
@@ -284,11 +285,7 @@ def per_sample_grads_need(name: str, *, one_per_forward: bool = True, descriptio
     ``loss_fn(logits[i:i+1], y[i:i+1])``. Memory: N times the counted weights (float32).
     """
     def run(ctx: PassContext) -> None:
-        net = ctx.fresh_copy()
-        counted = counted_weights(net, ctx.layer_types)
-        for c in counted:
-            for leaf in _weight_leaves(c):
-                leaf.requires_grad_(True)
+        net, counted = grad_copy(ctx)
         loss_fn = ctx.loss_fn
         assert loss_fn is not None
         x, y = ctx.batches[0]
