@@ -249,7 +249,9 @@ def test_deterministic_including_dropout():
     x, y = data()
     a = score(net, x, y, proxies=available_proxies(), seed=7)
     b = score(net, x, y, proxies=available_proxies(), seed=7)
-    assert a == b
+    assert a.keys() == b.keys()
+    for k in a:   # NaN where undefined (zen: no AdaptiveAvgPool here) must be NaN both times
+        assert a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])), k
 
 
 # ------------------------------------------------------------------------------------------
