@@ -331,6 +331,40 @@ def zico_reduce(state: GradMoments) -> Tensor:
     return torch.ops.zcfast.zico_reduce.default(state.mean_abs, state.m2, int(state.count))
 
 
+# ---- sign patterns, sign sums and channel spectra (SWAP, TE-NAS, GradSign, MeCo, AZ-NAS) ------
+# BRIDGE (this session, until the kernels land): these four wrappers fix the contract and call the
+# plain-PyTorch references; the kernel work replaces each body with its torch.ops.zcfast call.
+def sign_pack(x: Tensor) -> Tensor:
+    """Bit-pack the codes ``x > 0`` of each row: ``[R, L]`` float -> ``[R, ceil(L/64)]`` int64
+    (bit j of word w of row r is ``x[r, 64w + j] > 0``; NaN counts as not positive).
+
+    SWAP packs each neuron's signs over the batch (x = activations transposed, [neurons, B]);
+    TE-NAS's linear regions pack each sample's signs over all neurons (x = [B, neurons])."""
+    from zcfast import reference
+    return reference.sign_pack(x)
+
+
+def distinct_rows(packed: Tensor) -> int:
+    """The number of distinct rows of ``packed`` ``[R, W]`` int64 (0 for R = 0)."""
+    from zcfast import reference
+    return reference.distinct_rows(packed)
+
+
+def sign_sum(grads: Sequence[Tensor]) -> Tensor:
+    """GradSign's reduction: per tensor ``Σ_θ |Σ_i sign(g[i, θ])|`` over T per-sample gradient
+    tensors ``[N, ...]`` (sign(0) = 0, NaN as 0); returns ``[T]`` float64."""
+    from zcfast import reference
+    return reference.sign_sum(grads)
+
+
+def channel_spectra(feats: Sequence[Tensor], kind: str = "corr") -> list[Tensor]:
+    """Ascending symmetric eigenvalues (float64 ``[C_t]``) of each ``[C_t, P_t]`` feature's channel
+    correlation (``kind="corr"``: corrcoef, NaN/inf set to 0, MeCo) or covariance (``"cov"``,
+    ddof 1, AZ-NAS expressivity), all T in one call."""
+    from zcfast import reference
+    return reference.channel_spectra(feats, kind)
+
+
 # ---- fake (meta) kernels, for torch.compile / export -------------------------------------------
 
 @torch.library.register_fake("zcfast::saliency_reduce")

@@ -173,3 +173,84 @@ def zico_reduce(grad_batches: Sequence[Sequence[Tensor]]) -> Tensor:
         keep = std != 0
         out.append((g.abs().mean(dim=0)[keep] / std[keep]).sum())
     return torch.stack(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+# ---- the #13 ops: sign patterns (SWAP, TE-NAS linear regions), sign sums (GradSign),
+# ---- channel-correlation spectra (MeCo, AZ-NAS expressivity) --------------------------------
+def sign_pack(x: Tensor) -> Tensor:
+    """Reference of :func:`zcfast.ops.sign_pack`: the codes ``x > 0`` of each row, 64 per word.
+
+    Args:
+        x: ``[R, L]`` float32/float64/bfloat16/float16 (NaN counts as not positive).
+
+    Returns:
+        ``[R, ceil(L / 64)]`` int64: bit ``j`` of word ``w`` of row ``r`` is ``x[r, 64·w + j] > 0``
+        (bit 63 is the sign bit of the int64; unused high bits of the last word are 0).
+    """
+    r, length = x.shape
+    words = (length + 63) // 64
+    bits = (x.detach() > 0).to(torch.int64).cpu()
+    out = torch.zeros(r, words, dtype=torch.int64)
+    for w in range(words):
+        chunk = bits[:, 64 * w: 64 * (w + 1)]
+        acc = torch.zeros(r, dtype=torch.int64)
+        for j in range(chunk.shape[1]):
+            acc |= chunk[:, j] << j   # j = 63 wraps to the sign bit, as two's complement
+        out[:, w] = acc
+    return out.to(x.device)
+
+
+def distinct_rows(packed: Tensor) -> int:
+    """Reference of :func:`zcfast.ops.distinct_rows`: how many distinct rows ``packed`` has.
+
+    Args:
+        packed: ``[R, W]`` int64 (e.g. :func:`sign_pack`'s output); ``R == 0`` gives 0.
+    """
+    if packed.shape[0] == 0:
+        return 0
+    return len({tuple(row) for row in packed.cpu().tolist()})
+
+
+def sign_sum(grads: Sequence[Tensor]) -> Tensor:
+    """Reference of :func:`zcfast.ops.sign_sum` (GradSign's per-tensor reduction).
+
+    Args:
+        grads: T tensors ``[N, ...]`` (per-sample gradients: sample i's ∂ℓᵢ/∂θ in row i).
+
+    Returns:
+        ``[T]`` float64: ``Σ_θ |Σ_i sign(g[i, θ])|`` with ``sign(0) = 0`` and NaN counted as 0.
+    """
+    out = []
+    for g in grads:
+        s = torch.sign(torch.nan_to_num(g.detach().double(), nan=0.0)).reshape(g.shape[0], -1)
+        out.append(s.sum(dim=0).abs().sum())
+    return torch.stack(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+def channel_spectra(feats: Sequence[Tensor], kind: str = "corr") -> list[Tensor]:
+    """Reference of :func:`zcfast.ops.channel_spectra`: eigenvalues of many small channel matrices.
+
+    Args:
+        feats: T tensors ``[C_t, P_t]`` (channels × positions/samples), float dtypes.
+        kind: ``"corr"``: numpy ``corrcoef`` of the C_t rows, NaN/inf entries set to 0 (MeCo);
+            ``"cov"``: covariance ``(F − mean)(F − mean)ᵀ / (P_t − 1)`` over the rows' P_t
+            observations (AZ-NAS expressivity's channel covariance).
+
+    Returns:
+        T float64 tensors ``[C_t]``: the symmetric eigenvalues in ascending order (``eigvalsh``).
+    """
+    if kind not in ("corr", "cov"):
+        raise ValueError(f"channel_spectra: kind must be 'corr' or 'cov', got {kind!r}")
+    out = []
+    for f in feats:
+        f64 = f.detach().double()
+        c = f64 - f64.mean(dim=1, keepdim=True)
+        cov = c @ c.t() / max(f64.shape[1] - 1, 1)
+        if kind == "corr":
+            d = torch.sqrt(torch.diagonal(cov))
+            m = cov / d[:, None] / d[None, :]
+            m = torch.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0)
+        else:
+            m = cov
+        out.append(torch.linalg.eigvalsh(m))
+    return out

@@ -27,6 +27,9 @@ from zcfast.proxies.engine import (DEFAULT_PROXIES, PAPER_LAYER_TYPES, counted_w
 from zcfast.proxies import builtin as _builtin  # noqa: F401  (registers the built-in proxies)
 from zcfast.proxies import builtin_needs  # noqa: F401  (registers the plug-in needs)
 from zcfast.proxies import suite_zero  # noqa: F401  (NAS-Bench-Suite-Zero's proxies, ZiCo, their needs)
+from zcfast.proxies import meco, swap  # noqa: F401  (MeCo, SWAP)
+from zcfast.proxies import gradsign, te_nas  # noqa: F401  (GradSign, TE-NAS's two measures)
+from zcfast.proxies import az_nas  # noqa: F401  (AZ-NAS's four measures)
 from zcfast.proxies import reductions, vote
 from zcfast.seeding import arch_seed, bias_seed
 

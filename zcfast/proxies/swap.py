@@ -1,0 +1,1 @@
+"""(being written this session: see docs/proxies.md, "Modern proxies")."""
