@@ -39,6 +39,14 @@ TORCH_LIBRARY(zcfast, m) {
   m.def("moments_update_(Tensor[] grads, Tensor(a!)[] mean_abs, Tensor(b!)[] mean, "
         "Tensor(c!)[] m2, int count) -> ()");
   m.def("zico_reduce(Tensor[] mean_abs, Tensor[] m2, int count) -> Tensor");
+  // #13: sign patterns (SWAP, TE-NAS), sign sums (GradSign), channel spectra (MeCo, AZ-NAS);
+  // csrc/cpu/signs_cpu.cpp and csrc/cpu/spectra_cpu.cpp, math in zcfast/signs.h. The counts are
+  // 0-dim int64 tensors (not ints) so that the ops trace under torch.compile.
+  m.def("sign_pack(Tensor x) -> Tensor");
+  m.def("distinct_rows(Tensor packed) -> Tensor");
+  m.def("sign_pattern_count(Tensor x) -> Tensor");
+  m.def("sign_sum(Tensor[] grads) -> Tensor");
+  m.def("channel_spectra(Tensor[] feats, str kind) -> Tensor[]");
   m.def("cuda_version() -> int", &zcfast::cuda_version);
   // Test hook: the CUDA saliency kernel's launch packing, runnable without a GPU.
   m.def("_plan_list_launches(int[] numel, int chunk, int max_tensors, int max_blocks) -> Tensor",
@@ -55,6 +63,11 @@ TORCH_LIBRARY_IMPL(zcfast, Autograd, m) {
   m.impl("hamming_kernel_", torch::CppFunction::makeFallthrough());
   m.impl("moments_update_", torch::CppFunction::makeFallthrough());
   m.impl("zico_reduce", torch::CppFunction::makeFallthrough());
+  m.impl("sign_pack", torch::CppFunction::makeFallthrough());
+  m.impl("distinct_rows", torch::CppFunction::makeFallthrough());
+  m.impl("sign_pattern_count", torch::CppFunction::makeFallthrough());
+  m.impl("sign_sum", torch::CppFunction::makeFallthrough());
+  m.impl("channel_spectra", torch::CppFunction::makeFallthrough());
 }
 
 // `from zcfast import _C` only needs a module object; importing the .so runs the registrations.

@@ -332,37 +332,111 @@ def zico_reduce(state: GradMoments) -> Tensor:
 
 
 # ---- sign patterns, sign sums and channel spectra (SWAP, TE-NAS, GradSign, MeCo, AZ-NAS) ------
-# BRIDGE (this session, until the kernels land): these four wrappers fix the contract and call the
-# plain-PyTorch references; the kernel work replaces each body with its torch.ops.zcfast call.
+# Kernels: csrc/cpu/signs_cpu.cpp, csrc/cpu/spectra_cpu.cpp, csrc/cuda/signs_cuda.cu,
+# csrc/cuda/spectra_cuda.cu; math and checks in csrc/include/zcfast/signs.h; references in
+# zcfast/reference.py; contracts in docs/design.md §1.
+__all__ += ["sign_pack", "distinct_rows", "sign_pattern_count", "sign_sum", "channel_spectra",
+            "SPECTRA_KINDS"]
+
+SPECTRA_KINDS = ("corr", "cov")
+
+
+def _one_tensor(op: str, name: str, x: object) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{op}: {name} must be a Tensor, got {type(x).__name__}")
+    return x
+
+
 def sign_pack(x: Tensor) -> Tensor:
     """Bit-pack the codes ``x > 0`` of each row: ``[R, L]`` float -> ``[R, ceil(L/64)]`` int64
-    (bit j of word w of row r is ``x[r, 64w + j] > 0``; NaN counts as not positive).
+    (bit j of word w of row r is ``x[r, 64w + j] > 0``; NaN counts as not positive; the unused
+    high bits of the last word are 0; bit 63 is the int64's sign bit).
 
-    SWAP packs each neuron's signs over the batch (x = activations transposed, [neurons, B]);
-    TE-NAS's linear regions pack each sample's signs over all neurons (x = [B, neurons])."""
-    from zcfast import reference
-    return reference.sign_pack(x)
+    SWAP packs each neuron's signs over the batch (x = activations transposed, [neurons, B]:
+    a transposed view is read in place, not copied); TE-NAS's linear regions pack each sample's
+    signs over all neurons (x = [B, neurons]).
+
+    Args:
+        x: ``[R, L]`` float32, float64, bfloat16 or float16, any strides, CPU or CUDA.
+
+    Returns:
+        ``[R, ceil(L / 64)]`` int64 on x's device.
+
+    Raises:
+        ValueError: x is not a float tensor of 2 dims.
+    """
+    return torch.ops.zcfast.sign_pack.default(_one_tensor("sign_pack", "x", x))
 
 
 def distinct_rows(packed: Tensor) -> int:
-    """The number of distinct rows of ``packed`` ``[R, W]`` int64 (0 for R = 0)."""
-    from zcfast import reference
-    return reference.distinct_rows(packed)
+    """The number of distinct rows of ``packed`` ``[R, W]`` int64 (0 for R = 0, 1 for W = 0 < R).
+
+    Raises:
+        ValueError: packed is not an int64 tensor of 2 dims.
+    """
+    return int(torch.ops.zcfast.distinct_rows.default(_one_tensor("distinct_rows", "packed", packed)))
+
+
+def sign_pattern_count(x: Tensor) -> int:
+    """``distinct_rows(sign_pack(x))`` fused (the packed codes are never a tensor): the number of
+    distinct sign patterns ``x[r] > 0`` among the R rows of ``x`` ``[R, L]`` (SWAP's score; TE-NAS's
+    linear-region count). Same arguments and errors as :func:`sign_pack`."""
+    return int(torch.ops.zcfast.sign_pattern_count.default(_one_tensor("sign_pattern_count", "x", x)))
 
 
 def sign_sum(grads: Sequence[Tensor]) -> Tensor:
-    """GradSign's reduction: per tensor ``Σ_θ |Σ_i sign(g[i, θ])|`` over T per-sample gradient
-    tensors ``[N, ...]`` (sign(0) = 0, NaN as 0); returns ``[T]`` float64."""
-    from zcfast import reference
-    return reference.sign_sum(grads)
+    """GradSign's reduction, fused over T tensors: ``out[t] = Σ_θ |Σ_i sign(g_t[i, θ])|``.
+
+    Args:
+        grads: T per-sample gradient tensors ``[N_t, ...]`` (sample i's ∂ℓᵢ/∂θ in row i), float32,
+            float64, bfloat16 or float16 (they may differ), on one device; any strides.
+
+    Returns:
+        ``[T]`` float64 (float64 ``[0]`` on the CPU for an empty list). ``sign(0) = 0`` and NaN
+        counts as 0. The inner sums are integers (int16 for N < 2^15, else int32) and the result
+        is exact and deterministic (no atomics on CUDA).
+
+    Raises:
+        ValueError: a non-tensor, a 0-dim tensor, a non-float dtype, another device (the message
+            names ``grads[i]``).
+    """
+    grads = _tensor_list("sign_sum", "grads", grads)
+    if not grads:
+        return torch.zeros(0, dtype=torch.float64)
+    return torch.ops.zcfast.sign_sum.default(grads)
 
 
 def channel_spectra(feats: Sequence[Tensor], kind: str = "corr") -> list[Tensor]:
-    """Ascending symmetric eigenvalues (float64 ``[C_t]``) of each ``[C_t, P_t]`` feature's channel
-    correlation (``kind="corr"``: corrcoef, NaN/inf set to 0, MeCo) or covariance (``"cov"``,
-    ddof 1, AZ-NAS expressivity), all T in one call."""
-    from zcfast import reference
-    return reference.channel_spectra(feats, kind)
+    """Ascending symmetric eigenvalues of T small channel matrices, all in one call.
+
+    Per feature F = ``feats[t]`` ``[C_t, P_t]`` (channels × observations), in float64:
+
+    - ``kind="corr"`` (MeCo): numpy's ``corrcoef(F)`` with NaN/inf entries set to 0, so a
+      zero-variance or non-finite channel contributes a zero row and column (diagonal included);
+    - ``kind="cov"`` (AZ-NAS expressivity): ``(F − mean)(F − mean)ᵀ / max(P_t − 1, 1)``; a matrix
+      with a non-finite entry gets all-NaN eigenvalues (the other matrices are unaffected).
+
+    The rows are centred and scaled in one pass over all features, the Gram matrices formed with
+    one bmm per run of equal (C, P), and each run of equal C solved in one batched ``eigvalsh``.
+
+    Args:
+        feats: T float tensors ``[C_t, P_t]`` sharing one dtype and one device (any strides).
+        kind: ``"corr"`` or ``"cov"``.
+
+    Returns:
+        T float64 tensors ``[C_t]`` on the features' device (``[]`` for an empty list). Eigenvalues
+        agree with ``torch.linalg.eigvalsh`` of the reference matrices to ~1e-12 (float64 input).
+
+    Raises:
+        ValueError: unknown kind, a non-tensor, a tensor not of 2 dims, mixed dtypes or devices
+            (the message names ``feats[i]``).
+    """
+    feats = _tensor_list("channel_spectra", "feats", feats)
+    if kind not in SPECTRA_KINDS:
+        raise ValueError(f"channel_spectra: kind must be 'corr' or 'cov', got {kind!r}")
+    if not feats:
+        return []
+    return list(torch.ops.zcfast.channel_spectra.default(feats, kind))
 
 
 # ---- fake (meta) kernels, for torch.compile / export -------------------------------------------
@@ -483,3 +557,68 @@ def _zico_reduce_fake(mean_abs: list[Tensor], m2: list[Tensor], count: int) -> T
     _check_moments_fake("zico_reduce", "mean_abs", mean_abs, (("mean_abs", mean_abs), ("m2", m2)))
     device = mean_abs[0].device if mean_abs else torch.device("cpu")
     return torch.empty((len(mean_abs),), dtype=torch.float64, device=device)
+
+
+# fake kernels of the #13 ops (the checks of csrc/include/zcfast/signs.h)
+def _fake_float(op: str, name: str, t: Tensor) -> None:
+    if t.dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"{op}: {name} must be float32, float64, bfloat16 or float16, got {t.dtype}")
+
+
+def _fake_sign_pack_input(op: str, x: Tensor) -> None:
+    _fake_float(op, "x", x)
+    if x.dim() != 2:
+        raise ValueError(f"{op}: x must have shape [R, L] (rows, signs per row), got shape {list(x.shape)}")
+
+
+@torch.library.register_fake("zcfast::sign_pack")
+def _sign_pack_fake(x: Tensor) -> Tensor:
+    _fake_sign_pack_input("sign_pack", x)
+    return x.new_empty((x.shape[0], (x.shape[1] + 63) // 64), dtype=torch.int64)
+
+
+@torch.library.register_fake("zcfast::distinct_rows")
+def _distinct_rows_fake(packed: Tensor) -> Tensor:
+    if packed.dtype != torch.int64:
+        raise ValueError(f"distinct_rows: packed must be int64 (sign_pack's output), got {packed.dtype}")
+    if packed.dim() != 2:
+        raise ValueError(f"distinct_rows: packed must have shape [R, W], got shape {list(packed.shape)}")
+    return packed.new_empty((), dtype=torch.int64)
+
+
+@torch.library.register_fake("zcfast::sign_pattern_count")
+def _sign_pattern_count_fake(x: Tensor) -> Tensor:
+    _fake_sign_pack_input("sign_pattern_count", x)
+    return x.new_empty((), dtype=torch.int64)
+
+
+@torch.library.register_fake("zcfast::sign_sum")
+def _sign_sum_fake(grads: list[Tensor]) -> Tensor:
+    for i, g in enumerate(grads):
+        _fake_float("sign_sum", f"grads[{i}]", g)
+        if g.dim() < 1:
+            raise ValueError(f"sign_sum: grads[{i}] must have shape [N, ...] (per-sample gradients, "
+                             "samples first), got a 0-dim tensor")
+        if g.device != grads[0].device:
+            raise ValueError(f"sign_sum: grads[{i}] is on {g.device} but grads[0] is on "
+                             f"{grads[0].device} (all tensors must be on one device)")
+    device = grads[0].device if grads else torch.device("cpu")
+    return torch.empty((len(grads),), dtype=torch.float64, device=device)
+
+
+@torch.library.register_fake("zcfast::channel_spectra")
+def _channel_spectra_fake(feats: list[Tensor], kind: str) -> list[Tensor]:
+    if kind not in SPECTRA_KINDS:
+        raise ValueError(f"channel_spectra: kind must be 'corr' or 'cov', got {kind!r}")
+    for i, f in enumerate(feats):
+        _fake_float("channel_spectra", f"feats[{i}]", f)
+        if f.dim() != 2:
+            raise ValueError(f"channel_spectra: feats[{i}] must have shape [C, P] (channels, "
+                             f"observations), got shape {list(f.shape)}")
+        if f.dtype != feats[0].dtype:
+            raise ValueError(f"channel_spectra: feats[{i}] has dtype {f.dtype} but feats[0] has dtype "
+                             f"{feats[0].dtype} (all tensors must share one dtype)")
+        if f.device != feats[0].device:
+            raise ValueError(f"channel_spectra: feats[{i}] is on {f.device} but feats[0] is on "
+                             f"{feats[0].device} (all tensors must be on one device)")
+    return [f.new_empty((f.shape[0],), dtype=torch.float64) for f in feats]
