@@ -198,6 +198,9 @@ def test_shared_passes_equal_each_proxy_alone():
     together = score(net, x, y, proxies=available_proxies())
     for name in available_proxies():
         alone = score(net, x, y, proxies=(name,))[name]
+        if math.isnan(together[name]):   # undefined here (meco_opt: fewer than 8 channels) both ways
+            assert math.isnan(alone), (name, alone)
+            continue
         assert rel(together[name], alone) < 1e-6, (name, together[name], alone)
 
 
