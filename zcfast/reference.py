@@ -222,7 +222,7 @@ def sign_sum(grads: Sequence[Tensor]) -> Tensor:
     """
     out = []
     for g in grads:
-        s = torch.sign(torch.nan_to_num(g.detach().double(), nan=0.0)).reshape(g.shape[0], -1)
+        s = torch.sign(torch.nan_to_num(g.detach().double(), nan=0.0)).reshape(g.shape[0], math.prod(g.shape[1:]))
         out.append(s.sum(dim=0).abs().sum())
     return torch.stack(out) if out else torch.zeros(0, dtype=torch.float64)
 
