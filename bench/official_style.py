@@ -598,3 +598,94 @@ def official_modern_scores(net: nn.Module, x: torch.Tensor, y: torch.Tensor,
         else:
             out[p] = FUNCS[p](net, x, y)
     return out
+
+
+# ------------------------------------------------------------------------------------------
+# MeCo and SWAP (issue #13), as their official code computes them (plain PyTorch, float32)
+# ------------------------------------------------------------------------------------------
+def meco_official(net: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, opt: bool = False,
+                  seed: int | None = 0) -> float:
+    """MeCo as HamsterMimi/MeCo@0d830dd2 ``correlation/NAS_Bench_201.py``'s get_score: a deep
+    copy in train mode, a forward hook on every module of ``named_modules()`` (the root and the
+    containers too), a forward of ``x[:1]`` (the script's batch of one); per call ``out[0]``
+    reshaped to [C, -1], ``torch.corrcoef`` with NaN/inf set to 0, the minimum real part of
+    ``torch.linalg.eig``; ``opt``: ``random.sample(range(C), 8)`` rows (a ``random.Random(seed)``
+    instead of the unseeded global ``random``) and × C / 8; NaN and inf dropped, summed."""
+    import random as _random
+    import warnings as _warnings
+
+    net = _copy(net)
+    rng = _random.Random(seed)
+    results: list[torch.Tensor] = []
+
+    def hook(module: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+        fea = out[0].clone().detach()
+        n = fea.shape[0]
+        fea = fea.reshape(n, -1)
+        if opt:
+            fea = fea[rng.sample(range(n), 8), :]
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("ignore")   # cov() of a single position: NaN, set to 0 below
+            corr = torch.corrcoef(fea)
+        corr[torch.isnan(corr)] = 0
+        corr[torch.isinf(corr)] = 0
+        value = torch.min(torch.real(torch.linalg.eig(corr)[0]))
+        results.append(value * n / 8 if opt else value)
+
+    handles = [m.register_forward_hook(hook) for _, m in net.named_modules()]
+    try:
+        with torch.no_grad():
+            net(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    res = torch.tensor([float(r) for r in results])
+    res = res[torch.isfinite(res)]
+    return float(torch.sum(res))
+
+
+def swap_official(net: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, repeats: int = 32,
+                  seed: int = 0, mu: float | None = None, sigma: float | None = None) -> float:
+    """SWAP as pym1024/SWAP@f6049f7c (``correlation.py`` + ``src/metrics/swap.py``): a deep copy
+    in train mode; ``torch.manual_seed(seed)`` (the global RNG, restored afterwards: the official
+    never seeds it); per repeat its ``network_weight_gaussian_init`` (Conv2d/Linear N(0, 1), zero
+    biases; BatchNorm2d/GroupNorm weight 1, bias 0; affine-free norms skipped where the official
+    raises), a no-grad forward with hooks on ``nn.ReLU`` keeping outputs whose input is 4-D,
+    ``torch.unique(sign(acts).T, dim=0)``'s row count; the mean over repeats, × exp(−(P − μ)²/σ)
+    (P = parameters in thousands) when ``mu`` and ``sigma`` are given."""
+    net = _copy(net)
+    feats: list[torch.Tensor] = []
+
+    def hook(module: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+        if isinstance(inp, tuple) and len(inp[0].size()) == 4:
+            feats.append(out.detach())
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.ReLU)]
+    scores: list[int] = []
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for _ in range(repeats):
+                with torch.no_grad():
+                    for m in net.modules():
+                        if isinstance(m, (nn.Conv2d, nn.Linear)):
+                            nn.init.normal_(m.weight)
+                            if m.bias is not None:
+                                nn.init.zeros_(m.bias)
+                        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
+                            nn.init.ones_(m.weight)
+                            nn.init.zeros_(m.bias)
+                    feats.clear()
+                    net(x)
+                    if not feats:
+                        raise ValueError("swap_official: no nn.ReLU was called on a 4-D input")
+                    acts = torch.sign(torch.cat([f.view(x.size(0), -1) for f in feats], 1))
+                    scores.append(torch.unique(acts.T, dim=0).size(0))
+    finally:
+        for h in handles:
+            h.remove()
+    value = float(np.mean(scores))
+    if mu is not None and sigma is not None:
+        p = float(np.sum([np.prod(v.size()) for n, v in net.named_parameters() if "auxiliary" not in n])) / 1e3
+        value *= float(np.exp(-((p - mu) ** 2) / sigma))
+    return value

@@ -313,3 +313,20 @@ def test_score_arch_on_nb201_routes_these_needs_to_the_module_backend() -> None:
     got = zcfast.score_arch(space, arch, x, y, ("meco",), seed=42)["meco"]
     net = zcfast.proxies.build_seeded(space, arch, seed=42)
     assert got == pytest.approx(meco_official(net, x[:1]), rel=1e-5, abs=1e-5)
+
+
+def test_bench_official_style_meco_and_swap_agree(user_swap) -> None:
+    """bench/official_style.py's meco_official / swap_official (float32 torch, the official
+    ops) against zcfast on an NB201 network: the benchmark's baseline computes the same values."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import official_style as o
+
+    net = nb201(4321)
+    x, y = batch(n=16, hw=8)
+    r = score_detailed(net, x, y, proxies=("meco", "meco_opt", "swap_2"), seed=5)
+    assert r["meco"].value == pytest.approx(o.meco_official(net, x), rel=1e-4)
+    assert r["meco_opt"].value == pytest.approx(o.meco_official(net, x, opt=True, seed=5), rel=1e-4)
+    assert r["swap_2"].value == o.swap_official(net, x, repeats=2, seed=5)
