@@ -363,6 +363,12 @@ class DartsNetwork(nn.Module):
                 self.logits_aux = self.auxiliary_head(s1)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
+    def zcfast_cells(self) -> list[tuple[str, nn.Module]]:
+        """The cells contract (:mod:`zcfast.proxies.cells`): the stem, then every normal and
+        reduction cell in forward order. A DARTS cell reads the two previous features; the
+        measures pair each cell with the one before it (its ``s1``)."""
+        return [("stem", self.stem)] + [(f"cells.{i}", c) for i, c in enumerate(self.cells)]
+
 
 # --------------------------------------------------------------------------------------------
 # The space

@@ -304,6 +304,13 @@ class NB101Network(nn.Module):
         x = self.layers(self.stem(x))
         return self.classifier(x.mean(dim=(2, 3)))
 
+    def zcfast_cells(self) -> list[tuple[str, nn.Module]]:
+        """The cells contract (:mod:`zcfast.proxies.cells`): the stem, then every cell in forward
+        order. The max-pools between stacks are parameter-free layers, not cells: they are not
+        listed (the gradient across one is part of the next cell's trainability term)."""
+        return [("stem", self.stem)] + [(f"layers.{i}", m) for i, m in enumerate(self.layers)
+                                         if isinstance(m, NB101Cell)]
+
 
 # --------------------------------------------------------------------------------------------
 # Ground truth from a user file

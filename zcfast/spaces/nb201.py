@@ -370,6 +370,12 @@ class NB201Network(nn.Module):
         return [m for layer in self.cells if isinstance(layer, NB201Cell)
                 for m in layer.modules() if isinstance(m, nn.Conv2d)]
 
+    def zcfast_cells(self) -> list[tuple[str, nn.Module]]:
+        """The cells contract (:mod:`zcfast.proxies.cells`): the stem, then every cell and
+        residual reduction block in forward order, under their qualified names (as AZ-NAS's
+        ``extract_cell_features``: stem output + every ``cells`` output)."""
+        return [("stem", self.stem)] + [(f"cells.{i}", layer) for i, layer in enumerate(self.cells)]
+
 
 def add_official_cell_form(net: NB201Network, generator: torch.Generator | None = None) -> int:
     """Turn a benchmark network into the zero-cost-nas paper's NB201 model, in place.
