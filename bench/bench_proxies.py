@@ -29,7 +29,6 @@ import os
 import random
 import statistics
 import sys
-import time
 from typing import Any, Callable
 
 import torch
@@ -40,7 +39,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import official_style  # noqa: E402
-from common import command_line, machine_info, markdown_table, write_results  # noqa: E402
+from common import (  # noqa: E402
+    command_line, machine_info, markdown_table, timed_median as _timed, write_results)
 
 import zcfast  # noqa: E402
 import zcfast.spaces  # noqa: E402
@@ -49,15 +49,6 @@ from zcfast.proxies.engine import remove_batchnorms  # noqa: E402
 
 SIX = ("grad_norm", "snip", "grasp", "fisher", "jacob_cov", "synflow")
 ALL_CONV = ("nor_conv_3x3",) * 6
-
-
-def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
 
 
 def _weights(net: nn.Module) -> list[torch.Tensor]:

@@ -41,7 +41,6 @@ import pstats
 import random
 import statistics
 import sys
-import time
 from typing import Any, Callable
 
 import torch
@@ -52,7 +51,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import official_style  # noqa: E402
-from common import RESULTS_DIR, command_line, machine_info, markdown_table, write_results  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS_DIR, command_line, machine_info, markdown_table, timed_median as _timed, write_results)
 
 import zcfast  # noqa: E402
 import zcfast.spaces  # noqa: E402
@@ -135,15 +135,6 @@ def bare_passes(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, C
 
     return {"nwot": nwot, "epe_nas": epe, "zen": zen, "zico": zico, "l2_norm": l2, "params": params,
             "flops": flops}
-
-
-def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
 
 
 def rel(a: float, b: float) -> float:

@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import sys
 import time
 from typing import Any, Callable
@@ -49,6 +50,19 @@ def time_rounds(fns: dict[str, Callable[[], Any]], rounds: int = 5,
         out[name]["median_s"] = min(meds)
         out[name]["worst_round_median_s"] = max(meds)
     return out
+
+
+def timed_median(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """Median wall seconds of ``repeats`` plain calls of ``fn`` (no warm-up, no CUDA sync: for
+    whole proxy calls that take milliseconds or more) and the last call's result."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
 
 
 def cpu_model() -> str:
