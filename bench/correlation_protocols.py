@@ -26,12 +26,12 @@ import csv
 import json
 import math
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
+from zcfast import metrics
 from zcfast.spaces import nb201
 
 PROTOCOLS = (("all/valid", False, "cifar10_val_nbsuitezero"),
@@ -42,7 +42,7 @@ ANCHORS = {"nwot": (0.792, "nbsz-cells/valid"), "epe_nas": (0.787, "nbsz-cells/v
            "zen": (0.101, "nbsz-cells/valid"), "l2_norm": (0.720, "nbsz-cells/valid"),
            "params": (0.747, "nbsz-cells/valid"), "flops": (0.714, "nbsz-cells/valid"),
            "jacob_cov": (0.818, "nbsz-cells/valid"), "zico": (0.802, "VKDNW re-run, official code")}
-META = {"index", "arch_str", "accuracy", "train_12ep_acc", "train_12ep_cost", "seconds"}
+META = {"index", "arch_str", "key", "accuracy", "train_12ep_acc", "train_12ep_cost", "seconds"}
 
 
 def _float(text: str) -> float:
@@ -53,18 +53,9 @@ def _float(text: str) -> float:
 
 
 def bootstrap_ci(x: np.ndarray, y: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile interval of Spearman ρ over ``n_boot`` resamples of the pairs (x [n], y [n])."""
-    rng = np.random.default_rng(seed)
-    n = len(x)
-    rx, ry = stats.rankdata(x), stats.rankdata(y)
-    vals = []
-    with warnings.catch_warnings():   # a resample of a tiny run can be constant: its rho is NaN
-        warnings.simplefilter("ignore")
-        for _ in range(n_boot):
-            i = rng.integers(0, n, n)
-            vals.append(stats.spearmanr(rx[i], ry[i]).statistic)
-    lo, hi = np.nanpercentile(vals, [2.5, 97.5])
-    return float(lo), float(hi)
+    """95% percentile interval of Spearman ρ over ``n_boot`` resamples of the pairs (x [n], y [n]):
+    the one definition, :func:`zcfast.metrics.bootstrap_ci`."""
+    return metrics.bootstrap_ci(x, y, "spearman", n_boot=n_boot, seed=seed)
 
 
 def analyse(run_dir: Path, nan: str = "omit") -> dict:

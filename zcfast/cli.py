@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Sequence
 
-COMMANDS = ("score", "correlate", "search", "scan", "info")
+COMMANDS = ("score", "correlate", "search", "scan", "info", "report")
 
 #: Exit status of a user error (bad argument, file, store), as argparse's own.
 USAGE_ERROR = 2

@@ -66,6 +66,11 @@ __all__ = [
     "summarize",
     "format_table",
     "write_outputs",
+    "table_columns",
+    "result_records",
+    "write_table",
+    "read_table",
+    "table_proxies",
     "export_table",
     "subsample_spread",
 ]
@@ -140,6 +145,7 @@ class StudyResult:
             architecture's scores (0 for rows scored by an earlier study with other proxies).
         summary: the JSON summary (see :func:`summarize`).
         files: output name -> path (when ``out`` was given).
+        keys: ``space.key(arch)`` of each architecture ``[n]`` (isomorphic cells share one).
     """
 
     archs: list[str]
@@ -151,6 +157,7 @@ class StudyResult:
     seconds: np.ndarray
     summary: dict[str, Any]
     files: dict[str, Path] = field(default_factory=dict)
+    keys: list[str] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------
@@ -283,6 +290,7 @@ def correlate(
     variant: str = "benchmark",
     batch_per_arch: bool = False,
     n_batches: int = 1,
+    n_boot: int = 1000,
 ) -> StudyResult:
     """Run the correlation study; see the module docstring.
 
@@ -342,6 +350,7 @@ def correlate(
             in a script, and pass a ``score_fn`` defined at module level (picklable).
         recycle: with workers, each worker process is replaced after this many architectures,
             which bounds the memory of a scorer that leaks per call.
+        n_boot: bootstrap resamples of each ρ / τ interval (:func:`summarize`; 0: none).
 
     Returns:
         :class:`StudyResult`.
@@ -370,6 +379,7 @@ def correlate(
     options.check_count(recycle, "recycle")
     options.check_count(batch_size, "batch_size")
     options.check_count(time_sample, "time_sample", minimum=0)
+    options.check_count(n_boot, "n_boot (--bootstrap)", minimum=0)
     device_type = options.resolve_device(device).type
     if out is None and store is None:
         raise ValueError("give an output directory (out) or a store path")
@@ -530,7 +540,7 @@ def correlate(
     err_arr = {p: [errors[p].get(s, "") for s in arch_strs] for p in names}
     sec_arr = np.array([seconds.get(s, 0.0) for s in arch_strs], dtype=np.float64)
     summary = summarize(score_arr, acc, dataset=ds, baselines=baselines, nan_policy=nan_policy,
-                        errors=err_arr, space=sp.name)
+                        errors=err_arr, space=sp.name, n_boot=n_boot)
     summary.update({
         "space": sp.name,
         "dataset": ds,
@@ -558,7 +568,8 @@ def correlate(
         summary["proxies"][p]["seconds_per_arch_alone"] = alone.get(p)
     for label, _, _, unit in base_specs:
         summary["baselines"][label]["cost_unit"] = unit
-    result = StudyResult(arch_strs, index, acc, score_arr, err_arr, baselines, sec_arr, summary)
+    result = StudyResult(arch_strs, index, acc, score_arr, err_arr, baselines, sec_arr, summary,
+                         keys=[sp.key(a) for a in archs])
     if out_dir is not None:
         result.files = write_outputs(result, out_dir, plots=plots)
     return result
@@ -676,8 +687,18 @@ def summarize(
     errors: Mapping[str, Sequence[str]] | None = None,
     vote_proxies: Sequence[str] = VOTE_PROXIES,
     space: str = "nb201",
+    n_boot: int = 1000,
+    boot_seed: int = 0,
 ) -> dict[str, Any]:
     """Correlation summary (JSON-ready; NaN -> None).
+
+    Every ρ and τ (overall and within the top 10 % by accuracy, of proxies and baselines)
+    carries ``<name>_ci95``: a percentile bootstrap 95 % interval over ``n_boot`` resamples of
+    the architectures (:func:`zcfast.metrics.bootstrap_ci`, seed ``boot_seed``; None with
+    ``n_boot=0``). A statistic over fewer than :data:`zcfast.metrics.MIN_POINTS` usable
+    architectures is None (printed "-"), as is the top-10 % overlap of a top set that small;
+    ``n_top10`` says how many the top set held. The vote carries no interval (it is O(n²) per
+    evaluation).
 
     Args:
         scores: proxy -> ``[n]`` scores; acc: ``[n]`` accuracies.
@@ -697,19 +718,32 @@ def summarize(
     anchors = PUBLISHED_ANCHORS.get((space, ds), {})
     out: dict[str, Any] = {"nan_policy": nan_policy, "proxies": {}, "baselines": {}, "vote": None,
                            "anchor_sources": {}}
+    out["min_points"] = metrics.MIN_POINTS
+    out["bootstrap"] = {"resamples": n_boot, "seed": boot_seed, "level": 0.95,
+                        "method": "percentile, architectures resampled with replacement"}
     for p, s in scores.items():
         s = np.asarray(s, dtype=np.float64)
-        rho = metrics.spearman(s, acc, nan_policy)
         ok = ~np.isnan(acc)
+        n_used = int(ok.sum()) if nan_policy == "worst" else int((ok & ~np.isnan(s)).sum())
+        rho, tau, ci_rho, ci_tau = _rank_stats(s, acc, nan_policy, n_used, n_boot, boot_seed)
+        top = metrics._top_mask(acc, 0.1)
+        n_top = int(top.sum()) if nan_policy == "worst" else int((top & ~np.isnan(s)).sum())
+        rho10, tau10, ci_rho10, ci_tau10 = _rank_stats(s[top], acc[top], nan_policy, n_top, n_boot, boot_seed)
         n_nan = int(np.isnan(s[ok]).sum())
         entry = {
             "spearman": _num(rho),
+            "spearman_ci95": ci_rho,
             "abs_spearman": _num(abs(rho)),
-            "kendall": _num(metrics.kendall(s, acc, nan_policy)),
-            "spearman_top10": _num(metrics.top_fraction_spearman(s, acc, 0.1, nan_policy)),
-            "kendall_top10": _num(metrics.top_fraction_kendall(s, acc, 0.1, nan_policy)),
-            "top10_overlap": _num(metrics.top_overlap(s, acc, 0.1)),
-            "n_used": int(ok.sum()) if nan_policy == "worst" else int((ok & ~np.isnan(s)).sum()),
+            "abs_spearman_ci95": _abs_ci(ci_rho),
+            "kendall": _num(tau),
+            "kendall_ci95": ci_tau,
+            "spearman_top10": _num(rho10),
+            "spearman_top10_ci95": ci_rho10,
+            "kendall_top10": _num(tau10),
+            "kendall_top10_ci95": ci_tau10,
+            "n_top10": n_top,
+            "top10_overlap": _num(metrics.top_overlap(s, acc, 0.1)) if int(top.sum()) >= metrics.MIN_POINTS else None,
+            "n_used": n_used,
             "n_nan": n_nan,
             "n_error": int(sum(1 for e in (errors or {}).get(p, []) if e)),
             "paper_abs_spearman": paper.get(p),
@@ -726,15 +760,46 @@ def summarize(
         out["vote"] = {"proxies": list(vote_proxies), "agreement": _num(agree), "paper": PAPER_VOTE.get(ds),
                        "delta_vs_paper": _num(agree - PAPER_VOTE[ds]) if ds in PAPER_VOTE else None}
     for label, (bacc, cost) in (baselines or {}).items():
-        rho = metrics.spearman(bacc, acc, "omit")
+        n_b = int((~np.isnan(bacc) & ~np.isnan(acc)).sum())
+        rho, tau, ci_rho, ci_tau = _rank_stats(bacc, acc, "omit", n_b, n_boot, boot_seed)
+        top = metrics._top_mask(acc, 0.1)
+        n_top = int((top & ~np.isnan(bacc)).sum())
+        rho10 = metrics.spearman(bacc[top], acc[top], "omit") if n_top >= metrics.MIN_POINTS else math.nan
         out["baselines"][label] = {
             "spearman": _num(rho),
-            "kendall": _num(metrics.kendall(bacc, acc, "omit")),
-            "spearman_top10": _num(metrics.top_fraction_spearman(bacc, acc, 0.1, "omit")),
+            "spearman_ci95": ci_rho,
+            "kendall": _num(tau),
+            "kendall_ci95": ci_tau,
+            "spearman_top10": _num(rho10),
             "cost_per_arch_mean": _num(float(np.nanmean(cost))) if np.isfinite(cost).any() else None,
-            "n_used": int((~np.isnan(bacc) & ~np.isnan(acc)).sum()),
+            "n_used": n_b,
         }
     return out
+
+
+def _rank_stats(s: np.ndarray, acc: np.ndarray, nan_policy: str, n_used: int, n_boot: int, boot_seed: int
+                ) -> tuple[float, float, list[float] | None, list[float] | None]:
+    """(ρ, τ, ρ's 95 % interval, τ's) of scores ``[n]`` against ``acc`` ``[n]``; all missing
+    (NaN / None) when fewer than :data:`zcfast.metrics.MIN_POINTS` pairs are usable."""
+    if n_used < metrics.MIN_POINTS:
+        return math.nan, math.nan, None, None
+    rho = metrics.spearman(s, acc, nan_policy)
+    tau = metrics.kendall(s, acc, nan_policy)
+    cis = []
+    for stat in ("spearman", "kendall"):
+        lo, hi = metrics.bootstrap_ci(s, acc, stat, n_boot=n_boot, seed=boot_seed, nan_policy=nan_policy)
+        cis.append(None if math.isnan(lo) else [lo, hi])
+    return rho, tau, cis[0], cis[1]
+
+
+def _abs_ci(ci: list[float] | None) -> list[float] | None:
+    """The interval of |ρ| from the interval of ρ (a ρ interval across 0 gives [0, max |end|])."""
+    if ci is None:
+        return None
+    lo, hi = ci
+    if lo <= 0.0 <= hi:
+        return [0.0, max(-lo, hi)]
+    return sorted([abs(lo), abs(hi)])
 
 
 def _fmt(v: Any, nd: int = 3) -> str:
@@ -745,26 +810,34 @@ def _fmt(v: Any, nd: int = 3) -> str:
     return str(v)
 
 
+def _ci(ci: Sequence[float] | None) -> str:
+    return "-" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
 def format_table(summary: Mapping[str, Any]) -> str:
     """A terminal table: one row per proxy, the paper's |ρ| and the published anchor (with its
     source) beside ours, then vote and baselines."""
-    head = ["proxy", "rho", "|rho|", "paper", "delta", "anchor", "delta", "source", "tau", "rho@top10%",
-            "top10 ovl", "NaN", "err", "s/arch"]
+    head = ["proxy", "rho", "rho 95% CI", "|rho|", "paper", "delta", "anchor", "delta", "source", "tau",
+            "tau 95% CI", "rho@top10%", "top10 ovl", "NaN", "err", "s/arch"]
     rows = []
     sign = lambda v: f"{v:+.3f}" if v is not None else "-"  # noqa: E731
     for p, e in summary["proxies"].items():
-        rows.append([p, _fmt(e["spearman"]), _fmt(e["abs_spearman"]), _fmt(e["paper_abs_spearman"]),
+        rows.append([p, _fmt(e["spearman"]), _ci(e.get("spearman_ci95")), _fmt(e["abs_spearman"]),
+                     _fmt(e["paper_abs_spearman"]),
                      sign(e["delta_vs_paper"]), _fmt(e.get("anchor")), sign(e.get("delta_vs_anchor")),
                      e.get("anchor_source") or "-",
-                     _fmt(e["kendall"]), _fmt(e["spearman_top10"]), _fmt(e["top10_overlap"], 2),
+                     _fmt(e["kendall"]), _ci(e.get("kendall_ci95")), _fmt(e["spearman_top10"]),
+                     _fmt(e["top10_overlap"], 2),
                      str(e["n_nan"]), str(e["n_error"]), _fmt(e.get("seconds_per_arch_alone"), 3)])
     v = summary.get("vote")
     if v:
-        rows.append(["vote*", "-", _fmt(v["agreement"]), _fmt(v["paper"]), sign(v["delta_vs_paper"]),
-                     "-", "-", "-", "-", "-", "-", "-", "-", "-"])
+        rows.append(["vote*", "-", "-", _fmt(v["agreement"]), _fmt(v["paper"]), sign(v["delta_vs_paper"]),
+                     "-", "-", "-", "-", "-", "-", "-", "-", "-", "-"])
     for label, b in summary.get("baselines", {}).items():
-        rows.append([label + "**", _fmt(b["spearman"]), _fmt(abs(b["spearman"]) if b["spearman"] is not None else None),
-                     "-", "-", "-", "-", "-", _fmt(b["kendall"]), _fmt(b["spearman_top10"]), "-", "-", "-",
+        rows.append([label + "**", _fmt(b["spearman"]), _ci(b.get("spearman_ci95")),
+                     _fmt(abs(b["spearman"]) if b["spearman"] is not None else None),
+                     "-", "-", "-", "-", "-", _fmt(b["kendall"]), _ci(b.get("kendall_ci95")),
+                     _fmt(b["spearman_top10"]), "-", "-", "-",
                      _fmt(b.get("cost_per_arch_mean"), 1)])
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     line = "-+-".join("-" * w for w in widths)
@@ -781,6 +854,11 @@ def format_table(summary: Mapping[str, Any]) -> str:
     lines = [title, fmt_row(head), line] + [fmt_row(r) for r in rows]
     notes = ["rho = Spearman, tau = Kendall tau-b; paper = |rho| of Abdelfattah et al. (all 15,625 NB201 archs); "
              "s/arch = median seconds per architecture, each proxy alone"]
+    boot = summary.get("bootstrap")
+    if boot:
+        notes.append(f"95% CI = percentile bootstrap over {boot['resamples']} resamples of the architectures "
+                     f"(seed {boot['seed']}); '-' = fewer than {summary.get('min_points', metrics.MIN_POINTS)} "
+                     "usable architectures (for rho@top10% and the overlap: in the top 10% by accuracy)")
     for key, protocol in summary.get("anchor_sources", {}).items():
         notes.append(f"anchor = published |rho| under its own protocol; source {key}: {protocol}")
     if v:
@@ -793,26 +871,162 @@ def format_table(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines + notes)
 
 
-def write_outputs(result: StudyResult, out_dir: str | os.PathLike, plots: bool = True) -> dict[str, Path]:
-    """Write ``scores.csv`` (one row per architecture), ``summary.json``, ``table.txt`` and,
-    with ``plots``, ``scatter.png`` (each proxy vs accuracy) and ``rho_vs_paper.png``."""
+#: Formats of the score tables (:func:`write_table`); Parquet needs the optional pyarrow.
+TABLE_FORMATS: tuple[str, ...] = ("csv", "json", "parquet")
+#: Columns of every score table before the proxies (:func:`table_columns`).
+LEADING_COLUMNS: tuple[str, ...] = ("arch_str", "index", "key", "accuracy")
+
+
+def table_columns(proxies: Sequence[str], baselines: Sequence[str] = ()) -> list[str]:
+    """The one column schema of the score tables of ``correlate``, ``score`` and ``report``
+    (CSV, JSON and Parquet alike), in order:
+
+    - ``arch_str``: the architecture's canonical text (or the ``--model`` spec);
+    - ``index``: its benchmark index (int; -1 where the space has none);
+    - ``key``: ``space.key(arch)`` (isomorphic cells share it; "" where unknown);
+    - ``accuracy``: the ground truth where known (float, NaN otherwise);
+    - ``<baseline>_acc``, ``<baseline>_cost`` per reduced-training baseline (correlate);
+    - one float column per proxy (NaN / ±inf kept), then ``<proxy>_error`` per proxy (the
+      reason of a non-finite value, "" when none);
+    - ``seconds``: wall seconds of the scoring call (float).
+    """
+    return (list(LEADING_COLUMNS) + [f"{b}_acc" for b in baselines] + [f"{b}_cost" for b in baselines]
+            + list(proxies) + [f"{p}_error" for p in proxies] + ["seconds"])
+
+
+def result_records(result: StudyResult) -> tuple[list[str], list[dict[str, Any]]]:
+    """``(columns, rows)`` of a study in the :func:`table_columns` schema; each row a dict of
+    Python values (str, int, float)."""
+    names = list(result.scores)
+    bl = list(result.baselines)
+    cols = table_columns(names, bl)
+    rows = []
+    for i, s in enumerate(result.archs):
+        r: dict[str, Any] = {"arch_str": s, "index": int(result.index[i]),
+                             "key": result.keys[i] if result.keys else "", "accuracy": float(result.acc[i])}
+        for b in bl:
+            r[f"{b}_acc"] = float(result.baselines[b][0][i])
+        for b in bl:
+            r[f"{b}_cost"] = float(result.baselines[b][1][i])
+        for p in names:
+            r[p] = float(result.scores[p][i])
+        for p in names:
+            r[f"{p}_error"] = result.errors[p][i] or ""
+        r["seconds"] = float(result.seconds[i])
+        rows.append(r)
+    return cols, rows
+
+
+def _json_value(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _is_text_column(c: str) -> bool:
+    return c in ("arch_str", "key") or c.endswith("_error")
+
+
+def write_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], path: str | os.PathLike,
+                fmt: str | None = None) -> Path:
+    """Write rows of the :func:`table_columns` schema as CSV, JSON or Parquet (``fmt``; default
+    from the suffix). CSV: ``repr`` of each float (round-trips exactly; ``nan``, ``inf``). JSON:
+    a list of objects with the same keys, a non-finite float as ``null`` (its ``_error`` column
+    says why). Parquet: ``arch_str``/``key``/``*_error`` strings, ``index`` int64, every other
+    column float64 (NaN kept). Parquet needs pyarrow: without it a ValueError says so."""
+    path = Path(path)
+    fmt = fmt or {".json": "json", ".parquet": "parquet"}.get(path.suffix, "csv")
+    if fmt not in TABLE_FORMATS:
+        raise ValueError(f"unknown table format {fmt!r}; known: {', '.join(TABLE_FORMATS)}")
+    cols = list(columns)
+    if fmt == "parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ValueError("Parquet output needs pyarrow, which is not installed (pip install pyarrow); "
+                             "the CSV and JSON tables hold the same columns") from None
+        types = {c: pa.string() if _is_text_column(c) else pa.int64() if c == "index" else pa.float64()
+                 for c in cols}
+        schema = pa.schema([(c, types[c]) for c in cols])
+        pq.write_table(pa.Table.from_pydict({c: [r[c] for r in rows] for c in cols}, schema=schema), path)
+        return path
+    if fmt == "json":
+        path.write_text(json.dumps([{c: _json_value(r[c]) for c in cols} for r in rows], indent=1,
+                                   allow_nan=False) + "\n")
+        return path
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([repr(float(r[c])) if isinstance(r[c], float) else r[c] for c in cols])
+    return path
+
+
+def read_table(path: str | os.PathLike) -> tuple[list[str], list[dict[str, Any]]]:
+    """Read a score table written by :func:`write_table` (CSV, JSON or Parquet, by suffix) back
+    into ``(columns, rows)``; also reads the ``scores.csv`` of earlier versions (columns in
+    another order, no ``key``). ValueError when it has no ``arch_str`` column."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such score table")
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ValueError(f"{path}: reading Parquet needs pyarrow, which is not installed") from None
+        t = pq.read_table(path)
+        cols = list(t.column_names)
+        rows = t.to_pylist()
+    elif path.suffix == ".json":
+        rows = json.loads(path.read_text())
+        if not isinstance(rows, list) or (rows and not isinstance(rows[0], dict)):
+            raise ValueError(f"{path}: not a zcfast score table (a JSON list of rows)")
+        cols = list(rows[0]) if rows else []
+    else:
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            cols = list(reader.fieldnames or [])
+            rows = list(reader)
+    if "arch_str" not in cols:
+        raise ValueError(f"{path}: not a zcfast score table (no arch_str column)")
+    out = []
+    for r in rows:
+        d: dict[str, Any] = {}
+        for c in cols:
+            v = r.get(c)
+            if _is_text_column(c):
+                d[c] = "" if v is None else str(v)
+            elif c == "index":
+                d[c] = int(v) if v not in (None, "") else -1
+            else:
+                d[c] = _float(v) if v not in (None, "") else math.nan
+        out.append(d)
+    return cols, out
+
+
+def table_proxies(columns: Sequence[str]) -> list[str]:
+    """The proxy columns of a score table: those with an ``<name>_error`` column beside them."""
+    return [c for c in columns if f"{c}_error" in columns]
+
+
+def write_outputs(result: StudyResult, out_dir: str | os.PathLike, plots: bool = True,
+                  formats: Sequence[str] = ("csv", "json", "parquet")) -> dict[str, Path]:
+    """Write the score table (:func:`table_columns`) as ``scores.csv``, ``scores.json`` and,
+    when pyarrow is installed, ``scores.parquet`` (each of ``formats``; without pyarrow the
+    Parquet file is skipped and ``summary["notes"]`` says so), then ``summary.json``,
+    ``table.txt`` and, with ``plots``, ``scatter.png`` (each proxy vs accuracy) and
+    ``rho_vs_paper.png`` (|ρ| and |τ| with their 95 % intervals, the vote on its own panel)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     names = list(result.scores)
-    p_csv = out / "scores.csv"
-    with open(p_csv, "w", newline="") as fh:
-        w = csv.writer(fh)
-        bl = list(result.baselines)
-        w.writerow(["index", "arch_str", "accuracy"] + [f"{b}_acc" for b in bl] + [f"{b}_cost" for b in bl]
-                   + names + [f"{p}_error" for p in names] + ["seconds"])
-        for i, s in enumerate(result.archs):
-            w.writerow([int(result.index[i]), s, repr(float(result.acc[i]))]
-                       + [repr(float(result.baselines[b][0][i])) for b in bl]
-                       + [repr(float(result.baselines[b][1][i])) for b in bl]
-                       + [repr(float(result.scores[p][i])) for p in names]
-                       + [result.errors[p][i] for p in names] + [f"{result.seconds[i]:.4f}"])
-    files["csv"] = p_csv
+    cols, rows = result_records(result)
+    for fmt in formats:
+        try:
+            files[{"json": "scores_json"}.get(fmt, fmt)] = write_table(cols, rows, out / f"scores.{fmt}", fmt)
+        except ValueError as exc:
+            if fmt != "parquet":
+                raise
+            result.summary.setdefault("notes", []).append(f"scores.parquet not written: {exc}")
     p_json = out / "summary.json"
     p_json.write_text(json.dumps(result.summary, indent=2, sort_keys=False, allow_nan=False) + "\n")
     files["json"] = p_json
@@ -884,3 +1098,187 @@ def subsample_spread(scores: Sequence[float] | np.ndarray, acc: Sequence[float] 
     return {"mean": float(np.nanmean(vals)), "std": float(np.nanstd(vals)), "p2.5": float(q[0]),
             "p50": float(q[1]), "p97.5": float(q[2]), "min": float(np.nanmin(vals)),
             "max": float(np.nanmax(vals)), "n": n, "reps": reps}
+
+
+# ------------------------------------------------------------------------------------------
+# re-rendering stored results (zcfast report)
+# ------------------------------------------------------------------------------------------
+#: Dataset of a store run from its number of classes (when its batch key names none).
+_DATASET_OF_CLASSES: dict[int, str] = {10: "cifar10", 100: "cifar100", 120: "ImageNet16-120"}
+
+
+def _ground_truth(sp: Any, archs: Sequence[str], ds: str, metric: str | None) -> tuple[np.ndarray, str | None]:
+    """Accuracy ``[n]`` of the architectures (NaN where the space has no ground truth)."""
+    metric = metric or PAPER_GROUND_TRUTH.get((sp.name, ds), "test")
+    acc = np.full(len(archs), math.nan)
+    if sp.ground_truth_problem(ds) is not None:  # e.g. darts, or nb101 without its records file
+        return acc, metric
+    for i, s in enumerate(archs):
+        try:
+            acc[i] = float(sp.ground_truth(sp.decode(s), ds, metric))
+        except (NotImplementedError, KeyError, ValueError, LookupError, FileNotFoundError):
+            acc[i] = math.nan
+    return acc, metric
+
+
+def _study(space_name: str, ds: str, archs: list[str], index: np.ndarray, keys: list[str], acc: np.ndarray,
+           scores: dict[str, np.ndarray], errors: dict[str, list[str]],
+           baselines: dict[str, tuple[np.ndarray, np.ndarray]], seconds: np.ndarray, nan_policy: str,
+           n_boot: int, extra: Mapping[str, Any]) -> StudyResult:
+    summary = summarize(scores, acc, dataset=ds, baselines=baselines, nan_policy=nan_policy, errors=errors,
+                        space=space_name, n_boot=n_boot)
+    summary.update({"space": space_name, "dataset": ds, "n": len(archs)})
+    summary.update(extra)
+    alone = extra.get("seconds_per_arch_alone", {})
+    for p in scores:
+        summary["proxies"][p]["seconds_per_arch_alone"] = alone.get(p)
+    summary.pop("seconds_per_arch_alone", None)
+    units = dict(extra.get("cost_units", {}))
+    units.update({label: unit for label, _, _, unit in BASELINES.get((space_name, ds), [])})
+    summary.pop("cost_units", None)
+    for label in summary["baselines"]:
+        if label in units:
+            summary["baselines"][label]["cost_unit"] = units[label]
+    return StudyResult(archs, index, acc, scores, errors, baselines, seconds, summary, keys=keys)
+
+
+def study_from_table(path: str | os.PathLike, *, space: str | None = None, dataset: str | None = None,
+                     nan_policy: str | None = None, n_boot: int = 1000) -> StudyResult:
+    """A :class:`StudyResult` from a score table (:func:`read_table`: CSV, JSON or Parquet,
+    e.g. a correlate run's ``scores.csv``), recomputing no proxy: the statistics, intervals and
+    plots are computed from the stored scores and the table's ``accuracy`` column. Space,
+    dataset, NaN policy and the per-proxy cost come from the ``summary.json`` beside the table
+    when there is one (else nb201 / cifar10 / omit); the arguments override them."""
+    path = Path(path)
+    cols, rows = read_table(path)
+    meta: dict[str, Any] = {}
+    side = path.parent / "summary.json"
+    if side.is_file():
+        try:
+            meta = json.loads(side.read_text())
+        except ValueError:
+            meta = {}
+    space_name = space or meta.get("space", "nb201")
+    ds = zdata.canonical_dataset(dataset or meta.get("dataset", "cifar10"))
+    policy = nan_policy or meta.get("nan_policy", "omit")
+    proxies = table_proxies(cols)
+    if not proxies:
+        raise ValueError(f"{path}: no proxy columns (a proxy column P has a P_error column beside it)")
+    bl = [c[:-4] for c in cols if c.endswith("_acc") and f"{c[:-4]}_cost" in cols]
+    archs = [r["arch_str"] for r in rows]
+    acc = np.array([r.get("accuracy", math.nan) for r in rows], dtype=np.float64)
+    keys = [r.get("key", "") for r in rows]
+    if "key" not in cols:
+        try:
+            from . import spaces
+
+            sp = spaces.get(space_name)
+            keys = [sp.key(sp.decode(a)) for a in archs]
+        except Exception:  # noqa: BLE001 -- a table of a space zcfast cannot decode: no keys
+            keys = [""] * len(archs)
+    extra: dict[str, Any] = {"source": {"table": str(path)}}
+    for k in ("sample", "ground_truth", "batch", "variant", "batch_per_arch", "n_batches", "init_seed"):
+        if k in meta:
+            extra[k] = meta[k]
+    extra["cost_units"] = {b: e.get("cost_unit") for b, e in meta.get("baselines", {}).items() if e.get("cost_unit")}
+    extra["seconds_per_arch_alone"] = {p: e.get("seconds_per_arch_alone")
+                                       for p, e in meta.get("proxies", {}).items()}
+    return _study(space_name, ds, archs, np.array([r.get("index", -1) for r in rows], dtype=np.int64), keys, acc,
+                  {p: np.array([r[p] for r in rows], dtype=np.float64) for p in proxies},
+                  {p: [r.get(f"{p}_error", "") for r in rows] for p in proxies},
+                  {b: (np.array([r[f"{b}_acc"] for r in rows], dtype=np.float64),
+                       np.array([r[f"{b}_cost"] for r in rows], dtype=np.float64)) for b in bl},
+                  np.array([r.get("seconds", 0.0) for r in rows], dtype=np.float64), policy, n_boot, extra)
+
+
+def store_groups(store: Any) -> list[dict[str, Any]]:
+    """The runs of a :class:`zcfast.store.ResultStore` that report together: the one-proxy runs
+    of correlate / search whose configs differ only in the proxy, and each scan run alone.
+    Returns ``[{"run_ids": [...], "proxies": [...], "config": {...}, "rows": n}]``, largest first."""
+    groups: dict[str, dict[str, Any]] = {}
+    for rid, cfg in store.runs().items():
+        if "proxy" in cfg:
+            common = {k: v for k, v in cfg.items() if k != "proxy"}
+            gid = json.dumps(common, sort_keys=True)
+            g = groups.setdefault(gid, {"run_ids": [], "proxies": [], "config": common, "rows": 0})
+            g["run_ids"].append(rid)
+            g["proxies"].append(cfg["proxy"])
+        else:
+            g = groups.setdefault(rid, {"run_ids": [rid], "proxies": list(cfg.get("proxies", [])), "config": cfg,
+                                        "rows": 0})
+        g["rows"] = max(g["rows"], store.count(rid))
+    return sorted(groups.values(), key=lambda g: -g["rows"])
+
+
+def study_from_store(path: str | os.PathLike, *, run: str | None = None, dataset: str | None = None,
+                     metric: str | None = None, nan_policy: str = "omit", n_boot: int = 1000) -> StudyResult:
+    """A :class:`StudyResult` of the stored runs of one group (:func:`store_groups`; ``run``: a
+    run id of the group, default the largest), read-only, recomputing nothing: every stored
+    architecture with a row in every run of the group, joined with the space's ground truth of
+    ``dataset`` (default: the dataset of the run's batch normalisation) where the space has one.
+    Raises ValueError for an unknown run id or a store with no runs."""
+    from . import spaces
+    from .store import ResultStore
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such result store")
+    with ResultStore(path, create=False) as st:
+        groups = store_groups(st)
+        if not groups:
+            raise ValueError(f"{path}: the store holds no run")
+        if run is None:
+            g = groups[0]
+        else:
+            found = [g for g in groups if run in g["run_ids"]]
+            if not found:
+                raise ValueError(f"{path}: no run {run!r}; runs: "
+                                 + "; ".join(f"{','.join(g['run_ids'][:3])} ({','.join(g['proxies'][:6])})"
+                                             for g in groups))
+            g = found[0]
+        cfg = g["config"]
+        sp = spaces.get(cfg["space"])
+        batch = cfg.get("batch") or {}
+        ds = zdata.canonical_dataset(dataset or cfg.get("dataset") or batch.get("norm")
+                                     or _DATASET_OF_CLASSES.get(int(cfg.get("num_classes", 10)), "cifar10"))
+        values: dict[str, dict[str, float]] = {p: {} for p in g["proxies"]}
+        errs: dict[str, dict[str, str]] = {p: {} for p in g["proxies"]}
+        arch_of: dict[str, str] = {}
+        secs: dict[str, float] = {}
+        for rid, p_run in zip(g["run_ids"], g["proxies"] if "proxy" in st.config(g["run_ids"][0]) else
+                              [None] * len(g["run_ids"])):
+            for row in st.rows(rid):
+                arch_of[row.arch_key] = row.arch_str
+                secs[row.arch_key] = max(secs.get(row.arch_key, 0.0), row.seconds)
+                for p in ([p_run] if p_run is not None else g["proxies"]):
+                    values[p][row.arch_key] = _float(row.values.get(p, math.nan))
+                    if row.error:
+                        errs[p][row.arch_key] = row.error
+    keys = [k for k in arch_of if all(k in values[p] for p in g["proxies"])]
+    archs = [arch_of[k] for k in keys]
+    decoded = [sp.decode(a) for a in archs]
+    order = sorted(range(len(archs)), key=lambda i: (sp.index(decoded[i]) if hasattr(sp, "index") else 0, archs[i]))
+    keys = [keys[i] for i in order]
+    archs = [archs[i] for i in order]
+    decoded = [decoded[i] for i in order]
+    acc, metric = _ground_truth(sp, archs, ds, metric)
+    baselines = {}
+    if np.isfinite(acc).any():
+        for label, m, c, _ in BASELINES.get((sp.name, ds), []):
+            baselines[label] = (np.array([sp.ground_truth(a, ds, m) for a in decoded], dtype=np.float64),
+                                np.array([sp.ground_truth(a, ds, c) for a in decoded], dtype=np.float64))
+    gt_column = None
+    if sp.name == "nb201":
+        from .spaces import nb201
+
+        gt_column = nb201.column_for(ds, metric)
+    extra = {"source": {"store": str(path), "run_ids": g["run_ids"], "config": cfg},
+             "ground_truth": {"metric": metric, "column": gt_column},
+             "batch": batch, "init_seed": cfg.get("init_seed") if "init_seed" in cfg else cfg.get("seed"),
+             "variant": cfg.get("variant", "benchmark"), "store": str(path)}
+    return _study(sp.name, ds, archs,
+                  np.array([sp.index(a) if hasattr(sp, "index") else -1 for a in decoded], dtype=np.int64),
+                  [sp.key(a) for a in decoded], acc,
+                  {p: np.array([values[p][k] for k in keys], dtype=np.float64) for p in g["proxies"]},
+                  {p: [errs[p].get(k, "") for k in keys] for p in g["proxies"]}, baselines,
+                  np.array([secs.get(k, 0.0) for k in keys], dtype=np.float64), nan_policy, n_boot, extra)

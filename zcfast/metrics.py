@@ -33,10 +33,17 @@ __all__ = [
     "top_fraction_kendall",
     "top_overlap",
     "vote_agreement",
+    "bootstrap_ci",
     "NAN_POLICIES",
+    "MIN_POINTS",
 ]
 
 NAN_POLICIES = ("omit", "worst", "raise")
+#: Fewest usable points over which a report states a rank statistic (ρ, τ, their top-10 %
+#: versions, a bootstrap interval): below it the value is reported as missing ("-" in the
+#: tables, null in JSON). Over ten points the 95 % interval of a Spearman ρ of 0.7 already
+#: spans about [0.1, 0.9], and over two points ρ is always ±1, which says nothing.
+MIN_POINTS: int = 10
 
 
 def _as_1d(a: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
@@ -291,3 +298,61 @@ def vote_agreement(
             right += int(np.count_nonzero((d > 0) & maj) + np.count_nonzero((d < 0) & ~maj))
             total += int(np.count_nonzero((d > 0) | (d < 0)))  # excludes i == j (d = 0)
     return right / total if total else math.nan
+
+
+def bootstrap_ci(
+    scores: Sequence[float] | np.ndarray,
+    acc: Sequence[float] | np.ndarray,
+    statistic: str = "spearman",
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    nan_policy: str = "omit",
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of a rank statistic over resamples of the architectures.
+
+    The NaN policy is applied first (``"omit"`` drops the pairs, ``"worst"`` ranks NaN scores
+    last); then ``n_boot`` resamples of the ``m`` remaining (score, accuracy) pairs, drawn with
+    replacement by ``numpy.random.default_rng(seed)``, each give the statistic, and the interval
+    is their ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles (resamples whose statistic
+    is undefined, e.g. a constant resample, are left out). The pairs are sorted by (accuracy,
+    score) before resampling, so the interval does not depend on the order of the input (a
+    report re-read from a store in another order gives the same interval).
+
+    Args:
+        scores, acc: ``[n]`` arrays.
+        statistic: ``"spearman"`` or ``"kendall"`` (τ-b).
+        n_boot: resamples (default 1000).
+        seed: seed of the resampling.
+        nan_policy: as :func:`spearman`.
+        level: coverage (default 0.95).
+    Returns:
+        ``(low, high)``; ``(nan, nan)`` when fewer than :data:`MIN_POINTS` pairs remain, or
+        ``n_boot`` is 0.
+    Cost: ``n_boot`` evaluations of the statistic (1,000 pairs: ~0.25 s Spearman, ~0.8 s Kendall).
+    """
+    fns = {"spearman": spearman, "kendall": kendall}
+    if statistic not in fns:
+        raise ValueError(f"unknown statistic {statistic!r}; known: {', '.join(fns)}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
+        raise ValueError(f"n_boot must be an integer >= 0, got {n_boot!r}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    s, a = _prepare(scores, acc, nan_policy)
+    m = s.shape[0]
+    if m < MIN_POINTS or n_boot == 0:
+        return math.nan, math.nan
+    order = np.lexsort((s, a))  # by accuracy, then score: the interval ignores the input order
+    s, a = s[order], a[order]
+    fn = fns[statistic]
+    rng = np.random.default_rng(seed)
+    vals = np.empty(int(n_boot), dtype=np.float64)
+    for b in range(int(n_boot)):
+        i = rng.integers(0, m, m)
+        vals[b] = fn(s[i], a[i], "raise" if nan_policy == "raise" else "omit")
+    vals = vals[~np.isnan(vals)]
+    if not vals.size:
+        return math.nan, math.nan
+    lo, hi = np.percentile(vals, [50.0 * (1.0 - level), 50.0 * (1.0 + level)])
+    return float(lo), float(hi)

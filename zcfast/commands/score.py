@@ -73,6 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (refused when CUDA is not available)")
     parser.add_argument("--threads", type=count_type("--threads"), default=None,
                         help="torch CPU threads (default: torch's)")
+    parser.add_argument("--format", default="table", choices=("table", "csv", "json"),
+                        help="output: an aligned table (default), or CSV / JSON in the one column schema of "
+                             "correlate's scores.csv (arch_str, index, key, accuracy = the NB201 200-epoch "
+                             "test accuracy of --dataset, each proxy, its _error, seconds); then the batch "
+                             "line and notes go to stderr")
 
 
 def _load_model(spec: str, num_classes: int) -> Any:
@@ -168,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         return {"inputs": None, "targets": None, "batches": batches}
 
     rows: list[tuple[str, dict, float]] = []
+    info: list[tuple[str, int, str, float]] = []  # (arch_str, index, key, accuracy) per row
     if args.model:
         if args.input_shape is not None:
             x, y = random_batch(args.input_shape, args.batch_size * args.batches, args.input_dtype, args.vocab,
@@ -187,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
         batches = [(bx.to(device), by.to(device)) for bx, by in batches]
         res = score_detailed(model=net, proxies=proxies, seed=args.seed, **several(batches))
         rows.append((args.model, res, time.perf_counter() - t0))
+        info.append((args.model, -1, "", math.nan))
     else:
         import zcfast.spaces
         from zcfast.proxies import score_arch
@@ -203,9 +210,15 @@ def run(args: argparse.Namespace) -> int:
                              device=str(device), detailed=True, **several(batches))
             label = f"#{space.index(arch)} {space.encode(arch)}"
             rows.append((label, res, time.perf_counter() - t0))
+            try:
+                acc = float(space.ground_truth(arch, dataset, "test"))
+            except (KeyError, ValueError, LookupError):
+                acc = math.nan
+            info.append((space.encode(arch), space.index(arch), space.key(arch), acc))
 
     what += f" x {args.batches} mini-batches" if args.batches > 1 else ""
-    print(f"batch: {what} (seed {args.batch_seed}); init seed {args.seed}; device {device}")
+    side = sys.stdout if args.format == "table" else sys.stderr
+    print(f"batch: {what} (seed {args.batch_seed}); init seed {args.seed}; device {device}", file=side)
     header = ["model"] + list(proxies) + ["seconds"]
     table = [header]
     notes = []
@@ -220,12 +233,40 @@ def run(args: argparse.Namespace) -> int:
             if why:
                 n_bad += 1
                 notes.append(f"{label}: {p}: {why}")
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for r in table:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    if args.format == "table":
+        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+        for r in table:
+            print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    else:
+        _write_schema(args.format, proxies, rows, info)
     for n in notes:
-        print(n)
+        print(n, file=side)
     if n_values and n_bad == n_values:
         print("zcfast score: error: no proxy gave a finite value (reasons above)", file=sys.stderr)
         return 1
     return 0
+
+
+def _write_schema(fmt: str, proxies: list[str], rows: list[tuple[str, dict, float]],
+                  info: list[tuple[str, int, str, float]]) -> None:
+    """Print the scores as CSV or JSON in :func:`zcfast.correlate.table_columns`' schema: a
+    proxy's value where finite or its raw non-finite value, and the reason in ``<proxy>_error``."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from zcfast import options
+    from zcfast.correlate import table_columns, write_table
+
+    records = []
+    for (label, res, secs), (arch, index, key, acc) in zip(rows, info):
+        r: dict[str, Any] = {"arch_str": arch, "index": index, "key": key, "accuracy": acc}
+        for p in proxies:
+            value, why = options.proxy_outcome(p, res[p])
+            r[p] = float(value)
+            r[f"{p}_error"] = (why or "").splitlines()[0] if why else ""
+        r["seconds"] = float(secs)
+        records.append(r)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_table(table_columns(proxies), records, os.path.join(tmp, f"scores.{fmt}"), fmt)
+        sys.stdout.write(Path(path).read_text())

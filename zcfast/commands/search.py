@@ -6,7 +6,9 @@ Example::
         --warmup-pool 3000 --move synflow --budget 100 --seeds 30 --out runs/ae
 
 writes ``OUT/seed_<k>.json`` (every trained architecture in order, with its accuracy, source
-and proxy score) and ``OUT/summary.json``, and prints a summary. Deterministic per seed.
+and proxy score), ``OUT/summary.json`` and the best-so-far curve ``OUT/best_so_far.png`` /
+``.csv`` (mean over seeds with a 95 % interval; ``zcfast report OUT1 OUT2 ...`` draws several
+runs, one line each), and prints a summary. Deterministic per seed.
 """
 from __future__ import annotations
 
@@ -159,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
         with open(os.path.join(args.out, "summary.json"), "w") as fh:
             json.dump(summary, fh, indent=1)
     print(format_summary(summary))
+    if args.out and summary["mean"] is not None:
+        for name, path in write_curves({variant_label(summary): [r.to_json() for r in results]}, args.out).items():
+            print(f"  {name:8s} {path}")
     if summary["mean"] is None:
         first = next((rec.error for r in results for rec in r.records if rec.error), None)
         print("zcfast search: error: every training failed" + (f" (first: {first})" if first else ""),
@@ -206,3 +211,52 @@ def format_summary(summary: dict[str, Any]) -> str:
     if n == 1:
         lines.append(f"best architecture: {summary['best_arch_str'][0]}")
     return "\n".join(lines)
+
+
+def variant_label(summary: dict[str, Any]) -> str:
+    """A search run's line label: algorithm, warmup and move (``-`` for none)."""
+    return (f"{summary.get('algo', '?')}, warmup {summary.get('warmup') or '-'}, "
+            f"move {summary.get('move') or '-'}")
+
+
+def write_curves(runs: dict[Any, list[dict[str, Any]]], out: str | os.PathLike) -> dict[str, Any]:
+    """Write ``best_so_far.png`` (one line per variant: mean over its seeds with a 95 % interval,
+    :func:`zcfast.plots.best_so_far`) and ``best_so_far.csv`` (``variant, step, mean, low, high,
+    seeds``) into ``out``. ``runs``: variant -> its seeds' JSON logs (``SearchResult.to_json``);
+    a variant that is a search ``--out`` folder is labelled from its ``summary.json``."""
+    import csv
+    from pathlib import Path
+
+    import numpy as np
+
+    from zcfast import plots
+
+    curves: dict[str, Any] = {}
+    for variant, logs in runs.items():
+        label = str(variant)
+        if isinstance(variant, Path):
+            side = variant / "summary.json"
+            label = variant_label(json.loads(side.read_text())) if side.is_file() else variant.name
+            if label in curves:
+                label = f"{label} ({variant})"
+        budget = max([int(g.get("budget") or len(g["records"])) for g in logs] or [0])
+        if not budget:
+            continue
+        curves[label] = np.stack([plots.best_so_far_curve([r.get("accuracy") for r in g["records"]], budget)
+                                  for g in logs])
+    if not curves:
+        raise ValueError("no search run with trained architectures to plot")
+    width = max(c.shape[1] for c in curves.values())
+    curves = {k: np.pad(c, ((0, 0), (0, width - c.shape[1])), mode="edge") for k, c in curves.items()}
+    out = Path(out)
+    files = {"curve": plots.best_so_far(curves, out / "best_so_far.png",
+                                        title=f"best-so-far accuracy, {len(curves)} variant(s)")}
+    with open(out / "best_so_far.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["variant", "step", "mean", "low", "high", "seeds"])
+        for label, c in curves.items():
+            mean, lo, hi, k = plots.curve_band(c)
+            for i in range(c.shape[1]):
+                w.writerow([label, i + 1] + [repr(float(v)) for v in (mean[i], lo[i], hi[i])] + [int(k[i])])
+    files["curve_csv"] = out / "best_so_far.csv"
+    return files
