@@ -689,3 +689,78 @@ def swap_official(net: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
         p = float(np.sum([np.prod(v.size()) for n, v in net.named_parameters() if "auxiliary" not in n])) / 1e3
         value *= float(np.exp(-((p - mu) ** 2) / sigma))
     return value
+
+
+# ---- GradSign and TE-NAS's two measures (issue #13; helper H2) ----------------------------
+def official_gradsign(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """GradSign's ``get_grad_conflict`` (cmu-catalyst/GradSign@26412be8): a copy in train mode;
+    per sample ``zero_grad``, a forward of ``x[[i]]`` alone (BatchNorm over one image), a
+    backward of its cross-entropy, the Conv2d/Linear ``weight.grad`` (zeros when None) into one
+    numpy vector; ``np.nansum(|Σ_i np.sign(g_i)|)`` in float32."""
+    net = _copy(net)
+    layers = _layers(net)
+    rows = []
+    for i in range(x.shape[0]):
+        net.zero_grad()
+        F.cross_entropy(net(x[[i]]), y[[i]]).backward()
+        rows.append(np.concatenate([(l.weight.grad if l.weight.grad is not None else torch.zeros_like(l.weight))
+                                    .detach().cpu().numpy().reshape(-1) for l in layers]))
+    return float(np.nansum(np.abs(np.sign(np.stack(rows)).sum(axis=0))))
+
+
+def official_ntk_cond(net: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> float:
+    """TE-NAS's ``get_ntk_n`` (VITA-Group/TENAS@9df78ffd, ``train_mode=True``, one batch): one
+    forward, per sample ``logit[i:i+1].backward(ones, retain_graph=True)``, the grads of every
+    parameter with "weight" in its name (None skipped) concatenated; NTK = G Gᵀ (einsum),
+    ascending symmetric eigenvalues in float32, ``nan_to_num(λ[-1] / λ[0], nan=1e5)``."""
+    net = _copy(net)
+    out = net(x.clone())
+    logit = out[1] if isinstance(out, tuple) else out   # 201 networks: (features, logits)
+    grads = []
+    for i in range(len(x)):
+        logit[i:i + 1].backward(torch.ones_like(logit[i:i + 1]), retain_graph=True)
+        grads.append(torch.cat([w.grad.view(-1).detach() for name, w in net.named_parameters()
+                                if "weight" in name and w.grad is not None], -1))
+        net.zero_grad()
+    g = torch.stack(grads, 0)
+    eig = torch.linalg.eigvalsh(torch.einsum("nc,mc->nm", g, g))
+    return float(np.nan_to_num((eig[-1] / eig[0]).item(), copy=True, nan=100000.0))
+
+
+def official_linear_regions(net: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
+                            seed: int | None = 0) -> float:
+    """TE-NAS's ``Linear_Region_Collector`` as the per-architecture port runs it: N(0, 1) inputs of
+    x's shape (x gives only the shape; drawn from a generator seeded ``seed``, zcfast's rule for
+    the call's seed; ``None``: the global RNG), a no-grad train-mode forward, the outputs of every
+    ``nn.ReLU`` call on a 4-D input concatenated per sample, ``sign``, then ``calc_LR``:
+    Σ_i 1 / #{j: pattern j = pattern i} from A(1 − A)ᵀ + its transpose (half precision on CUDA
+    as the official, float32 on CPU)."""
+    gen = torch.Generator(device=x.device).manual_seed(seed) if seed is not None else None
+    z = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+    net = copy.deepcopy(net)
+    net.train()
+    feats: list[torch.Tensor] = []
+
+    def hook(m: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+        if isinstance(inp, tuple) and len(inp[0].size()) == 4:
+            feats.append(out.detach())
+
+    hs = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.ReLU)]
+    try:
+        with torch.no_grad():
+            net(z)
+    finally:
+        for h in hs:
+            h.remove()
+    if not feats:
+        raise ValueError("no nn.ReLU was called on a 4-D input (the official collector has nothing to count)")
+    a = torch.sign(torch.cat([f.reshape(len(z), -1) for f in feats], 1))
+    a = a.half() if a.is_cuda else a.float()
+    res = a @ (1 - a).T
+    res = res + res.T
+    res = (1 - torch.sign(res)).sum(1)
+    return float((1.0 / res.float()).sum())
+
+
+MODERN_FUNCS.update({"gradsign": official_gradsign, "ntk_cond": official_ntk_cond,
+                     "linear_regions": official_linear_regions})

@@ -24,6 +24,14 @@ from zcfast.spaces.nb201 import NB201Network
 from zcfast.testing import ModelSnapshot
 
 NEW = ("gradsign", "ntk_cond", "linear_regions")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 NB201_ARCH = ("nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3", "skip_connect", "none", "nor_conv_3x3")
 
 
@@ -290,8 +298,23 @@ def test_score_arch_routes_on_nb201() -> None:
     assert scoring.route(space, resolve(["linear_regions"])) is scoring.MODULE_BACKEND
     assert scoring.route(space, resolve(["gradsign", "ntk_cond"])) is scoring.MODULE_BACKEND
     assert scoring.route(space, resolve(["gradsign"])) is scoring.NB201_BACKEND
-    x, y = batch(n=3, hw=16)
+    x, y = batch(n=2, hw=16)
     arch = space.arch_at(0)
     fast = zcfast.score_arch(space, arch, x, y, ["gradsign"], seed=3)["gradsign"]
     slow = zcfast.score_arch(space, arch, x, y, ["gradsign"], seed=3, fast=False)["gradsign"]
     assert fast == pytest.approx(slow, rel=1e-3)
+
+
+def test_bench_official_style_functions_agree() -> None:
+    """bench/official_style.py's official_gradsign / official_ntk_cond / official_linear_regions
+    (the benchmarks' baselines, reachable through official_modern_scores) give zcfast's values."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import official_style as o
+
+    net, (x, y) = tiny_cnn(seed=2), batch(n=6)
+    got = zcfast.score(net, x, y, proxies=list(NEW), seed=0)
+    off = o.official_modern_scores(net, x, y, proxies=list(NEW))
+    assert got["gradsign"] == off["gradsign"] and got["linear_regions"] == pytest.approx(off["linear_regions"])
+    assert got["ntk_cond"] == pytest.approx(off["ntk_cond"], rel=2e-3)
