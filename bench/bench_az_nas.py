@@ -1,0 +1,123 @@
+"""AZ-NAS's four measures: zcfast (one ``score_arch`` call, the ``az_pass`` need + ``flops``)
+against an official-style implementation (plain PyTorch float32, the order and formulas of
+cvlab-yonsei/AZ-NAS@5e6683a2 ``compute_az_nas_score.py``, FLOPs by the official-style counter of
+bench/official_style.py), on the same NB201 architectures, seeds and batch shape.
+
+Values are checked first (each measure to 1e-4 relative: the official statistics are float32,
+zcfast's float64). Then A (zcfast) and B (official style) run in turn, A B A B ..., and the
+ratio is taken pair by pair (median quoted), so a drifting machine moves both alike.
+
+    .venv/bin/python bench/bench_az_nas.py --archs 3 --repeats 3 --batch 64
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import official_style as o  # noqa: E402
+
+import zcfast  # noqa: E402
+from zcfast.proxies.az_nas import AZ_NAS  # noqa: E402
+from zcfast.scoring import build_seeded  # noqa: E402
+
+
+def official_style_az(net: nn.Module, shape: tuple[int, ...], seed: int) -> dict[str, float]:
+    """The official computation on a deep copy, float32 throughout, global RNG after manual_seed."""
+    import copy
+
+    torch.manual_seed(seed)
+    m = copy.deepcopy(net).train()
+    for p in m.parameters():
+        p.requires_grad_(True)
+    for mod in m.modules():
+        if isinstance(mod, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(mod.weight, mode="fan_in", nonlinearity="relu")
+            if mod.bias is not None:
+                nn.init.zeros_(mod.bias)
+        elif isinstance(mod, (nn.BatchNorm2d, nn.GroupNorm)) and mod.affine:
+            nn.init.ones_(mod.weight)
+            nn.init.zeros_(mod.bias)
+    x = torch.randn(shape)
+    feats = [m.stem(x)]
+    for cell in m.cells:
+        feats.append(cell(feats[-1]))
+    ent = []
+    for f in feats:
+        b, c, h, w = f.shape
+        z = f.detach().clone().permute(0, 2, 3, 1).contiguous().view(b * h * w, c)
+        z = z - z.mean(dim=0, keepdim=True)
+        s = torch.linalg.eigvalsh(z.t() @ z / z.shape[0])
+        p = s / s.sum()
+        ent.append(float((-p * torch.log(p + 1e-8)).sum()))
+    scores = []
+    for i in reversed(range(1, len(feats))):
+        f_out, f_in = feats[i], feats[i - 1]
+        g_out = (torch.bernoulli(torch.ones_like(f_out) * 0.5) - 0.5) * 2
+        g_in = torch.autograd.grad(f_out, f_in, g_out, retain_graph=False)[0]
+        if g_out.shape == g_in.shape and bool(torch.all(g_in == g_out)):
+            scores.append(-math.inf)
+            continue
+        if g_out.shape[2] != g_in.shape[2]:
+            g_in = nn.PixelUnshuffle(g_in.shape[2] // g_out.shape[2])(g_in)
+        bo, co, ho, wo = g_out.shape
+        a = g_in.permute(0, 2, 3, 1).contiguous().view(bo * ho * wo, -1)
+        bm = g_out.permute(0, 2, 3, 1).contiguous().view(bo * ho * wo, co)
+        mat = a.t() @ bm / (bo * ho * wo)
+        if mat.shape[0] < mat.shape[1]:
+            mat = mat.t()
+        smax = float(torch.linalg.svdvals(mat).max())
+        scores.append(-smax - 1 / (smax + 1e-6) + 2)
+    nan_inf = lambda v: -math.inf if math.isnan(v) else v  # noqa: E731
+    return {"az_expressivity": nan_inf(sum(ent)),
+            "az_progressivity": nan_inf(min(b - a for a, b in zip(ent, ent[1:]))),
+            "az_trainability": nan_inf(sum(scores) / len(scores)),
+            "az_complexity": o.official_flops(net, torch.randn(shape), millions=True)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--archs", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=42)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    space = zcfast.spaces.get("nb201")
+    rng = random.Random(0)
+    archs = [space.sample(rng) for _ in range(args.archs)]
+    x = torch.randn(args.batch, 3, 32, 32)
+    y = torch.randint(0, 10, (args.batch,))
+    ratios = []
+    for arch in archs:
+        net = build_seeded(space, arch, args.seed, 10)
+        got = zcfast.score_arch(space, arch, x, y, proxies=list(AZ_NAS), seed=args.seed)
+        want = official_style_az(net, tuple(x.shape), args.seed)
+        for k in AZ_NAS:
+            a, b = got[k], want[k]
+            same = a == b if math.isinf(a) or math.isinf(b) else abs(a - b) <= 1e-4 * max(1.0, abs(b))
+            if not same:
+                raise SystemExit(f"{space.encode(arch)}: {k} zcfast {a} != official style {b}")
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            zcfast.score_arch(space, arch, x, y, proxies=list(AZ_NAS), seed=args.seed)
+            ta = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            official_style_az(build_seeded(space, arch, args.seed, 10), tuple(x.shape), args.seed)
+            tb = time.perf_counter() - t0
+            ratios.append(ta / tb)
+        print(f"{space.encode(arch)}  values equal; last pair zcfast {ta:.3f} s, official style {tb:.3f} s")
+    print(f"zcfast / official style, median of {len(ratios)} pairs: {statistics.median(ratios):.2f} "
+          f"(min {min(ratios):.2f}, max {max(ratios):.2f}); batch {args.batch}, one torch thread")
+
+
+if __name__ == "__main__":
+    main()
