@@ -501,8 +501,7 @@ def _score_chunk(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, specs: 
         if "per_sample_grads" in want:
             _produce("per_sample_grads", ctxs, _per_sample_pass, net, ctxs, cl)
         if "synflow" in want:
-            net.map_tensors(lambda t: t.detach().to(device=device, dtype=torch.float64).abs().requires_grad_(t.dim() > 1))
-            _synflow_pass(net, x, ctxs)
+            _synflow_need(net, x, ctxs)
         live = net.live
         del net
         if "relu_kernels" in want and relu_tap is None:
@@ -885,15 +884,84 @@ def _gradient_pass(net, x: Tensor, y: Tensor, want: set[str], ctxs: list[PassCon
         layer.act = None
 
 
-def _synflow_pass(net, x: Tensor, ctxs: list[PassContext]) -> None:
-    """The synflow need of K candidates: float64 |θ|, all-ones input, only the reduction-block
-    BatchNorms (NB201 quirk); fills each candidate's ``synflow_*``."""
+# synflow's float32 pass is accepted only when its output and every gradient are finite and
+# within these bounds. On the |θ| network with an all-ones input every value is a sum of
+# non-negative products that reaches the output (BatchNorm, the one place with a subtraction,
+# turns an infinity into NaN), so an overflow anywhere shows as a non-finite output or
+# gradient; the upper bound (1 % of float32's largest value, 3.4e38) keeps a margin for the
+# proxy's own products. The lower bound keeps every gradient far from float32's underflow
+# (smallest normal 1.2e-38). Otherwise the chunk is recomputed
+# in float64, the definition (docs/proxies.md, "synflow").
+SYNFLOW_FP32_MAX = 0.01 * float(torch.finfo(torch.float32).max)
+SYNFLOW_FP32_MIN_GRAD = 1e-20
+# Relative tolerance of the float32 pass's value against the float64 definition, as tested over
+# NB201 architectures (tests/test_batched_synflow_fp32.py; worst measured over 100 sampled
+# architectures at 32×32: 3.5e-7): the |θ| network with an all-ones input sums non-negative
+# terms except inside the reduction blocks' BatchNorms, so float32 rounding does not cancel.
+SYNFLOW_FP32_RTOL = 1e-5
+
+
+def synflow_precision() -> str:
+    """``"auto"`` (float32 pass, float64 where it leaves the safe range; the default) or
+    ``"float64"`` (always the float64 pass), from ``ZCFAST_BATCHED_SYNFLOW``."""
+    env = os.environ.get("ZCFAST_BATCHED_SYNFLOW", "auto")
+    if env not in ("auto", "float64"):
+        raise ValueError(f"ZCFAST_BATCHED_SYNFLOW must be 'auto' or 'float64', got {env!r}")
+    return env
+
+
+def _synflow_need(net, x: Tensor, ctxs: list[PassContext]) -> None:
+    """The synflow need of K candidates (net's tensors are replaced by their |θ| copies).
+
+    ``auto``: the pass in float32 first (on CPU the float64 convolutions and their backward
+    are most of a synflow scoring, and float32 halves their cost); kept only when
+    :func:`_synflow_fp32_ok` holds, otherwise the whole chunk reruns in float64, the
+    definition. The proxy's reduction always runs in float64 (the tensors are widened), and
+    its value equals the float64 pass within :data:`SYNFLOW_FP32_RTOL`."""
+    device = x.device
+    if synflow_precision() == "auto":
+        net.map_tensors(lambda t: t.detach().to(device=device, dtype=torch.float32).abs().requires_grad_(t.dim() > 1))
+        if _synflow_pass(net, x, ctxs, torch.float32):
+            return
+    net.map_tensors(lambda t: t.detach().to(device=device, dtype=torch.float64).abs().requires_grad_(t.dim() > 1))
+    _synflow_pass(net, x, ctxs, torch.float64)
+
+
+def _synflow_fp32_ok(logits: Tensor, grads: list[list[Tensor | None]]) -> bool:
+    """Whether a float32 synflow pass can stand for the float64 one: ``logits`` [K, 1, O] and
+    every candidate's gradients finite and below :data:`SYNFLOW_FP32_MAX`, and each candidate's
+    largest gradient either 0 (no path from the input reaches a weight: exactly 0 in any
+    precision) or above :data:`SYNFLOW_FP32_MIN_GRAD` (nothing near float32's underflow)."""
+    tops = [torch.stack([g.abs().amax() for g in gk if g is not None] or [logits.new_zeros(())]).amax()
+            for gk in grads]
+    top = torch.stack(tops).double()
+    out = float(logits.abs().amax())
+    if not (math.isfinite(out) and out < SYNFLOW_FP32_MAX):
+        return False
+    if not bool(torch.isfinite(top).all()) or float(top.amax()) >= SYNFLOW_FP32_MAX:
+        return False
+    return bool(((top == 0) | (top > SYNFLOW_FP32_MIN_GRAD)).all())
+
+
+def _synflow_pass(net, x: Tensor, ctxs: list[PassContext], dtype: torch.dtype = torch.float64) -> bool:
+    """The synflow pass of K candidates in ``dtype``: |θ| (already in net), all-ones input, only
+    the reduction-block BatchNorms (NB201 quirk); fills each candidate's ``synflow_*`` (float64
+    tensors) and returns True, or, in float32, returns False without filling anything when a
+    value left the safe range (module constants above)."""
     K = net.K
-    ones = torch.ones((1, K * x.shape[1]) + tuple(x.shape[2:]), dtype=torch.float64, device=x.device)
+    ones = torch.ones((1, K * x.shape[1]) + tuple(x.shape[2:]), dtype=dtype, device=x.device)
     logits = net.forward(ones, bn="reduction")
     layers = net.layers()
     weights = [layer.weight for layer in layers]
     grads = torch.autograd.grad(logits.sum(), weights, allow_unused=True)
+    if dtype != torch.float64:
+        if not _synflow_fp32_ok(logits.detach(), _by_candidate(layers, list(grads), K)):
+            for layer in layers:
+                layer.act = None
+            return False
+        weights = [w.detach().double() for w in weights]
+        grads = tuple(None if g is None else g.double() for g in grads)
+        logits = logits.detach().double()
     ws, _, owners = _per_candidate(layers, weights, grads)
     per_w: list[list[Tensor]] = [[] for _ in range(K)]
     for w, o in zip(ws, owners):
@@ -904,3 +972,4 @@ def _synflow_pass(net, x: Tensor, ctxs: list[PassContext]) -> None:
         ctxs[k].synflow_output = out
     for layer in layers:
         layer.act = None
+    return True
