@@ -14,11 +14,21 @@ moments_update + zico_reduce: ZiCo's gradient statistics over 2 mini-batches on 
 ``torch._foreach_*`` composition found (several are timed), and, for scale, the official code's
 route (every gradient copied to numpy, np.std / np.mean per layer).
 
+The #13 kernels (``--only signs``), each against its plain-PyTorch composition:
+  sign_pattern_count  SWAP's distinct sign patterns of 65,536 neurons over a batch of 64 (x = the
+                      activations transposed, a view), vs ``torch.unique((x > 0), dim=0)``; and
+                      TE-NAS's linear regions (1,024 samples x 8,192 neurons), the same way;
+  sign_sum            GradSign on NB201's 291 parameter shapes with 8 per-sample gradients each,
+                      vs ``sign(g).sum(0).abs().sum()`` per tensor;
+  channel_spectra     MeCo's per-layer channel correlation spectra over NB201's 189 ReLU inputs
+                      (one image), vs ``eigvalsh(nan_to_num(corrcoef(F)))`` per layer.
+
 Results are checked equal before anything is timed.
 
     python bench/bench_ops_modern.py            # writes bench/results/ops_modern.{json,md}
     python bench/bench_ops_modern.py --quick    # shorter timing windows
     python bench/bench_ops_modern.py --device cuda
+    python bench/bench_ops_modern.py --only signs --quick   # the #13 kernels only
 """
 from __future__ import annotations
 
@@ -261,14 +271,113 @@ def bench_zico(device: str, rounds: int, min_time: float) -> dict[str, Any]:
             "speedup_vs_official_numpy": t["official route (gradients to numpy, np.std)"]["median_s"] / fused}
 
 
+# ---- #13: sign patterns (SWAP, TE-NAS), sign sums (GradSign), channel spectra (MeCo) ------------
+
+def patterns_plain(x: torch.Tensor) -> int:
+    """Distinct rows of the sign matrix, as SWAP's / TE-NAS's official code (torch.unique)."""
+    return int(torch.unique(x > 0, dim=0).shape[0])
+
+
+def sign_sum_plain(grads: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([torch.sign(g).sum(0).abs().sum() for g in grads]).double()
+
+
+def meco_plain(feats: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [torch.linalg.eigvalsh(torch.nan_to_num(torch.corrcoef(f.double()), nan=0.0, posinf=0.0,
+                                                   neginf=0.0)) for f in feats]
+
+
+def bench_signs(device: str, rounds: int, min_time: float) -> dict[str, Any]:
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def timed(fn: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            fn()
+            sync()
+        return run
+
+    gen = torch.Generator().manual_seed(3)
+    out: dict[str, Any] = {}
+    # SWAP: [B, neurons] activations, patterns of each neuron over the batch (a transposed view).
+    acts = torch.randn(64, 65536, generator=gen)
+    acts[:, ::3] = acts[:, :1]  # repeated neurons, so not every pattern is distinct
+    acts = acts.to(device)
+    # TE-NAS: patterns of each sample over all neurons, few distinct (a binary-ish ReLU net).
+    base = torch.randn(96, 8192, generator=gen)
+    regions = base[torch.randint(0, 96, (1024,), generator=gen)].to(device)
+    for name, x in (("swap", acts.t()), ("te_nas", regions)):
+        want = ref.distinct_rows(ref.sign_pack(x))
+        if ops.sign_pattern_count(x) != want or patterns_plain(x) != want or \
+                ops.distinct_rows(ops.sign_pack(x)) != want:
+            raise AssertionError(f"{name}: pattern counts differ from the reference")
+        fns = {"zcfast sign_pattern_count": timed(lambda x=x: ops.sign_pattern_count(x)),
+               "zcfast distinct_rows(sign_pack)": timed(lambda x=x: ops.distinct_rows(ops.sign_pack(x))),
+               "torch.unique(x > 0, dim=0)": timed(lambda x=x: patterns_plain(x))}
+        t = time_rounds(fns, rounds, min_time)
+        out[name] = {"shape": list(x.shape), "patterns": want, "timings": t,
+                     "fused_s": t["zcfast sign_pattern_count"]["median_s"],
+                     "speedup_vs_plain": t["torch.unique(x > 0, dim=0)"]["median_s"]
+                     / t["zcfast sign_pattern_count"]["median_s"]}
+    # GradSign: 8 per-sample gradients of each of NB201's parameter tensors.
+    shapes = [p.shape for p in nb201_net("cpu").parameters()]
+    grads = [torch.randn((8, *s), generator=gen).to(device) for s in shapes]
+    want = ref.sign_sum(grads).to(device)
+    if not torch.equal(ops.sign_sum(grads), want) or not torch.equal(sign_sum_plain(grads), want):
+        raise AssertionError("gradsign: sign sums differ from the reference")
+    fns = {"zcfast sign_sum": timed(lambda: ops.sign_sum(grads)),
+           "sign(g).sum(0).abs().sum() per tensor": timed(lambda: sign_sum_plain(grads))}
+    t = time_rounds(fns, rounds, min_time)
+    out["gradsign"] = {"tensors": len(grads), "per_sample": 8,
+                       "elements": sum(g.numel() for g in grads), "timings": t,
+                       "fused_s": t["zcfast sign_sum"]["median_s"],
+                       "speedup_vs_plain": t["sign(g).sum(0).abs().sum() per tensor"]["median_s"]
+                       / t["zcfast sign_sum"]["median_s"]}
+    # MeCo: every ReLU input of one image, [C, H*W] per layer.
+    feats = [a[0].reshape(a.shape[1], -1) for a in relu_inputs(nb201_net(device), 1, device)]
+    want_s = ref.channel_spectra(feats, "corr")
+    for label, got in (("zcfast", ops.channel_spectra(feats, "corr")), ("plain", meco_plain(feats))):
+        for g_, w_ in zip(got, want_s):
+            if not torch.allclose(g_, w_, rtol=1e-9, atol=1e-9):
+                raise AssertionError(f"meco: {label} spectra differ from the reference")
+    fns = {"zcfast channel_spectra": timed(lambda: ops.channel_spectra(feats, "corr")),
+           "eigvalsh(nan_to_num(corrcoef)) per layer": timed(lambda: meco_plain(feats))}
+    t = time_rounds(fns, rounds, min_time)
+    out["meco"] = {"layers": len(feats), "channels": sorted({f.shape[0] for f in feats}),
+                   "timings": t, "fused_s": t["zcfast channel_spectra"]["median_s"],
+                   "speedup_vs_plain": t["eigvalsh(nan_to_num(corrcoef)) per layer"]["median_s"]
+                   / t["zcfast channel_spectra"]["median_s"]}
+    return out
+
+
+def signs_markdown(sg: dict[str, Any]) -> list[str]:
+    titles = {"swap": "sign_pattern_count: SWAP, {shape[0]:,} neurons × batch {shape[1]} (a transposed view)",
+              "te_nas": "sign_pattern_count: TE-NAS linear regions, {shape[0]:,} samples × {shape[1]:,} neurons",
+              "gradsign": "sign_sum: GradSign, {tensors} tensors × {per_sample} per-sample gradients "
+                          "({elements:,} elements)",
+              "meco": "channel_spectra: MeCo, {layers} layers (channels {channels})"}
+    lines: list[str] = []
+    for key, title in titles.items():
+        r = sg[key]
+        lines += [f"## {title.format(**r)}", ""]
+        rows = [[k, fmt_time(v["median_s"]), f"{v['median_s'] / r['fused_s']:.2f}×"]
+                for k, v in r["timings"].items()]
+        lines.append(markdown_table(["computation", "time", "vs fused"], rows))
+        lines += [f"Fused vs the plain composition: **{r['speedup_vs_plain']:.2f}×**.", ""]
+    return lines
+
+
 # ---- report -------------------------------------------------------------------------------------
 
 def to_markdown(res: dict[str, Any]) -> str:
     m = res["machine"]
-    lines = [f"# NWOT / ZiCo kernels ({res['device']})", "",
+    lines = [f"# NWOT / ZiCo / #13 kernels ({res['device']})", "",
              f"Command: `{res['command']}`  ", f"Machine: {m.get('cpu')} ({m.get('logical_cpus')} logical CPUs, "
              f"{m.get('torch_threads')} torch threads), load average at start {m.get('loadavg_1_5_15')}, "
              f"at end {res['loadavg_end']}; best of {res['rounds']} interleaved rounds.", ""]
+    if "signs" in res:
+        lines += signs_markdown(res["signs"])
+    if "nwot" not in res:
+        return "\n".join(lines)
     nw = res["nwot"]
     lines += [f"## hamming_kernel: NWOT's K on NB201 (all nor_conv_3x3), batch {nw['batch']}, "
               f"{nw['layers']} ReLU inputs, {nw['features_per_sample']:,} features per sample", ""]
@@ -298,7 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=64, help="NWOT batch size (default 64)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--out", default=None, help="results folder (default bench/results)")
-    parser.add_argument("--name", default=None, help="result file stem (default ops_modern[_cuda])")
+    parser.add_argument("--name", default=None, help="result file stem (default ops_modern[_cuda], "
+                        "ops_signs[_cuda] with --only signs)")
+    parser.add_argument("--only", choices=("all", "nwot_zico", "signs"), default="all",
+                        help="which kernels to time (default all)")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not (ops.has_cuda() and torch.cuda.is_available()):
         parser.error("--device cuda needs zcfast's CUDA build and a GPU")
@@ -309,15 +421,21 @@ def main(argv: list[str] | None = None) -> int:
                            "machine": machine_info(args.device), "build": ops.build_info(),
                            "rounds": args.rounds}
     print(f"machine: {res['machine']}", flush=True)
-    res["nwot"] = bench_nwot(args.device, args.batch, args.rounds, min_time)
-    print(f"nwot: fused {fmt_time(res['nwot']['fused_s'])}, "
-          f"{res['nwot']['speedup_vs_official_loop']:.1f}× the official loop", flush=True)
-    res["zico"] = bench_zico(args.device, args.rounds, min_time)
-    print(f"zico: fused {fmt_time(res['zico']['fused_s'])}, "
-          f"{res['zico']['speedup_vs_fastest_foreach']:.1f}× the fastest foreach", flush=True)
+    if args.only in ("all", "nwot_zico"):
+        res["nwot"] = bench_nwot(args.device, args.batch, args.rounds, min_time)
+        print(f"nwot: fused {fmt_time(res['nwot']['fused_s'])}, "
+              f"{res['nwot']['speedup_vs_official_loop']:.1f}× the official loop", flush=True)
+        res["zico"] = bench_zico(args.device, args.rounds, min_time)
+        print(f"zico: fused {fmt_time(res['zico']['fused_s'])}, "
+              f"{res['zico']['speedup_vs_fastest_foreach']:.1f}× the fastest foreach", flush=True)
+    if args.only in ("all", "signs"):
+        res["signs"] = bench_signs(args.device, args.rounds, min_time)
+        print("signs: " + ", ".join(f"{k} {v['speedup_vs_plain']:.2f}×" for k, v in res["signs"].items()),
+              flush=True)
     res["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     md = to_markdown(res)
-    name = args.name or ("ops_modern" if args.device == "cpu" else "ops_modern_cuda")
+    stem = "ops_signs" if args.only == "signs" else "ops_modern"
+    name = args.name or (stem if args.device == "cpu" else stem + "_cuda")
     kwargs = {"out_dir": args.out} if args.out else {}
     paths = write_results(name, res, md, **kwargs)
     print(md)

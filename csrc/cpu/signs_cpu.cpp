@@ -12,8 +12,8 @@
 // row by row; a column-contiguous x (SWAP's transposed activations) is packed 64 columns at a time
 // across a block of rows, so every read is sequential. distinct_rows hashes every row (parallel)
 // and inserts the rows into an open-addressing table (serial, O(R W)). sign_sum accumulates the
-// per-element sign sums of a block of columns over the N samples in int16 (N < 2^15) or int32,
-// then |.| in int64: integers, so exact and independent of the thread split.
+// per-element sign sums of a block of columns over the N samples in int16 (16-bit inputs with
+// N < 2^15) or int32, then |.| in int64: integers, so exact and independent of the thread split.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -232,16 +232,51 @@ at::Tensor sign_pattern_count_cpu(const at::Tensor& x) {
 
 // ---- sign_sum -------------------------------------------------------------------------------
 
-// sum_j | sum_i sign(g[i, c0 + j]) | over the columns [c0, c1) of a row-major [N, M] matrix.
+// sign(x) of one element as an int; 16-bit floats straight from their bits (integer lanes, no
+// conversion): IEEE half has inf at 0x7c00, bfloat16 at 0x7f80; magnitudes above are NaN (0),
+// magnitude 0 is +-0 (0).
+template <typename scalar_t>
+struct SignOf {
+  using in_t = scalar_t;
+  static C10_ALWAYS_INLINE int of(in_t v) { return sign_of(static_cast<at::opmath_type<scalar_t>>(v)); }
+};
+template <uint16_t kInf>
+struct SignOf16 {
+  using in_t = uint16_t;
+  static C10_ALWAYS_INLINE int of(uint16_t u) {
+    const uint16_t mag = u & 0x7fff;
+    const int valid = static_cast<uint16_t>(mag - 1) < kInf;  // 1 <= mag <= inf
+    return valid * (1 - 2 * static_cast<int>(u >> 15));
+  }
+};
+template <>
+struct SignOf<at::Half> : SignOf16<0x7c00> {};
+template <>
+struct SignOf<at::BFloat16> : SignOf16<0x7f80> {};
+
+// sum_j | sum_i sign(g[i, c0 + j]) | over the columns [c0, c1) of a row-major [N, M] matrix; four
+// rows per pass over the counters.
 template <typename scalar_t, typename count_t>
-int64_t sign_sum_block(const scalar_t* C10_RESTRICT g, int64_t N, int64_t M, int64_t c0, int64_t c1) {
-  using acc_t = at::opmath_type<scalar_t>;
+int64_t sign_sum_block(const scalar_t* g_, int64_t N, int64_t M, int64_t c0, int64_t c1) {
+  using S = SignOf<scalar_t>;
+  using in_t = typename S::in_t;
+  const in_t* C10_RESTRICT g = reinterpret_cast<const in_t*>(g_);
   count_t cnt[kSumCols];
   const int64_t n = c1 - c0;
   std::fill(cnt, cnt + n, count_t(0));
-  for (int64_t i = 0; i < N; ++i) {
-    const scalar_t* C10_RESTRICT row = g + i * M + c0;
-    for (int64_t j = 0; j < n; ++j) cnt[j] = static_cast<count_t>(cnt[j] + sign_of(static_cast<acc_t>(row[j])));
+  int64_t i = 0;
+  for (; i + 4 <= N; i += 4) {
+    const in_t* C10_RESTRICT r0 = g + i * M + c0;
+    const in_t* C10_RESTRICT r1 = r0 + M;
+    const in_t* C10_RESTRICT r2 = r1 + M;
+    const in_t* C10_RESTRICT r3 = r2 + M;
+    for (int64_t j = 0; j < n; ++j) {
+      cnt[j] = static_cast<count_t>(cnt[j] + S::of(r0[j]) + S::of(r1[j]) + S::of(r2[j]) + S::of(r3[j]));
+    }
+  }
+  for (; i < N; ++i) {
+    const in_t* C10_RESTRICT row = g + i * M + c0;
+    for (int64_t j = 0; j < n; ++j) cnt[j] = static_cast<count_t>(cnt[j] + S::of(row[j]));
   }
   int64_t s = 0;
   for (int64_t j = 0; j < n; ++j) s += cnt[j] < 0 ? -static_cast<int64_t>(cnt[j]) : static_cast<int64_t>(cnt[j]);
@@ -272,8 +307,11 @@ at::Tensor sign_sum_cpu(at::TensorList grads) {
       const int64_t c0 = (k - first[t]) * kSumCols, c1 = std::min(M[t], c0 + kSumCols);
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, keep[t].scalar_type(), "sign_sum_cpu", [&] {
         const scalar_t* g = keep[t].const_data_ptr<scalar_t>();
-        part[k] = N[t] < (int64_t(1) << 15) ? sign_sum_block<scalar_t, int16_t>(g, N[t], M[t], c0, c1)
-                                            : sign_sum_block<scalar_t, int32_t>(g, N[t], M[t], c0, c1);
+        // int16 counters where they are exact (N < 2^15) and as wide as the input's lanes
+        // (16-bit floats); int32 otherwise (float32/float64 compare masks widen for free).
+        part[k] = sizeof(scalar_t) == 2 && N[t] < (int64_t(1) << 15)
+                      ? sign_sum_block<scalar_t, int16_t>(g, N[t], M[t], c0, c1)
+                      : sign_sum_block<scalar_t, int32_t>(g, N[t], M[t], c0, c1);
       });
     }
   });

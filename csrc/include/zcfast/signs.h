@@ -6,7 +6,8 @@
 //     packed [R, W] int64 matrix; sign_pattern_count(x) = distinct_rows(sign_pack(x)), fused.
 //   sign_sum (GradSign): per tensor g [N, ...] of per-sample gradients,
 //     sum_theta | sum_i sign(g[i, theta]) |, sign(0) = sign(NaN) = 0. The inner sums are small
-//     integers (|s| <= N): accumulated in int16 when N < 2^15, else int32; the outer sum in int64.
+//     integers (|s| <= N): accumulated in int16 when N < 2^15 (CPU: 16-bit inputs only, whose lanes match),
+//     else int32; the outer sum in int64.
 //     Integers: exact, and the same whatever the thread split or launch shape.
 //   channel_spectra (MeCo, AZ-NAS expressivity): per feature F [C, P] (channels x observations),
 //     Z = rows of F centred (float64) and scaled: kind "corr" by 1 / ||row||, so Z Z^T is numpy's
