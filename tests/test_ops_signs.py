@@ -283,6 +283,54 @@ def test_sign_ops_work_under_torch_compile():
     assert torch.allclose(e0, ref.channel_spectra([feat])[0][0], atol=1e-12)
 
 
+# ---- CPU ISA copies and threads -------------------------------------------------------------------
+
+_ISA_SCRIPT = """
+import torch, zcfast.ops as ops
+g = torch.Generator().manual_seed(0)
+out = []
+for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+    x = torch.randn(33, 200, generator=g).to(dtype)
+    out += ops.sign_pack(x).flatten().tolist() + [ops.sign_pattern_count(x)]
+    out += ops.sign_sum([x, x[:, :7]]).tolist()
+print(repr(out))
+"""
+
+
+def test_cpu_isa_copies_agree():
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    results = []
+    for isa in ("0", "1"):
+        env = dict(os.environ, ZCFAST_CPU_ISA=isa,
+                   PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        proc = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], env=env, capture_output=True,
+                              text=True, timeout=120, check=True)
+        results.append(proc.stdout)
+    assert results[0] == results[1]
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    x = _signed((4000, 80), seed=7)
+    grads = [_signed((6, 20000), seed=8), _signed((3, 5000), seed=9)]
+    feats = [torch.randn(16, 300, generator=torch.Generator().manual_seed(s)) for s in range(20)]
+    before = torch.get_num_threads()
+    runs = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            runs.append((ops.sign_pack(x), ops.sign_pattern_count(x.t()), ops.sign_sum(grads),
+                         torch.cat(ops.channel_spectra(feats, "cov"))))
+    finally:
+        torch.set_num_threads(before)
+    a, b = runs
+    assert torch.equal(a[0], b[0]) and a[1] == b[1] and torch.equal(a[2], b[2])
+    assert torch.allclose(a[3], b[3], rtol=1e-12, atol=1e-12)  # row passes fixed; BLAS may split
+
+
 # ---- CUDA -----------------------------------------------------------------------------------------
 
 @needs_cuda
