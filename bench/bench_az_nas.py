@@ -8,6 +8,10 @@ zcfast's float64). Then A (zcfast) and B (official style) run in turn, A B A B .
 ratio is taken pair by pair (median quoted), so a drifting machine moves both alike.
 
     .venv/bin/python bench/bench_az_nas.py --archs 3 --repeats 3 --batch 64
+
+``--correlation N`` instead scores N random NB201 architectures (``random.Random(1)``) with the
+four and prints each one's Spearman ρ, and that of the official log-rank aggregate
+Σ log(rank/N), against CIFAR-10 test accuracy (200 epochs, ``ground_truth(arch, "cifar10")``).
 """
 from __future__ import annotations
 
@@ -83,14 +87,37 @@ def official_style_az(net: nn.Module, shape: tuple[int, ...], seed: int) -> dict
             "az_complexity": o.official_flops(net, torch.randn(shape), millions=True)}
 
 
+def correlation(n: int, batch: int, seed: int) -> None:
+    import numpy as np
+    from scipy import stats
+
+    space = zcfast.spaces.get("nb201")
+    rng = random.Random(1)
+    archs = [space.sample(rng) for _ in range(n)]
+    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    t0 = time.perf_counter()
+    v = np.array([[zcfast.score_arch(space, a, x, y, proxies=list(AZ_NAS), seed=seed)[k] for k in AZ_NAS]
+                  for a in archs])
+    print(f"{(time.perf_counter() - t0) / n:.2f} s per architecture (batch {batch}, one torch thread)")
+    acc = np.array([space.ground_truth(a, "cifar10", "test") for a in archs])
+    for j, k in enumerate(AZ_NAS):
+        print(f"{k:18s} rho {stats.spearmanr(v[:, j], acc)[0]:.3f}")
+    agg = sum(np.log(stats.rankdata(v[:, j]) / n) for j in range(len(AZ_NAS)))
+    print(f"log-rank aggregate rho {stats.spearmanr(agg, acc)[0]:.3f} over {n} architectures")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--archs", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--correlation", type=int, default=0, metavar="N")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.correlation:
+        correlation(args.correlation, args.batch, args.seed)
+        return
     space = zcfast.spaces.get("nb201")
     rng = random.Random(0)
     archs = [space.sample(rng) for _ in range(args.archs)]
