@@ -1176,10 +1176,12 @@ def study_from_table(path: str | os.PathLike, *, space: str | None = None, datas
             keys = [sp.key(sp.decode(a)) for a in archs]
         except Exception:  # noqa: BLE001 -- a table of a space zcfast cannot decode: no keys
             keys = [""] * len(archs)
-    extra: dict[str, Any] = {"source": {"table": str(path)}}
-    for k in ("sample", "ground_truth", "batch", "variant", "batch_per_arch", "n_batches", "init_seed"):
-        if k in meta:
-            extra[k] = meta[k]
+    # the run's own record (sample, ground truth, batch, store, wall, ...) is kept; what is
+    # computed from the scores is computed again
+    computed = {"proxies", "baselines", "vote", "nan_policy", "anchor_sources", "min_points", "bootstrap",
+                "space", "dataset", "n", "notes"}
+    extra: dict[str, Any] = {k: v for k, v in meta.items() if k not in computed}
+    extra["source"] = {"table": str(path)}
     extra["cost_units"] = {b: e.get("cost_unit") for b, e in meta.get("baselines", {}).items() if e.get("cost_unit")}
     extra["seconds_per_arch_alone"] = {p: e.get("seconds_per_arch_alone")
                                        for p, e in meta.get("proxies", {}).items()}

@@ -41,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--proxies", default="paper", help=PROXIES_HELP + " (default paper)")
     parser.add_argument("--n", type=_n, default=1000, help="architectures to sample uniformly, or 'all' (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    parser.add_argument("--out", required=True, help="output directory: scores.csv, summary.json, table.txt, PNGs, results.sqlite")
+    parser.add_argument("--out", required=True,
+                        help="output directory: scores.csv/.json/.parquet, summary.json, table.txt, PNGs, "
+                             "results.sqlite")
     parser.add_argument("--store", default=None, help="result store (default OUT/results.sqlite); rerun to resume")
     parser.add_argument("--data", default=None,
                         help="images for the batch: a shipped set (cifar10, cifar10-test, cifar100) or a user "
@@ -72,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="NaN scores: omit from the correlation (official), rank worst, or fail")
     parser.add_argument("--time-sample", type=count_type("--time-sample", 0), default=5,
                         help="architectures on which each proxy is timed alone (default 5; 0 skips)")
+    parser.add_argument("--bootstrap", type=count_type("--bootstrap", 0), default=1000,
+                        help="bootstrap resamples of the 95%% interval of every rho and tau (default 1000; "
+                             "0: none)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--shard", type=_shard, default=None,
@@ -105,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             compute=not args.report_only, shard=args.shard,
             workers=args.workers, recycle=args.recycle,
             variant=args.variant, batch_per_arch=args.batch_per_arch, n_batches=args.batches,
+            n_boot=args.bootstrap,
         )
     except KeyboardInterrupt:
         print("\nzcfast correlate: interrupted; finished architectures are in the store. "
