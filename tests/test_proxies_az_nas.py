@@ -305,6 +305,20 @@ def test_nb101_and_darts_networks_list_their_cells() -> None:
     for k in THREE:
         assert close(got[k].value, want[k]), (k, got[k], want[k])
 
+    # DARTS: each cell reads (s0, s1); its trainability term differentiates w.r.t. s1 only
+    def darts_features(m: nn.Module, xx: torch.Tensor) -> list[torch.Tensor]:
+        feats = [m.stem(xx)]
+        s0 = s1 = feats[0]
+        for cell in m.cells:
+            s0, s1 = s1, cell(s0, s1)
+            feats.append(s1)
+        return feats
+
+    got = score_detailed(n2, x, y, THREE, seed=1)
+    want = official_az(n2, tuple(x.shape), 1, darts_features)
+    for k in THREE:
+        assert close(got[k].value, want[k]), (k, got[k], want[k])
+
 
 # ------------------------------------------------------------------------------------------
 # undefined cases, clear messages
