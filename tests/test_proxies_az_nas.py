@@ -401,3 +401,20 @@ def test_leaves_no_hook_and_the_model_unchanged() -> None:
     # record_cells on a model it is handed: the hooks go, the forward stopped at the last cell
     feats = record_cells(net, x)
     assert _hooks(net) == 0 and len(feats) == 6 and feats[-1][1].shape == (8, 16, 4, 4)
+
+
+def test_no_tensor_survives_the_calls() -> None:
+    import gc
+
+    from zcfast.testing import live_tensor_count
+
+    torch.manual_seed(0)
+    net = Tiny(identity=True)
+    x, y = data(hw=8, classes=3)
+    score_detailed(net, x, y, list(AZ_NAS), seed=1)   # warm-up (lazy module state)
+    gc.collect()
+    before = live_tensor_count()
+    for s in range(3):
+        score_detailed(net, x, y, list(AZ_NAS), seed=s)
+    gc.collect()
+    assert live_tensor_count() == before
