@@ -12,6 +12,10 @@ ratio is taken pair by pair (median quoted), so a drifting machine moves both al
 ``--correlation N`` instead scores N random NB201 architectures (``random.Random(1)``) with the
 four and prints each one's Spearman ρ, and that of the official log-rank aggregate
 Σ log(rank/N), against CIFAR-10 test accuracy (200 epochs, ``ground_truth(arch, "cifar10")``).
+
+``--bare`` instead times the three ``az_pass`` measures in one ``zcfast.score`` call against
+their bare passes alone (copy, init, Gaussian input, forward to the last cell, one
+vector-Jacobian product per cell; no statistics), in alternating pairs.
 """
 from __future__ import annotations
 
@@ -106,6 +110,44 @@ def correlation(n: int, batch: int, seed: int) -> None:
     print(f"log-rank aggregate rho {stats.spearmanr(agg, acc)[0]:.3f} over {n} architectures")
 
 
+def bare_passes(net: nn.Module, shape: tuple[int, ...], seed: int) -> None:
+    """What az_pass cannot avoid: the copy, the init, the input, the forward, the VJPs."""
+    import copy
+
+    from zcfast.proxies.az_nas import az_init
+
+    gen = torch.Generator().manual_seed(seed)
+    m = copy.deepcopy(net).train()
+    az_init(m, gen)
+    x = torch.randn(shape, generator=gen)
+    feats = [m.stem(x)]
+    for cell in m.cells:
+        feats.append(cell(feats[-1]))
+    for i in reversed(range(1, len(feats))):
+        g = (torch.bernoulli(torch.full_like(feats[i].detach(), 0.5), generator=gen) - 0.5) * 2
+        torch.autograd.grad(feats[i], feats[i - 1], g, retain_graph=True)
+
+
+def bare(n_archs: int, repeats: int, batch: int, seed: int) -> None:
+    space = zcfast.spaces.get("nb201")
+    rng = random.Random(0)
+    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    three = [k for k in AZ_NAS if k != "az_complexity"]
+    ratios = []
+    for arch in [space.sample(rng) for _ in range(n_archs)]:
+        net = build_seeded(space, arch, seed, 10)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            zcfast.score(net, x, y, proxies=three, seed=seed)
+            ta = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            bare_passes(net, tuple(x.shape), seed)
+            tb = time.perf_counter() - t0
+            ratios.append(ta / tb)
+    print(f"az_pass measures / bare passes, median of {len(ratios)} pairs: {statistics.median(ratios):.2f} "
+          f"(min {min(ratios):.2f}, max {max(ratios):.2f}); batch {batch}, one torch thread")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--archs", type=int, default=3)
@@ -113,8 +155,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--correlation", type=int, default=0, metavar="N")
+    ap.add_argument("--bare", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.bare:
+        bare(args.archs, args.repeats, args.batch, args.seed)
+        return
     if args.correlation:
         correlation(args.correlation, args.batch, args.seed)
         return

@@ -85,7 +85,8 @@ def trainability_score(g_out: torch.Tensor, g_in: torch.Tensor) -> float:
     [B, C_o, H_o, W_o] and the input gradient it gives ``g_in`` [B, C_i, H_i, W_i]:
     −inf when they are equal (the cell passes the gradient through unchanged); else g_in
     pixel-unshuffled by H_i/H_o where the resolutions differ, M = g_inᵀ g_out / (B·H_o·W_o)
-    over positions ([C_i', C_o], in float64), σmax its largest singular value, score
+    over positions ([C_i', C_o]: per-sample products in the gradients' dtype, their sum over B in
+    float64), σmax its largest singular value, score
     2 − σmax − 1/(σmax + 1e-6).
 
     Raises:
@@ -107,9 +108,9 @@ def trainability_score(g_out: torch.Tensor, g_in: torch.Tensor) -> float:
     if g_in.shape[0] != bo or g_in.shape[2:] != g_out.shape[2:]:
         raise ValueError(f"trainability: input gradient {list(g_in.shape)} does not pair with output gradient "
                          f"{list(g_out.shape)}")
-    a = g_in.permute(0, 2, 3, 1).reshape(-1, g_in.shape[1]).double()
-    b = g_out.permute(0, 2, 3, 1).reshape(-1, co).double()
-    mat = a.t() @ b / (bo * ho * wo)
+    # per sample [C_i', H·W] @ [H·W, C_o] on views (no permuted copy), summed over B in float64
+    per_sample = torch.bmm(g_in.reshape(bo, g_in.shape[1], ho * wo), g_out.reshape(bo, co, ho * wo).transpose(1, 2))
+    mat = per_sample.double().sum(dim=0) / (bo * ho * wo)
     smax = float(torch.linalg.svdvals(mat).max())
     return 2.0 - smax - 1.0 / (smax + AZ_SIGMA_EPS)
 
