@@ -121,7 +121,9 @@ def _fisher_dim(m: nn.Module, attr: str) -> int | None:
 
 
 def _is_parametrized(m: nn.Module, attr: str) -> bool:
-    return parametrize.is_parametrized(m, attr)
+    # a parametrization registers the submodule "parametrizations" (looked up first: the full
+    # check's getattr miss costs ~1 µs per weight, called several times per weight and call)
+    return "parametrizations" in m._modules and parametrize.is_parametrized(m, attr)
 
 
 def _weight_leaves(c: Counted) -> list[torch.Tensor]:
@@ -144,7 +146,8 @@ def _usable_weight(name: str, m: nn.Module, attr: str) -> bool:
     return w.is_floating_point()
 
 
-def counted_weights(model: nn.Module, layer_types: LayerTypes = None) -> list[Counted]:
+def counted_weights(model: nn.Module, layer_types: LayerTypes = None, *,
+                    _modules: Sequence[tuple[str, nn.Module]] | None = None) -> list[Counted]:
     """The weights the proxies sum over, in ``named_modules`` order.
 
     ``layer_types=None`` (the default of :func:`score`): every weight-bearing layer, i.e. the
@@ -156,12 +159,15 @@ def counted_weights(model: nn.Module, layer_types: LayerTypes = None) -> list[Co
     layers never count. With a class or tuple of classes: the same weights of modules that are
     instances of them (a module outside the table above counts its ``weight``).
 
+    ``_modules``: internal, ``list(model.named_modules())`` when the caller already walked it
+    (:func:`score_detailed` walks the model once for every check).
+
     Raises:
         ValueError: bad ``layer_types``, an uninitialised lazy module, or no counted weight.
     """
     types = normalise_layer_types(layer_types)
     out: list[Counted] = []
-    for name, m in model.named_modules():
+    for name, m in (model.named_modules() if _modules is None else _modules):
         if types is None:
             attrs = _weight_attrs(m)
         elif isinstance(m, types):
@@ -183,13 +189,14 @@ def counted_weights(model: nn.Module, layer_types: LayerTypes = None) -> list[Co
     return out
 
 
-def skipped_parameters(model: nn.Module, counted: Sequence[Counted]) -> list[tuple[str, int]]:
+def skipped_parameters(model: nn.Module, counted: Sequence[Counted], *,
+                       _modules: Sequence[tuple[str, nn.Module]] | None = None) -> list[tuple[str, int]]:
     """``(qualified name, numel)`` of every floating parameter that is neither counted, nor a bias,
     nor part of a normalisation layer: what the default rule leaves out (e.g. a custom layer's
     raw ``nn.Parameter``, PReLU's slope)."""
     ids = {id(t) for c in counted for t in _weight_leaves(c)}
     skipped = []
-    for mname, m in model.named_modules():
+    for mname, m in (model.named_modules() if _modules is None else _modules):
         if isinstance(m, _NORM_MODULES):
             continue
         for pname, p in m._parameters.items():
@@ -204,8 +211,9 @@ def skipped_parameters(model: nn.Module, counted: Sequence[Counted]) -> list[tup
     return skipped
 
 
-def _warn_skipped(model: nn.Module, counted: Sequence[Counted]) -> None:
-    skipped = skipped_parameters(model, counted)
+def _warn_skipped(model: nn.Module, counted: Sequence[Counted],
+                  modules: Sequence[tuple[str, nn.Module]] | None = None) -> None:
+    skipped = skipped_parameters(model, counted, _modules=modules)
     if not skipped:
         return
     total = sum(n for _, n in skipped)
@@ -332,10 +340,12 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
         yield
 
 
-def _check_not_meta(model: nn.Module) -> None:
+def _check_not_meta(model: nn.Module, modules: Sequence[tuple[str, nn.Module]] | None = None) -> None:
     # one walk over the modules' own tensors (named_parameters + named_buffers walk the tree
-    # twice and build names: ~1 ms per 100 modules); names are built only for the message
-    if not any(t is not None and t.is_meta for m in model.modules()
+    # twice and build names: ~1 ms per 100 modules); names are built only for the message.
+    # ``modules``: the caller's ``list(model.named_modules())``, to share its walk
+    mods = model.modules() if modules is None else (m for _, m in modules)
+    if not any(t is not None and t.is_meta for m in mods
                for t in (*m._parameters.values(), *m._buffers.values())):
         return
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
@@ -917,6 +927,12 @@ def _weight_copies(model: nn.Module, counted: list[Counted], layer_types: LayerT
         return [w.detach().clone() for w in _weights_of(counted_weights(net, layer_types))]
 
 
+#: built-in no-pass needs that only read the weights or parameters (never the batch): with
+#: these and built-in proxies alone (l2_norm, params), :func:`score_detailed` hands them
+#: detached aliases of the caller's tensors instead of copies (they read and never write)
+_READ_ONLY_NEEDS = frozenset({"weights", "parameters"})
+
+
 def score_detailed(model: nn.Module, inputs: torch.Tensor | None, targets: torch.Tensor | None,
                    proxies: Sequence[str] | str = DEFAULT_PROXIES,
                    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
@@ -975,10 +991,13 @@ def score_detailed(model: nn.Module, inputs: torch.Tensor | None, targets: torch
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     inputs, targets, extra = split_batches(inputs, targets, batches)
-    _check_not_meta(model)
-    counted = counted_weights(model, layer_types)
+    # one walk of the module tree serves the meta check, the counted weights and the warning
+    # (each walked it on its own before: most of a no-pass call's fixed cost on NB201's ~600 modules)
+    modules = list(model.named_modules())
+    _check_not_meta(model, modules)
+    counted = counted_weights(model, layer_types, _modules=modules)
     if layer_types is None and not _owned:
-        _warn_skipped(model, counted)
+        _warn_skipped(model, counted, modules)
     device = _model_device(counted)
     plan = closure(dict.fromkeys(n for spec in specs for n in spec.needs))
     ctx = PassContext()
@@ -1000,10 +1019,19 @@ def score_detailed(model: nn.Module, inputs: torch.Tensor | None, targets: torch
     x = inputs.detach().to(device)
     t = targets.detach().to(device) if need_targets and targets is not None else None
     plugin = [need for need in plan if need.shared != SHARED_MAIN]
-    if plugin:  # private copies: a need or proxy writing them cannot reach the caller's tensors
+    # only built-in proxies and needs that never write the weights or parameters and never
+    # read the batch (l2_norm, params): they may read the caller's tensors through detached aliases;
+    # copying every weight, parameter and the batch was most of such a call's cost
+    read_only = (not main_needs and all(spec.builtin for spec in specs)
+                 and all(need.name in _READ_ONLY_NEEDS for need in plan)
+                 and not any(_is_parametrized(c.module, c.attr) for c in counted))
+    if plugin and not read_only:  # private copies: a need or proxy writing them cannot reach the caller's tensors
         ctx.batches = tuple((xb.detach().to(device).clone(),
                              yb.detach().to(device).clone() if need_targets and yb is not None else None)
                             for xb, yb in [(inputs, targets)] + extra)
+    elif plugin:
+        ctx.batches = tuple((xb.detach().to(device), yb.detach().to(device) if need_targets and yb is not None
+                             else None) for xb, yb in [(inputs, targets)] + extra)
     else:
         ctx.batches = ((x, t),)
     ctx.loss_fn, ctx.layer_types, ctx.seed = loss_fn, layer_types, seed
@@ -1016,7 +1044,13 @@ def score_detailed(model: nn.Module, inputs: torch.Tensor | None, targets: torch
     # replace them with their own (private) tensors.
     ctx.layer_names = [c.name for c in counted]
     if not main_needs:
-        ctx.weights = _weight_copies(model, counted, layer_types)
+        if read_only:
+            # the caller's tensors themselves: the built-in readers detach what they reduce
+            ctx.weights = [c.module._parameters[c.attr] for c in counted]
+            ctx._options["read_only"] = True
+            ctx._options["modules"] = modules   # the parameters need reuses this call's walk
+        else:
+            ctx.weights = _weight_copies(model, counted, layer_types)
     try:
         with _seeded(seed, device):
             if main_needs:
