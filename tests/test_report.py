@@ -47,11 +47,18 @@ def _official_bootstrap(x, y, n_boot, seed, stat):
     return tuple(np.percentile(np.array(vals), [2.5, 97.5]))
 
 
+@pytest.mark.parametrize("loop", [False, True])
+@pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("stat", ["spearman", "kendall"])
-def test_bootstrap_ci_matches_scipy_restatement(stat):
+def test_bootstrap_ci_matches_scipy_restatement(stat, ties, loop, monkeypatch):
+    if loop:
+        monkeypatch.setattr(metrics, "KENDALL_MATMUL_LIMIT", 5)  # the one-tau-per-resample route
     rng = np.random.default_rng(0)
     x = rng.normal(size=60)
     y = x + rng.normal(size=60)
+    if ties:                                                 # tied scores and accuracies (dead networks)
+        x[:6] = x[6]
+        y = np.round(y, 1)
     x[3] = np.nan                                            # omitted, as the statistic itself
     lo, hi = metrics.bootstrap_ci(x, y, stat, n_boot=200, seed=3)
     ok = ~np.isnan(x)
@@ -169,6 +176,26 @@ def test_report_renders_a_store_and_a_table_as_correlate(study, tmp_path, capsys
     assert [r["arch_str"] for r in rows] == res.archs
     t = corr.study_from_table(out / "scores.parquet", n_boot=100)
     assert t.summary["proxies"]["snip"]["kendall_ci95"] == pytest.approx(res.summary["proxies"]["snip"]["kendall_ci95"])
+
+
+def test_report_of_a_scan_run_joins_the_ground_truth(tmp_path):
+    from zcfast.store import BatchKey, ResultStore, RunConfig, ScoreRow
+
+    sp = spaces.get("nb201")
+    archs = [sp.arch_at(i) for i in range(0, 15625, 700)]
+    cfg = RunConfig(kind="scan", space="nb201", proxies=("a", "b"), num_classes=100,
+                    batch=BatchKey("f", "shipped:cifar100", 8, 1), init_seed=0, device="cpu", dataset="cifar100",
+                    candidates="enumerate", scorer="zcfast")
+    with ResultStore(tmp_path / "s.sqlite") as st:
+        rid = st.run_id(cfg)
+        st.put_many(rid, [ScoreRow(sp.key(a), sp.encode(a), {"a": float(i), "b": -float(i)})
+                          for i, a in enumerate(archs)])
+    res = corr.study_from_store(tmp_path / "s.sqlite", n_boot=20)
+    assert res.summary["dataset"] == "cifar100" and res.summary["n"] == len(archs)
+    acc = np.array([sp.ground_truth(a, "cifar100", "test") for a in archs])
+    np.testing.assert_array_equal(res.acc, acc)               # stored in index order, as archs
+    assert res.summary["proxies"]["a"]["spearman"] == pytest.approx(metrics.spearman(np.arange(len(archs)), acc))
+    assert "rendered from" in corr.format_table(res.summary)
 
 
 def test_report_bad_input_is_one_line(tmp_path, capsys, study):

@@ -851,6 +851,9 @@ def format_table(summary: Mapping[str, Any]) -> str:
         title += ", one batch per architecture"
     if summary.get("n_batches", 1) > 1:
         title += f", {summary['n_batches']} mini-batches (multi-batch proxies read all, the others the first)"
+    src = summary.get("source") or {}
+    if src.get("store") or src.get("table"):
+        title += f"; rendered from {src.get('store') or src.get('table')}"
     lines = [title, fmt_row(head), line] + [fmt_row(r) for r in rows]
     notes = ["rho = Spearman, tau = Kendall tau-b; paper = |rho| of Abdelfattah et al. (all 15,625 NB201 archs); "
              "s/arch = median seconds per architecture, each proxy alone"]
