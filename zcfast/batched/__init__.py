@@ -616,55 +616,60 @@ def _candidate_grads(net, x: Tensor, y: Tensor, bad: list[str | None], what: str
     return _by_candidate(layers, grads, K)
 
 
-def _multi_grads_pass(net, ctxs: list[PassContext], channels_last: bool) -> None:
-    """The ``multi_grads`` need of K candidates: per mini-batch (``PassContext.mini_batches(2)``:
-    the given batches, or the one batch's two halves) one training-mode forward and one backward
-    of ``Σ_k CE(logits_k, y)`` on the live-edge network (:func:`_candidate_grads`); each
-    candidate's ∂L/∂W list aligned with its ``ctx.weights`` (dead edges are left out: their
-    gradient is exactly 0, which ZiCo drops). A candidate whose loss is not finite on a
-    mini-batch gets the module backend's reason."""
+def _sweep(net, ctxs: list[PassContext], need: str, steps: Iterable[tuple[Tensor, Tensor, str]],
+           channels_last: bool) -> list[list[list[Tensor | None]] | None]:
+    """The loop both gradient-sweep needs share: for each ``(x, y, what)`` step one
+    :func:`_candidate_grads` forward + backward of the K candidates; the layers' recorded
+    outputs are released whatever happens. A candidate whose loss is not finite on a step gets
+    the module backend's reason in ``problems[need]`` and ``None``; the others get their ∂L/∂W
+    lists, one per step (each aligned with the candidate's live layers)."""
     K = net.K
     per: list[list[list[Tensor | None]]] = [[] for _ in range(K)]
     bad: list[str | None] = [None] * K
     try:
-        for xb, yb in ctxs[0].mini_batches(2):
-            for k, gk in enumerate(_candidate_grads(net, xb, yb, bad, "a mini-batch", channels_last)):
+        for x, y, what in steps:
+            for k, gk in enumerate(_candidate_grads(net, x, y, bad, what, channels_last)):
                 per[k].append(gk)
     finally:
         for layer in net.layers():
             layer.act = None
+    out: list[list[list[Tensor | None]] | None] = []
     for k, c in enumerate(ctxs):
         if bad[k] is not None:
-            c.problems.setdefault("multi_grads", bad[k])
+            c.problems.setdefault(need, bad[k])
+            out.append(None)
         else:
-            c.data["multi_grads"] = per[k]
+            out.append(per[k])
+    return out
+
+
+def _multi_grads_pass(net, ctxs: list[PassContext], channels_last: bool) -> None:
+    """The ``multi_grads`` need of K candidates: per mini-batch (``PassContext.mini_batches(2)``:
+    the given batches, or the one batch's two halves) one training-mode forward and one backward
+    of ``Σ_k CE(logits_k, y)`` on the live-edge network (:func:`_sweep`); each candidate's
+    ∂L/∂W list aligned with its ``ctx.weights`` (dead edges are left out: their gradient is
+    exactly 0, which ZiCo drops). A candidate whose loss is not finite on a mini-batch gets the
+    module backend's reason."""
+    steps = ((xb, yb, "a mini-batch") for xb, yb in ctxs[0].mini_batches(2))
+    for c, grads in zip(ctxs, _sweep(net, ctxs, "multi_grads", steps, channels_last)):
+        if grads is not None:
+            c.data["multi_grads"] = grads
 
 
 def _per_sample_pass(net, ctxs: list[PassContext], channels_last: bool) -> None:
     """The ``per_sample_grads`` need of K candidates (GradSign's official per-sample loop): per
     sample i of the first batch one training-mode forward of ``[1, K·3, H, W]`` (BatchNorm over
-    that one sample) and one backward of ``Σ_k CE(logits_k, y_i)`` (:func:`_candidate_grads`);
-    per candidate one ``[N, *W.shape]`` tensor per weight of its ``ctx.weights`` (zeros where
+    that one sample) and one backward of ``Σ_k CE(logits_k, y_i)`` (:func:`_sweep`); per
+    candidate one ``[N, *W.shape]`` tensor per weight of its ``ctx.weights`` (zeros where
     unused). A candidate whose loss is not finite on a sample gets the module backend's reason."""
-    K = net.K
     x, y = ctxs[0].batches[0]
-    per: list[list[list[Tensor | None]]] = [[] for _ in range(K)]
-    bad: list[str | None] = [None] * K
-    try:
-        for i in range(x.shape[0]):
-            for k, gk in enumerate(_candidate_grads(net, x[i:i + 1], y[i:i + 1], bad, f"sample {i}", channels_last)):
-                per[k].append(gk)
-    finally:
-        for layer in net.layers():
-            layer.act = None
-    for k, c in enumerate(ctxs):
-        if bad[k] is not None:
-            c.problems.setdefault("per_sample_grads", bad[k])
+    steps = ((x[i:i + 1], y[i:i + 1], f"sample {i}") for i in range(x.shape[0]))
+    for c, per in zip(ctxs, _sweep(net, ctxs, "per_sample_grads", steps, channels_last)):
+        if per is None:
             continue
         c.data["per_sample_grads"] = [
-            torch.stack([s[t] if s[t] is not None else torch.zeros_like(w) for s in per[k]])
+            torch.stack([s[t] if s[t] is not None else torch.zeros_like(w) for s in per])
             for t, w in enumerate(c.weights)]
-        per[k] = []
 
 
 class _ReluKernels:
