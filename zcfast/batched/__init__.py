@@ -937,8 +937,12 @@ def _synflow_fp32_ok(logits: Tensor, grads: list[list[Tensor | None]]) -> bool:
     every candidate's gradients finite and below :data:`SYNFLOW_FP32_MAX`, and each candidate's
     largest gradient either 0 (no path from the input reaches a weight: exactly 0 in any
     precision) or above :data:`SYNFLOW_FP32_MIN_GRAD` (nothing near float32's underflow)."""
-    tops = [torch.stack([g.abs().amax() for g in gk if g is not None] or [logits.new_zeros(())]).amax()
-            for gk in grads]
+    tops = []
+    for gk in grads:
+        present = [g for g in gk if g is not None]
+        # max |g| per tensor in one multi-tensor call (NaN propagates, as amax)
+        tops.append(torch.stack(torch._foreach_norm(present, float("inf"))).amax() if present
+                    else logits.new_zeros(()))
     top = torch.stack(tops).double()
     out = float(logits.abs().amax())
     if not (math.isfinite(out) and out < SYNFLOW_FP32_MAX):
@@ -959,19 +963,20 @@ def _synflow_pass(net, x: Tensor, ctxs: list[PassContext], dtype: torch.dtype = 
     layers = net.layers()
     weights = [layer.weight for layer in layers]
     grads = torch.autograd.grad(logits.sum(), weights, allow_unused=True)
+    per_g = _by_candidate(layers, list(grads), K)
     if dtype != torch.float64:
-        if not _synflow_fp32_ok(logits.detach(), _by_candidate(layers, list(grads), K)):
+        if not _synflow_fp32_ok(logits.detach(), per_g):
             for layer in layers:
                 layer.act = None
             return False
         weights = [w.detach().double() for w in weights]
-        grads = tuple(None if g is None else g.double() for g in grads)
+        per_g = [[None if g is None else g.double() for g in gk] for gk in per_g]
         logits = logits.detach().double()
-    ws, _, owners = _per_candidate(layers, weights, grads)
+    ws, _, owners = _per_candidate(layers, weights, [None] * len(layers))
     per_w: list[list[Tensor]] = [[] for _ in range(K)]
     for w, o in zip(ws, owners):
         per_w[o].append(w)
-    for k, (gk, out) in enumerate(zip(_by_candidate(layers, list(grads), K), logits.detach().sum(dim=(1, 2)).tolist())):
+    for k, (gk, out) in enumerate(zip(per_g, logits.detach().sum(dim=(1, 2)).tolist())):
         ctxs[k].synflow_weights = per_w[k]
         ctxs[k].synflow_grads = gk
         ctxs[k].synflow_output = out
