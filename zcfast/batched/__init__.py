@@ -961,6 +961,12 @@ def _synflow_pass(net, x: Tensor, ctxs: list[PassContext], dtype: torch.dtype = 
     ones = torch.ones((1, K * x.shape[1]) + tuple(x.shape[2:]), dtype=dtype, device=x.device)
     logits = net.forward(ones, bn="reduction")
     layers = net.layers()
+    if dtype != torch.float64:
+        out_max = float(logits.detach().abs().amax())
+        if not (math.isfinite(out_max) and out_max < SYNFLOW_FP32_MAX):   # refused before the backward
+            for layer in layers:
+                layer.act = None
+            return False
     weights = [layer.weight for layer in layers]
     grads = torch.autograd.grad(logits.sum(), weights, allow_unused=True)
     per_g = _by_candidate(layers, list(grads), K)
