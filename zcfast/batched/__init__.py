@@ -27,8 +27,10 @@ per-candidate copies):
   conv/linear output (Fisher), split per candidate;
 * grasp: the same backward with ``create_graph``; ``z = Σ stopgrad(g)·g``; ``∂z/∂θ = H g`` per
   candidate (the Hessian is block diagonal across candidates);
-* synflow: a second float64 forward with |θ|, an all-ones input ``[1, K·3, H, W]`` and only the
-  reduction-block BatchNorms (NB201 quirk), ``R = Σ logits``;
+* synflow: a second forward with |θ|, an all-ones input ``[1, K·3, H, W]`` and only the
+  reduction-block BatchNorms (NB201 quirk), ``R = Σ logits``: in float32, rerun in float64 when
+  a value leaves float32's safe range (:func:`_synflow_need`; equal to the float64 definition
+  within :data:`SYNFLOW_FP32_RTOL`);
 * multi_grads (ZiCo): per mini-batch (``PassContext.mini_batches(2)``: the given batches or the
   one batch's halves) one forward + backward of ``Σ_k CE``, split per candidate as the grads;
 * relu_kernels (NWOT): one no-grad forward of the *all-edge* network (``edges="all"``: the module
@@ -453,7 +455,7 @@ def _score_chunk(space: Any, archs: Sequence[Any], x: Tensor, y: Tensor, specs: 
     backend's :func:`finalise`).
 
     Passes: the shared main pass and ``multi_grads`` on the live-edge network, synflow on it in
-    float64; ``relu_kernels`` one no-grad forward of the all-edge network (every ReLU call of the
+    float32 with a float64 fallback; ``relu_kernels`` one no-grad forward of the all-edge network (every ReLU call of the
     module network, dead edges included), or the main forward's ReLU inputs when that pass runs
     and no candidate has a dead edge (then both networks are the same); ``zen_pass`` two no-grad forwards of an all-edge
     network re-initialised as Zen-NAS; ``labels`` / ``weights`` / ``parameters`` /
