@@ -15,7 +15,11 @@ stream ``sample:0``, what ``zcfast scan --space nb201 --n N`` scores into an emp
 * with ``forkserver`` among the methods, a scan in this process while the server is already
   running (a second scan in one process: start-up hidden, what a warm server gives), and the
   A/B of the CLI's early forkserver start: the same commands with it turned off, so the pool
-  starts the server after the parent's own ``import torch`` (``--no-late-server`` skips them).
+  starts the server after the parent's own ``import torch`` (``--no-late-server`` skips them);
+* with synflow among the proxies, the A/B of the batched backend's float32 synflow pass: the
+  in-process ``score_batch`` rate and the real scan again with ``ZCFAST_BATCHED_SYNFLOW=float64``
+  (the float64 pass it replaced; ``--no-synflow-ab`` skips them), whose stored values must equal
+  the others within ``zcfast.batched.SYNFLOW_FP32_RTOL``.
 
 Values are checked before any figure is written: every real-scorer run must store the same
 values (bit-identical across backends and start methods), and the first 3 candidates must
@@ -64,6 +68,7 @@ except ImportError:
 
 LATE_INSTANT = "instant scorer, local, forkserver started by the pool (the CLI's early start off)"
 LATE_REAL = "real scorer, local, forkserver started by the pool (the CLI's early start off)"
+F64_REAL = "real scorer, local, float64 synflow pass (ZCFAST_BATCHED_SYNFLOW=float64, the pass before)"
 CHUNK = 8      # the scan's default chunk with the batched scorer
 BLOCK = 256    # the scan's dedup look-up block and default commit size
 
@@ -86,7 +91,8 @@ def _timed(fn: Any) -> tuple[float, float, Any]:
     return time.perf_counter() - t, time.process_time() - c, res
 
 
-def in_process(space: Any, archs: list[Any], proxies: list[str], n_single: int) -> dict[str, Any]:
+def in_process(space: Any, archs: list[Any], proxies: list[str], n_single: int,
+               synflow_ab: bool = False) -> dict[str, Any]:
     """Bare scoring rates (per second, per CPU-second) and the parent-side costs per candidate (s)."""
     x, y = paper_batch("cifar10", 64, 42)
     out: dict[str, Any] = {}
@@ -98,6 +104,14 @@ def in_process(space: Any, archs: list[Any], proxies: list[str], n_single: int) 
     wall, cpu, _ = _timed(lambda: [score_batch(space, single[i:i + CHUNK], x, y, proxies, detailed=True)
                                    for i in range(0, len(single), CHUNK)])
     out["score_batch_per_s"], out["score_batch_per_cpu_s"] = len(single) / wall, len(single) / cpu
+    if synflow_ab:   # the float64 synflow pass, as before the float32 one
+        os.environ["ZCFAST_BATCHED_SYNFLOW"] = "float64"
+        try:
+            wall, cpu, _ = _timed(lambda: [score_batch(space, single[i:i + CHUNK], x, y, proxies, detailed=True)
+                                           for i in range(0, len(single), CHUNK)])
+        finally:
+            del os.environ["ZCFAST_BATCHED_SYNFLOW"]
+        out["score_batch_f64_per_s"], out["score_batch_f64_per_cpu_s"] = len(single) / wall, len(single) / cpu
 
     from zcfast.batched.nb201 import fast_weights
 
@@ -140,7 +154,7 @@ _LATE_SERVER = ("import sys, zcfast.commands.scan as c; c._start_workers_early =
 
 
 def run_cli(n: int, proxies: str, workers: int, backend: str, method: str | None, scorer: str | None,
-            store: str, early: bool = True) -> dict[str, Any]:
+            store: str, early: bool = True, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """``zcfast scan`` in a fresh process; the scan's own seconds and the command's wall time.
     ``early=False``: the command with its early forkserver start turned off (:data:`_LATE_SERVER`)."""
     head = [sys.executable, "-m", "zcfast"] if early else [sys.executable, "-c", _LATE_SERVER]
@@ -153,6 +167,7 @@ def run_cli(n: int, proxies: str, workers: int, backend: str, method: str | None
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     if method:
         env["ZCFAST_START_METHOD"] = method
+    env.update(extra_env or {})
     load0 = os.getloadavg()[0]
     t = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
@@ -167,7 +182,8 @@ def run_cli(n: int, proxies: str, workers: int, backend: str, method: str | None
             "load_end": os.getloadavg()[0],
             "command": "zcfast " + " ".join(cmd[len(head):]).replace(store, "S.sqlite")
             + (f"  (ZCFAST_START_METHOD={method})" if method else "")
-            + ("" if early else "  (early forkserver start turned off: the pool starts the server)")}
+            + ("" if early else "  (early forkserver start turned off: the pool starts the server)")
+            + "".join(f"  ({k}={v})" for k, v in (extra_env or {}).items())}
 
 
 def stored_values(store: str) -> dict[str, dict[str, float]]:
@@ -205,6 +221,27 @@ def check(space: Any, runs: dict[str, str], archs: list[Any], proxies: list[str]
             f"largest relative difference {worst:.1e} (rtol {rtol})")
 
 
+def check_f64(real: dict[str, str], f64_store: str, proxies: list[str]) -> str:
+    """The float64-synflow store equals the (float32-pass) stores within SYNFLOW_FP32_RTOL."""
+    from zcfast.batched import SYNFLOW_FP32_RTOL
+    ref = stored_values(next(iter(real.values())))
+    got = stored_values(f64_store)
+    if set(got) != set(ref):
+        raise SystemExit("the float64-synflow run stored other candidates")
+    worst = 0.0
+    for k, v in ref.items():
+        for p in proxies:
+            a, b = v[p], got[k][p]
+            if _same(a, b):
+                continue
+            err = abs(a - b) / max(abs(b), 1e-300)
+            if not err <= SYNFLOW_FP32_RTOL:
+                raise SystemExit(f"{k}: {p} = {a} (float32 pass) but {b} with the float64 pass; not reporting")
+            worst = max(worst, err)
+    return (f"the float64-synflow run equals them within {SYNFLOW_FP32_RTOL:g} (largest relative "
+            f"difference {worst:.1e})")
+
+
 def table(res: dict[str, Any]) -> str:
     ip = res["in_process"]
     n, w = res["n"], res["workers"]
@@ -214,7 +251,12 @@ def table(res: dict[str, Any]) -> str:
              f"Bare scoring in one process, one thread (first {res['n_single']} candidates): `score_arch` "
              f"{ip['score_arch_per_s']:.1f}/s ({ip['score_arch_per_cpu_s']:.1f} per CPU-second), `score_batch` "
              f"in chunks of {CHUNK} {ip['score_batch_per_s']:.1f}/s ({ip['score_batch_per_cpu_s']:.1f} per CPU-second). "
-             f"Ideal for {w} workers on an otherwise idle machine: {w * ip['score_batch_per_cpu_s']:.0f}/s.", "",
+             f"Ideal for {w} workers on an otherwise idle machine: {w * ip['score_batch_per_cpu_s']:.0f}/s."
+             + (f" With the float64 synflow pass (`ZCFAST_BATCHED_SYNFLOW=float64`, the pass before): "
+                f"`score_batch` {ip['score_batch_f64_per_s']:.1f}/s ({ip['score_batch_f64_per_cpu_s']:.1f} per "
+                f"CPU-second); float32 pass / float64 pass CPU time "
+                f"{ip['score_batch_f64_per_cpu_s'] / ip['score_batch_per_cpu_s']:.2f}."
+                if "score_batch_f64_per_s" in ip else ""), "",
              "Costs per candidate, measured in this process (the two constructions are inside the workers' "
              "scoring; the rest is the parent's):", ""]
     lines.append(markdown_table(["cost", "per candidate", "share of one bare scoring (`score_batch`)"],
@@ -245,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--check-rtol", type=float, default=1e-3)
     p.add_argument("--tag", default="scan_overheads")
     p.add_argument("--no-serial", action="store_true", help="skip the serial real-scorer run")
+    p.add_argument("--no-synflow-ab", action="store_true",
+                   help="skip the float64-synflow A/B (in-process rate and one more real scan)")
     p.add_argument("--no-late-server", action="store_true",
                    help="skip the A/B runs with the CLI's early forkserver start turned off")
     args = p.parse_args(argv)
@@ -253,26 +297,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     archs = candidates(space, args.n)
     load_start = os.getloadavg()[0]
     print(f"# in-process costs (load {load_start:.2f})", file=sys.stderr, flush=True)
-    ip = in_process(space, archs, proxies, args.n_single)
+    synflow_ab = "synflow" in proxies and not args.no_synflow_ab
+    ip = in_process(space, archs, proxies, args.n_single, synflow_ab)
     runs: dict[str, dict[str, Any]] = {}
     real: dict[str, str] = {}
     methods = [m for m in args.start_methods.split(",") if m]
     with tempfile.TemporaryDirectory() as tmp:
         late = "forkserver" in methods and not args.no_late_server
-        plan = [(f"instant scorer, local, {m}", "local", m, "zcfast.parallel:hash_scorer", True) for m in methods]
+        plan = [(f"instant scorer, local, {m}", "local", m, "zcfast.parallel:hash_scorer", True, None)
+                for m in methods]
         if late:
-            plan += [(LATE_INSTANT, "local", "forkserver", "zcfast.parallel:hash_scorer", False)]
+            plan += [(LATE_INSTANT, "local", "forkserver", "zcfast.parallel:hash_scorer", False, None)]
         if not args.no_serial:
-            plan += [("real scorer, serial", "serial", None, None, True)]
-        plan += [(f"real scorer, local, {m}", "local", m, None, True) for m in methods]
+            plan += [("real scorer, serial", "serial", None, None, True, None)]
+        plan += [(f"real scorer, local, {m}", "local", m, None, True, None) for m in methods]
         if late:
-            plan += [(LATE_REAL, "local", "forkserver", None, False)]
-        for i, (name, backend, method, scorer, early) in enumerate(plan):
+            plan += [(LATE_REAL, "local", "forkserver", None, False, None)]
+        if synflow_ab:
+            plan += [(F64_REAL, "local", methods[-1] if methods else None, None, True,
+                      {"ZCFAST_BATCHED_SYNFLOW": "float64"})]
+        f64_store = None
+        for i, (name, backend, method, scorer, early, extra_env) in enumerate(plan):
             store = os.path.join(tmp, f"run{i}.sqlite")
             print(f"# {name} (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
-            runs[name] = run_cli(args.n, args.proxies, args.workers, backend, method, scorer, store, early)
+            runs[name] = run_cli(args.n, args.proxies, args.workers, backend, method, scorer, store, early,
+                                 extra_env)
             print(f"#   {runs[name]['scan_per_s']:.1f} arch/s", file=sys.stderr, flush=True)
-            if scorer is None:
+            if name == F64_REAL:
+                f64_store = store
+            elif scorer is None:
                 real[name] = store
         if "forkserver" in methods:  # the server already running: a second scan in one process
             name = "real scorer, local, forkserver already running (second scan in this process)"
@@ -292,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"#   {runs[name]['scan_per_s']:.1f} arch/s", file=sys.stderr, flush=True)
             real[name] = warm
         checked = check(space, real, archs, proxies, args.check_rtol)
+        if f64_store is not None:
+            checked += "; " + check_f64(real, f64_store, proxies)
     parts = []
     for m in methods:
         inst = runs[f"instant scorer, local, {m}"]["scan_s"]
@@ -304,6 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parts.append(f"{kind} scorer, forkserver started early by the CLI vs by the pool: scan "
                          f"{a['scan_s']:.2f} s vs {b['scan_s']:.2f} s, command {a['command_wall_s']:.2f} s vs "
                          f"{b['command_wall_s']:.2f} s")
+    if F64_REAL in runs and methods:
+        a, b = runs[f"real scorer, local, {methods[-1]}"], runs[F64_REAL]
+        parts.append(f"real scan with the float32 synflow pass vs the float64 pass: {a['scan_s']:.2f} s vs "
+                     f"{b['scan_s']:.2f} s ({b['scan_s'] / a['scan_s']:.2f}x)")
     serial = runs.get("real scorer, serial", {}).get("scan_s")
     where = "; ".join(parts) + ("" if serial is None else f". Serial (no workers, no IPC) {serial:.2f} s") + (
         ". The parent's costs above (key, encode, dedup, store, pickling) are each far below 1 % of one "
