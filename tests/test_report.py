@@ -227,3 +227,22 @@ def test_score_format_csv_and_json_share_the_schema(capsys):
     assert cli_main(argv + ["--format", "json"]) == 0
     j = json.loads(capsys.readouterr().out)
     assert list(j[0]) == list(rows[0]) and j[0]["snip"] == float(rows[0]["snip"])
+
+
+def test_correlate_reports_an_ensemble_as_a_column_of_its_members(tmp_path):
+    ens = pytest.importorskip("zcfast.ensemble")
+    from zcfast import options
+
+    if not hasattr(options, "resolve_scoring") or not ens.is_ensemble("majority_vote"):
+        pytest.skip("zcfast.ensemble has no majority_vote / options.resolve_scoring yet")
+    res = corr.correlate("nb201", "cifar10", "synflow,majority_vote", 30, 0, out=tmp_path / "o", score_fn=_scorer,
+                         time_sample=0, progress=False, n_boot=20)
+    members = ens.expand(["majority_vote"])[0]
+    assert set(members) <= set(res.scores)                    # the members were scored as proxies
+    want = ens.aggregate("majority_vote", {p: res.scores[p] for p in members})
+    np.testing.assert_array_equal(res.scores["majority_vote"], want)
+    e = res.summary["proxies"]["majority_vote"]
+    assert e["spearman"] == pytest.approx(metrics.spearman(want, res.acc))
+    assert res.summary["ensembles"]["majority_vote"]["members"] == list(members)
+    cols, _ = corr.read_table(tmp_path / "o" / "scores.csv")
+    assert "majority_vote" in cols and "majority_vote_error" in cols

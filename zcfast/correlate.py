@@ -300,7 +300,10 @@ def correlate(
             the number of classes of the scored networks (10 / 100 / 120) and the normalisation.
         proxies: a proxy set (``"paper"``: the paper's six, the default; ``"all"``: every built-in
             proxy; ``"suite-zero"``; ``"every"``: see :func:`zcfast.options.resolve_proxies`), a
-            comma-separated string or a list.
+            comma-separated string or a list. Ensemble names (:mod:`zcfast.ensemble`) are
+            allowed: their members are scored (and stored) as proxies, and each ensemble is a
+            column of its own, aggregated over the studied sample, with the statistics of a
+            proxy and the summed per-proxy cost of its members.
         n: architectures to study (uniform without replacement, ``seed``); ``None`` = all.
         seed: sampling seed.
         out: directory for ``scores.csv``, ``summary.json``, ``table.txt`` and PNG plots (and
@@ -372,7 +375,14 @@ def correlate(
     sp = options.resolve_space(space, ground_truth_for="correlate", dataset=ds)
     if nan_policy not in metrics.NAN_POLICIES:
         raise ValueError(f"unknown nan_policy {nan_policy!r}; known: {', '.join(metrics.NAN_POLICIES)}")
-    names = list(options.resolve_proxies(proxies))
+    # ensembles (zcfast.ensemble, when present): their members are scored and stored as proxies;
+    # each ensemble is aggregated over the studied sample (the population ranked together)
+    resolve_scoring = getattr(options, "resolve_scoring", None)
+    if resolve_scoring is not None:
+        names_t, ensembles = resolve_scoring(proxies)
+    else:
+        names_t, ensembles = options.resolve_proxies(proxies), ()
+    names = list(names_t)
     if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
         raise ValueError(f"shard must be (i, k) with 0 <= i < k, got {shard!r}")
     options.check_count(workers, "workers", minimum=0)
@@ -539,6 +549,15 @@ def correlate(
     score_arr = {p: np.array([values[p].get(s, math.nan) for s in arch_strs], dtype=np.float64) for p in names}
     err_arr = {p: [errors[p].get(s, "") for s in arch_strs] for p in names}
     sec_arr = np.array([seconds.get(s, 0.0) for s in arch_strs], dtype=np.float64)
+    if ensembles:
+        from . import ensemble as zens
+
+        for e in ensembles:  # columns like proxies; non-finite members rank worst (zcfast.ensemble)
+            score_arr[e] = np.asarray(zens.aggregate(e, {p: score_arr[p] for p in names}), dtype=np.float64)
+            err_arr[e] = [""] * len(arch_strs)
+            members = zens.expand([e])[0]
+            if all(alone.get(m) is not None for m in members):
+                alone[e] = float(sum(alone[m] for m in members))  # an ensemble costs its members
     summary = summarize(score_arr, acc, dataset=ds, baselines=baselines, nan_policy=nan_policy,
                         errors=err_arr, space=sp.name, n_boot=n_boot)
     summary.update({
@@ -564,8 +583,11 @@ def correlate(
         "seconds_per_arch_joint_median": float(np.median(sec_arr[sec_arr > 0])) if (sec_arr > 0).any() else None,
         "time_sample": time_sample,
     })
-    for p in names:
+    for p in score_arr:
         summary["proxies"][p]["seconds_per_arch_alone"] = alone.get(p)
+    if ensembles:
+        summary["ensembles"] = {e: {"members": list(zens.expand([e])[0]),
+                                    "population": "the studied sample (ranked together)"} for e in ensembles}
     for label, _, _, unit in base_specs:
         summary["baselines"][label]["cost_unit"] = unit
     result = StudyResult(arch_strs, index, acc, score_arr, err_arr, baselines, sec_arr, summary,
