@@ -39,6 +39,7 @@ __all__ = [
     "resolve_dataset",
     "resolve_device",
     "resolve_proxies",
+    "resolve_scoring",
     "resolve_space",
     "scoring_threads",
     "suggest",
@@ -127,6 +128,7 @@ def resolve_proxies(spec: str | Sequence[str], *, option: str = "proxies") -> tu
         raise ValueError(f"{option} is empty: give a proxy set ({', '.join(PROXY_SETS)}; 'paper' = "
                          f"{', '.join(PAPER_PROXIES)}) or a comma-separated list of proxy names")
     unique = tuple(dict.fromkeys(names))
+    _refuse_ensembles(unique, option)
     try:
         resolve(unique)  # the registry's single name check (unknown names, 'vote')
     except ValueError as exc:
@@ -138,6 +140,45 @@ def resolve_proxies(spec: str | Sequence[str], *, option: str = "proxies") -> tu
             hint = f"; or a proxy set: {', '.join(PROXY_SETS)}"
         raise ValueError(f"{option}: {exc}{hint}") from None
     return unique
+
+
+def _refuse_ensembles(names: Sequence[str], option: str) -> None:
+    """A per-network scorer got an ensemble name (zcfast.ensemble): say what it is and where it works."""
+    from zcfast import ensemble
+
+    for n in names:
+        if ensemble.is_ensemble(n):
+            ens = ensemble.get_ensemble(n)
+            raise ValueError(f"{option}: {n!r} is an ensemble ({ens.method} of {', '.join(ens.members)}), not a "
+                             "per-network proxy: it ranks a population. Use it as a search --warmup/--move, or "
+                             f"score its members and call zcfast.ensemble.aggregate({n!r}, scores)")
+
+
+def resolve_scoring(spec: str | Sequence[str], *,
+                    option: str = "proxies") -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Like :func:`resolve_proxies`, but ensemble names (:mod:`zcfast.ensemble`) are allowed.
+
+    Returns:
+        ``(proxies, ensembles)``: the proxies to score per network (the names given and every
+        ensemble's members, deduplicated in order, each checked by :func:`resolve_proxies`) and
+        the ensemble names given, to aggregate over the population scored.
+    Raises:
+        ValueError: as :func:`resolve_proxies`; an ensemble whose member is not a registered
+            proxy, or a recursive one (naming the ensemble).
+    """
+    from zcfast import ensemble
+
+    if isinstance(spec, str) and spec.strip().lower() not in PROXY_SETS:
+        spec = [s.strip() for s in spec.split(",") if s.strip()] or spec
+    if isinstance(spec, str) or not isinstance(spec, Sequence) or not any(ensemble.is_ensemble(n) for n in spec):
+        return resolve_proxies(spec, option=option), ()
+    registered = set(available_proxies())
+    try:
+        proxies, ensembles = ensemble.expand([n.strip() if isinstance(n, str) else n for n in spec],
+                                             is_proxy=registered.__contains__)
+    except ValueError as exc:
+        raise ValueError(f"{option}: {exc}") from None
+    return resolve_proxies(list(proxies), option=option), ensembles
 
 
 def resolve_space(space: Any, *, ground_truth_for: str | None = None,

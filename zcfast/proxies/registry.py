@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
+from zcfast import ensemble as _ensemble
 from zcfast.proxies import needs as _needs
 from zcfast.proxies.context import PassContext, ProxyResult
 
@@ -51,10 +52,11 @@ class ProxySpec:
 
 
 _REGISTRY: dict[str, ProxySpec] = {}
+_ensemble._proxy_exists = lambda n: n in _REGISTRY   # register_ensemble refuses a proxy's name
 
 #: names a proxy may not take, with why: the commands give them another meaning
 RESERVED_NAMES: dict[str, str] = {
-    "vote": "the paper's vote compares architectures; see zcfast.proxies.vote",
+    "vote": "the paper's vote compares architectures; see zcfast.proxies.vote and the ensemble 'majority_vote'",
     "paper": "'paper' selects the paper's six proxies (zcfast.options.PROXY_SETS)",
     "all": "'all' selects every built-in proxy (zcfast.options.PROXY_SETS)",
     "suite-zero": "'suite-zero' selects NAS-Bench-Suite-Zero's 13 proxies (zcfast.options.PROXY_SETS)",
@@ -81,6 +83,8 @@ def register_proxy(name: str, needs: Sequence[str] = ("grads",), *,
         raise ValueError(f"proxy name must be a non-empty string, got {name!r}")
     if name in RESERVED_NAMES:
         raise ValueError(f"proxy name {name!r} is reserved ({RESERVED_NAMES[name]}); choose another name")
+    if _ensemble.is_ensemble(name):
+        raise ValueError(f"proxy name {name!r} is a registered ensemble (zcfast.ensemble); choose another name")
     if "," in name or name != name.strip():
         raise ValueError(f"proxy name {name!r} may not contain commas or surrounding spaces "
                          "(the command line splits --proxies on commas)")
@@ -141,7 +145,8 @@ def resolve(proxies: Iterable[str] | str) -> list[ProxySpec]:
             raise ValueError(
                 "'vote' is not a per-network proxy: it compares architectures. Score "
                 "('synflow', 'jacob_cov', 'snip') and use zcfast.proxies.vote.pairwise_vote "
-                "(the paper's evaluation metric) or zcfast.proxies.vote.rank_vote (for search)")
+                "(the paper's evaluation metric), or the ensemble 'majority_vote' (zcfast.ensemble: "
+                "--warmup/--move of search, scan's ranking)")
         if not isinstance(n, str):
             raise ValueError(f"proxy names must be strings, got {n!r}")
         if n not in _REGISTRY:

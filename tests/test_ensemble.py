@@ -1,0 +1,175 @@
+"""zcfast.ensemble: rank aggregation against hand computations and restated official formulas."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from zcfast import ensemble, options
+from zcfast.ensemble import Ensemble, aggregate, expand
+
+
+def _avg_rank(x: list[float]) -> np.ndarray:
+    """Independent 1-based average ranks (O(n^2)): rank = #less + (#equal + 1) / 2."""
+    a = np.asarray(x, dtype=float)
+    return np.array([(a < v).sum() + ((a == v).sum() + 1) / 2.0 for v in a])
+
+
+def _worst(x: list[float], sign: int = 1) -> list[float]:
+    return [sign * v if math.isfinite(sign * v) else -1e300 for v in x]
+
+
+@pytest.fixture
+def user():
+    made: list[str] = []
+
+    def make(*args, **kw) -> Ensemble:
+        ens = ensemble.register_ensemble(Ensemble(*args, **kw))
+        made.append(ens.name)
+        return ens
+
+    yield make
+    for n in made:
+        ensemble.unregister_ensemble(n)
+
+
+def test_builtins_definitions() -> None:
+    te = ensemble.get_ensemble("te_nas")
+    assert (te.members, te.signs, te.method) == (("ntk_cond", "linear_regions"), (-1, 1), "rank_sum")
+    az = ensemble.get_ensemble("az_nas")
+    assert az.members == ("az_expressivity", "az_progressivity", "az_trainability", "az_complexity")
+    assert (az.signs, az.method) == ((1, 1, 1, 1), "log_rank")
+    mv = ensemble.get_ensemble("majority_vote")
+    assert (mv.members, mv.method) == (("synflow", "jacob_cov", "snip"), "vote")
+    assert {"te_nas", "az_nas", "majority_vote"} <= set(ensemble.available_ensembles())
+
+
+def test_te_nas_hand() -> None:
+    # -kappa = [-3, -1, worst, -1] -> ranks [2, 3.5, 1, 3.5]; regions [5, 5, 9, 1] -> [2.5, 2.5, 4, 1]
+    got = aggregate("te_nas", {"ntk_cond": [3.0, 1.0, math.nan, 1.0], "linear_regions": [5, 5, 9, 1]})
+    np.testing.assert_allclose(got, [4.5, 6.0, 5.0, 4.5])
+
+
+def test_te_nas_official_restated() -> None:
+    # AZ-NAS tss_general.ipynb te_nas branch: sum of stats.rankdata over {ntk: -cond, RN: regions}
+    rng = np.random.default_rng(0)
+    cond = rng.uniform(1, 100, 30)
+    cond[[3, 7]] = cond[5]                      # ties
+    regions = rng.integers(1, 6, 30).astype(float)
+    want = _avg_rank(list(-cond)) + _avg_rank(list(regions))
+    np.testing.assert_allclose(aggregate("te_nas", {"ntk_cond": cond, "linear_regions": regions}), want)
+
+
+def test_az_nas_official_restated() -> None:
+    # AZ-NAS: rank_agg = sum_k log(stats.rankdata(score_k) / l), best = argmax
+    rng = np.random.default_rng(1)
+    n = 25
+    cols = {m: rng.normal(size=n).round(1) for m in ensemble.get_ensemble("az_nas").members}
+    cols["az_trainability"][:3] = -math.inf     # official: an unchanged cell gives -inf, ranked lowest
+    want = sum(np.log(_avg_rank(list(np.where(np.isinf(c), -1e300, c))) / n) for c in cols.values())
+    got = aggregate("az_nas", cols)
+    np.testing.assert_allclose(got, want)
+    assert np.isfinite(got).all() and got.max() <= 0.0
+
+
+def test_nan_ranked_worst_and_tied(user) -> None:
+    ens = user("t_mean", ("a", "b"), (1, -1), "mean_rank")
+    a = [1.0, math.nan, 3.0, math.inf, 2.0]
+    b = [5.0, 1.0, math.nan, 0.0, 5.0]
+    ra, rb = _avg_rank(_worst(a)), _avg_rank(_worst(b, -1))
+    np.testing.assert_allclose(ensemble.member_ranks(ens, {"a": a, "b": b}), [ra, rb])
+    assert ra[1] == ra[3] == 1.5                 # NaN and +inf: both worst, tied
+    np.testing.assert_allclose(aggregate(ens, {"a": a, "b": b}), ((ra - 1) / 4 + (rb - 1) / 4) / 2)
+
+
+def test_each_method_hand(user) -> None:
+    s = {"a": [1.0, 2.0, 3.0], "b": [3.0, 1.0, 2.0]}
+    ra, rb = np.array([1, 2, 3.0]), np.array([3, 1, 2.0])
+    user("t_sum", ("a", "b"), (1, 1), "rank_sum")
+    user("t_log", ("a", "b"), (1, 1), "log_rank")
+    user("t_neg", ("a", "b"), (-1, 1), "rank_sum")
+    np.testing.assert_allclose(aggregate("t_sum", s), ra + rb)
+    np.testing.assert_allclose(aggregate("t_log", s), np.log(ra / 3) + np.log(rb / 3))
+    np.testing.assert_allclose(aggregate("t_neg", s), (4 - ra) + rb)
+    one = user("t_one", ("a",), (1,), "mean_rank")
+    np.testing.assert_allclose(aggregate(one, {"a": [7.0]}), [1.0])
+
+
+def test_majority_vote_hand() -> None:
+    # arch0 vs 1: synflow 1<2, jacov 3>2, snip 1<3 -> 1 beats 0; 0 vs 2: 2 beats 0 (1<3, 3>1, 1<2);
+    # 1 vs 2: synflow 2<3, jacov 2>1, snip 3>2 -> 1 beats 2
+    got = aggregate("majority_vote", {"synflow": [1, 2, 3], "jacob_cov": [3, 2, 1], "snip": [1, 3, 2]})
+    np.testing.assert_allclose(got, [0.0, 1.0, 0.5])
+
+
+def test_vote_uses_signs(user) -> None:
+    user("t_vote", ("a", "b", "c"), (-1, -1, -1), "vote")
+    got = aggregate("t_vote", {"a": [1, 2, 3], "b": [3, 2, 1], "c": [1, 3, 2]})
+    np.testing.assert_allclose(got, [1.0, 0.0, 0.5])
+
+
+def test_expand_and_nesting(user) -> None:
+    user("t_in", ("synflow", "snip"), (1, 1), "mean_rank")
+    user("t_out", ("t_in", "nwot"), (1, 1), "rank_sum")
+    assert expand(["snip", "t_out", "te_nas"]) == (("snip", "synflow", "nwot", "ntk_cond", "linear_regions"),
+                                                   ("t_out", "te_nas"))
+    scores = {"synflow": [1.0, 2.0], "snip": [1.0, 2.0], "nwot": [2.0, 1.0]}
+    np.testing.assert_allclose(aggregate("t_out", scores), [1 + 2, 2 + 1])   # t_in ranks [1, 2]
+
+
+def test_recursion_refused(user) -> None:
+    user("t_a", ("t_b",), (1,), "mean_rank")      # t_b not registered yet: a proxy name for now
+    user("t_b", ("t_a",), (1,), "mean_rank")
+    with pytest.raises(ValueError, match="recursive: t_a -> t_b -> t_a"):
+        expand(["t_a"])
+    with pytest.raises(ValueError, match="recursive"):
+        aggregate("t_a", {"x": [1.0]})
+
+
+def test_bad_definitions(user) -> None:
+    with pytest.raises(ValueError, match="unknown method 'median'"):
+        Ensemble("x", ("a",), (1,), "median")
+    with pytest.raises(ValueError, match="2 signs for 1 members"):
+        Ensemble("x", ("a",), (1, 1))
+    with pytest.raises(ValueError, match=r"signs must be \+1"):
+        Ensemble("x", ("a",), (2,))
+    with pytest.raises(ValueError, match="lists itself"):
+        Ensemble("x", ("x",), (1,))
+    with pytest.raises(ValueError, match="already a registered proxy"):
+        ensemble.register_ensemble(Ensemble("synflow", ("snip",), (1,)))
+    with pytest.raises(ValueError, match="reserved"):
+        ensemble.register_ensemble(Ensemble("vote", ("snip",), (1,)))
+    with pytest.raises(ValueError, match="already registered"):
+        ensemble.register_ensemble(Ensemble("te_nas", ("snip",), (1,)))
+    with pytest.raises(ValueError, match="cannot be unregistered"):
+        ensemble.unregister_ensemble("az_nas")
+    with pytest.raises(ValueError, match="missing 'linear_regions'"):
+        aggregate("te_nas", {"ntk_cond": [1.0]})
+    with pytest.raises(ValueError, match="has 1 values, expected 2"):
+        aggregate("te_nas", {"ntk_cond": [1.0, 2.0], "linear_regions": [1.0]})
+    with pytest.raises(ValueError, match="A >= 1"):
+        aggregate("te_nas", {"ntk_cond": [], "linear_regions": []})
+    with pytest.raises(ValueError, match="unknown ensemble 'te_naz'.*did you mean 'te_nas'"):
+        aggregate("te_naz", {})
+
+
+def test_proxy_name_clash_both_ways(user) -> None:
+    from zcfast.proxies.registry import register_proxy
+
+    user("t_clash", ("synflow",), (1,))
+    with pytest.raises(ValueError, match="is a registered ensemble"):
+        register_proxy("t_clash")(lambda ctx: 0.0)
+
+
+def test_options_resolve(user) -> None:
+    assert options.resolve_scoring("synflow,te_nas") == (("synflow", "ntk_cond", "linear_regions"), ("te_nas",))
+    assert options.resolve_scoring("paper") == (options.PAPER_PROXIES, ())
+    with pytest.raises(ValueError, match="'te_nas' is an ensemble .*not a per-network proxy"):
+        options.resolve_proxies("te_nas")
+    user("t_unknown", ("synflow", "nope"), (1, 1))
+    with pytest.raises(ValueError, match="--warmup: ensemble 't_unknown' has member 'nope', which is not a "
+                                         "registered proxy"):
+        options.resolve_scoring("t_unknown", option="--warmup")
+    with pytest.raises(ValueError, match="'vote' is not a per-network proxy.*majority_vote"):
+        options.resolve_scoring("vote")
