@@ -24,3 +24,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def nb201_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded batch at ImageNet16-120's size for NB201 networks: x [8, 3, 16, 16] float32
+    (standard normal), y [8] int64 labels in [0, 10). The same tensors in every module."""
+    g = torch.Generator().manual_seed(7)
+    return torch.randn(8, 3, 16, 16, generator=g), torch.randint(0, 10, (8,), generator=g)

@@ -41,28 +41,17 @@ RTOL = {"grad_norm": 1e-4, "snip": 1e-4, "fisher": 1e-4, "jacob_cov": 1e-4, "syn
         "grasp": 1e-4, "plain": 1e-4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread while these tests run: on a shared, oversubscribed CPU, OpenMP's
-    two-thread barriers made float64 convolutions ~100x slower (measured: 0.46 ms → 174 ms)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One intra-op thread (conftest.one_torch_thread): on a shared, oversubscribed CPU, OpenMP's
+# two-thread barriers made float64 convolutions ~100x slower (measured: 0.46 ms → 174 ms).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def batch() -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(7)
-    return torch.randn(8, 3, 16, 16, generator=g), torch.randint(0, 10, (8,), generator=g)
-
-
-@pytest.fixture(scope="module")
-def reference(batch) -> list[dict[str, float]]:
+def reference(nb201_batch) -> list[dict[str, float]]:
     """score_arch (float32) per architecture, plus the same network scored in float64
     (``_f64`` keys): the float32 reference's own rounding error, which some architectures'
     ill-conditioned BatchNorms (4×4 maps at batch 8) amplify to ~1e-3, is then known."""
-    x, y = batch
+    x, y = nb201_batch
     out = []
     for a in ARCHS:
         r = score_arch(SPACE, a, x, y, ALL, seed=3, fast=False)  # the general engine
@@ -121,8 +110,8 @@ def test_forward_equals_each_network(mode: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["split", "grouped"])
-def test_every_proxy_equals_score_arch(batch, reference, mode: str) -> None:
-    x, y = batch
+def test_every_proxy_equals_score_arch(nb201_batch, reference, mode: str) -> None:
+    x, y = nb201_batch
     names = ALL if mode == "split" else [p for p in ALL if p != "grasp"]   # grasp once (slow)
     got = score_batch(SPACE, ARCHS, x, y, names, seed=3, k=len(ARCHS), conv_mode=mode)
     assert len(got) == len(ARCHS)
@@ -140,8 +129,8 @@ def test_every_proxy_equals_score_arch(batch, reference, mode: str) -> None:
     assert dead["fisher"] > 0
 
 
-def test_chunks_and_order_do_not_change_scores(batch, reference) -> None:
-    x, y = batch
+def test_chunks_and_order_do_not_change_scores(nb201_batch, reference) -> None:
+    x, y = nb201_batch
     order = [4, 1, 3, 0, 2]
     got = score_batch(SPACE, [ARCHS[i] for i in order], x, y, ["snip", "synflow", "jacob_cov"], seed=3, k=2)
     for i, g in zip(order, got):
@@ -149,13 +138,13 @@ def test_chunks_and_order_do_not_change_scores(batch, reference) -> None:
             _assert_close(g, reference[i], name, f"k=2 arch {i}")
 
 
-def test_seed_changes_weights(batch, reference) -> None:
-    x, y = batch
+def test_seed_changes_weights(nb201_batch, reference) -> None:
+    x, y = nb201_batch
     got = score_batch(SPACE, ARCHS[:1], x, y, ["snip"], seed=4)
     assert abs(got[0]["snip"] - reference[0]["snip"]) > 1e-3 * abs(reference[0]["snip"])
 
 
-def test_proxies_outside_the_batched_set_fall_back(batch) -> None:
+def test_proxies_outside_the_batched_set_fall_back(nb201_batch) -> None:
     """Routing by needs: a user proxy whose needs the batched backend supports runs its own
     function on each candidate's context (the fast route); one with a need it does not support
     (here ``relu_outputs``) is scored by the module backend per candidate, in the order asked."""
@@ -172,7 +161,7 @@ def test_proxies_outside_the_batched_set_fall_back(batch) -> None:
     try:
         assert supports_needs(("grads",)) and not supports_needs(("relu_outputs",))
         assert "grads" in SUPPORTED_NEEDS
-        x, y = batch
+        x, y = nb201_batch
         names = ["snip", fast, slow]
         got = score_batch(SPACE, ARCHS[:2], x, y, names, seed=3)
         detailed = score_batch(SPACE, ARCHS[:2], x, y, names, seed=3, detailed=True)
@@ -188,10 +177,10 @@ def test_proxies_outside_the_batched_set_fall_back(batch) -> None:
         zcfast.unregister_proxy(slow)
 
 
-def test_detailed_gives_the_engines_reasons(batch) -> None:
+def test_detailed_gives_the_engines_reasons(nb201_batch) -> None:
     """score_batch(detailed=True) / score_arch(detailed=True) on the fast route: ProxyResult with
     the general engine's reason for every undefined value (one sample; inputs overflowing)."""
-    x, y = batch
+    x, y = nb201_batch
     six = ["grad_norm", "snip", "grasp", "fisher", "synflow", "jacob_cov"]
     for xs, ys in ((x[:1], y[:1]), (x * 1e30, y)):
         fast = score_arch(SPACE, ARCHS[0], xs, ys, six, seed=3, detailed=True)
@@ -221,7 +210,7 @@ def test_space_without_batched_path_loops_score_arch() -> None:
     assert got == ref
 
 
-def test_out_of_memory_halves_the_chunk(batch, reference, monkeypatch) -> None:
+def test_out_of_memory_halves_the_chunk(nb201_batch, reference, monkeypatch) -> None:
     """On (simulated) out-of-memory a chunk is split in halves until it fits; scores unchanged."""
     import zcfast.batched as zb
     real = zb._score_chunk
@@ -234,15 +223,15 @@ def test_out_of_memory_halves_the_chunk(batch, reference, monkeypatch) -> None:
         return real(space, archs, *a, **kw)
 
     monkeypatch.setattr(zb, "_score_chunk", fake)
-    x, y = batch
+    x, y = nb201_batch
     got = score_batch(SPACE, ARCHS, x, y, ["snip"], seed=3, k=5)
     assert sizes == [5, 2, 3, 1, 2]          # 5 fails -> 2 ok + 3 fails -> 1 ok + 2 ok
     for g, r in zip(got, reference):
         _assert_close(g, r, "snip", "after OOM split")
 
 
-def test_bad_input_is_rejected(batch) -> None:
-    x, y = batch
+def test_bad_input_is_rejected(nb201_batch) -> None:
+    x, y = nb201_batch
     with pytest.raises(ValueError, match="unknown proxies"):
         score_batch(SPACE, ARCHS[:1], x, y, ["snip", "nope"])
     with pytest.raises(ValueError, match="inputs"):
@@ -258,9 +247,9 @@ def test_bad_input_is_rejected(batch) -> None:
     assert score_batch(SPACE, [], x, y, ["snip"]) == []
 
 
-def test_no_tensor_outlives_a_call(batch) -> None:
+def test_no_tensor_outlives_a_call(nb201_batch) -> None:
     """The evaluator keeps nothing between calls (a scan of millions must stay flat)."""
-    x, y = batch
+    x, y = nb201_batch
     names = ["grad_norm", "fisher", "jacob_cov", "synflow", "grasp"]
     score_batch(SPACE, ARCHS[:2], x, y, names, k=2)          # warm caches (fast-init check)
 
@@ -314,8 +303,8 @@ def test_gpu_script_runs_on_cpu(tmp_path) -> None:
 @pytest.mark.cuda
 @pytest.mark.skipif(not zcfast.ops.has_cuda() or not torch.cuda.is_available(),
                     reason="needs a GPU and the CUDA build of zcfast")
-def test_cuda_matches_cpu(batch, reference) -> None:
-    x, y = batch
+def test_cuda_matches_cpu(nb201_batch, reference) -> None:
+    x, y = nb201_batch
     names = ["grad_norm", "snip", "fisher", "jacob_cov", "synflow"]
     for mode in ("grouped", "split"):
         got = score_batch(SPACE, ARCHS, x.cuda(), y.cuda(), names, seed=3, device="cuda", conv_mode=mode)

@@ -49,25 +49,14 @@ RTOL = {"nwot": 1e-6, "zen": 1e-4}
 F64_RTOL = {"epe_nas": 1e-4, "epe_nas_naslib": 1e-4, "zico": 1e-3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def batch() -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(7)
-    return torch.randn(8, 3, 16, 16, generator=g), torch.randint(0, 10, (8,), generator=g)
-
-
-@pytest.fixture(scope="module")
-def module_route(batch) -> list[dict]:
+def module_route(nb201_batch) -> list[dict]:
     """Per architecture: the module backend's ProxyResults, plus the float64 network's values of
     the ill-conditioned proxies (``_f64`` keys)."""
-    x, y = batch
+    x, y = nb201_batch
     out = []
     for a in ARCHS:
         r: dict = dict(score_arch(SPACE, a, x, y, NEW, seed=SEED, detailed=True, fast=False))
@@ -103,9 +92,9 @@ def test_new_needs_are_supported() -> None:
     assert not fast_route_applies(SPACE, ["nwot", "gradsign_like_missing"])
 
 
-def test_fast_route_equals_module_route_k1(batch, module_route) -> None:
+def test_fast_route_equals_module_route_k1(nb201_batch, module_route) -> None:
     """score_arch(fast=True) (batched, K = 1) against fast=False, detailed."""
-    x, y = batch
+    x, y = nb201_batch
     for a, ref in zip(ARCHS, module_route):
         got = score_arch(SPACE, a, x, y, NEW, seed=SEED, detailed=True)
         _check(got, ref, f"K=1 {SPACE.encode(a)}")
@@ -113,20 +102,20 @@ def test_fast_route_equals_module_route_k1(batch, module_route) -> None:
         assert all(plain[p] == got[p].value or (math.isnan(plain[p]) and math.isnan(got[p].value)) for p in NEW)
 
 
-def test_score_batch_k3_equals_module_route(batch, module_route) -> None:
+def test_score_batch_k3_equals_module_route(nb201_batch, module_route) -> None:
     """score_batch(k=3): chunks of three candidates (3, 3, 1) through one stacked network."""
-    x, y = batch
+    x, y = nb201_batch
     got = score_batch(SPACE, ARCHS, x, y, NEW, seed=SEED, k=3, detailed=True)
     for a, g, ref in zip(ARCHS, got, module_route):
         _check(g, ref, f"K=3 {SPACE.encode(a)}")
 
 
-def test_products_equal_the_module_needs(batch) -> None:
+def test_products_equal_the_module_needs(nb201_batch) -> None:
     """Each need's product on the fast route equals the module backend's: labels, weights (names
     and tensors, dead edges included), parameters, flops_counts (NAS-Bench-201's MACs per call),
     relu_kernels (same kernels in call order), zen_pass (features, BatchNorm names and running
     variances)."""
-    x, y = batch
+    x, y = nb201_batch
     name = "test_batched_sz_capture"
     seen: list[dict] = []
 
@@ -175,12 +164,12 @@ def test_products_equal_the_module_needs(batch) -> None:
         zcfast.unregister_proxy(name)
 
 
-def test_user_proxy_of_new_needs_takes_the_fast_route(batch) -> None:
+def test_user_proxy_of_new_needs_takes_the_fast_route(nb201_batch) -> None:
     """A user proxy built only from the new needs routes to the NB201 backend (by its needs, no
     name table) and equals the module route."""
     from zcfast import scoring
     from zcfast.proxies.registry import resolve
-    x, y = batch
+    x, y = nb201_batch
     name = "test_batched_sz_user"
 
     @zcfast.register_proxy(name, needs=("relu_kernels", "weights", "flops_counts", "labels"))
@@ -203,11 +192,11 @@ def test_user_proxy_of_new_needs_takes_the_fast_route(batch) -> None:
         zcfast.unregister_proxy(name)
 
 
-def test_contexts_list_every_module_layer_dead_edges_included(batch) -> None:
+def test_contexts_list_every_module_layer_dead_edges_included(nb201_batch) -> None:
     """Each candidate's context lists the module network's counted layers (names, weights, and the
     gradient lists aligned with them, a dead edge's gradient 0), so a proxy of the weights alone
     (needs=()) or of every layer's gradient equals the module route, dead edges included."""
-    x, y = batch
+    x, y = nb201_batch
     seen: list = []
 
     @zcfast.register_proxy("test_batched_sz_layers", needs=("grads", "synflow", "fisher"))
@@ -237,11 +226,11 @@ def test_contexts_list_every_module_layer_dead_edges_included(batch) -> None:
         zcfast.unregister_proxy("test_batched_sz_weights_only")
 
 
-def test_per_sample_grads_equal_the_module_route(batch) -> None:
+def test_per_sample_grads_equal_the_module_route(nb201_batch) -> None:
     """per_sample_grads (GradSign's one-sample forwards) on the fast route: a GradSign-style user
     proxy, Σ over weights of |Σ_i sign(∂ℓᵢ/∂θ)|, equals the module route (dead edges' zero
     gradients add 0), for K = 1 and K = 2."""
-    x, y = batch
+    x, y = nb201_batch
     name = "test_batched_sz_gradsign"
 
     @zcfast.register_proxy(name, needs=("per_sample_grads",))
@@ -260,10 +249,10 @@ def test_per_sample_grads_equal_the_module_route(batch) -> None:
         zcfast.unregister_proxy(name)
 
 
-def test_undefined_values_have_the_module_reasons(batch) -> None:
+def test_undefined_values_have_the_module_reasons(nb201_batch) -> None:
     """One sample (zico cannot split it; epe_nas's classes have one sample each) and inputs
     scaled by 1e30: every proxy's value kind and error text equal the module route's."""
-    x, y = batch
+    x, y = nb201_batch
     for xs, ys in ((x[:1], y[:1]), (x * 1e30, y), (x[:3], y[:3])):
         for a in (ARCHS[0], ARCHS[3]):
             fast = score_arch(SPACE, a, xs, ys, NEW, seed=SEED, detailed=True)
@@ -275,10 +264,10 @@ def test_undefined_values_have_the_module_reasons(batch) -> None:
     assert math.isnan(one.value) and "cannot be split into 2" in one.error
 
 
-def test_several_batches_reach_multi_grads(batch) -> None:
+def test_several_batches_reach_multi_grads(nb201_batch) -> None:
     """score_batch(batches=[...]) gives zico every mini-batch (not the halves of the first), as
     the module route does; single-batch proxies read the first."""
-    x, y = batch
+    x, y = nb201_batch
     g = torch.Generator().manual_seed(11)
     extra = (torch.randn(8, 3, 16, 16, generator=g), torch.randint(0, 10, (8,), generator=g))
     bs = [(x, y), extra, (x.flip(0), y.flip(0))]
@@ -293,11 +282,11 @@ def test_several_batches_reach_multi_grads(batch) -> None:
         score_batch(SPACE, ARCHS[:1], None, None, ["zico"], batches=[(x, y), (x[:, :2], y)])
 
 
-def test_a_proxy_writing_the_products_changes_no_other_value(batch) -> None:
+def test_a_proxy_writing_the_products_changes_no_other_value(nb201_batch) -> None:
     """A user proxy writes every tensor of the new needs' products (and its batches) in place:
     the caller's inputs are untouched and every built-in of every candidate of the chunk keeps
     its value (each candidate has its own copies; built-ins run before user proxies)."""
-    x, y = batch
+    x, y = nb201_batch
     x0, y0 = x.clone(), y.clone()
     needs = ("weights", "labels", "relu_kernels", "zen_pass", "parameters", "multi_grads")
     name = "test_batched_sz_writer"
@@ -329,9 +318,9 @@ def test_a_proxy_writing_the_products_changes_no_other_value(batch) -> None:
         zcfast.unregister_proxy(name)
 
 
-def test_no_tensor_outlives_a_call(batch) -> None:
+def test_no_tensor_outlives_a_call(nb201_batch) -> None:
     """Nothing the new needs produce (kernels, gradients, Zen networks, taps) survives a call."""
-    x, y = batch
+    x, y = nb201_batch
     score_batch(SPACE, ARCHS[:3], x, y, NEW, seed=SEED, k=3)           # warm caches
     gc.collect()
     before = live_tensor_count()
@@ -346,10 +335,10 @@ def test_no_tensor_outlives_a_call(batch) -> None:
 @pytest.mark.cuda
 @pytest.mark.skipif(not zcfast.ops.has_cuda() or not torch.cuda.is_available(),
                     reason="needs a GPU and the CUDA build of zcfast")
-def test_cuda_equals_the_module_route_on_cuda(batch) -> None:
+def test_cuda_equals_the_module_route_on_cuda(nb201_batch) -> None:
     """On a GPU (both routes on CUDA: Zen-NAS's generator is a CUDA one in both), grouped and
     split convolutions, K = 3."""
-    x, y = (t.cuda() for t in batch)
+    x, y = (t.cuda() for t in nb201_batch)
     for mode in ("grouped", "split"):
         got = score_batch(SPACE, ARCHS, x, y, NEW, seed=SEED, device="cuda", k=3, conv_mode=mode, detailed=True)
         for a, g in zip(ARCHS, got):

@@ -23,12 +23,7 @@ import official_style  # noqa: E402  (plain-PyTorch, official-style baseline)
 SIX = ("grad_norm", "snip", "grasp", "fisher", "jacob_cov", "synflow")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared 2-core CI box: avoid OpenMP barrier stalls
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # shared 2-core CI box: no OpenMP barrier stalls
 
 
 def mlp(d_in: int = 5, hidden: int = 7, classes: int = 3, bias: bool = True, seed: int = 0) -> nn.Sequential:

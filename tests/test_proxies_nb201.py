@@ -27,12 +27,7 @@ SIX = ("grad_norm", "snip", "grasp", "fisher", "jacob_cov", "synflow")
 ALL_CONV = ("nor_conv_3x3",) * 6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
