@@ -836,11 +836,15 @@ def _ci(ci: Sequence[float] | None) -> str:
     return "-" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
 
 
+def _ci_short(ci: Sequence[float] | None) -> str:
+    return "" if ci is None else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
 def format_table(summary: Mapping[str, Any]) -> str:
     """A terminal table: one row per proxy, the paper's |ρ| and the published anchor (with its
     source) beside ours, then vote and baselines."""
     head = ["proxy", "rho", "rho 95% CI", "|rho|", "paper", "delta", "anchor", "delta", "source", "tau",
-            "tau 95% CI", "rho@top10%", "top10 ovl", "NaN", "err", "s/arch"]
+            "tau 95% CI", "rho@top10% [95% CI]", "top10 ovl", "NaN", "err", "s/arch"]
     rows = []
     sign = lambda v: f"{v:+.3f}" if v is not None else "-"  # noqa: E731
     for p, e in summary["proxies"].items():
@@ -848,7 +852,8 @@ def format_table(summary: Mapping[str, Any]) -> str:
                      _fmt(e["paper_abs_spearman"]),
                      sign(e["delta_vs_paper"]), _fmt(e.get("anchor")), sign(e.get("delta_vs_anchor")),
                      e.get("anchor_source") or "-",
-                     _fmt(e["kendall"]), _ci(e.get("kendall_ci95")), _fmt(e["spearman_top10"]),
+                     _fmt(e["kendall"]), _ci(e.get("kendall_ci95")),
+                     _fmt(e["spearman_top10"]) + _ci_short(e.get("spearman_top10_ci95")),
                      _fmt(e["top10_overlap"], 2),
                      str(e["n_nan"]), str(e["n_error"]), _fmt(e.get("seconds_per_arch_alone"), 3)])
     v = summary.get("vote")

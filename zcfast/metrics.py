@@ -420,7 +420,9 @@ def bootstrap_ci(
         block = max(1, min(int(n_boot), 4_000_000 // max(m, 1)))
         sign = ties_s = ties_a = None
         if statistic == "kendall":
-            sign = np.sign(s[:, None] - s[None, :]) * np.sign(a[:, None] - a[None, :])  # [m, m]
+            # [m, m] signs by comparison (±inf scores are ordinary extremes, as in kendall())
+            sign = ((s[:, None] > s[None, :]).astype(np.float64) - (s[:, None] < s[None, :])) * \
+                ((a[:, None] > a[None, :]).astype(np.float64) - (a[:, None] < a[None, :]))
             ties_s = _tie_matrix(s)
             ties_a = _tie_matrix(a)
         for lo in range(0, int(n_boot), block):
