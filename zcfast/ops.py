@@ -393,8 +393,8 @@ def sign_sum(grads: Sequence[Tensor]) -> Tensor:
 
     Returns:
         ``[T]`` float64 (float64 ``[0]`` on the CPU for an empty list). ``sign(0) = 0`` and NaN
-        counts as 0. The inner sums are integers (int16 for N < 2^15, else int32) and the result
-        is exact and deterministic (no atomics on CUDA).
+        counts as 0. The inner sums are integers (int16 for 16-bit inputs with N < 2^15 on the CPU,
+        else int32) and the result is exact and deterministic (no atomics on CUDA).
 
     Raises:
         ValueError: a non-tensor, a 0-dim tensor, a non-float dtype, another device (the message

@@ -211,6 +211,11 @@ def distinct_rows(packed: Tensor) -> int:
     return len({tuple(row) for row in packed.cpu().tolist()})
 
 
+def sign_pattern_count(x: Tensor) -> int:
+    """Reference of :func:`zcfast.ops.sign_pattern_count`: ``distinct_rows(sign_pack(x))``."""
+    return distinct_rows(sign_pack(x))
+
+
 def sign_sum(grads: Sequence[Tensor]) -> Tensor:
     """Reference of :func:`zcfast.ops.sign_sum` (GradSign's per-tensor reduction).
 
