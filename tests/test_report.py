@@ -175,6 +175,8 @@ def test_report_renders_a_store_and_a_table_as_correlate(study, tmp_path, capsys
     assert cli_main(["report", str(out / "scores.csv"), "--format", "json", "--bootstrap", "100"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["arch_str"] for r in rows] == res.archs
+    assert cli_main(["report", str(out), "--format", "csv", "--bootstrap", "0"]) == 0   # a correlate folder
+    assert capsys.readouterr().out.splitlines()[0].startswith("arch_str,index,key,accuracy")
     t = corr.study_from_table(out / "scores.parquet", n_boot=100)
     assert t.summary["proxies"]["snip"]["kendall_ci95"] == pytest.approx(res.summary["proxies"]["snip"]["kendall_ci95"])
 

@@ -9,7 +9,9 @@ PATH is one of:
 - a score table (``scores.csv`` / ``.json`` / ``.parquet`` of correlate, score or report): its
   scores and ``accuracy`` column (and the ``summary.json`` beside it, when there is one);
 - a ``zcfast search --out`` folder (``seed_*.json``; several folders: one line each): the
-  best-so-far curve (``best_so_far.png`` / ``.csv``).
+  best-so-far curve (``best_so_far.png`` / ``.csv``);
+- a ``zcfast correlate --out`` folder: its ``scores.csv`` (else ``.json``, ``.parquet``, else
+  its ``results.sqlite``).
 
 Example::
 
@@ -76,6 +78,13 @@ def run(args: argparse.Namespace) -> int:
 
     paths = [Path(p) for p in args.paths]
     check_out_dir(args.out)
+    if len(paths) == 1 and paths[0].is_dir() and not _is_search_dir(paths[0]):
+        # a correlate --out folder: its score table (with summary.json), else its store
+        inside = [paths[0] / n for n in ("scores.csv", "scores.json", "scores.parquet", "results.sqlite")]
+        found = [p for p in inside if p.is_file()]
+        if not found:
+            raise ValueError(f"{paths[0]}: no seed_*.json, scores.csv/.json/.parquet or results.sqlite to report")
+        paths = found[:1]
     if all(p.is_dir() for p in paths):
         return _search_report(paths, args.out)
     if len(paths) != 1:
