@@ -173,3 +173,66 @@ def test_options_resolve(user) -> None:
         options.resolve_scoring("t_unknown", option="--warmup")
     with pytest.raises(ValueError, match="'vote' is not a per-network proxy.*majority_vote"):
         options.resolve_scoring("vote")
+
+
+# ------------------------------------------------------------------ search: warmup / move by an ensemble
+def _toy_tables(space):
+    archs = list(space.enumerate())
+    rng = np.random.default_rng(3)
+    a = {space.encode(x): float(v) for x, v in zip(archs, rng.normal(size=len(archs)))}
+    b = {space.encode(x): float(v) for x, v in zip(archs, rng.normal(size=len(archs)))}
+    b[space.encode(archs[0])] = math.nan
+    return archs, a, b
+
+
+def test_ensemble_proxy_ranks_over_population_scored_so_far(user) -> None:
+    from zcfast.search.common import EnsembleProxy, TableProxy
+    from zcfast.search.toy import ToySpace
+
+    space = ToySpace(decisions=3, options=3, seed=0)
+    archs, a, b = _toy_tables(space)
+    user("t_sp", ("pa", "pb"), (1, -1), "mean_rank")
+    src = EnsembleProxy(space, "t_sp", {"pa": TableProxy(space, a), "pb": TableProxy(space, b)})
+    first, second = archs[:5], archs[3:9]
+    np.testing.assert_allclose(src.scores(first), aggregate("t_sp", {
+        "pa": [a[space.encode(x)] for x in first], "pb": [b[space.encode(x)] for x in first]}))
+    pop = archs[:9]                                # the second call ranks among all 9 scored so far
+    want = aggregate("t_sp", {"pa": [a[space.encode(x)] for x in pop], "pb": [b[space.encode(x)] for x in pop]})
+    np.testing.assert_allclose(src.scores(second), want[3:9])
+    assert src.members["pa"].evaluations == 9     # each architecture's members scored once
+
+
+def test_search_with_ensemble_warmup_and_move(user) -> None:
+    from zcfast.search import search
+    from zcfast.search.common import EnsembleProxy, TableProxy
+    from zcfast.search.toy import ToySpace
+
+    space = ToySpace(decisions=4, options=3, seed=0)
+    _archs, a, b = _toy_tables(space)
+    user("t_srch", ("pa", "pb"), (1, 1), "log_rank")
+    src = EnsembleProxy(space, "t_srch", {"pa": TableProxy(space, a), "pb": TableProxy(space, b)})
+    res = search(space, "evolution", 20, seed=1, warmup=src, warmup_pool=30, move=src,
+                 population=8, tournament=3)
+    assert res.config["warmup"] == res.config["move"] == "t_srch"
+    warm = [r for r in res.records if r.source == "warmup"]
+    assert len(warm) == 8 and all(np.isfinite(r.proxy_score) for r in res.records if r.proxy_score is not None)
+    # the warmup trains the 8 best of its pool by the aggregate over that pool
+    pool_scores = sorted((r.proxy_score for r in warm), reverse=True)
+    assert pool_scores == [r.proxy_score for r in warm]
+
+
+def test_make_proxy_builds_computed_members(user) -> None:
+    from zcfast.search import make_proxy
+    from zcfast.search.common import ComputedProxy, EnsembleProxy
+    from zcfast.search.toy import ToySpace
+
+    space = ToySpace(decisions=2, options=2, seed=0)
+    user("t_cheap", ("params", "l2_norm"), (1, 1), "mean_rank")
+    src = make_proxy("t_cheap", space, option="--warmup", batch_size=4)
+    assert isinstance(src, EnsembleProxy) and set(src.members) == {"params", "l2_norm"}
+    assert all(isinstance(m, ComputedProxy) for m in src.members.values())
+    vals = src.scores(list(space.enumerate()))
+    assert vals.shape == (4,) and np.isfinite(vals).all()
+    user("t_bad", ("params", "nope"), (1, 1))
+    with pytest.raises(ValueError, match="--warmup: ensemble 't_bad' has member 'nope'"):
+        make_proxy("t_bad", space, option="--warmup")

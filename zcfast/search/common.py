@@ -315,6 +315,54 @@ class ComputedProxy(ProxySource):
         return out
 
 
+class EnsembleProxy(ProxySource):
+    """An ensemble of :mod:`zcfast.ensemble` as a search proxy (``--warmup te_nas``, ``--move az_nas``).
+
+    Population the ranks are over: every distinct architecture (``space.encode``) this source
+    has scored so far in the run, in first-scored order, the current request included -- as
+    AZ-NAS's evolution search re-ranks its whole scored history each step. So the warmup ranks
+    the pool (the first request), and each move ranks its neighbours among every architecture
+    scored before. The values returned by one call are comparable with each other (every caller
+    compares within one call); values from different calls are not (the population grew).
+    Member scores come from one :class:`ProxySource` per member (cached, so re-ranking costs
+    no proxy evaluation). Aggregates are always finite (a member NaN is ranked worst); the
+    members' reasons stay in ``errors``.
+    """
+
+    def __init__(self, space: Any, ensemble_name: str, members: Mapping[str, ProxySource]) -> None:
+        super().__init__()
+        from zcfast import ensemble
+        self.ensemble = ensemble.get_ensemble(ensemble_name)
+        self.space = space
+        self.name = self.ensemble.name
+        self.members = dict(members)
+        self._population: dict[str, Arch] = {}
+        self._member_scores: dict[str, dict[str, float]] = {m: {} for m in self.members}
+
+    @property
+    def errors(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for m, src in self.members.items():
+            for k, v in getattr(src, "errors", {}).items():
+                out.setdefault(k, f"{m}: {v}")
+        return out
+
+    def _scores(self, archs: Sequence[Arch]) -> list[float]:
+        from zcfast import ensemble
+        texts = [self.space.encode(a) for a in archs]
+        new = [(t, a) for t, a in dict(zip(texts, archs)).items() if t not in self._population]
+        if new:
+            for m, src in self.members.items():
+                vals = src.scores([a for _t, a in new])
+                self._member_scores[m].update(zip((t for t, _a in new), map(float, vals)))
+            self._population.update(new)
+        order = list(self._population)
+        agg = ensemble.aggregate(self.ensemble, {m: [self._member_scores[m][t] for t in order]
+                                                 for m in self.members})
+        pos = {t: i for i, t in enumerate(order)}
+        return [float(agg[pos[t]]) for t in texts]
+
+
 def make_proxy(spec: Any, space: Any, dataset: str = "cifar10", store: Any = None,
                seed: int = 42, column: str | None = None, device: str = "cpu",
                batch_size: int = 64, *, option: str = "proxy", n_batches: int = 1) -> ProxySource | None:
@@ -322,7 +370,8 @@ def make_proxy(spec: Any, space: Any, dataset: str = "cifar10", store: Any = Non
 
     ``spec`` may be ``None`` (no proxy), a :class:`ProxySource`, a mapping ``arch_str -> score``,
     a path to a score table (CSV / CSV.gz with an ``arch_str`` column), or the name of a proxy
-    registered in ``zcfast.available_proxies()`` (computed on ``zcfast.data.paper_batch(dataset,
+    registered in ``zcfast.available_proxies()`` or of an ensemble (:mod:`zcfast.ensemble`:
+    :class:`EnsembleProxy`, its members computed) (computed on ``zcfast.data.paper_batch(dataset,
     batch_size, 42)``; zcfast ships 20 CIFAR-100 images, so CIFAR-100 needs ``batch_size <= 20``),
     resolved by :func:`zcfast.options.resolve_proxies` (``option`` names the argument in its
     messages, e.g. ``--warmup``); ``n_batches`` mini-batches of ``batch_size`` for a computed proxy
@@ -338,7 +387,12 @@ def make_proxy(spec: Any, space: Any, dataset: str = "cifar10", store: Any = Non
         raise ValueError(f"proxy must be a name, a score-table path or a mapping, got {spec!r}")
     if os.path.exists(spec) or spec.endswith((".csv", ".csv.gz")):
         return TableProxy.from_file(space, spec, column)
-    from zcfast import options
+    from zcfast import ensemble, options
+    if ensemble.is_ensemble(spec.strip()):   # an ensemble: its members computed, ranked by the aggregate
+        members, _ = options.resolve_scoring([spec.strip()], option=option)
+        return EnsembleProxy(space, spec.strip(), {
+            m: ComputedProxy(space, m, dataset=dataset, seed=seed, store=store, device=device,
+                             batch_size=batch_size, n_batches=n_batches) for m in members})
     try:
         names = options.resolve_proxies(spec, option=option)
     except ValueError as exc:
