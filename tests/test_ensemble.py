@@ -236,3 +236,28 @@ def test_make_proxy_builds_computed_members(user) -> None:
     user("t_bad", ("params", "nope"), (1, 1))
     with pytest.raises(ValueError, match="--warmup: ensemble 't_bad' has member 'nope'"):
         make_proxy("t_bad", space, option="--warmup")
+
+
+# ------------------------------------------------------------------ scan: members stored, ranked by the ensemble
+def test_scan_stores_members_and_ranks_by_ensemble(tmp_path, user) -> None:
+    from zcfast.parallel import hash_scorer
+    from zcfast.scan import rank_by, scan
+    from zcfast.store import ResultStore
+
+    user("t_scan", ("synflow", "snip"), (1, -1), "log_rank")
+    path = tmp_path / "s.sqlite"
+    res = scan("nb201", "t_scan,grasp", 12, store=path, backend="serial", scorer=hash_scorer,
+               batch_scorer=None, progress=False)
+    assert res.ensembles == ("t_scan",)
+    with ResultStore(path, create=False) as st:
+        rows = list(st.rows(res.run_id))
+    assert len(rows) == 12 and all(set(r.values) == {"grasp", "snip", "synflow"} for r in rows)
+    want = aggregate("t_scan", {m: [r.values[m] for r in rows] for m in ("synflow", "snip")})
+    ranked = rank_by(path, res.run_id, "t_scan")
+    assert [a for a, _ in ranked] == [rows[i].arch_str for i in np.argsort(-want, kind="stable")]
+    np.testing.assert_allclose([v for _, v in ranked], np.sort(want)[::-1])
+    assert len(rank_by(path, res.run_id, "grasp", k=3)) == 3
+    with pytest.raises(ValueError, match=r"does not store \['ntk_cond', 'linear_regions'\]"):
+        rank_by(path, res.run_id, "te_nas")
+    with pytest.raises(ValueError, match="'zico' is neither"):
+        rank_by(path, res.run_id, "zico")

@@ -51,7 +51,7 @@ from zcfast.parallel import (ArchScorer, BatchScorer, Task, WorkerSpec, check_ma
                              make_backend, resolve_start_method)
 from zcfast.store import BatchKey, ResultStore, RunConfig, ScoreRow, StoreError, check_export_target
 
-__all__ = ["ScanResult", "run_config", "scan"]
+__all__ = ["ScanResult", "rank_by", "run_config", "scan"]
 
 _LOOKUP_BLOCK = 256
 _BACKENDS = ("serial", "local", "ray")
@@ -74,6 +74,8 @@ class ScanResult:
         retried: rows stored with an error (or damaged) that this call rescored
             (``retry_errors=True``).
         first_error: the error of the first failed row written by this call, or None.
+        ensembles: the ensemble names (:mod:`zcfast.ensemble`) given in ``proxies``; their
+            members are what the run stores, :func:`rank_by` ranks it by one.
     """
 
     run_id: str
@@ -87,6 +89,7 @@ class ScanResult:
     total_errors: int = 0
     retried: int = 0
     first_error: str | None = None
+    ensembles: tuple[str, ...] = ()   # ensemble names given in ``proxies``: rank the run with rank_by
 
     @property
     def all_failed(self) -> bool:
@@ -126,6 +129,58 @@ def _default_batch_scorer() -> BatchScorer | None:
     except ImportError:
         return None
     return score_batch
+
+
+def rank_by(store: str | os.PathLike[str] | ResultStore, run_id: str, by: str,
+            k: int | None = None) -> list[tuple[str, float]]:
+    """The run's architectures best first by ``by``: a stored proxy or an ensemble.
+
+    An ensemble (:mod:`zcfast.ensemble`) is aggregated over **every row of the run** (the
+    population: each stored architecture, rows with an error included, whose missing or
+    non-finite member values rank worst); a proxy ranks by its stored value (NaN last).
+    Ties keep the store's row order.
+
+    Args:
+        store: store path or an open :class:`ResultStore`.
+        run_id: the run (``ScanResult.run_id``).
+        by: a proxy the run stores, or an ensemble whose members it stores.
+        k: how many to return (None: all).
+    Returns:
+        ``[(arch_str, value), ...]``, value = the aggregate (or proxy value).
+    Raises:
+        ValueError: ``by`` is neither, or the run lacks one of the ensemble's members.
+    """
+    from zcfast import ensemble
+
+    k = options.check_count(k, "k", allow_none=True)
+    st = store if isinstance(store, ResultStore) else ResultStore(store, create=False)
+    try:
+        rows = list(st.rows(run_id))
+    finally:
+        if st is not store:
+            st.close()
+    if not rows:
+        return []
+    stored = set().union(*(r.values for r in rows))
+    if ensemble.is_ensemble(by):
+        leaves, _ = ensemble.expand([by])
+        missing = [m for m in leaves if m not in stored]
+        if missing:
+            raise ValueError(f"rank_by: run {run_id} does not store {missing} (members of ensemble {by!r}); "
+                             f"scan with proxies={by!r} first")
+        values = ensemble.aggregate(by, {m: [float(r.values.get(m, math.nan)) for r in rows] for m in leaves})
+    elif by in stored:
+        values = [float(r.values.get(by, math.nan)) for r in rows]
+    else:
+        raise ValueError(f"rank_by: {by!r} is neither a proxy run {run_id} stores ({', '.join(sorted(stored))}) "
+                         "nor an ensemble of them")
+    import numpy as np
+
+    vals = np.asarray(values, dtype=np.float64)
+    nan = ~np.isfinite(vals)
+    order = np.lexsort((np.where(nan, 0.0, -vals), nan))
+    order = order[:k] if k is not None else order
+    return [(rows[i].arch_str, float(vals[i])) for i in order]
 
 
 def _check_int(value: Any, option: str) -> int:
@@ -266,7 +321,9 @@ def scan(space: Any, proxies: Sequence[str] | str, n: int | None = None, *,
     t_start = time.perf_counter()
     # ------------------------------------------------ the front door: nothing runs before this
     sp = options.resolve_space(space)
-    names = tuple(sorted(options.resolve_proxies(proxies, option="proxies")))
+    # an ensemble name (zcfast.ensemble) stores its members; it ranks at report time (rank_by)
+    members, ens_names = options.resolve_scoring(proxies, option="proxies")
+    names = tuple(sorted(members))
     if order not in ("sample", "enumerate"):
         raise ValueError(f"order must be 'sample' or 'enumerate', got {order!r}")
     _check_backend(backend, address)
@@ -416,7 +473,7 @@ def scan(space: Any, proxies: Sequence[str] | str, n: int | None = None, *,
             st.export_parquet(rid, export, overwrite=overwrite)
         return ScanResult(rid, str(st.path), target, total, state.scored, state.errors,
                           time.perf_counter() - t_start, state.exhausted and total < target,
-                          total_errors, state.retried, state.first_error)
+                          total_errors, state.retried, state.first_error, ens_names)
     finally:
         if own_store:
             st.close()

@@ -142,6 +142,11 @@ def _run(args: argparse.Namespace) -> int:
               f"(the space has no more)", file=sys.stderr)
     if args.export:
         print(f"exported to {args.export}")
+    for ens in res.ensembles:   # an ensemble ranks the whole run (zcfast.scan.rank_by)
+        from zcfast.scan import rank_by
+        top = rank_by(res.store, res.run_id, ens, k=5)
+        print(f"top {len(top)} by ensemble {ens} (over all {res.total} rows of the run): "
+              + ", ".join(f"{a} ({v:.4g})" for a, v in top))
     if res.total_errors and not res.all_failed:
         print(f"{res.total_errors} rows of the run hold an error; --retry-errors rescores them", file=sys.stderr)
     if res.all_failed:
