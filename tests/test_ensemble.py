@@ -261,3 +261,17 @@ def test_scan_stores_members_and_ranks_by_ensemble(tmp_path, user) -> None:
         rank_by(path, res.run_id, "te_nas")
     with pytest.raises(ValueError, match="'zico' is neither"):
         rank_by(path, res.run_id, "zico")
+
+
+def test_majority_vote_matches_rank_vote_copeland() -> None:
+    from zcfast.proxies.vote import rank_vote
+
+    rng = np.random.default_rng(4)
+    s = {p: rng.integers(0, 5, 700).astype(float) for p in ("synflow", "jacob_cov", "snip")}   # ties, > 512 rows
+    s["snip"][::7] = math.nan
+    np.testing.assert_allclose(aggregate("majority_vote", s), rank_vote(s, method="copeland"))
+    # independent O(n^2) restatement on a small slice
+    small = {p: v[:40] for p, v in s.items()}
+    f = [np.where(np.isnan(v), -np.inf, v) for v in small.values()]
+    want = [sum(sum(a[i] > a[j] for a in f) >= 2 for j in range(40) if j != i) / 39 for i in range(40)]
+    np.testing.assert_allclose(aggregate("majority_vote", small), want)

@@ -23,8 +23,8 @@ Methods (``A`` = population size, ``r_m`` = member m's rank in 1..A):
   gets 1.0); equals :func:`zcfast.proxies.vote.rank_vote` ``method="rank"``.
 - ``"vote"``: the per-architecture form of the paper's pairwise vote: the fraction of the other
   A - 1 architectures that a strict majority of the members score strictly lower
-  (:func:`zcfast.proxies.vote.rank_vote` ``method="copeland"``, reused; its arithmetic lives
-  there). A single architecture gets 1.0.
+  (:func:`majority_wins`, which :func:`zcfast.proxies.vote.rank_vote` ``method="copeland"``
+  calls: one implementation). A single architecture gets 1.0.
 
 Built-in ensembles: ``te_nas`` (rank(-ntk_cond) + rank(linear_regions)), ``az_nas``
 (Σ log(rank/N) of az_expressivity, az_progressivity, az_trainability, az_complexity, all
@@ -33,8 +33,7 @@ higher-is-better as in the official code) and ``majority_vote`` (synflow, jacob_
 (:func:`zcfast.proxies.vote.pairwise_vote`, the "vote" row of ``zcfast correlate``), which needs
 ground truth and is not a per-architecture score; ``majority_vote`` is its per-architecture form.
 
-This module imports numpy and :mod:`zcfast.metrics` only (``zcfast.proxies.vote`` lazily, for
-``"vote"``): members are referenced by name, checked against the proxy registry by
+This module imports numpy and :mod:`zcfast.metrics` only: members are referenced by name, checked against the proxy registry by
 :func:`zcfast.options.resolve_proxies` (which expands ensemble names with :func:`expand`).
 """
 from __future__ import annotations
@@ -47,7 +46,7 @@ import numpy as np
 from zcfast.metrics import rankdata
 
 __all__ = ["METHODS", "Ensemble", "aggregate", "available_ensembles", "expand", "get_ensemble",
-           "is_ensemble", "member_ranks", "register_ensemble", "unregister_ensemble"]
+           "is_ensemble", "majority_wins", "member_ranks", "register_ensemble", "unregister_ensemble"]
 
 #: aggregation methods and what each computes
 METHODS: dict[str, str] = {
@@ -253,14 +252,34 @@ def _signed_rank(col: np.ndarray, sign: int) -> np.ndarray:
     return rankdata(_signed(col, sign))
 
 
+def majority_wins(cols: Sequence[np.ndarray]) -> np.ndarray:
+    """Per architecture, the fraction of the other n − 1 that a strict majority of ``cols``
+    score strictly lower (NaN lowest) -> [n] in [0, 1]; one architecture gets 1.0.
+
+    The arithmetic of ``method="vote"`` and of :func:`zcfast.proxies.vote.rank_vote`
+    ``method="copeland"`` (which calls this); ``cols``: M arrays [n]. Chunked by 512 rows, so
+    memory is O(512 · n).
+    """
+    n = cols[0].shape[0]
+    if n <= 1:
+        return np.ones(n)
+    wins = np.zeros(n)
+    half = len(cols) / 2.0
+    filled = [np.where(np.isnan(c), -np.inf, c) for c in cols]
+    for lo in range(0, n, 512):
+        hi = min(n, lo + 512)
+        pos = np.zeros((hi - lo, n), dtype=np.int16)
+        for f in filled:
+            pos += f[lo:hi, None] > f[None, :]
+        wins[lo:hi] = (pos > half).sum(axis=1)
+    return wins / (n - 1)
+
+
 def _aggregate(ens: Ensemble, scores: Mapping[str, ArrayLike], stack: tuple[str, ...]) -> np.ndarray:
     cols = _columns(ens, scores, stack)
     n = cols[0].shape[0]
     if ens.method == "vote":
-        from zcfast.proxies.vote import rank_vote
-
-        signed = {m: _signed(c, s) for m, c, s in zip(ens.members, cols, ens.signs)}
-        return rank_vote(signed, tuple(ens.members), method="copeland")
+        return majority_wins([_signed(c, s) for c, s in zip(cols, ens.signs)])
     ranks = [_signed_rank(c, s) for c, s in zip(cols, ens.signs)]
     if ens.method == "log_rank":
         return np.sum([np.log(r / n) for r in ranks], axis=0)

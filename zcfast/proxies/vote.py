@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from zcfast.ensemble import majority_wins
 from zcfast.metrics import rankdata, vote_agreement
 
 VOTE_PROXIES: tuple[str, ...] = ("synflow", "jacob_cov", "snip")
@@ -77,15 +78,5 @@ def rank_vote(scores: Mapping[str, Sequence[float]], proxies: Sequence[str] = VO
             total += (rankdata(filled) - 1.0) / (n - 1)
         return total / len(cols)
     if method == "copeland":
-        wins = np.zeros(n)
-        half = len(cols) / 2.0
-        for lo in range(0, n, 512):
-            hi = min(n, lo + 512)
-            pos = np.zeros((hi - lo, n), dtype=np.int16)
-            for c in cols:
-                filled = np.where(np.isnan(c), -np.inf, c)
-                pos += filled[lo:hi, None] > filled[None, :]
-            beat = pos > half
-            wins[lo:hi] = beat.sum(axis=1)
-        return wins / (n - 1)
+        return majority_wins(cols)   # one implementation, shared with the ensemble method "vote"
     raise ValueError(f"unknown rank_vote method {method!r}; use 'rank' or 'copeland'")
