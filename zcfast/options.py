@@ -150,8 +150,8 @@ def _refuse_ensembles(names: Sequence[str], option: str) -> None:
         if ensemble.is_ensemble(n):
             ens = ensemble.get_ensemble(n)
             raise ValueError(f"{option}: {n!r} is an ensemble ({ens.method} of {', '.join(ens.members)}), not a "
-                             "per-network proxy: it ranks a population. Use it as a search --warmup/--move, or "
-                             f"score its members and call zcfast.ensemble.aggregate({n!r}, scores)")
+                             "per-network proxy: it ranks a population. Use it in zcfast scan --proxies or as a search "
+                             f"--warmup/--move, or score its members and call zcfast.ensemble.aggregate({n!r}, scores)")
 
 
 def resolve_scoring(spec: str | Sequence[str], *,
