@@ -275,3 +275,34 @@ def test_majority_vote_matches_rank_vote_copeland() -> None:
     f = [np.where(np.isnan(v), -np.inf, v) for v in small.values()]
     want = [sum(sum(a[i] > a[j] for a in f) >= 2 for j in range(40) if j != i) / 39 for i in range(40)]
     np.testing.assert_allclose(aggregate("majority_vote", small), want)
+
+
+# ------------------------------------------------------------------ the held-out selection script
+def test_selection_script_protocol(tmp_path) -> None:
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("ensemble_selection", root / "bench" / "ensemble_selection.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    # ridge: tiny penalty -> least squares
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = X @ np.array([1.0, -2.0, 0.5]) + 3.0
+    mod.RIDGE_ALPHAS = (1e-9,)
+    w, b, _ = mod.ridge_fit(X, y)
+    np.testing.assert_allclose(np.r_[w, b], [1.0, -2.0, 0.5, 3.0], atol=1e-6)
+    mod.RIDGE_ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0)
+    scores = [str(root / "docs/results/nb201_cifar10_1000/scores.csv")]
+    assert mod.main(["--scores", *scores, "--max-size", "2", "--shots", "30", "--out", str(tmp_path)]) == 0
+    rep = json.loads((tmp_path / "selection.json").read_text())
+    sel, held = set(rep["selection_half_index"]), set(rep["heldout_half_index"])
+    assert len(sel) == len(held) == 500 and not sel & held
+    assert rep["proxies"] == ["grad_norm", "snip", "grasp", "fisher", "synflow", "jacob_cov"]
+    assert rep["candidate_space"]["count"] == 6 + 15 * 3
+    assert rep["top10_on_selection"][0]["name"] == rep["selected"]["name"]
+    assert set(rep["fewshot_ridge_heldout (not zero-cost)"]["shot_indices"]) <= sel
+    lo, hi = rep["selected"]["heldout"]["spearman_ci95"]
+    assert lo <= rep["selected"]["heldout"]["spearman"] <= hi
