@@ -209,7 +209,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"[{r['kendall_ci95'][0]:.3f}, {r['kendall_ci95'][1]:.3f}] |")
     lines += ["", "Every single proxy on the held-out half:", "", "| proxy | Spearman ρ [95%] | Kendall τ [95%] |",
               "|---|---|---|"] + [row(p, singles[p]) for p in proxies]
-    lines += ["", "Not yet scored on these architectures: " + report["not_scored"] + "."]
+    nan_counts = {p: int((~np.isfinite(cols[p])).sum()) for p in proxies if (~np.isfinite(cols[p])).any()}
+    lines += ["", "Notes:", "",
+              f"- Non-finite scores (ranked worst): {nan_counts or 'none'}.",
+              "- Candidates whose members have identical rankings (here params and flops, which order NB201 "
+              "cells alike) tie; the earlier in candidate order is reported.",
+              f"- The selection searched {len(cands)} candidates on one half, so its selection-half ρ is "
+              "optimistic; only the held-out figures estimate what the chosen ensemble does.",
+              "- Published figures use other protocols (e.g. AZ-NAS .892 C10 in VKDNW's re-run, under its "
+              "own protocol); they are not comparable to these 500-architecture halves.",
+              "", "Not yet scored on these architectures: " + report["not_scored"] + "."]
     (out / "README.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
