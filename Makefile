@@ -21,8 +21,10 @@ $(VENV)/.requirements: requirements.txt | $(BIN)/python
 	$(BIN)/pip install -r requirements.txt
 	touch $@
 
+# The editable install declares no extension (ZCFAST_NO_EXTENSION=1): `build` compiles it in place,
+# so each source is compiled once. Compile jobs: MAX_JOBS (torch's ninja build; default nproc + 2).
 $(VENV)/.editable: setup.py | $(VENV)/.requirements
-	$(BIN)/pip install --no-build-isolation --no-deps -e .
+	ZCFAST_NO_EXTENSION=1 $(BIN)/pip install --no-build-isolation --no-deps -e .
 	touch $@
 
 setup: $(VENV)/.requirements $(VENV)/.editable

@@ -12,6 +12,9 @@ Build modes (printed at build time; ``zcfast info`` / ``zcfast.ops.build_info()`
   CPU only. With no GPU visible and no ``TORCH_CUDA_ARCH_LIST``, a default list is used (torch's
   own arch detection needs a GPU).
 - ``DEBUG=1``: ``-O0 -g``.
+- ``ZCFAST_NO_EXTENSION=1``: declare no extension (the Makefile's editable install: ``make build``
+  compiles it in place right after, so the sources are compiled once rather than twice; pip's
+  editable install would otherwise compile them into a temporary folder it then throws away).
 
 torch must already be installed: pip's build isolation would fetch a different (multi-GB CUDA)
 torch and compile against the wrong headers, so build with ``--no-build-isolation``.
@@ -115,7 +118,7 @@ setup(
     packages=find_packages(include=["zcfast", "zcfast.*"]),
     include_package_data=True,
     package_data={"zcfast": ["assets/**/*", "py.typed"]},
-    ext_modules=_extensions(),
+    ext_modules=[] if _flag("ZCFAST_NO_EXTENSION") else _extensions(),
     cmdclass=_cmdclass(),
     python_requires=">=3.10",
     # torch is not pinned here (GPU users bring their own CUDA build); requirements.txt pins the
