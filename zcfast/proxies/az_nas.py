@@ -36,6 +36,7 @@ import torch.nn as nn
 
 from zcfast import ops
 from zcfast.proxies.cells import CellsError, record_cells
+from zcfast.proxies.builtin_needs import call_generator
 from zcfast.proxies.needs import Need, NeedError, register_need
 from zcfast.proxies.registry import PassContext, ProxyResult, register_proxy
 
@@ -130,9 +131,7 @@ def _az_pass(ctx: PassContext) -> None:
     if not x0.is_floating_point():
         raise NeedError("az_nas: its inputs are Gaussian noise of the batch's shape, which a model of "
                         f"{str(x0.dtype).replace('torch.', '')} inputs (e.g. token ids) cannot read")
-    gen = None
-    if ctx.seed is not None:
-        gen = torch.Generator(device=x0.device).manual_seed(int(ctx.seed))
+    gen = call_generator(ctx, x0.device)
     net = ctx.fresh_copy()
     az_init(net, gen)
     xg = torch.randn(x0.shape, dtype=x0.dtype, device=x0.device, generator=gen)

@@ -171,6 +171,33 @@ register_need(Need("layer_outputs", run=_layer_outputs, floating_input=False,
               _builtin=True)
 
 
+def call_generator(ctx: PassContext, device: torch.device) -> torch.Generator | None:
+    """The call's own generator on ``device``, seeded with ``ctx.seed`` (a need drawing from it
+    gets the same numbers whatever else the call ran first), or ``None`` (the global RNG) when
+    the call has no seed."""
+    if ctx.seed is None:
+        return None
+    return torch.Generator(device=device).manual_seed(int(ctx.seed))
+
+
+def normal_init_(model: nn.Module, generator: torch.Generator | None, *,
+                 weights: tuple[type, ...] = (nn.Conv2d, nn.Linear),
+                 norms: tuple[type, ...] = (nn.BatchNorm2d, nn.GroupNorm)) -> None:
+    """The N(0, 1) re-initialisation of Zen-NAS and SWAP, in place, in ``model.modules()``
+    order: every ``weights``-typed module's weight N(0, 1) from ``generator`` and its bias 0;
+    every ``norms``-typed module with an affine weight: weight 1, bias 0 (affine-free ones left
+    alone)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, weights):
+                m.weight.normal_(0.0, 1.0, generator=generator)
+                if m.bias is not None:
+                    m.bias.zero_()
+            elif isinstance(m, norms) and m.weight is not None:
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+
+
 def gaussian_init(model: nn.Module) -> None:
     """Zen-NAS's initialisation, in place, from the global RNG: every Conv*/Linear weight
     N(0, 1) and bias 0; every BatchNorm/GroupNorm/LayerNorm weight 1 and bias 0."""

@@ -38,6 +38,7 @@ import torch.nn as nn
 
 from zcfast import ops
 from zcfast.proxies.engine import _forward
+from zcfast.proxies.builtin_needs import call_generator
 from zcfast.proxies.needs import Need, NeedError, register_need
 from zcfast.proxies.registry import PassContext, ProxyResult, register_proxy
 
@@ -76,9 +77,7 @@ def meco_features_need(name: str, *, gaussian_shape: Sequence[int] | None = None
             if not x.is_floating_point():
                 raise NeedError(f"{name}: the packaged MeCo input is Gaussian noise, which a model of "
                                 f"{str(x.dtype).replace('torch.', '')} inputs cannot read")
-            gen = None
-            if ctx.seed is not None:
-                gen = torch.Generator(device=x.device).manual_seed(int(ctx.seed))
+            gen = call_generator(ctx, x.device)
             inp = torch.randn(tuple(gaussian_shape), generator=gen, device=x.device, dtype=x.dtype)
         net = ctx.fresh_copy()
         net.train()

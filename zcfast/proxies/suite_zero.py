@@ -44,7 +44,7 @@ import torch
 import torch.nn as nn
 
 from zcfast import ops
-from zcfast.proxies.builtin_needs import grad_copy
+from zcfast.proxies.builtin_needs import call_generator, grad_copy, normal_init_
 from zcfast.proxies.engine import _forward, _weights_of
 from zcfast.proxies.needs import Need, NeedError, register_need
 from zcfast.proxies.registry import PassContext, ProxyResult, register_proxy
@@ -163,13 +163,7 @@ def zen_init(model: nn.Module, generator: torch.Generator | None) -> None:
                 if isinstance(m, nn.BatchNorm2d):
                     m.eps = ZEN_BN_EPS
                     m.momentum = ZEN_BN_MOMENTUM
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.normal_(0.0, 1.0, generator=generator)
-                if m.bias is not None:
-                    m.bias.zero_()
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
-                m.weight.fill_(1.0)
-                m.bias.zero_()
+    normal_init_(model, generator)
 
 
 def _zen_pass(ctx: PassContext) -> None:
@@ -187,9 +181,7 @@ def _zen_pass(ctx: PassContext) -> None:
     if not pools:
         raise NeedError("zen: the model has no AdaptiveAvgPool module; Zen-NAS reads the pre-global-pool "
                         "feature map (the input of the last one)")
-    gen = None
-    if ctx.seed is not None:
-        gen = torch.Generator(device=x.device).manual_seed(int(ctx.seed))
+    gen = call_generator(ctx, x.device)
     zen_init(net, gen)
     z = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
     eps = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)

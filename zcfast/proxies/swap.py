@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from zcfast import ops
+from zcfast.proxies.builtin_needs import call_generator, normal_init_
 from zcfast.proxies.engine import _forward
 from zcfast.proxies.needs import Need, NeedError, register_need
 from zcfast.proxies.registry import PassContext, ProxyResult, register_proxy
@@ -47,15 +48,7 @@ def swap_init(model: nn.Module, generator: torch.Generator | None) -> None:
     ``model.modules()`` order: Conv2d and Linear weights N(0, 1) from ``generator``, biases 0;
     BatchNorm2d / GroupNorm weights 1, biases 0. Affine-free norms are left alone (the official
     ``ones_(None)`` raises on them); running statistics are untouched (train mode ignores them)."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.normal_(0.0, 1.0, generator=generator)
-                if m.bias is not None:
-                    m.bias.zero_()
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
-                m.weight.fill_(1.0)
-                m.bias.zero_()
+    normal_init_(model, generator)
 
 
 def params_thousands(model: nn.Module) -> float:
@@ -133,9 +126,7 @@ def swap_patterns_need(name: str, *, repeats: int = SWAP_REPEATS, description: s
                             f"{str(x.dtype).replace('torch.', '')} inputs")
         net = ctx.fresh_copy()
         net.train()
-        gen = None
-        if ctx.seed is not None:
-            gen = torch.Generator(device=x.device).manual_seed(int(ctx.seed))
+        gen = call_generator(ctx, x.device)
         counts = []
         for _ in range(repeats):
             swap_init(net, gen)

@@ -39,6 +39,7 @@ import torch.nn as nn
 
 from zcfast import ops
 from zcfast.proxies.engine import _forward
+from zcfast.proxies.builtin_needs import call_generator
 from zcfast.proxies.needs import Need, NeedError, register_need
 from zcfast.proxies.registry import PassContext, ProxyResult, register_proxy
 
@@ -129,9 +130,7 @@ def _relu_sign_patterns(ctx: PassContext) -> None:
     if not x.is_floating_point():
         raise NeedError("linear_regions: its inputs are N(0, 1) noise of the batch's shape, which a model of "
                         f"{str(x.dtype).replace('torch.', '')} inputs (e.g. token ids) cannot read")
-    gen = None
-    if ctx.seed is not None:
-        gen = torch.Generator(device=x.device).manual_seed(int(ctx.seed))
+    gen = call_generator(ctx, x.device)
     z = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
     ctx.data["relu_sign_patterns"] = relu_sign_patterns_of(ctx.fresh_copy(), z)
 
