@@ -92,6 +92,8 @@ ANCHOR_SOURCES: dict[str, str] = {
     "suite-zero": "NAS-Bench-Suite-Zero (NASLib's implementations): 9,445 unique cells, validation accuracy, "
                   "batch 32",
     "vkdnw": "VKDNW (CVPR 2025) re-run of each proxy's official code, mean of 5 runs",
+    "own": "the proxy's own paper or repository under its own protocol (MeCo: its correlation script, one "
+           "real image; GradSign: its paper; AZ-NAS: its notebook, against ori-test; SWAP: its paper)",
 }
 #: Published |Spearman ρ| of the proxies after the paper, per (space, dataset):
 #: ``proxy -> (|ρ|, source key of ANCHOR_SOURCES)``. NAS-Bench-Suite-Zero where it gives one,
@@ -104,14 +106,17 @@ PUBLISHED_ANCHORS: dict[tuple[str, str], dict[str, tuple[float, str]]] = {
         "nwot": (0.792, "suite-zero"), "jacob_cov": (0.818, "suite-zero"), "epe_nas": (0.787, "suite-zero"),
         "epe_nas_naslib": (0.787, "suite-zero"), "zen": (0.101, "suite-zero"), "l2_norm": (0.720, "suite-zero"),
         "params": (0.747, "suite-zero"), "flops": (0.714, "suite-zero"), "zico": (0.802, "vkdnw"),
+        "meco": (0.89, "own"), "gradsign": (0.765, "own"), "te_nas": (0.722, "vkdnw"), "az_nas": (0.913, "own"),
     },
     ("nb201", "cifar100"): {
         "nwot": (0.799, "vkdnw"), "jacob_cov": (0.820, "vkdnw"), "zen": (0.072, "vkdnw"), "zico": (0.809, "vkdnw"),
+        "gradsign": (0.793, "own"), "te_nas": (0.723, "vkdnw"), "az_nas": (0.880, "vkdnw"), "swap_reg": (0.90, "own"),
     },
     ("nb201", "ImageNet16-120"): {
         "nwot": (0.795, "suite-zero"), "jacob_cov": (0.781, "suite-zero"), "epe_nas_naslib": (0.319, "suite-zero"),
         "zen": (0.112, "suite-zero"), "zico": (0.779, "vkdnw"), "l2_norm": (0.799, "vkdnw"),
         "params": (0.763, "vkdnw"), "flops": (0.718, "vkdnw"),
+        "gradsign": (0.783, "own"), "te_nas": (0.709, "vkdnw"), "az_nas": (0.859, "vkdnw"),
     },
 }
 #: Reduced-training baselines per (space, dataset): (label, accuracy metric, cost metric, cost unit).
