@@ -298,18 +298,9 @@ print(repr(out))
 
 
 def test_cpu_isa_copies_agree():
-    import os
-    import subprocess
-    import sys
+    from zcfast.testing import outputs_under_each_cpu_isa
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    results = []
-    for isa in ("0", "1"):
-        env = dict(os.environ, ZCFAST_CPU_ISA=isa,
-                   PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        proc = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], env=env, capture_output=True,
-                              text=True, timeout=120, check=True)
-        results.append(proc.stdout)
+    results = outputs_under_each_cpu_isa(_ISA_SCRIPT)
     assert results[0] == results[1]
 
 

@@ -81,6 +81,23 @@ def tiny_convnet(seed: int = 0, channels: int = 8, num_classes: int = 10) -> nn.
     )
 
 
+def outputs_under_each_cpu_isa(script: str, timeout: float = 120.0) -> list[str]:
+    """The stdout of ``python -c script`` run once per CPU kernel copy (``ZCFAST_CPU_ISA=0``: the
+    portable loop, ``1``: the vectorised one), with this checkout first on ``PYTHONPATH``: a test
+    asserts the copies print the same."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    results = []
+    for isa in ("0", "1"):
+        env = dict(os.environ, ZCFAST_CPU_ISA=isa, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                              timeout=timeout, check=True)
+        results.append(proc.stdout)
+    return results
+
+
 def committed_rows(store: str | os.PathLike[str]) -> int:
     """Rows committed in a result store's ``scores`` table, read through a read-only SQLite
     connection that never blocks or changes the writer (0 before the file or its tables exist)."""
