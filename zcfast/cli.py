@@ -21,7 +21,9 @@ import os
 import sys
 from typing import Sequence
 
-COMMANDS = ("score", "correlate", "search", "scan", "info", "report")
+COMMANDS = ("score", "correlate", "search", "scan", "import", "info", "report")
+#: Commands whose module name is not the command's (``import`` is a Python keyword).
+MODULES: dict[str, str] = {"import": "import_cmd"}
 
 #: Exit status of a user error (bad argument, file, store), as argparse's own.
 USAGE_ERROR = 2
@@ -30,7 +32,7 @@ INTERRUPTED = 130
 
 
 def _load(name: str):
-    return importlib.import_module(f"zcfast.commands.{name}")
+    return importlib.import_module(f"zcfast.commands.{MODULES.get(name, name)}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = _load(name)
         except ModuleNotFoundError as exc:  # a command whose module is not there yet
-            if exc.name != f"zcfast.commands.{name}":
+            if exc.name != f"zcfast.commands.{MODULES.get(name, name)}":
                 raise
             continue
         cmd_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)

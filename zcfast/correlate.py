@@ -129,6 +129,56 @@ BASELINES: dict[tuple[str, str], list[tuple[str, str, str, str]]] = {
 #: same run is (``valid`` = ``cifar10_val_nbsuitezero``). CIFAR-100 / ImageNet16-120: the
 #: 200-epoch test accuracy, the paper's column.
 PAPER_GROUND_TRUTH: dict[tuple[str, str], str] = {("nb201", "cifar10"): "valid"}
+#: With a benchmark file that has it (``NB201Space.has_metric(ds, "paper")``, e.g. a NAS-Bench-201
+#: ``.pth`` or NATS-Bench folder imported by ``zcfast.formats.nb201``), the default metric is the
+#: paper's own column: ``paper`` = the ``cifar10-valid`` run's 200-epoch test accuracy (ori-test).
+PAPER_METRIC: dict[tuple[str, str], str] = {("nb201", "cifar10"): "paper"}
+
+
+#: What a default metric means, for the table's protocol line and summary.json.
+METRIC_NOTES: dict[str, str] = {
+    "paper": "the cifar10-valid run's 200-epoch test accuracy, the column the paper ranked against",
+    "valid": "the cifar10-valid run's validation accuracy, the shipped stand-in for the paper's column",
+}
+
+
+def default_metric(sp: Any, ds: str) -> str:
+    """The default ground-truth metric of a study on ``sp`` / ``ds``: :data:`PAPER_METRIC` when
+    the space's benchmark has that column (``sp.has_metric``), else :data:`PAPER_GROUND_TRUTH`'s
+    shipped stand-in, else ``test``."""
+    paper = PAPER_METRIC.get((sp.name, ds))
+    has = getattr(sp, "has_metric", None)
+    if paper is not None and callable(has):
+        try:
+            if has(ds, paper):
+                return paper
+        except (ValueError, KeyError, OSError):
+            pass
+    return PAPER_GROUND_TRUTH.get((sp.name, ds), "test")
+
+
+def _gt_column(sp: Any, ds: str, metric: str) -> str | None:
+    """The table column ``metric`` reads (NB201; ``None`` for other spaces or raw metrics)."""
+    if sp.name != "nb201":
+        return None
+    column_for = getattr(sp, "column_for", None)
+    if not callable(column_for):
+        from .spaces import nb201
+
+        column_for = nb201.column_for
+    try:
+        return column_for(ds, metric)
+    except (ValueError, KeyError):
+        return metric
+
+
+def _benchmark_source(sp: Any) -> str | None:
+    """The benchmark file the space reads (``data_path``), or ``None`` for shipped ground truth."""
+    for attr in ("data_path", "_data_path"):
+        v = getattr(sp, attr, None)
+        if v is not None and not callable(v):
+            return str(v)
+    return None
 #: Longest time (s) a computed score waits in memory before it is committed to the store.
 FLUSH_SECONDS: float = 2.0
 
@@ -296,6 +346,7 @@ def correlate(
     batch_per_arch: bool = False,
     n_batches: int = 1,
     n_boot: int = 1000,
+    benchmark: str | os.PathLike | None = None,
 ) -> StudyResult:
     """Run the correlation study; see the module docstring.
 
@@ -336,7 +387,9 @@ def correlate(
             model (cell conv biases, affine-free statistics-free cell BatchNorms). Applies to the
             default scorer only (a ``score_fn`` builds its own network).
         metric: ground-truth metric of ``space.ground_truth`` (NB201: ``test`` = 200-epoch test
-            accuracy, ``test_robot``, ``valid``, ...). Default: the column closest to the paper's
+            accuracy, ``test_robot``, ``valid``, ...). Default (:func:`default_metric`): with an
+            NB201 benchmark file holding it, ``paper`` (the ``cifar10-valid`` run's test accuracy,
+            the paper's column) for CIFAR-10; else the shipped column closest to the paper's
             (:data:`PAPER_GROUND_TRUTH`): for NB201 CIFAR-10 ``valid``, the accuracy of the
             ``cifar10-valid`` training run the paper ranked against (its test accuracy is not
             shipped); ``test`` otherwise.
@@ -359,6 +412,9 @@ def correlate(
         recycle: with workers, each worker process is replaced after this many architectures,
             which bounds the memory of a scorer that leaks per call.
         n_boot: bootstrap resamples of each ρ / τ interval (:func:`summarize`; 0: none).
+        benchmark: the benchmark file the ground truth is read from (``--benchmark``; see
+            :func:`zcfast.options.resolve_space`): NB101's tfrecord / records, an NB201 ``.pth`` or
+            NATS-Bench folder. The space (a configured copy) travels to worker processes with it.
 
     Returns:
         :class:`StudyResult`.
@@ -377,7 +433,7 @@ def correlate(
 
     # ---- validate everything before touching the store (zcfast.options: the one front door)
     ds = options.resolve_dataset(dataset)
-    sp = options.resolve_space(space, ground_truth_for="correlate", dataset=ds)
+    sp = options.resolve_space(space, ground_truth_for="correlate", dataset=ds, benchmark=benchmark)
     if nan_policy not in metrics.NAN_POLICIES:
         raise ValueError(f"unknown nan_policy {nan_policy!r}; known: {', '.join(metrics.NAN_POLICIES)}")
     # ensembles (zcfast.ensemble, when present): their members are scored and stored as proxies;
@@ -413,14 +469,10 @@ def correlate(
             raise ValueError(f"n_batches (--batches) = {n_batches}: the score_fn has no batches parameter, so it "
                              "cannot score several mini-batches; use one batch or a score_fn that takes batches=")
     if metric is None:
-        metric = PAPER_GROUND_TRUTH.get((sp.name, ds), "test")
+        metric = default_metric(sp, ds)
     archs = sample_archs(sp, n, seed)
     acc = np.array([sp.ground_truth(a, ds, metric) for a in archs], dtype=np.float64)
-    gt_column = None
-    if sp.name == "nb201":
-        from .spaces import nb201
-
-        gt_column = nb201.column_for(ds, metric)
+    gt_column = _gt_column(sp, ds, metric)
     base_specs = BASELINES.get((sp.name, ds), [])
     baselines = {
         label: (np.array([sp.ground_truth(a, ds, m) for a in archs], dtype=np.float64),
@@ -570,7 +622,8 @@ def correlate(
         "dataset": ds,
         "n": len(archs),
         "sample": {"seed": seed, "n": "all" if n is None else n, "method": "uniform without replacement"},
-        "ground_truth": {"metric": metric, "column": gt_column},
+        "ground_truth": {"metric": metric, "column": gt_column, "benchmark": _benchmark_source(sp),
+                         "note": METRIC_NOTES.get(metric) if sp.name == "nb201" and ds == "cifar10" else None},
         "batch": batch_key.to_dict(),
         "num_classes": num_classes,
         "init_seed": init_seed,
@@ -657,12 +710,13 @@ def _inline_results(sp, todo, names, values, batch_for, init_seed, num_classes, 
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(space_name: str, fixed: list[tuple[np.ndarray, np.ndarray]], score_fn: ScoreFn | None,
+def _worker_init(space: Any, fixed: list[tuple[np.ndarray, np.ndarray]], score_fn: ScoreFn | None,
                  arch_batches: zdata.PaperBatches | None = None) -> None:
+    """``space``: the study's space object (pickled with its benchmark path) or, as before, a name."""
     torch.set_num_threads(options.SCORING_THREADS)
     from . import spaces
 
-    _WORKER.update(sp=spaces.get(space_name), fixed=[(torch.from_numpy(x), torch.from_numpy(y)) for x, y in fixed],
+    _WORKER.update(sp=spaces.get(space) if isinstance(space, str) else space, fixed=[(torch.from_numpy(x), torch.from_numpy(y)) for x, y in fixed],
                    score=score_fn or _default_score_fn, batches=arch_batches)
 
 
@@ -687,7 +741,7 @@ def _pool_results(sp, todo, names, values, fixed, init_seed, num_classes, device
     ctx = multiprocessing.get_context("spawn")
     tasks = [(s, [p for p in names if s not in values[p]], init_seed, num_classes, device) for _, s in todo]
     pool = ctx.Pool(workers, initializer=_worker_init,
-                    initargs=(sp.name, [(x.numpy(), y.numpy()) for x, y in fixed], score_fn, arch_batches),
+                    initargs=(sp, [(x.numpy(), y.numpy()) for x, y in fixed], score_fn, arch_batches),
                     maxtasksperchild=recycle)
     try:
         yield from pool.imap_unordered(_worker_task, tasks, chunksize=1)
@@ -876,7 +930,10 @@ def format_table(summary: Mapping[str, Any]) -> str:
     fmt_row = lambda r: " | ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     gt = summary.get("ground_truth", {})
     title = (f"{summary.get('space', '?')} / {summary.get('dataset', '?')}: {summary.get('n', '?')} architectures, "
-             f"ground truth {gt.get('column') or gt.get('metric', '?')}, NaN scores: {summary.get('nan_policy')}")
+             f"ground truth {gt.get('column') or gt.get('metric', '?')}"
+             + (f" ({gt['note']})" if gt.get("note") else "")
+             + (f" from {gt['benchmark']}" if gt.get("benchmark") else "")
+             + f", NaN scores: {summary.get('nan_policy')}")
     if summary.get("variant", "benchmark") != "benchmark":
         title += f", network variant {summary['variant']}"
     if summary.get("batch_per_arch"):
@@ -1144,7 +1201,7 @@ _DATASET_OF_CLASSES: dict[int, str] = {10: "cifar10", 100: "cifar100", 120: "Ima
 
 def _ground_truth(sp: Any, archs: Sequence[str], ds: str, metric: str | None) -> tuple[np.ndarray, str | None]:
     """Accuracy ``[n]`` of the architectures (NaN where the space has no ground truth)."""
-    metric = metric or PAPER_GROUND_TRUTH.get((sp.name, ds), "test")
+    metric = metric or default_metric(sp, ds)
     acc = np.full(len(archs), math.nan)
     if sp.ground_truth_problem(ds) is not None:  # e.g. darts, or nb101 without its records file
         return acc, metric

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import math
+import os
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -182,7 +183,8 @@ def resolve_scoring(spec: str | Sequence[str], *,
 
 
 def resolve_space(space: Any, *, ground_truth_for: str | None = None,
-                  dataset: str | None = None) -> Any:
+                  dataset: str | None = None, benchmark: str | os.PathLike[str] | None = None,
+                  option: str = "--benchmark") -> Any:
     """A search space from its name (``zcfast.spaces.get``) or a space object.
 
     Args:
@@ -192,9 +194,17 @@ def resolve_space(space: Any, *, ground_truth_for: str | None = None,
             a space without it is refused, with the reason the space gives
             (``space.ground_truth_problem(dataset)``).
         dataset: the dataset whose ground truth is needed.
+        benchmark: a benchmark file or folder the user has (``--benchmark PATH``: NB101's
+            tfrecord / converted table / records, an NB201 ``.pth`` or NATS-Bench folder, NB301's
+            surrogate models folder). It must exist; it is handed to the space's
+            ``set_data_path`` (a space object given here is not modified: a copy is configured),
+            which keeps it when the space is pickled to worker processes. Checked before the
+            ground-truth check, so the space answers for this file.
+        option: how the caller calls ``benchmark`` in messages.
 
     Raises:
-        ValueError naming the space and, for ground truth, why it has none.
+        ValueError naming the space and, for ground truth, why it has none; a space that takes
+        no benchmark file; FileNotFoundError naming a ``benchmark`` path that does not exist.
     """
     if isinstance(space, str):
         import zcfast.spaces
@@ -211,12 +221,33 @@ def resolve_space(space: Any, *, ground_truth_for: str | None = None,
                 raise ValueError(f"space must be a search-space name or a SearchSpace, got {space!r} "
                                  f"(no {attr!r})")
         sp = space
+    if benchmark is not None:
+        sp = _with_benchmark(sp, benchmark, option)
     if ground_truth_for is not None:
         probe = getattr(sp, "ground_truth_problem", None)
         problem = probe(dataset) if callable(probe) else None
         if problem:
             raise ValueError(f"{ground_truth_for} needs benchmark ground truth, but the {sp.name} space "
                              f"has none: {problem}")
+    return sp
+
+
+def _with_benchmark(sp: Any, benchmark: str | os.PathLike[str], option: str) -> Any:
+    """``sp`` (a copy when it was the caller's object) with ``set_data_path(benchmark)`` applied."""
+    import copy
+
+    setter = getattr(sp, "set_data_path", None)
+    if not callable(setter):
+        raise ValueError(f"the {getattr(sp, 'name', sp)} space takes no {option} (it has no benchmark file to "
+                         "read); leave it out")
+    if not isinstance(benchmark, (str, os.PathLike)) or not str(benchmark).strip():
+        raise ValueError(f"{option} must be a path, got {benchmark!r}")
+    path = os.path.expanduser(os.fspath(benchmark))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{option} {path!r} does not exist (give the benchmark file or folder "
+                                f"of the {getattr(sp, 'name', 'space')} space)")
+    sp = copy.deepcopy(sp)   # spaces from zcfast.spaces.get are fresh; a user's object stays as it was
+    sp.set_data_path(path)
     return sp
 
 

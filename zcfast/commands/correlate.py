@@ -34,8 +34,14 @@ def _shard(text: str) -> tuple[int, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", default="nb201",
-                        help="search space with ground truth: nb201 (shipped) or nb101 (with its records "
-                             "file); darts has none and is refused; default nb201")
+                        help="search space with ground truth: nb201 (shipped, or --benchmark) or nb101 "
+                             "(with --benchmark); darts only with NAS-Bench-301 (--benchmark MODELS_DIR); "
+                             "default nb201")
+    parser.add_argument("--benchmark", default=None, metavar="PATH",
+                        help="the benchmark file you have: NB101 nasbench_only108.tfrecord / "
+                             "nasbench_full.tfrecord / NASLib pickle / converted table; NB201 "
+                             "NAS-Bench-201-v1_*.pth or a NATS-tss folder; DARTS: NAS-Bench-301's models "
+                             "folder (converted once into $ZCFAST_CACHE; see zcfast import)")
     parser.add_argument("--dataset", default="cifar10",
                         help="ground truth: cifar10, cifar100 or ImageNet16-120 (sets classes and normalisation)")
     parser.add_argument("--proxies", default="paper", help=PROXIES_HELP + " (default paper)")
@@ -66,9 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "from (--batch-seed, architecture); default one batch for all; a separate run "
                              "in the store")
     parser.add_argument("--metric", default=None,
-                        help="ground-truth metric (NB201: test, test_robot, test_fewshotnas, valid, or a column "
-                             "name). Default: closest to the paper: NB201 cifar10 -> valid (the cifar10-valid "
-                             "training run the paper used), otherwise test")
+                        help="ground-truth metric (NB201: test, test_robot, test_fewshotnas, valid, paper "
+                             "(with a --benchmark file: the cifar10-valid run's test accuracy), or a column "
+                             "name; NB101: test, valid, train, halfway_*, training_time). Default: the "
+                             "paper's: NB201 cifar10 -> paper when the benchmark has it, else valid (the "
+                             "shipped cifar10-valid validation accuracy); otherwise test")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (refused when CUDA is not available)")
     parser.add_argument("--nan-policy", default="omit", choices=("omit", "worst", "raise"),
                         help="NaN scores: omit from the correlation (official), rank worst, or fail")
@@ -110,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
             compute=not args.report_only, shard=args.shard,
             workers=args.workers, recycle=args.recycle,
             variant=args.variant, batch_per_arch=args.batch_per_arch, n_batches=args.batches,
-            n_boot=args.bootstrap,
+            n_boot=args.bootstrap, benchmark=args.benchmark,
         )
     except KeyboardInterrupt:
         print("\nzcfast correlate: interrupted; finished architectures are in the store. "

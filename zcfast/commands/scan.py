@@ -33,6 +33,10 @@ def _load_callable(spec: str) -> Callable[..., Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", default="nb201", help="search space (nb201, nb101, darts); default nb201")
+    parser.add_argument("--benchmark", default=None, metavar="PATH",
+                        help="the space's benchmark file (NB101 tfrecord / table / records: --order "
+                             "enumerate then scans the file's architectures; NB201 .pth / NATS folder); "
+                             "scores do not depend on it")
     parser.add_argument("--proxies", required=True,
                         help="comma-separated proxy names, e.g. synflow,jacob_cov, or 'all' (the paper's six)")
     parser.add_argument("--n", type=_n, default=None,
@@ -119,8 +123,13 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("--overwrite only applies with --export")
     scorer = _load_callable(args.scorer) if args.scorer else None
     order = args.order or ("sample" if args.n is not None else "enumerate")
+    space = args.space
+    if args.benchmark is not None:  # the configured space is pickled to the workers with its path
+        from zcfast.options import resolve_space
+
+        space = resolve_space(args.space, benchmark=args.benchmark)
     try:
-        res = scan(args.space, args.proxies, args.n, store=args.store, dataset=args.dataset,
+        res = scan(space, args.proxies, args.n, store=args.store, dataset=args.dataset,
                    batch_size=args.batch_size, data_seed=args.batch_seed, n_batches=args.batches, seed=args.seed,
                    order=order, sample_seed=args.sample_seed, device=args.device,
                    backend=args.backend, workers=args.workers, address=args.address,

@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "nn.Module (or a function of no arguments). The module is imported and its "
                              "code runs, as any plugin's; the current folder is importable")
     parser.add_argument("--proxies", default="paper", help=PROXIES_HELP + " (default paper)")
+    parser.add_argument("--benchmark", default=None, metavar="PATH",
+                        help="NB201 benchmark file for the printed accuracy (NAS-Bench-201-v1_*.pth or a "
+                             "NATS-tss folder; default the shipped table)")
     parser.add_argument("--dataset", default="cifar10",
                         help="cifar10, cifar100 or ImageNet16-120: classes, normalisation and images")
     parser.add_argument("--data", default=None, help="images: a shipped set or a user .npz / image folder")
@@ -156,6 +159,9 @@ def run(args: argparse.Namespace) -> int:
     if args.input_shape is not None and args.data is not None:
         raise ValueError("give --data (images) or --input-shape (a random batch), not both")
     num_classes = args.num_classes or options.num_classes(dataset)
+    if args.benchmark is not None and args.model:
+        raise ValueError("--benchmark applies to NB201 architectures, not to --model")
+    nb201_space = options.resolve_space("nb201", benchmark=args.benchmark) if args.benchmark is not None else None
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -198,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
         import zcfast.spaces
         from zcfast.proxies import score_arch
 
-        space = zcfast.spaces.get("nb201")
+        space = nb201_space or zcfast.spaces.get("nb201")
         archs = [space.arch_at(int(text)) if text.strip().isdigit() else space.decode(text)
                  for text in (args.archs or ["|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+"
                                              "|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"])]

@@ -26,8 +26,13 @@ HELP = "NAS search (random, evolution, reinforce, brp) with zero-cost warmup / m
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", default="nb201",
-                        help="search space: nb201, nb101 (with its records file), toy (synthetic, for "
-                             "demos); darts only with a --trainer (it has no shipped ground truth)")
+                        help="search space: nb201, nb101 (with --benchmark), toy (synthetic, for "
+                             "demos); darts with a --trainer or NAS-Bench-301 (--benchmark MODELS_DIR)")
+    parser.add_argument("--benchmark", default=None, metavar="PATH",
+                        help="the benchmark file of the training oracle: NB101 nasbench_only108.tfrecord "
+                             "/ nasbench_full.tfrecord / NASLib pickle / converted table (a file with "
+                             "fewer architectures than the space is searched inside); NB201 .pth or "
+                             "NATS-tss folder; DARTS: NAS-Bench-301's models folder")
     parser.add_argument("--dataset", default="cifar10",
                         help="benchmark dataset of the training oracle and of computed proxies")
     parser.add_argument("--metric", default=None,
@@ -98,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = options.resolve_dataset(args.dataset)
     trainer = _load_trainer(args.trainer) if args.trainer else None
     space = zsearch.resolve_search_space(args.space, ground_truth_for=None if trainer else "search",
-                                         dataset=dataset)
+                                         dataset=dataset, benchmark=args.benchmark)
     if args.move is not None and algo not in zsearch.MOVE_ALGORITHMS:
         raise ValueError(f"--move applies to {', '.join(zsearch.MOVE_ALGORITHMS)} only, not {algo}")
     options.resolve_device(args.device, option="--device")
@@ -156,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
     summary.update({"space": space.name, "dataset": dataset, "algo": algo,
                     "budget": args.budget, "warmup": args.warmup, "warmup_pool": args.warmup_pool,
                     "move": args.move, "options": options_, "n_batches": args.batches,
-                    "trainer": args.trainer or "benchmark lookup"})
+                    "trainer": args.trainer or "benchmark lookup", "benchmark": args.benchmark,
+                    "benchmark_archs": space.size() if hasattr(space, "choice_table") else None})
     if args.out:
         with open(os.path.join(args.out, "summary.json"), "w") as fh:
             json.dump(summary, fh, indent=1)

@@ -59,20 +59,31 @@ def resolve_algo(name: str) -> str:
 
 
 def resolve_search_space(space: Any, *, ground_truth_for: str | None = None,
-                         dataset: str | None = None) -> Any:
+                         dataset: str | None = None, benchmark: Any = None) -> Any:
     """:func:`zcfast.options.resolve_space`, plus ``"toy"`` (:class:`zcfast.search.toy.ToySpace`,
-    a synthetic space with its own accuracies, for demos and tests)."""
+    a synthetic space with its own accuracies, for demos and tests).
+
+    ``benchmark`` (``--benchmark PATH``) configures the space's benchmark file. With the
+    benchmark lookup (``ground_truth_for`` given), an NB101 benchmark that holds fewer
+    architectures than the space is searched inside it (:func:`zcfast.search.subset.restrict_to_benchmark`):
+    samples, mutations, moves and REINFORCE draws are all benchmark architectures."""
     from zcfast import options
 
     if isinstance(space, str) and space.strip().lower() == "toy":
         from .toy import ToySpace
         space = ToySpace()
     try:
-        return options.resolve_space(space, ground_truth_for=ground_truth_for, dataset=dataset)
+        sp = options.resolve_space(space, ground_truth_for=ground_truth_for, dataset=dataset,
+                                   benchmark=benchmark)
     except ValueError as exc:
         if isinstance(space, str) and str(exc).startswith("unknown search space"):
             raise ValueError(f"{exc} (or toy, a synthetic demo space)") from None
         raise
+    if ground_truth_for is not None:
+        from .subset import restrict_to_benchmark
+
+        sp = restrict_to_benchmark(sp)
+    return sp
 
 
 def search(space: Any, algo: str, budget: int, *, seed: int = 0,
@@ -81,7 +92,7 @@ def search(space: Any, algo: str, budget: int, *, seed: int = 0,
            move: Any = None, move_explore: float | None = None, store: Any = None,
            proxy_seed: int = 42, proxy_column: str | None = None,
            on_train: Callable[[TrainedRecord], None] | None = None, n_batches: int = 1,
-           **options: Any) -> SearchResult:
+           benchmark: Any = None, **options: Any) -> SearchResult:
     """Run one search.
 
     Args:
@@ -103,6 +114,9 @@ def search(space: Any, algo: str, budget: int, *, seed: int = 0,
             ``zcfast.data.paper_batches(dataset, 64, 42, n_batches)``, all read by multi-batch
             proxies (``zico``), the first by the others; one batch is the paper's. Keyed in the
             store as ``zcfast correlate --batches`` keys its runs, so the two share scores.
+        benchmark: the benchmark file of the oracle (``--benchmark``: NB101 tfrecord / table /
+            records, NB201 ``.pth`` / NATS folder); an NB101 file smaller than the space is
+            searched inside (:func:`resolve_search_space`).
         options: family-specific options (population, tournament, lr, hidden, ...).
     """
     from zcfast import options as zopts
@@ -113,7 +127,7 @@ def search(space: Any, algo: str, budget: int, *, seed: int = 0,
     dataset = zopts.resolve_dataset(dataset)
     # the benchmark lookup needs ground truth; a user oracle (trainer) does not
     space = resolve_search_space(space, ground_truth_for="search" if oracle is None else None,
-                                 dataset=dataset)
+                                 dataset=dataset, benchmark=benchmark)
     if move is not None and name not in MOVE_ALGORITHMS:
         raise ValueError(f"zero-cost move proposal applies to {list(MOVE_ALGORITHMS)}, not {name!r}")
     zopts.check_count(n_batches, "n_batches (--batches)")

@@ -104,6 +104,9 @@ def _valid_draw(space: Any, policy: FactorisedPolicy,
     vectors; such draws are discarded without a policy update, so the policy is effectively
     conditioned on validity.
     """
+    table = getattr(space, "choice_table", None)
+    if callable(table):  # a subset (e.g. an NB101 benchmark file smaller than the space)
+        return _subset_draw(table(), policy, rng)
     for _ in range(MAX_INVALID_DRAWS):
         choices = policy.sample(rng)
         try:
@@ -112,6 +115,19 @@ def _valid_draw(space: Any, policy: FactorisedPolicy,
             continue
     raise ValueError(f"{MAX_INVALID_DRAWS} consecutive policy draws were invalid architectures "
                      f"of {space.name}")
+
+
+def _subset_draw(table: tuple[list[list[int]], list[Any]], policy: FactorisedPolicy,
+                 rng: np.random.Generator) -> tuple[list[int], Any]:
+    """A draw among a subset's architectures with probability ∝ π(their ``to_choices`` vector):
+    the policy conditioned on the subset, exactly (rejection sampling would need ~size/len draws)."""
+    choices, archs = table
+    logp = np.log(np.maximum(policy.probs(), 1e-300))
+    c = np.asarray(choices, dtype=np.int64)                       # [A, D]
+    scores = logp[np.arange(c.shape[1])[None, :], c].sum(axis=1)  # [A] log π(c_a)
+    w = np.exp(scores - scores.max())
+    i = int(rng.choice(len(archs), p=w / w.sum()))
+    return list(choices[i]), archs[i]
 
 
 def reinforce(space: Any, oracle: Oracle, budget: int, *, seed: int = 0, lr: float = DEFAULT_LR,
