@@ -47,6 +47,8 @@ TORCH_LIBRARY(zcfast, m) {
   m.def("sign_pattern_count(Tensor x) -> Tensor");
   m.def("sign_sum(Tensor[] grads) -> Tensor");
   m.def("channel_spectra(Tensor[] feats, str kind) -> Tensor[]");
+  // #14: CRC-32C of byte segments of one CPU buffer (TFRecord framing); csrc/cpu/crc32c_cpu.cpp.
+  m.def("crc32c_segments(Tensor data, Tensor offsets, Tensor lengths) -> Tensor");
   m.def("cuda_version() -> int", &zcfast::cuda_version);
   // Test hook: the CUDA saliency kernel's launch packing, runnable without a GPU.
   m.def("_plan_list_launches(int[] numel, int chunk, int max_tensors, int max_blocks) -> Tensor",
@@ -68,6 +70,7 @@ TORCH_LIBRARY_IMPL(zcfast, Autograd, m) {
   m.impl("sign_pattern_count", torch::CppFunction::makeFallthrough());
   m.impl("sign_sum", torch::CppFunction::makeFallthrough());
   m.impl("channel_spectra", torch::CppFunction::makeFallthrough());
+  m.impl("crc32c_segments", torch::CppFunction::makeFallthrough());
 }
 
 // `from zcfast import _C` only needs a module object; importing the .so runs the registrations.

@@ -622,3 +622,65 @@ def _channel_spectra_fake(feats: list[Tensor], kind: str) -> list[Tensor]:
             raise ValueError(f"channel_spectra: feats[{i}] is on {f.device} but feats[0] is on "
                              f"{feats[0].device} (all tensors must be on one device)")
     return [f.new_empty((f.shape[0],), dtype=torch.float64) for f in feats]
+
+
+# ---- CRC-32C of byte segments (TFRecord framing, issue #14) ------------------------------------
+# Kernel: csrc/cpu/crc32c_cpu.cpp (CPU only: file bytes live in CPU memory); reference in
+# zcfast/reference.py.
+__all__ += ["crc32c_segments", "crc32c"]
+
+
+def _byte_tensor(op: str, data: object) -> Tensor:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        buf = memoryview(data).cast("B")
+        if buf.nbytes == 0:
+            return torch.empty(0, dtype=torch.uint8)
+        return torch.frombuffer(bytearray(buf) if buf.readonly else buf, dtype=torch.uint8)
+    if isinstance(data, Tensor):
+        return data
+    raise ValueError(f"{op}: data must be bytes or a uint8 Tensor, got {type(data).__name__}")
+
+
+def crc32c_segments(data: Tensor | bytes | bytearray | memoryview, offsets: Tensor, lengths: Tensor) -> Tensor:
+    """The CRC-32C (Castagnoli, reflected polynomial 0x82F63B78; ``crc32c(b"123456789")`` is
+    ``0xE3069283``) of each segment ``data[offsets[s] : offsets[s] + lengths[s]]``, in one call.
+
+    Args:
+        data: ``[N]`` uint8 CPU tensor (any stride), or a bytes-like object (wrapped without a copy
+            when writable; a ``bytes`` object is copied once).
+        offsets: ``[S]`` int64 CPU tensor, segment starts (0 <= offset).
+        lengths: ``[S]`` int64 CPU tensor, segment lengths (0 allowed: CRC 0).
+
+    Returns:
+        ``[S]`` int64, each in ``[0, 2**32)``.
+
+    Raises:
+        ValueError: a wrong dtype or rank, a tensor not on the CPU, offsets/lengths of different
+            sizes, a segment outside ``data`` (the message names the segment).
+    """
+    t = _byte_tensor("crc32c_segments", data)
+    offsets = _one_tensor("crc32c_segments", "offsets", offsets)
+    lengths = _one_tensor("crc32c_segments", "lengths", lengths)
+    return torch.ops.zcfast.crc32c_segments.default(t, offsets, lengths)
+
+
+def crc32c(data: Tensor | bytes | bytearray | memoryview) -> int:
+    """The CRC-32C of a whole buffer (bytes-like, or a 1-D uint8 CPU tensor), as an int."""
+    t = _byte_tensor("crc32c", data)
+    if t.dim() != 1:
+        raise ValueError(f"crc32c: data must be 1-D, got shape {list(t.shape)}")
+    n = torch.tensor([t.shape[0]], dtype=torch.int64)
+    return int(crc32c_segments(t, torch.zeros(1, dtype=torch.int64), n)[0])
+
+
+@torch.library.register_fake("zcfast::crc32c_segments")
+def _crc32c_segments_fake(data: Tensor, offsets: Tensor, lengths: Tensor) -> Tensor:
+    for name, t, dtype in (("data", data, torch.uint8), ("offsets", offsets, torch.int64),
+                           ("lengths", lengths, torch.int64)):
+        if t.dtype != dtype:
+            raise ValueError(f"crc32c_segments: {name} must be {dtype}, got {t.dtype}")
+        if t.dim() != 1:
+            raise ValueError(f"crc32c_segments: {name} must be 1-D, got shape {list(t.shape)}")
+    torch._check(offsets.shape[0] == lengths.shape[0],
+                 lambda: "crc32c_segments: offsets and lengths must have the same number of entries")
+    return offsets.new_empty(offsets.shape, dtype=torch.int64)

@@ -259,3 +259,30 @@ def channel_spectra(feats: Sequence[Tensor], kind: str = "corr") -> list[Tensor]
             m = cov
         out.append(torch.linalg.eigvalsh(m))
     return out
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for b in range(256):
+        c = b
+        for _ in range(8):
+            c = (c >> 1) ^ (0x82F63B78 if c & 1 else 0)
+        table.append(c)
+    return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    """Reference CRC-32C (Castagnoli, reflected 0x82F63B78), bytewise with one 256-entry table."""
+    c = 0xFFFFFFFF
+    for b in bytes(data):
+        c = (c >> 8) ^ _CRC32C_TABLE[(c ^ b) & 0xFF]
+    return c ^ 0xFFFFFFFF
+
+
+def crc32c_segments(data: bytes, offsets: Sequence[int], lengths: Sequence[int]) -> Tensor:
+    """Reference of :func:`zcfast.ops.crc32c_segments`: int64 ``[S]``, one CRC per segment."""
+    buf = bytes(data)
+    return torch.tensor([crc32c(buf[o:o + n]) for o, n in zip(offsets, lengths)], dtype=torch.int64)
