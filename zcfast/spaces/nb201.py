@@ -20,7 +20,12 @@ paper's own NB201 model (``VARIANTS``): every cell conv has a bias and cell Batc
 affine parameters and no running statistics (see :func:`add_official_cell_form`).
 
 Ground truth comes from the shipped table ``zcfast/assets/nb201/nb201_groundtruth_merged.csv.gz``
-(see the README there for provenance); ``table()`` exposes it as numpy arrays.
+(see the README there for provenance); ``table()`` exposes it as numpy arrays. With a benchmark
+file the user has (``NB201Space(data_path=...)``, ``set_data_path`` or ``$ZCFAST_NB201_PATH``:
+``NAS-Bench-201-v1_0-e61699.pth``, ``NAS-Bench-201-v1_1-096897.pth`` or the NATS-Bench folder
+``NATS-tss-v1_0-3ffb9-simple/``, converted once by :mod:`zcfast.formats.nb201`), every dataset,
+split, hp (12 / 200 epochs) and seed of the benchmark is a metric too, among them ``paper`` (the
+``cifar10-valid`` run's 200-epoch test accuracy, the column the zero-cost paper ranked against).
 """
 from __future__ import annotations
 
@@ -28,7 +33,9 @@ import csv
 import gzip
 import io
 import math
+import os
 import random
+import re
 import threading
 from importlib import resources
 from typing import Any, Iterator, Literal, Sequence, get_args
@@ -485,7 +492,9 @@ def _arch_index() -> dict[tuple[str, ...], int]:
 _DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet16_120": "imagenet16_120",
              "imagenet16-120": "imagenet16_120", "imagenet": "imagenet16_120"}
 
-#: metric name → column template (``{d}`` = dataset); see ``NB201Space.ground_truth``.
+#: metric name → column template; see ``NB201Space.ground_truth``. ``{d}`` is the dataset
+#: (cifar10 / cifar100 / imagenet16_120); ``{test}``, ``{valid}``, ``{train}``, ``{paper_test}``,
+#: ``{paper_valid}``, ``{paper_train}`` are the views of :data:`VIEWS` (benchmark-file metrics).
 METRICS: dict[str, str] = {
     "test": "{d}_test_nats",
     "test_robot": "{d}_test_robot",
@@ -493,20 +502,77 @@ METRICS: dict[str, str] = {
     "valid": "{d}_val_nbsuitezero",
     "hp12_valacc": "cifar10valid_hp12_valacc_robot",
     "hp12_cost": "cifar10valid_hp12_cost_robot",
+    # read from a benchmark file (NB201Space(data_path=...)), columns of zcfast.formats.nb201
+    "paper": "{paper_test}_acc_hp200",
+    "paper_valid": "{paper_valid}_acc_hp200",
+    "paper_train": "{paper_train}_acc_hp200",
+    "test_hp200": "{test}_acc_hp200",
+    "test_hp12": "{test}_acc_hp12",
+    "valid_hp200": "{valid}_acc_hp200",
+    "valid_hp12": "{valid}_acc_hp12",
+    "train_hp200": "{train}_acc_hp200",
+    "train_hp12": "{train}_acc_hp12",
 }
+#: the METRICS that need a benchmark file (they are not in the shipped table).
+FILE_METRICS: frozenset[str] = frozenset(
+    ["paper", "paper_valid", "paper_train"] + [f"{v}_hp{h}" for v in ("test", "valid", "train") for h in (200, 12)])
+#: dataset → view → column prefix of a benchmark file's table (``{dataset}_{split}``).
+#: ``test`` / ``valid`` / ``train``: the NATS-Bench API's own mapping of a dataset's test / valid /
+#: train set (CIFAR-10: ``cifar10`` ori-test and train, ``cifar10-valid`` x-valid; the others:
+#: x-test, x-valid, train of their own run). ``paper_*``: what the zero-cost paper's
+#: ``get_more_info('cifar10-valid' if cifar10 else dataset, hp='200')`` reads (CIFAR-10: the
+#: ``cifar10-valid`` run's ori-test / x-valid / train).
+VIEWS: dict[str, dict[str, str]] = {
+    "cifar10": {"test": "cifar10_oritest", "valid": "cifar10valid_valid", "train": "cifar10_train",
+                "paper_test": "cifar10valid_oritest", "paper_valid": "cifar10valid_valid",
+                "paper_train": "cifar10valid_train"},
+    **{d: {"test": f"{d}_test", "valid": f"{d}_valid", "train": f"{d}_train", "paper_test": f"{d}_test",
+           "paper_valid": f"{d}_valid", "paper_train": f"{d}_train"} for d in ("cifar100", "imagenet16_120")},
+}
+#: Environment variable naming the benchmark file of ``NB201Space()`` without ``data_path``.
+ENV_PATH = "ZCFAST_NB201_PATH"
+#: The benchmark files ``data_path`` takes, for messages.
+BENCHMARK_FILES = ("NAS-Bench-201-v1_0-e61699.pth, NAS-Bench-201-v1_1-096897.pth or the NATS-Bench "
+                   "folder NATS-tss-v1_0-3ffb9-simple/")
+_FILE_COLUMN = re.compile(r"_hp\d+(_seed\d+)?$")
+_NON_NUMERIC = ("index", "arch_str", "naslib_op_indices")
 
 
-def column_for(dataset: str, metric: str = "test") -> str:
-    """The table column that ``ground_truth(arch, dataset, metric)`` reads.
-
-    ``metric`` is one of ``METRICS`` or a raw numeric column name of ``table()``.
-    """
-    t = table()
-    if metric in t and metric not in ("index", "arch_str", "naslib_op_indices"):
-        return metric
+def _dataset(dataset: str) -> str:
     d = _DATASETS.get(str(dataset).lower())
     if d is None:
         raise ValueError(f"NB201 unknown dataset {dataset!r}; expected cifar10, cifar100 or imagenet16_120")
+    return d
+
+
+def _needs_file(metric: str) -> str:
+    return (f"NB201 metric {metric!r} needs a benchmark file ({BENCHMARK_FILES}): pass "
+            f"NB201Space(data_path=...), call set_data_path(...) or set ${ENV_PATH}; the shipped table's "
+            f"metrics are {sorted(m for m in METRICS if m not in FILE_METRICS)}")
+
+
+def file_column(dataset: str, metric: str) -> str:
+    """The column of a benchmark file's table (:mod:`zcfast.formats.nb201`) that one of
+    :data:`FILE_METRICS` reads: ``file_column("cifar10", "paper")`` → ``cifar10valid_oritest_acc_hp200``."""
+    if metric not in FILE_METRICS:
+        raise ValueError(f"NB201 metric {metric!r} is not a benchmark-file metric; expected one of "
+                         f"{sorted(FILE_METRICS)}")
+    d = _dataset(dataset)
+    return METRICS[metric].format(d=d, **VIEWS[d])
+
+
+def column_for(dataset: str, metric: str = "test") -> str:
+    """The shipped-table column that ``ground_truth(arch, dataset, metric)`` reads.
+
+    ``metric`` is one of ``METRICS`` or a raw numeric column name of ``table()``. The
+    :data:`FILE_METRICS` need a benchmark file: ``NB201Space(data_path=...).column_for``.
+    """
+    t = table()
+    if metric in t and metric not in _NON_NUMERIC:
+        return metric
+    if metric in FILE_METRICS or (isinstance(metric, str) and _FILE_COLUMN.search(metric)):
+        raise ValueError(_needs_file(metric))
+    d = _dataset(dataset)
     if metric not in METRICS:
         raise ValueError(f"NB201 unknown metric {metric!r}; expected one of {sorted(METRICS)} or a column name")
     if metric.startswith("hp12") and d != "cifar10":
@@ -517,6 +583,43 @@ def column_for(dataset: str, metric: str = "test") -> str:
     return col
 
 
+_BENCH_LOCK = threading.Lock()
+#: (realpath, mtime_ns, size) → converted benchmark table, shared by the spaces of one process
+_BENCH: dict[tuple[str, int, int], dict[str, np.ndarray]] = {}
+
+
+def load_benchmark(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The table of a benchmark file or folder (``zcfast.formats.nb201.load_table``: converted
+    once into the cache, then reused), checked against the shipped benchmark order and kept for
+    the process.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist. ValueError: not a NAS-Bench-201 benchmark
+        (unreadable, foreign pickle, wrong layout, or architectures not in benchmark order).
+    """
+    from ..formats import nb201 as fmt
+
+    p = os.path.realpath(os.path.expanduser(os.fspath(path)))
+    if not os.path.exists(p):
+        raise FileNotFoundError(f"NB201 benchmark file not found: {str(path)!r} (expected {BENCHMARK_FILES})")
+    st = os.stat(p)
+    key = (p, st.st_mtime_ns, st.st_size)
+    with _BENCH_LOCK:
+        hit = _BENCH.get(key)
+    if hit is not None:
+        return hit
+    bench = fmt.load_table(p)
+    shipped = table()["arch_str"]
+    wrong = np.flatnonzero(bench["arch_str"] != shipped)
+    if wrong.size:
+        i = int(wrong[0])
+        raise ValueError(f"{str(path)!r} is not NAS-Bench-201 in benchmark order: architecture {i} is "
+                         f"{bench['arch_str'][i]!r}, the benchmark's is {shipped[i]!r}")
+    with _BENCH_LOCK:
+        _BENCH[key] = bench
+    return bench
+
+
 # --------------------------------------------------------------------------------------------
 # The space
 # --------------------------------------------------------------------------------------------
@@ -524,12 +627,96 @@ class NB201Space(SearchSpace):
     """NAS-Bench-201. ``Arch`` = tuple of 6 op names in string-edge order (``EDGES``).
 
     Methods also accept the official string wherever an arch is expected.
+
+    Args:
+        data_path: a benchmark file or folder (``BENCHMARK_FILES``; default ``$ZCFAST_NB201_PATH``)
+            whose every column ``ground_truth`` can then read (the :data:`FILE_METRICS` and the
+            raw columns of :mod:`zcfast.formats.nb201`). Without one, the shipped table answers
+            alone, as always. Read (converted once, cached) on first use; a pickled space keeps
+            the path only.
     """
 
     name = "nb201"
     num_choices = [len(OPS)] * 6
     #: network variants ``build`` accepts (``variant=``); the first is the default.
     variants: tuple[str, ...] = VARIANTS
+
+    def __init__(self, data_path: str | os.PathLike[str] | None = None) -> None:
+        self._data_path = data_path
+        self._bench: dict[str, np.ndarray] | None = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (for worker processes): keeps the data path, drops the loaded table."""
+        return {"_data_path": self._data_path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state.get("_data_path"))
+
+    @property
+    def data_path(self) -> str | None:
+        """The benchmark file in use: ``data_path`` / ``set_data_path``, else ``$ZCFAST_NB201_PATH``,
+        else ``None`` (shipped table only)."""
+        p = self._data_path or os.environ.get(ENV_PATH) or None
+        return None if p is None else os.fspath(p)
+
+    def set_data_path(self, path: str | os.PathLike[str] | None) -> None:
+        """Use ``path`` as the benchmark file (read on next use); ``None``: the shipped table only."""
+        with self._lock:
+            self._data_path, self._bench = path, None
+
+    def benchmark_table(self) -> dict[str, np.ndarray] | None:
+        """The configured benchmark file's table (:func:`load_benchmark`), or ``None`` without one.
+
+        Raises:
+            FileNotFoundError / ValueError: the configured file is missing or not NAS-Bench-201.
+        """
+        path = self.data_path
+        if path is None:
+            return None
+        with self._lock:
+            if self._bench is None:
+                self._bench = load_benchmark(path)
+            return self._bench
+
+    def column_for(self, dataset: str, metric: str = "test") -> str:
+        """The column ``ground_truth(arch, dataset, metric)`` reads: the shipped table's for its
+        metrics and columns (:func:`column_for`), else the benchmark file's
+        (:data:`FILE_METRICS` via :func:`file_column`, or a raw column name of that table)."""
+        shipped = table()
+        if (metric in shipped and metric not in _NON_NUMERIC) or (metric in METRICS and metric not in FILE_METRICS):
+            return column_for(dataset, metric)
+        bench = self.benchmark_table()
+        if bench is None:
+            if metric in FILE_METRICS or (isinstance(metric, str) and _FILE_COLUMN.search(metric)):
+                raise ValueError(_needs_file(metric))
+            return column_for(dataset, metric)  # unknown metric: the shipped table's message
+        if metric in bench and metric not in _NON_NUMERIC:
+            return metric
+        if metric not in FILE_METRICS:
+            raise ValueError(f"NB201 unknown metric {metric!r}; expected one of {sorted(METRICS)}, a column of "
+                             f"the shipped table or of the benchmark file {self.data_path!r}")
+        col = file_column(dataset, metric)
+        if col not in bench:
+            raise ValueError(f"NB201 metric {metric!r} ({col}) is not in the benchmark file {self.data_path!r} "
+                             "(NAS-Bench-201 v1.0 has 12-epoch results for cifar10-valid only)")
+        return col
+
+    def has_metric(self, dataset: str, metric: str) -> bool:
+        """Whether ``ground_truth(arch, dataset, metric)`` has values here: the metric resolves to a
+        column (shipped, or of the configured benchmark file) holding at least one finite value.
+        ``False`` for a benchmark-file metric without a file.
+
+        Raises:
+            FileNotFoundError / ValueError: a configured benchmark file that is missing or damaged.
+        """
+        self.benchmark_table()  # a configured file that cannot be read is an error, not "no"
+        try:
+            col = self.column_for(dataset, metric)
+        except ValueError:
+            return False
+        arr = table()[col] if col in table() else self.benchmark_table()[col]  # type: ignore[index]
+        return bool(np.isfinite(arr).any())
 
     def size(self) -> int:
         return NUM_ARCHS
@@ -651,22 +838,47 @@ class NB201Space(SearchSpace):
         return net
 
     def ground_truth_problem(self, dataset: str | None = None) -> str | None:
-        """``None`` for the three NB201 datasets; the reason for any other ``dataset``."""
-        if dataset is None or str(dataset).lower() in _DATASETS:
-            return None
-        return (f"NB201 has no ground truth for dataset {dataset!r}; it has cifar10, cifar100 and "
-                "ImageNet16-120")
+        """``None`` for the three NB201 datasets; the reason for any other ``dataset``, or when the
+        configured benchmark file (``data_path`` / ``$ZCFAST_NB201_PATH``) does not exist (it is
+        not read here: a damaged file is refused, naming it, when it is first used)."""
+        if dataset is not None and str(dataset).lower() not in _DATASETS:
+            return (f"NB201 has no ground truth for dataset {dataset!r}; it has cifar10, cifar100 and "
+                    "ImageNet16-120")
+        path = self.data_path
+        if path is not None and not os.path.exists(os.path.expanduser(path)):
+            source = "data_path" if self._data_path else f"${ENV_PATH}"
+            return f"the NAS-Bench-201 benchmark file {path!r} (from {source}) does not exist"
+        return None
 
     def ground_truth(self, arch: Any, dataset: str = "cifar10", metric: str = "test") -> float:
-        """Benchmark accuracy (%) of ``arch`` from the shipped table.
+        """Benchmark accuracy (%) of ``arch`` (or the cost a metric names).
 
-        Metrics (column read, ``{d}`` = cifar10 / cifar100 / imagenet16_120):
+        Shipped metrics (column read, ``{d}`` = cifar10 / cifar100 / imagenet16_120):
           ``test`` (default): ``{d}_test_nats``, 200-epoch test accuracy, mean over seeds
           (for CIFAR-10 this is the run trained on train+valid, not the paper's cifar10-valid);
           ``test_robot``: ``{d}_test_robot``; ``test_fewshotnas``: cifar10 only;
           ``valid``: ``{d}_val_nbsuitezero`` (cifar10, imagenet16_120);
           ``hp12_valacc`` / ``hp12_cost``: cifar10-valid 12-epoch validation accuracy / cost;
-          or any numeric column name of ``table()``. Returns NaN where the source has no value.
+          or any numeric column name of ``table()``.
+        With a benchmark file (``data_path``; :data:`FILE_METRICS`, final epoch, mean over seeds):
+          ``paper``: the zero-cost paper's column, ``get_more_info('cifar10-valid' if cifar10 else
+          dataset, hp='200')['test-accuracy']`` (CIFAR-10: the cifar10-valid run's ori-test
+          accuracy; CIFAR-100 / ImageNet16-120: x-test); ``paper_valid`` / ``paper_train``: the
+          same call's valid / train accuracy;
+          ``test_hp200`` / ``test_hp12``, ``valid_hp200`` / ``valid_hp12``, ``train_hp200`` /
+          ``train_hp12``: the dataset's test / valid / train set at that many training epochs, by
+          the NATS-Bench API's mapping (CIFAR-10 test: the ``cifar10`` run's ori-test; CIFAR-10
+          valid: the ``cifar10-valid`` run's x-valid; others: their own run's x-test / x-valid);
+          or any column of the converted file (``zcfast.formats.nb201``: e.g.
+          ``cifar10valid_oritest_acc_hp200_seed777``, ``cifar100_flops_hp200``), whatever
+          ``dataset`` is. Returns NaN where the source has no value.
+
+        Raises:
+            ValueError: unknown dataset or metric; a benchmark-file metric without a file (the
+            message names the files that work).
         """
-        col = column_for(dataset, metric)
-        return float(table()[col][self.index(arch)])
+        col = self.column_for(dataset, metric)
+        t = table()
+        if col in t:
+            return float(t[col][self.index(arch)])
+        return float(self.benchmark_table()[col][self.index(arch)])  # type: ignore[index]
