@@ -1,8 +1,19 @@
 """Data for the proxies: shipped CIFAR samples, user datasets and the paper's batch.
 
 The paper (Abdelfattah et al., ICLR 2021) scores every NAS-Bench-201 network on one random
-minibatch of 64 training images (seed 42), normalised with the CIFAR mean/std, using the
-official loader's training augmentation (RandomCrop with padding, horizontal flip).
+minibatch of 64 training images (seed 42) with the training transform of its code
+(SamsungLabs/zero-cost-nas ``foresight/dataset.py``, ``get_cifar_dataloaders``), which
+:func:`make_batch` reproduces per dataset:
+
+- cifar10 and cifar100: mean (0.4914, 0.4822, 0.4465), std (0.2023, 0.1994, 0.2010) (RGB, of
+  x/255), RandomCrop(32, padding=4) and a horizontal flip;
+- ImageNet16-120: mean (122.68, 116.66, 104.01)/255, std (63.22, 61.26, 65.09)/255,
+  RandomCrop(16, padding=2) and a horizontal flip.
+
+(The benchmark's own training code, D-X-Y/AutoDL-Projects ``get_datasets``, has the same crops,
+flips and ImageNet16 values, but other CIFAR ones: CIFAR-10 (125.3, 123.0, 113.9)/255 and
+(63.0, 62.1, 66.7)/255, CIFAR-100 (129.3, 124.1, 112.4)/255 and (68.2, 65.4, 70.4)/255. zcfast
+keeps the paper's, which its stored run ids and published figures were computed with.)
 
 Shipped (``zcfast/assets/cifar``, see its README for provenance and licence):
 
@@ -10,16 +21,29 @@ Shipped (``zcfast/assets/cifar``, see its README for provenance and licence):
 - ``"cifar10-test"``: the first 20 CIFAR-10 test images;
 - ``"cifar100"``: the first 20 CIFAR-100 test images (fine labels). Only 20: a batch of 64 needs a
   user dataset;
-- ImageNet16-120: no images; pass a user dataset (16x16 images, labels 0..119).
+- ImageNet16-120: no images; pass the NAS-Bench-201 authors' ``ImageNet16/`` folder or a user
+  dataset (16x16 images, labels 0..119).
+
+User datasets (:func:`load_dataset`, ``--data PATH``), as their users have them:
+
+- torchvision's CIFAR-10 folder ``cifar-10-batches-py/`` and CIFAR-100 folder ``cifar-100-python/``
+  (fine labels), and the NAS-Bench-201 authors' ``ImageNet16/`` batches (restricted to the first
+  120 classes as their loader does), each given as the folder itself or a folder holding it
+  (NAS-Bench-201's ``$TORCH_HOME/cifar.python`` holds all three: the ``dataset`` chooses). Read by
+  :mod:`zcfast.formats.images` through the restricted unpickler (nothing in a file is run);
+  ``split="train"`` (default) or the format's test / valid split;
+- an ``.npz`` file holding ``x`` (or ``images``) uint8 ``[N, H, W, 3]`` and ``y`` (or ``labels``)
+  integer ``[N]`` (optionally ``num_classes``), read with ``allow_pickle=False``;
+- a folder with one sub-folder of images per class (sorted sub-folder names give labels 0, 1, ...).
+
+The data must fit the benchmark dataset it is scored for (:func:`paper_batch`'s ``dataset``): an
+official folder is that dataset (CIFAR-100 files for ``cifar10`` are refused, naming both), other
+data must have labels below its class count, and ImageNet16-120 data 16x16 images.
 
 Proxies that need several mini-batches (ZiCo) get :func:`paper_batches` (n disjoint batches of
 one seeded permutation; the first is :func:`paper_batch`), or split the one batch they are given
 with :func:`split_batch` (equal consecutive parts). :func:`batches_fingerprint` keys a list of
 batches in a store run, equal to :func:`batch_fingerprint` for one batch.
-
-A user dataset is an ``.npz`` file holding ``x`` (or ``images``) uint8 ``[N, H, W, 3]`` and
-``y`` (or ``labels``) integer ``[N]`` (optionally ``num_classes``), or a folder with one
-sub-folder of images per class (sorted sub-folder names give labels 0, 1, ...).
 """
 from __future__ import annotations
 
@@ -27,10 +51,13 @@ import hashlib
 import os
 import zipfile
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from zcfast.formats.images import ImageSet
 
 __all__ = [
     "PER_ARCH_SCHEME",
@@ -44,6 +71,8 @@ __all__ = [
     "SHIPPED",
     "canonical_dataset",
     "load_dataset",
+    "load_image_set",
+    "IMAGE_SIZE",
     "make_batch",
     "paper_batch",
     "paper_batches",
@@ -69,7 +98,8 @@ _ALIASES = {
     "in16": "ImageNet16-120",
 }
 
-#: Per-channel normalisation, RGB order, for images scaled to [0, 1] (official loader values).
+#: Per-channel normalisation, RGB order, for images scaled to [0, 1] (the paper's code,
+#: zero-cost-nas ``get_cifar_dataloaders``; see the module docstring for AutoDL-Projects').
 MEAN: dict[str, tuple[float, float, float]] = {
     "cifar10": (0.4914, 0.4822, 0.4465),
     "cifar100": (0.4914, 0.4822, 0.4465),
@@ -196,36 +226,83 @@ def _load_folder(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
     return x, y, len(classes)
 
 
-def load_dataset(name_or_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, int]:
-    """Load a shipped sample or a user dataset.
+#: The benchmark dataset each shipped set holds.
+_SHIPPED_KIND = {"cifar10": "cifar10", "cifar10-train": "cifar10", "cifar10-test": "cifar10",
+                 "cifar100": "cifar100", "cifar100-test": "cifar100"}
 
-    Args:
-        name_or_path: a shipped name (``cifar10``, ``cifar10-test``, ``cifar100``; see
-            :data:`SHIPPED`), a ``.npz`` file, or an image folder (one sub-folder per class).
 
-    Returns:
-        ``(images, labels, num_classes)``: images uint8 ``[N, H, W, 3]`` (RGB), labels int64
-        ``[N]``, and the number of classes (``num_classes`` stored in the file, the number of
-        class folders, or ``max(label) + 1``).
+def load_image_set(name_or_path: str | os.PathLike, *, split: str = "train",
+                   dataset: str | None = None) -> "ImageSet":
+    """:func:`load_dataset` with the identity of the data: an
+    :class:`zcfast.formats.images.ImageSet` ``(images uint8 [N, H, W, 3], labels int64 [N],
+    num_classes, kind)``, ``kind`` the benchmark dataset an official folder or a shipped set holds
+    (``cifar10``, ``cifar100``, ``ImageNet16-120``), None for an ``.npz`` or an image folder.
 
-    Raises:
-        FileNotFoundError: a path that does not exist.
-        ValueError: wrong array names, shape, dtype or labels (the message names the problem).
+    Args and errors: as :func:`load_dataset`.
     """
+    from zcfast.formats.images import ImageSet, find_image_folders, read_image_folder
+
+    if not isinstance(split, str):
+        raise ValueError(f"split must be a string, got {type(split).__name__}")
+    if dataset is not None:
+        dataset = canonical_dataset(dataset)
     if isinstance(name_or_path, str) and name_or_path.lower() in SHIPPED:
-        fname, nc = SHIPPED[name_or_path.lower()]
+        name = name_or_path.lower()
+        if split != "train":
+            raise ValueError(f"split={split!r}: the shipped set {name_or_path!r} is one set of images "
+                             f"(shipped sets: {', '.join(SHIPPED)}); splits apply to CIFAR / ImageNet16 folders")
+        fname, nc = SHIPPED[name]
         x, y, _ = _load_npz(ASSETS / fname)
-        return x, y, nc
+        return ImageSet(x, y, nc, _SHIPPED_KIND[name])
     path = Path(name_or_path).expanduser()
     if not path.exists():
         raise FileNotFoundError(
             f"dataset {str(name_or_path)!r} is neither a shipped set ({', '.join(SHIPPED)}) nor an existing path"
         )
+    if path.is_dir() and find_image_folders(path):
+        got = read_image_folder(path, split, dataset)
+        return ImageSet(*_check_arrays(got.images, got.labels, str(path)), got.num_classes, got.kind)
+    if split != "train":
+        raise ValueError(f"{path}: split={split!r} applies to CIFAR-10 / CIFAR-100 / ImageNet16 folders; "
+                         "an .npz or an image-class folder is one set of images (use split='train')")
     if path.is_dir():
-        return _load_folder(path)
+        return ImageSet(*_load_folder(path), None)
     if path.suffix.lower() != ".npz":
-        raise ValueError(f"{path}: a dataset file must be an .npz (uint8 NHWC 'x' and labels 'y')")
-    return _load_npz(path)
+        raise ValueError(f"{path}: a dataset file must be an .npz (uint8 NHWC 'x' and labels 'y'); "
+                         "datasets in pickled batches are folders (cifar-10-batches-py/, cifar-100-python/, "
+                         "ImageNet16/)")
+    return ImageSet(*_load_npz(path), None)
+
+
+def load_dataset(name_or_path: str | os.PathLike, *, split: str = "train",
+                 dataset: str | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Load a shipped sample or a user dataset.
+
+    Args:
+        name_or_path: a shipped name (``cifar10``, ``cifar10-test``, ``cifar100``; see
+            :data:`SHIPPED`); torchvision's CIFAR-10 / CIFAR-100 python folder or the NAS-Bench-201
+            authors' ImageNet16 folder (the folder or a folder holding it, see
+            :mod:`zcfast.formats.images`); an ``.npz`` file; or an image folder (one sub-folder
+            per class).
+        split: for the official folders, ``"train"`` (default) or ``"test"`` (CIFAR) /
+            ``"valid"`` (ImageNet16 ``val_data``, also named ``"test"``); other data has only
+            ``"train"``.
+        dataset: the benchmark dataset wanted, which chooses among several official folders under
+            one path (e.g. NAS-Bench-201's ``cifar.python/``).
+
+    Returns:
+        ``(images, labels, num_classes)``: images uint8 ``[N, H, W, 3]`` (RGB), labels int64
+        ``[N]``, and the number of classes (10 / 100 / 120 for the official folders, the first
+        120 ImageNet16 classes with labels 0..119; ``num_classes`` stored in an ``.npz``, the
+        number of class folders, or ``max(label) + 1``).
+
+    Raises:
+        FileNotFoundError: a path that does not exist, or a missing batch file (named).
+        ValueError: wrong array names, keys, shape, dtype or labels, a pickle that is not plain
+            data, or a split the data lacks (the message names the file and the problem).
+    """
+    x, y, nc, _ = load_image_set(name_or_path, split=split, dataset=dataset)
+    return x, y, nc
 
 
 def make_batch(
@@ -292,17 +369,27 @@ def _augment_normalise(images: np.ndarray, labels: np.ndarray, idx: torch.Tensor
 
 def _paper_images(ds: str, batch_size: int, data: str | os.PathLike | None,
                   n_batches: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """The images and labels the paper's batch(es) of dataset ``ds`` are drawn from, validated
-    (``n_batches`` disjoint batches of ``batch_size`` must fit)."""
+    """The training images and labels the paper's batch(es) of dataset ``ds`` are drawn from,
+    validated against ``ds`` (an official folder must be ``ds``, labels below its class count,
+    ImageNet16-120 images 16x16; ``n_batches`` disjoint batches of ``batch_size`` must fit)."""
     if data is None:
         data = _DEFAULT_DATA[ds]
         if data is None:
             raise ValueError(
-                f"no {ds} images are shipped with zcfast; pass a dataset of "
-                f"{IMAGE_SIZE[ds]}x{IMAGE_SIZE[ds]} images with labels 0..{NUM_CLASSES[ds] - 1} "
-                "(an .npz or an image folder, e.g. --data PATH)"
+                f"no {ds} images are shipped with zcfast; pass the NAS-Bench-201 authors' ImageNet16 folder "
+                f"(train_data_batch_1..10, val_data) or a dataset of {IMAGE_SIZE[ds]}x{IMAGE_SIZE[ds]} images "
+                f"with labels 0..{NUM_CLASSES[ds] - 1} (an .npz or an image folder), e.g. --data PATH"
             )
-    images, labels, _ = load_dataset(data)
+    images, labels, _, kind = load_image_set(data, dataset=ds)
+    if kind is not None and kind != ds:
+        h, w = images.shape[1:3]
+        raise ValueError(
+            f"{str(data)!r} holds {kind} ({NUM_CLASSES.get(kind, '?')} classes, {h}x{w} images, labels up to "
+            f"{int(labels.max())}), but the dataset is {ds} ({NUM_CLASSES[ds]} classes, "
+            f"{IMAGE_SIZE[ds]}x{IMAGE_SIZE[ds]} images): pass --dataset {kind}, or {ds} data")
+    if ds == "ImageNet16-120" and images.shape[1:3] != (16, 16):
+        raise ValueError(f"{str(data)!r} holds {images.shape[1]}x{images.shape[2]} images, but ImageNet16-120 "
+                         "images are 16x16 (pass the ImageNet16 folder or 16x16 images)")
     if batch_size > images.shape[0]:
         hint = (
             " (zcfast ships only 20 CIFAR-100 images: use batch_size <= 20 or pass a dataset)"
@@ -336,8 +423,9 @@ def paper_batch(
             normalisation, the default images and the label range (10 / 100 / 120 classes).
         batch_size: images in the batch (the paper: 64 for NB201).
         seed: generator seed for the draw and the augmentation (the paper: 42).
-        data: images to draw from: a shipped name or a user dataset path
-            (see :func:`load_dataset`); default the shipped set of ``dataset``.
+        data: images to draw from: a shipped name or a user dataset path (an official CIFAR /
+            ImageNet16 folder, whose training split is used, an ``.npz`` or an image folder; see
+            :func:`load_dataset`); default the shipped set of ``dataset``.
         augment: apply the official training augmentation (random crop with padding + flip).
 
     Returns:
@@ -345,7 +433,9 @@ def paper_batch(
 
     Raises:
         ValueError: no shipped data for the dataset (ImageNet16-120), too few images (shipped
-            CIFAR-100 has 20), or labels outside ``[0, num_classes)`` of the dataset.
+            CIFAR-100 has 20), an official folder or shipped set of another dataset (CIFAR-100
+            files for ``cifar10``), ImageNet16-120 images that are not 16x16, or labels outside
+            ``[0, num_classes)`` of the dataset.
     """
     ds = canonical_dataset(dataset)
     images, labels = _paper_images(ds, batch_size, data)
