@@ -21,8 +21,6 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from .. import ops
-
 __all__ = ["TFRecordError", "MASK_DELTA", "HEADER_BYTES", "FOOTER_BYTES", "masked_crc",
            "iter_records", "write_records"]
 
@@ -50,6 +48,8 @@ def masked_crc(crc: np.ndarray | int) -> np.ndarray | int:
 
 def _segment_crcs(buf: bytearray, offsets: list[int], lengths: list[int]) -> np.ndarray:
     """Masked CRC-32C of each segment of ``buf`` (one kernel call)."""
+    from .. import ops  # the compiled extension, loaded when a CRC is first needed
+
     data = torch.frombuffer(buf, dtype=torch.uint8) if len(buf) else torch.empty(0, dtype=torch.uint8)
     crc = ops.crc32c_segments(data, torch.tensor(offsets, dtype=torch.int64),
                               torch.tensor(lengths, dtype=torch.int64)).numpy()

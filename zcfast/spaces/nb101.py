@@ -14,10 +14,17 @@ pooling and a dense layer. Inside a cell, vertices feeding the output split the 
 channels (concatenated), the input is projected by Conv1x1-BN-ReLU wherever it feeds a vertex
 or the output, and other vertices take the largest channel count of their successors.
 
-Ground truth is read from a user-supplied records file (``NB101Space(data_path=...)``, or the
-``ZCFAST_NB101_PATH`` environment variable): JSON (or pickle) holding a list of records, or a
-dict hash → record, each with ``hash`` and ``results["108"]`` = list of runs with
-``final_test_accuracy`` etc. (the format of NASLib's nb101 records, see tests/assets).
+Ground truth is read from a user-supplied file (``NB101Space(data_path=...)``, ``set_data_path``
+or the ``ZCFAST_NB101_PATH`` environment variable), any of (:func:`zcfast.formats.nb101.load`):
+
+- the benchmark's own ``nasbench_only108.tfrecord`` or ``nasbench_full.tfrecord`` (epochs 4, 12,
+  36, 108; 3 runs each), converted once into a memory-mapped table in the cache
+  (``zcfast.formats.cache``) on first use, then reused;
+- such a converted table folder;
+- JSON (or pickle) holding a list of records, or a dict hash → record, each with ``hash`` and
+  ``results["108"]`` = list of runs with ``final_test_accuracy`` etc. (the format of NASLib's nb101
+  records, see tests/assets).
+
 A ``.pkl``/``.pickle`` file is read with :func:`zcfast.safe_pickle.load`, which admits only plain
 containers and numpy arrays: a pickle that would run code is refused, never executed.
 """
@@ -30,13 +37,13 @@ import os
 import random
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .. import safe_pickle
+from ..formats import nb101 as _formats_nb101
 from .base import SearchSpace, check_num_classes, check_rng
 
 INPUT, OUTPUT = "input", "output"
@@ -319,49 +326,33 @@ _METRIC_FIELDS = {
     "test": "final_test_accuracy", "valid": "final_validation_accuracy", "train": "final_train_accuracy",
     "halfway_test": "halfway_test_accuracy", "halfway_valid": "halfway_validation_accuracy",
     "halfway_train": "halfway_train_accuracy", "training_time": "final_training_time",
+    "halfway_training_time": "halfway_training_time",
 }
 
 
 PICKLE_SUFFIXES = (".pkl", ".pickle")
 
 
-def load_records(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """Read an NB101 records file (JSON or pickle; list of records or dict hash → record).
+def load_records(path: str | os.PathLike[str]) -> Mapping[str, dict[str, Any]]:
+    """Open an NB101 ground-truth source as a Mapping hash → record (NASLib's record format), via
+    :func:`zcfast.formats.nb101.load`: the official ``nasbench_only108.tfrecord`` /
+    ``nasbench_full.tfrecord`` (converted once into the cache, then memory-mapped), a converted
+    table folder, a JSON records file (list of records or dict hash → record) or NASLib's pickle.
 
     A pickle (``.pkl`` / ``.pickle``) is read with the restricted unpickler
     (:func:`zcfast.safe_pickle.load`): plain containers and numpy arrays only, never code.
 
     Raises:
         FileNotFoundError naming the path; ValueError naming the file if the content is not
-        records (not JSON, a refused or unreadable pickle, records without a string ``hash``).
+        records (not JSON, a refused or unreadable pickle, records without a string ``hash``, a
+        damaged tfrecord).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"NAS-Bench-101 ground-truth file not found: {str(p)!r}")
-    if p.suffix.lower() in PICKLE_SUFFIXES:
-        try:
-            data = safe_pickle.load(p)
-        except safe_pickle.UnsafePickleError as exc:
-            raise safe_pickle.UnsafePickleError(f"NAS-Bench-101 file: {exc}") from None
-        except ValueError as exc:
-            raise ValueError(f"NAS-Bench-101 file: {exc}") from None
-    else:
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"NAS-Bench-101 file {str(p)!r} is not valid JSON: {exc}") from None
-    if isinstance(data, dict):
-        data = [dict(v, hash=v.get("hash", k)) if isinstance(v, dict) else v for k, v in data.items()]
-    if not isinstance(data, list) or not all(isinstance(r, dict) and isinstance(r.get("hash"), str)
-                                             for r in data):
-        raise ValueError(f"NAS-Bench-101 file {str(p)!r} must hold records (a list, or a dict hash → "
-                         "record), each with a string 'hash' field")
-    return {r["hash"]: r for r in data}
+    return _formats_nb101.load(path)
 
 
 _NOT_CONFIGURED = ("no NAS-Bench-101 ground-truth file configured: pass NB101Space(data_path=...), "
-                   f"call set_data_path(...) or set ${ENV_PATH} to the benchmark's records file "
-                   "(JSON or pickle)")
+                   f"call set_data_path(...) or set ${ENV_PATH} to the benchmark's file "
+                   "(nasbench_only108.tfrecord / nasbench_full.tfrecord, a converted table, JSON or pickle)")
 
 
 class NB101Space(SearchSpace):
@@ -377,7 +368,7 @@ class NB101Space(SearchSpace):
 
     def __init__(self, data_path: str | os.PathLike[str] | None = None) -> None:
         self._data_path = data_path
-        self._records: dict[str, dict[str, Any]] | None = None
+        self._records: Mapping[str, dict[str, Any]] | None = None
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -395,8 +386,10 @@ class NB101Space(SearchSpace):
     def _records_path(self) -> str | os.PathLike[str] | None:
         return self._data_path or os.environ.get(ENV_PATH) or None
 
-    def records(self) -> dict[str, dict[str, Any]]:
-        """hash → record of the configured file, loaded once."""
+    def records(self) -> Mapping[str, dict[str, Any]]:
+        """hash → record of the configured file, loaded once (a dict for JSON / pickle; for a tfrecord
+        or a converted table a memory-mapped :class:`zcfast.formats.nb101.NB101Table` whose records
+        are built per lookup)."""
         with self._lock:
             if self._records is None:
                 path = self._records_path()
@@ -417,9 +410,17 @@ class NB101Space(SearchSpace):
         path = self._records_path()
         if not path:
             return _NOT_CONFIGURED
-        if not Path(path).is_file():
-            source = "data_path" if self._data_path else f"${ENV_PATH}"
+        p = Path(path)
+        source = "data_path" if self._data_path else f"${ENV_PATH}"
+        if p.is_dir():
+            if not (p / "meta.json").is_file():
+                return (f"the NAS-Bench-101 path {str(p)!r} (from {source}) is a folder but not a converted "
+                        "table (no meta.json)")
+            return None
+        if not p.is_file():
             return f"the NAS-Bench-101 records file {str(path)!r} (from {source}) does not exist"
+        if not os.access(p, os.R_OK):
+            return f"the NAS-Bench-101 records file {str(path)!r} (from {source}) cannot be read (permissions)"
         return None
 
     def size(self) -> int:
@@ -440,7 +441,8 @@ class NB101Space(SearchSpace):
                 return arch
 
     def enumerate(self) -> Iterator[NB101Arch]:
-        """Architectures of the configured records file, in file order.
+        """Architectures of the configured records file, in file order (hash order for a tfrecord
+        or a converted table, whose records are built one at a time: never all in memory).
 
         Raises:
             ValueError naming the file and the record's hash when a record has no valid
@@ -594,12 +596,14 @@ class NB101Space(SearchSpace):
 
     def ground_truth(self, arch: Any, dataset: str = "cifar10", metric: str = "test",
                      epochs: int = 108) -> float:
-        """Mean over the records' training runs of ``metric`` at ``epochs``, in percent
-        (``training_time`` in seconds). Metrics: test, valid, train, halfway_test,
-        halfway_valid, halfway_train, training_time. Only ``cifar10`` exists in NB101.
+        """Mean over the records' training runs of ``metric`` at ``epochs`` (4, 12, 36 or 108; the
+        first three only in ``nasbench_full.tfrecord``), in percent (training times in seconds).
+        Metrics: test, valid, train, halfway_test, halfway_valid, halfway_train, training_time,
+        halfway_training_time. Only ``cifar10`` exists in NB101.
 
         Raises:
-            FileNotFoundError naming the missing file; KeyError if ``arch`` is not in it.
+            FileNotFoundError naming the missing file; KeyError if ``arch`` is not in it;
+            ValueError naming the epochs present when the file has none at ``epochs``.
         """
         if str(dataset).lower() != "cifar10":
             raise ValueError(f"NB101 has only the cifar10 dataset, got {dataset!r}")
@@ -612,7 +616,12 @@ class NB101Space(SearchSpace):
         results = rec.get("results")
         runs = results.get(str(epochs)) if isinstance(results, dict) else None
         if not runs:
-            raise KeyError(f"NB101 record {h} has no results for {epochs} epochs")
+            present = sorted(int(k) for k in results if str(k).isdigit() and results[k]) if isinstance(results, dict) else []
+            table_epochs = getattr(self.records(), "epochs", None)
+            where = f"file {str(self._records_path())!r}"
+            raise ValueError(f"NAS-Bench-101 {where} has no results at {epochs} epochs for record {h}; epochs "
+                             f"present: {table_epochs if table_epochs is not None else present} (the full "
+                             "benchmark, nasbench_full.tfrecord, has 4, 12, 36 and 108)")
         field = _METRIC_FIELDS[metric]
         try:
             values = [float(r[field]) for r in runs]
@@ -620,4 +629,4 @@ class NB101Space(SearchSpace):
             raise ValueError(f"NAS-Bench-101 file {str(self._records_path())!r}: record {h} has a run "
                              f"without a numeric {field!r} at {epochs} epochs") from None
         value = float(np.mean(values))
-        return value if metric == "training_time" else 100.0 * value
+        return value if metric.endswith("training_time") else 100.0 * value
