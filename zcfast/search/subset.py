@@ -78,7 +78,22 @@ class SubsetSpace(SearchSpace):
         return iter(self._archs)
 
     def neighbours(self, arch: Any) -> list[Any]:
-        return [n for n in self.base.neighbours(arch) if self._id(n) in self._strs]
+        """The base space's one-edit neighbours that are in the subset. With ``by="key"`` (a
+        benchmark smaller than its space), when none is, the subset's architectures nearest to
+        ``arch`` in the padded choice encoding (fewest differing ``to_choices`` entries, other
+        keys only), so mutation and the move proposal stay inside the benchmark."""
+        near = [n for n in self.base.neighbours(arch) if self._id(n) in self._strs]
+        if near or self.by != "key" or len(self._archs) < 2:
+            return near
+        choices, archs = self.choice_table()
+        table = np.asarray(choices, dtype=np.int64)
+        dist = (table != np.asarray(self.base.to_choices(arch), dtype=np.int64)[None, :]).sum(axis=1)
+        own = self.base.key(arch)
+        others = [i for i in range(len(archs)) if self.base.key(archs[i]) != own]
+        if not others:
+            return []
+        best = min(int(dist[i]) for i in others)
+        return [archs[i] for i in others if int(dist[i]) == best]
 
     def encode(self, arch: Any) -> str:
         return self.base.encode(arch)
