@@ -124,6 +124,25 @@ def test_containers_are_the_official_ones(files) -> None:
         assert list(pickle.load(fh)) == ["12", "200"]
 
 
+def test_nats_single_file_and_unpadded_names(files, tmp_path, capsys) -> None:
+    """NATS-Bench's single-file form (``NATS-tss-v1_0-3ffb9.pickle.pbz2``: the .pth's dict with hp
+    keys) and per-architecture files named without zero padding (``11.pickle.pbz2``)."""
+    arch2infos = {}
+    for i in IDX:
+        with bz2.open(files["nats"] / f"{i:06d}.pickle.pbz2") as fh:
+            arch2infos[i] = pickle.load(fh)  # our own file
+    single = tmp_path / "NATS-tss-v1_0-3ffb9.pickle.pbz2"
+    with bz2.open(single, "wb") as fh:
+        pickle.dump({"meta_archs": list(T["arch_str"]), "arch2infos": arch2infos,
+                     "evaluated_indexes": set(IDX)}, fh, protocol=4)
+    res = fmt.import_file(single, cache=tmp_path / "cache", progress=True)
+    assert res.details["format"] == "nats-file" and "import nb201" in capsys.readouterr().err
+    _check_values(fmt.load_table(single, cache=tmp_path / "cache"))
+    folder = fmt.write_nats_simple(tmp_path / "unpadded-simple", ENTRIES)
+    (folder / "000011.pickle.pbz2").rename(folder / "11.pickle.pbz2")
+    _check_values(fmt.read_benchmark(folder)[0])
+
+
 def test_v1_0_less_is_cifar10_valid_only(tmp_path) -> None:
     bad = {"index": 3, "runs": [{"dataset": "cifar100", "hp": 12, "seed": 111, "acc": {"train": 1.0}}]}
     with pytest.raises(ValueError, match="cifar10-valid"):
