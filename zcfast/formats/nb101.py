@@ -70,7 +70,7 @@ TABLE_VERSION = 1
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords")
 PICKLE_SUFFIXES = (".pkl", ".pickle")
 _OP_CODE = {op: i for i, op in enumerate(OP_NAMES)}
-_BLOCK = 1 << 16
+_BLOCK = 1 << 13  # rows per allocation of the growing arrays
 _ARRAYS = ("hashes", "adjacency", "num_vertices", "ops", "trainable_parameters", "metrics", "runs")
 
 
@@ -334,7 +334,8 @@ def _table_ok(folder: Path) -> bool:
 
 
 def import_file(path: str | os.PathLike[str], *, cache: str | os.PathLike[str] | None = None,
-                progress: bool = True, force: bool = False, check_crc: bool = True) -> _cache.ImportResult:
+                progress: bool = True, force: bool = False, check_crc: bool = True,
+                chunk_size: int = 4 << 20) -> _cache.ImportResult:
     """Convert an official NB101 tfrecord once into a table under ``cache`` (default
     :func:`zcfast.formats.cache.cache_dir`); reuse it when it exists (``cached=True``).
 
@@ -346,6 +347,7 @@ def import_file(path: str | os.PathLike[str], *, cache: str | os.PathLike[str] |
         progress: a tqdm progress bar on stderr (when tqdm is importable).
         force: convert again even when the table exists.
         check_crc: check the TFRecord CRCs (default; ``False`` is slightly faster).
+        chunk_size: bytes of the file read at a time (:func:`zcfast.formats.tfrecord.iter_records`).
 
     Raises:
         FileNotFoundError naming the path; TFRecordError / ValueError naming the file and the record
@@ -372,7 +374,7 @@ def import_file(path: str | os.PathLike[str], *, cache: str | os.PathLike[str] |
     rows = 0
     bar = _progress_bar(progress, src.stat().st_size, f"nb101 {src.name}")
     try:
-        for rows, data in enumerate(iter_records(src, check_crc=check_crc,
+        for rows, data in enumerate(iter_records(src, check_crc=check_crc, chunk_size=chunk_size,
                                                  progress=bar.update if bar is not None else None), start=1):
             try:
                 h, epochs, adj, op_list, mm = parse_row(data)

@@ -28,7 +28,7 @@ __all__ = ["TFRecordError", "MASK_DELTA", "HEADER_BYTES", "FOOTER_BYTES", "maske
 MASK_DELTA = 0xA282EAD8
 #: Bytes before a record's data (length + its masked CRC) and after it (the data's masked CRC).
 HEADER_BYTES, FOOTER_BYTES = 12, 4
-_DEFAULT_CHUNK = 8 << 20
+_DEFAULT_CHUNK = 4 << 20
 _U32 = 0xFFFFFFFF
 
 
@@ -46,7 +46,7 @@ def masked_crc(crc: np.ndarray | int) -> np.ndarray | int:
     return ((((c >> 15) | (c << 17)) & _U32) + MASK_DELTA) & _U32
 
 
-def _segment_crcs(buf: bytearray, offsets: list[int], lengths: list[int]) -> np.ndarray:
+def _segment_crcs(buf: bytearray | memoryview, offsets: list[int], lengths: list[int]) -> np.ndarray:
     """Masked CRC-32C of each segment of ``buf`` (one kernel call)."""
     from .. import ops  # the compiled extension, loaded when a CRC is first needed
 
@@ -57,7 +57,7 @@ def _segment_crcs(buf: bytearray, offsets: list[int], lengths: list[int]) -> np.
     return masked_crc(crc)
 
 
-def _check_chunk(path: str, buf: bytearray, base: int, first: int, starts: list[int], sizes: list[int],
+def _check_chunk(path: str, buf: bytearray | memoryview, base: int, first: int, starts: list[int], sizes: list[int],
                  stored_len: list[int], stored_data: list[int]) -> None:
     """Check both CRCs of the records starting at ``starts`` (offsets in ``buf``, whose first byte is
     at file offset ``base``; record numbers from ``first``); raise for the earliest bad one."""
@@ -81,7 +81,7 @@ def _check_chunk(path: str, buf: bytearray, base: int, first: int, starts: list[
                         f"{hint}")
 
 
-def _length_crc_ok(buf: bytearray, i: int) -> bool:
+def _length_crc_ok(buf: bytearray | memoryview, i: int) -> bool:
     stored = struct.unpack_from("<I", buf, i + 8)[0]
     return int(_segment_crcs(buf, [i], [8])[0]) == stored
 
@@ -111,10 +111,14 @@ def iter_records(path: str | os.PathLike[str], *, check_crc: bool = True,
     name = str(p)
     with open(p, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
-        buf = bytearray(fh.read(chunk_size))
+        # one buffer of chunk_size bytes, reused: the unread tail moves to its front and the next
+        # bytes are read in after it (a record larger than the buffer grows it)
+        store = bytearray(chunk_size)
+        valid = fh.readinto(store)
+        buf = memoryview(store)[:valid]
         base = 0          # file offset of buf[0]
         number = 0        # record number of the next record
-        while buf:
+        while len(buf):
             i = 0
             starts: list[int] = []
             sizes: list[int] = []
@@ -162,15 +166,21 @@ def iter_records(path: str | os.PathLike[str], *, check_crc: bool = True,
             number += len(starts)
             if progress is not None and i:
                 progress(i)
-            more = fh.read(max(chunk_size, need - (len(buf) - i)))
-            if not more and i == 0:
+            rest = len(buf) - i
+            buf.release()
+            if i == 0 and need > len(store):
+                grown = bytearray(need + chunk_size)
+                grown[:rest] = store[:rest]
+                store = grown
+            elif i:
+                store[:rest] = store[i:i + rest]
+            got = fh.readinto(memoryview(store)[rest:]) or 0
+            if not got and i == 0:
                 # nothing consumed and nothing more to read: the tail cannot be a record
                 raise TFRecordError(f"TFRecord file {name!r}: record {number} at byte offset {base}: "
-                                    f"{len(buf)} trailing bytes that are not a whole record: truncated file")
-            rem = buf[i:]
+                                    f"{rest} trailing bytes that are not a whole record: truncated file")
             base += i
-            buf = rem + more if more else rem
-            del rem, more
+            buf = memoryview(store)[:rest + got]
 
 
 def write_records(path: str | os.PathLike[str], records: Iterable[bytes]) -> int:
