@@ -25,6 +25,7 @@ import pytest
 
 from zcfast import safe_pickle
 from zcfast.data import load_dataset
+from zcfast.formats.images import write_cifar10_folder, write_cifar100_folder, write_imagenet16_folder
 from zcfast.spaces.nb101 import NB101Space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,6 +141,37 @@ def _arch():
     return NB101Space().spec(RECORDS[0]["module_adjacency"], RECORDS[0]["module_operations"])
 
 
+_RNG = np.random.default_rng(14)
+_X32 = _RNG.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+_X16 = _RNG.integers(0, 256, (30, 16, 16, 3), dtype=np.uint8)
+_FORMATS = {  # official folder name, writer of a small valid folder
+    "cifar10": ("cifar-10-batches-py", lambda f: write_cifar10_folder(f, _X32, np.arange(12) % 10)),
+    "cifar100": ("cifar-100-python", lambda f: write_cifar100_folder(f, _X32, np.arange(12) * 7 % 100)),
+    "in16": ("ImageNet16", lambda f: write_imagenet16_folder(f, _X16, np.arange(30) * 9 % 200 + 1)),
+}
+
+
+def _official(fmt: str, victim: str | None = None, content: Callable[[Path], bytes] | bytes | None = None,
+              drop: bool = False) -> Callable[[Path], Path]:
+    """A valid folder of format ``fmt`` under ``d/root/``, with file ``victim`` replaced by
+    ``content`` (bytes, or made from ``d``) or deleted (``drop``); returns the parent ``root``."""
+    def make(d: Path) -> Path:
+        name, write = _FORMATS[fmt]
+        folder = write(d / "root" / name)
+        if victim is not None:
+            if drop:
+                (folder / victim).unlink()
+            else:
+                (folder / victim).write_bytes(content(d) if callable(content) else content)
+        return d / "root"
+    return make
+
+
+def _batch(**entry: Any) -> bytes:
+    """A protocol-2 pickle of a dict (plain data, as a batch file)."""
+    return _pk(entry, 2)
+
+
 # ------------------------------------------------------------------------------ loaders
 def load_pickle(p: Path) -> Any:
     return safe_pickle.load(p)
@@ -238,6 +270,56 @@ CASES: list[Any] = [
     ("folder-mixed-sizes", _folder({"cat": {"a.png": (8, 8)}, "dog": {"b.png": (16, 8)}}),
      dataset, ValueError, ("b.png", "one size")),
     ("dataset-missing-path", lambda d: d / "nowhere.npz", dataset, FileNotFoundError, ("nowhere.npz",)),
+    # ---- official dataset folders: torchvision CIFAR-10 / CIFAR-100, the NB201 authors' ImageNet16
+    ("cifar10-os-system", _official("cifar10", "data_batch_3", lambda d: _pk(_Reduce(os.system, f"touch {_marker(d)}"), 2)),
+     dataset, UNSAFE, ("refusing to unpickle", "system", "data_batch_3", "plain containers")),
+    ("cifar100-os-system-inside", _official("cifar100", "train", lambda d: _batch(
+        data=_Reduce(os.system, f"touch {_marker(d)}"), fine_labels=[0])),
+     dataset, UNSAFE, ("refusing to unpickle", "system", "cifar-100-python/train")),
+    ("in16-os-system", _official("in16", "train_data_batch_2", lambda d: _pk(_Reduce(os.system, f"touch {_marker(d)}"), 2)),
+     dataset, UNSAFE, ("refusing to unpickle", "system", "train_data_batch_2")),
+    ("in16-user-class", _official("in16", "train_data_batch_7", _pk(_Plain(), 2)),
+     dataset, UNSAFE, ("_Plain", "train_data_batch_7")),
+    ("cifar10-meta-eval", _official("cifar10", "batches.meta", lambda d: _pk(_Reduce(builtins.eval, f"open({_marker(d)!r}, 'w')"), 2)),
+     dataset, UNSAFE, ("builtins.eval", "batches.meta")),
+    ("cifar10-truncated", _official("cifar10", "data_batch_5", _batch(data=np.zeros((2, 3072), np.uint8), labels=[0, 1])[:-9]),
+     dataset, ValueError, ("data_batch_5", "not a readable pickle")),
+    ("cifar100-truncated", _official("cifar100", "train", _batch(data=np.zeros((2, 3072), np.uint8), fine_labels=[0, 1])[:40]),
+     dataset, ValueError, ("cifar-100-python/train", "not a readable pickle")),
+    ("in16-not-a-pickle", _official("in16", "train_data_batch_1", b"PK\x03\x04 a zip, not a pickle"),
+     dataset, ValueError, ("train_data_batch_1", "not a readable pickle")),
+    ("cifar10-missing-batch", _official("cifar10", "data_batch_2", drop=True),
+     dataset, FileNotFoundError, ("data_batch_2", "missing", "data_batch_1 .. data_batch_5")),
+    ("in16-missing-batch", _official("in16", "train_data_batch_4", drop=True),
+     dataset, FileNotFoundError, ("train_data_batch_4", "missing", "the official one has 10")),
+    ("cifar100-missing-train", _official("cifar100", "train", drop=True),
+     dataset, FileNotFoundError, ("cifar-100-python/train", "not found")),
+    ("cifar10-wrong-shape", _official("cifar10", "data_batch_1", _batch(data=np.zeros((2, 1024), np.uint8), labels=[0, 1])),
+     dataset, ValueError, ("data_batch_1", "uint8 [N, 3072]", "[2, 1024]")),
+    ("cifar10-float-data", _official("cifar10", "data_batch_1", _batch(data=np.zeros((2, 3072)), labels=[0, 1])),
+     dataset, ValueError, ("data_batch_1", "uint8 [N, 3072]", "float64")),
+    ("in16-imagenet32-rows", _official("in16", "train_data_batch_3", _batch(data=np.zeros((2, 3072), np.uint8), labels=[1, 2])),
+     dataset, ValueError, ("train_data_batch_3", "uint8 [N, 768]", "16x16")),
+    ("cifar10-wrong-keys", _official("cifar10", "data_batch_4", _batch(images=np.zeros((2, 3072), np.uint8), labels=[0, 1])),
+     dataset, ValueError, ("data_batch_4", "missing key(s) 'data'", "'images'")),
+    ("cifar100-coarse-only", _official("cifar100", "train", _batch(data=np.zeros((2, 3072), np.uint8), labels=[0, 1])),
+     dataset, ValueError, ("cifar-100-python/train", "missing key(s) 'fine_labels'")),
+    ("in16-not-a-dict", _official("in16", "val_data", _pk([1, 2, 3], 2)),
+     lambda p: load_dataset(p, split="valid"), ValueError, ("val_data", "not a valid ImageNet16 batch file", "list")),
+    ("cifar10-label-count", _official("cifar10", "data_batch_1", _batch(data=np.zeros((3, 3072), np.uint8), labels=[0, 1])),
+     dataset, ValueError, ("data_batch_1", "'labels' holds 2 values for 3 images")),
+    ("cifar10-label-range", _official("cifar10", "data_batch_1", _batch(data=np.zeros((2, 3072), np.uint8), labels=[0, 10])),
+     dataset, ValueError, ("data_batch_1", "holds 10, outside 0..9")),
+    ("cifar100-label-text", _official("cifar100", "train", _batch(data=np.zeros((2, 3072), np.uint8), fine_labels=["a", "b"])),
+     dataset, ValueError, ("cifar-100-python/train", "'fine_labels' must be integers")),
+    ("in16-zero-based-labels", _official("in16", "train_data_batch_1", _batch(data=np.zeros((2, 768), np.uint8), labels=[0, 5])),
+     dataset, ValueError, ("train_data_batch_1", "holds 0, outside 1..1000", "1-based")),
+    ("cifar100-meta-wrong-count", _official("cifar100", "meta", _batch(fine_label_names=["apple"] * 10)),
+     dataset, ValueError, ("cifar-100-python/meta", "must list 100 class names, got 10")),
+    ("in16-no-kept-class", _official("in16", "val_data", _batch(data=np.zeros((2, 768), np.uint8), labels=[121, 500])),
+     lambda p: load_dataset(p, split="valid"), ValueError, ("ImageNet16", "no image of classes 1..120")),
+    ("cifar10-data-a-file-path", lambda d: _official("cifar10")(d) / "cifar-10-batches-py" / "data_batch_1",
+     dataset, ValueError, ("data_batch_1", "must be an .npz", "folders")),
 ]
 
 

@@ -144,12 +144,12 @@ def _unpickle(path: Path) -> Any:
 def _entry(path: Path, obj: Any, what: str, keys: Sequence[str]) -> dict[str, Any]:
     """``obj`` as a dict with str keys holding ``keys``; ValueError naming the file otherwise."""
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: not a {what} file: it holds a {type(obj).__name__}, not a dict")
+        raise ValueError(f"{path}: not a valid {what} file: it holds a {type(obj).__name__}, not a dict")
     out = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
     missing = [k for k in keys if k not in out]
     if missing:
         found = ", ".join(repr(k) for k in sorted(map(str, out))) or "nothing"
-        raise ValueError(f"{path}: not a {what} file: missing key(s) {', '.join(map(repr, missing))} "
+        raise ValueError(f"{path}: not a valid {what} file: missing key(s) {', '.join(map(repr, missing))} "
                          f"(found {found})")
     return out
 
@@ -174,13 +174,15 @@ def _labels(path: Path, value: Any, key: str, n: int, lo: int, hi: int) -> np.nd
     except (ValueError, TypeError):
         raise ValueError(f"{path}: {key!r} must be a list of integers") from None
     if arr.ndim != 1 or arr.shape[0] != n:
-        raise ValueError(f"{path}: {key!r} holds {list(arr.shape)} values for {n} images; they must match")
+        held = arr.shape[0] if arr.ndim == 1 else list(arr.shape)
+        raise ValueError(f"{path}: {key!r} holds {held} values for {n} images; they must match")
     if n and not (np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.bool_):
         raise ValueError(f"{path}: {key!r} must be integers, got {arr.dtype}")
     arr = arr.astype(np.int64)
     if n and (arr.min() < lo or arr.max() > hi):
         bad = int(arr.min()) if arr.min() < lo else int(arr.max())
-        raise ValueError(f"{path}: {key!r} holds {bad}, outside {lo}..{hi}")
+        note = " (the ImageNet16 files' labels are 1-based)" if lo == 1 else ""
+        raise ValueError(f"{path}: {key!r} holds {bad}, outside {lo}..{hi}{note}")
     return arr
 
 
@@ -347,16 +349,19 @@ def read_imagenet16_folder(path: str | os.PathLike, split: str = "train", num_cl
 
 _MARKERS: dict[str, tuple[str, ...]] = {
     "cifar10": ("data_batch_1", "test_batch", "batches.meta"),
-    "cifar100": ("train", "test"),
+    "cifar100": ("train", "test", "meta"),
     "ImageNet16-120": ("train_data_batch_1", "val_data"),
 }
 
 
 def _kind_of(folder: Path, scan: bool = False) -> str | None:
-    """The format of ``folder`` itself (by its marker files; ``scan``: also any numbered training
-    batch, e.g. a folder whose first batch is missing), or None."""
+    """The format of ``folder`` itself (by its marker files, else its official name; ``scan``:
+    also any numbered training batch, e.g. a folder whose first batch is missing), or None."""
     for kind in ("ImageNet16-120", "cifar10", "cifar100"):
         if any((folder / m).is_file() for m in _MARKERS[kind]):
+            return kind
+    for kind, name in FOLDER_NAMES.items():   # an official name: its reader says what is missing
+        if folder.name == name:
             return kind
     if not scan:
         return None
