@@ -215,3 +215,14 @@ def test_batches_fingerprint_single_equals_batch_fingerprint_and_keys_lists():
     for bad, match in (([], "non-empty list"), ("xy", "non-empty list"), ([b[0], (b[0][0],)], r"batches\[1\]")):
         with pytest.raises(ValueError, match=match):
             data.batches_fingerprint(bad)
+
+
+def test_load_image_set_names_the_dataset_of_shipped_sets_only(tmp_path):
+    assert data.load_image_set("cifar10").kind == "cifar10"
+    assert data.load_image_set("cifar100-test").kind == "cifar100"
+    p = tmp_path / "u.npz"
+    np.savez(p, x=np.zeros((3, 8, 8, 3), np.uint8), y=np.arange(3))
+    got = data.load_image_set(p)
+    assert got.kind is None and got.num_classes == 3 and got.images.shape == (3, 8, 8, 3)
+    x, y, nc = data.load_dataset(p)
+    assert np.array_equal(x, got.images) and np.array_equal(y, got.labels) and nc == got.num_classes

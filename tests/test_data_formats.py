@@ -325,3 +325,26 @@ def test_cli_foreign_pickle_in_a_cifar100_folder_is_refused(root: Path, tmp_path
     last = proc.stderr.strip().splitlines()[-1]
     assert "refusing to unpickle" in last and "system" in last and str(only / "train") in last
     assert not marker.exists()
+
+
+def test_imagenet16_is_read_batch_by_batch_keeping_only_the_kept_classes(tmp_path: Path) -> None:
+    """Peak memory of reading the training split stays near one batch plus the kept images, far
+    below the whole split (tracemalloc sees numpy's buffers): 10 batches x 3,000 images, 12 % kept."""
+    import tracemalloc
+
+    rng = np.random.default_rng(3)
+    n = 30_000
+    x = rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
+    y = rng.integers(1, 1001, n)
+    folder = fi.write_imagenet16_folder(tmp_path / "ImageNet16", x, y)
+    del x
+    total = n * 768
+    tracemalloc.start()
+    try:
+        got = fi.read_imagenet16_folder(folder)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    kept = int((y <= 120).sum())
+    assert got.images.shape == (kept, 16, 16, 3) and np.array_equal(got.labels, y[y <= 120] - 1)
+    assert peak < 0.6 * total, f"peak {peak / 1e6:.1f} MB for a {total / 1e6:.1f} MB split"
