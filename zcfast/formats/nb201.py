@@ -165,7 +165,7 @@ def _load_torch_file(path: Path) -> Any:
             magic = None
         if magic != _TORCH_MAGIC:
             raise ValueError(f"{src!r} is not a torch.save file (neither a zip archive nor the legacy "
-                             f"format); expected {SUPPORTED}")
+                             f"format; truncated?); expected {SUPPORTED}")
         protocol = _unpickle(fh, src)
         if protocol != _TORCH_PROTOCOL:
             raise ValueError(f"{src!r}: unsupported torch.save legacy protocol {protocol!r}")
