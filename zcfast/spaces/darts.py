@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import os
 import random
 from collections import namedtuple
 from typing import Any, Iterator, Sequence
@@ -42,6 +43,8 @@ _PAIRS = [list(itertools.combinations(range(k + 2), 2)) for k in range(NUM_NODES
 #: NB301 ConfigSpace edge index of (node k, input j) = _EDGE_OFFSET[k] + j.
 _EDGE_OFFSET = (0, 2, 5, 9)
 _NB301_PREFIX = "NetworkSelectorDatasetInfo:darts:"
+#: Environment variable naming the NAS-Bench-301 surrogate models folder (as ``--benchmark``).
+ENV_PATH = "ZCFAST_NB301_PATH"
 
 Genotype = namedtuple("Genotype", "normal normal_concat reduce reduce_concat")
 Genotype.__doc__ = """DARTS genotype: ``normal``/``reduce`` = tuple of 8 (op, input) pairs (two per
@@ -400,12 +403,61 @@ class DartsSpace(SearchSpace):
             cells.append(cell)
         return make_genotype(cells[0], cells[1])
 
+    def __init__(self, data_path: str | os.PathLike[str] | None = None) -> None:
+        self._data_path = data_path
+
+    @property
+    def data_path(self) -> str | None:
+        """The NAS-Bench-301 surrogate models folder (``data_path`` / ``set_data_path``, else
+        ``$ZCFAST_NB301_PATH``), or ``None``."""
+        p = self._data_path or os.environ.get(ENV_PATH) or None
+        return None if p is None else os.fspath(p)
+
+    def set_data_path(self, path: str | os.PathLike[str] | None) -> None:
+        """Use NAS-Bench-301's surrogate models in ``path`` (``nb_models``, or one model's folder)
+        as ground truth (:mod:`zcfast.formats.nb301`; needs the ``nasbench301`` package)."""
+        self._data_path = path
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (worker processes): the models folder only, never a loaded model."""
+        return {"_data_path": self._data_path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state.get("_data_path"))
+
     def ground_truth_problem(self, dataset: str | None = None) -> str | None:
-        """DARTS ships no ground truth: accuracies come from the NAS-Bench-301 surrogate."""
-        return ("no accuracy table or surrogate is shipped or installed for DARTS; its ground truth "
-                "would come from the NAS-Bench-301 surrogate model (nasbench301, not installed); "
-                "`zcfast scan --space darts` scores it without ground truth, and `zcfast search` "
-                "takes a user --trainer")
+        """Why ``ground_truth`` cannot answer (None: it can): DARTS ships no ground truth; with a
+        NAS-Bench-301 models folder (``--benchmark``) and the ``nasbench301`` package installed,
+        the surrogate answers for CIFAR-10."""
+        if dataset is not None and str(dataset).lower() != "cifar10":
+            return f"NAS-Bench-301 has ground truth only for cifar10, not {dataset!r}"
+        from ..formats import nb301
+
+        if self.data_path is None:
+            return ("no accuracy table is shipped for DARTS; its ground truth comes from the NAS-Bench-301 "
+                    f"surrogate: {nb301.INSTALL} (or ${ENV_PATH}); `zcfast scan --space darts` scores it "
+                    "without ground truth, and `zcfast search` takes a user --trainer")
+        return nb301.problem(self.data_path)
+
+    def ground_truth(self, arch: Any, dataset: str = "cifar10", metric: str = "test") -> float:
+        """NAS-Bench-301's noise-free surrogate prediction for ``arch``: ``test`` (default; the
+        predicted CIFAR-10 test accuracy, percent, from the xgb model, else gnn_gin) or
+        ``runtime`` (predicted training time, s, lgb_runtime). Needs a models folder
+        (``data_path``) and the ``nasbench301`` package.
+
+        Raises:
+            ValueError naming what is missing (package, folder, model) or a bad dataset/metric.
+        """
+        if str(dataset).lower() != "cifar10":
+            raise ValueError(f"NAS-Bench-301 has only the cifar10 dataset, got {dataset!r}")
+        kinds = {"test": "accuracy", "accuracy": "accuracy", "runtime": "runtime"}
+        if metric not in kinds:
+            raise ValueError(f"NAS-Bench-301 unknown metric {metric!r}; expected test or runtime")
+        from ..formats import nb301
+
+        if self.data_path is None:
+            raise ValueError(self.ground_truth_problem(dataset))
+        return nb301.predict(self.data_path, check_genotype(arch), kinds[metric])
 
     def enumerate(self) -> Iterator[Genotype]:
         """Lazy enumeration in ``to_choices`` lexicographic order (≈1.1e18 items)."""
