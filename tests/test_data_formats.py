@@ -348,3 +348,20 @@ def test_imagenet16_is_read_batch_by_batch_keeping_only_the_kept_classes(tmp_pat
     kept = int((y <= 120).sum())
     assert got.images.shape == (kept, 16, 16, 3) and np.array_equal(got.labels, y[y <= 120] - 1)
     assert peak < 0.6 * total, f"peak {peak / 1e6:.1f} MB for a {total / 1e6:.1f} MB split"
+
+
+def test_an_image_class_tree_named_like_an_official_folder_stays_an_image_folder(root, tmp_path) -> None:
+    from PIL import Image
+
+    tree = tmp_path / "ImageNet16"
+    for i in range(4):
+        (tree / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(IN16_X[i]).save(tree / f"c{i % 2}" / f"{i}.png")
+    x, y, nc = data.load_dataset(tree)
+    assert nc == 2 and x.shape == (4, 16, 16, 3) and sorted(y.tolist()) == [0, 0, 1, 1]
+    two = tmp_path / "two"
+    shutil.copytree(root / "cifar-100-python", two / "cifar-100-python")
+    shutil.copytree(root / "ImageNet16", two / "ImageNet16")
+    with pytest.raises(ValueError, match=r"holds CIFAR-100 \(cifar-100-python/\), ImageNet16 \(ImageNet16/\), "
+                                         "but no cifar10 folder"):
+        data.paper_batch("cifar10", 8, data=two)

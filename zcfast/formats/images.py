@@ -360,9 +360,9 @@ def _kind_of(folder: Path, scan: bool = False) -> str | None:
     for kind in ("ImageNet16-120", "cifar10", "cifar100"):
         if any((folder / m).is_file() for m in _MARKERS[kind]):
             return kind
-    for kind, name in FOLDER_NAMES.items():   # an official name: its reader says what is missing
-        if folder.name == name:
-            return kind
+    for kind, name in FOLDER_NAMES.items():   # an official name (and only files, not class
+        if folder.name == name and not any(q.is_dir() for q in folder.iterdir()):   # folders)
+            return kind                      # : its reader names what is missing
     if not scan:
         return None
     if any(p.is_file() and p.name.startswith("train_data_batch_") for p in folder.iterdir()):
@@ -419,7 +419,9 @@ def read_image_folder(path: str | os.PathLike, split: str = "train", dataset: st
     elif dataset in found:
         kind = dataset
     else:
-        held = ", ".join(f"{_DESC[k]} ({v.name}/)" for k, v in found.items())
+        held = ", ".join(f"{_DESC[k]} ({found[k].name}/)" for k in KINDS if k in found)
+        if dataset is not None:
+            raise ValueError(f"{p}: holds {held}, but no {dataset} folder")
         raise ValueError(f"{p}: holds several datasets ({held}); choose one with the dataset "
                          "(--dataset) or pass its folder")
     reader = {"cifar10": read_cifar10_folder, "cifar100": read_cifar100_folder,
