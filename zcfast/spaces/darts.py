@@ -24,6 +24,7 @@ import ast
 import itertools
 import os
 import random
+import sys
 from collections import namedtuple
 from typing import Any, Iterator, Sequence
 
@@ -434,9 +435,16 @@ class DartsSpace(SearchSpace):
         from ..formats import nb301
 
         if self.data_path is None:
+            import importlib.util
+
+            try:
+                have = importlib.util.find_spec("nasbench301") is not None
+            except (ValueError, ImportError):  # a module object without a spec (e.g. injected)
+                have = sys.modules.get("nasbench301") is not None
             return ("no accuracy table is shipped for DARTS; its ground truth comes from the NAS-Bench-301 "
-                    f"surrogate: {nb301.INSTALL} (or ${ENV_PATH}); `zcfast scan --space darts` scores it "
-                    "without ground truth, and `zcfast search` takes a user --trainer")
+                    f"surrogate (nasbench301 {'is installed' if have else 'not installed'}): {nb301.INSTALL} "
+                    f"(or ${ENV_PATH}); `zcfast scan --space darts` scores it without ground truth, and "
+                    "`zcfast search` takes a user --trainer")
         return nb301.problem(self.data_path)
 
     def ground_truth(self, arch: Any, dataset: str = "cifar10", metric: str = "test") -> float:
