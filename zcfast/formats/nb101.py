@@ -44,7 +44,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Container, Iterable, Iterator
 
 import numpy as np
 
@@ -155,8 +155,20 @@ def _double(field: str, wire: int, value: Any) -> float:
     return _unpack_d(value)[0]
 
 
+_EVAL_PREFIX = struct.Struct("<BdBdBdBdBd")  # fields 1-5 as the official writer emits them
+_EVAL_TAGS = (0x09, 0x11, 0x19, 0x21, 0x29)
+
+
 def _decode_eval(buf: bytes, i: int, end: int) -> EvaluationData:
     ev = EvaluationData()
+    if end - i >= 45:
+        # fast path: the five doubles in field order (45 bytes); any later field is read below and,
+        # as protobuf does, overrides an earlier value of the same field
+        t1, a, t2, b, t3, c, t4, d, t5, e = _EVAL_PREFIX.unpack_from(buf, i)
+        if (t1, t2, t3, t4, t5) == _EVAL_TAGS:
+            ev.current_epoch, ev.training_time, ev.train_accuracy, ev.validation_accuracy, ev.test_accuracy = \
+                a, b, c, d, e
+            i += 45
     for field, wire, value in _fields(buf, i, end):
         if 1 <= field <= 5:
             setattr(ev, _EVAL_DOUBLES[field - 1], _double(f"EvaluationData.{_EVAL_DOUBLES[field - 1]}", wire, value))
@@ -236,8 +248,10 @@ def _hex32(h: Any) -> bool:
     return True
 
 
-def parse_row(data: bytes) -> tuple[str, int, np.ndarray, list[str], ModelMetrics]:
-    """One tfrecord row -> (hash, epochs, adjacency int8 [dim, dim], ops, metrics).
+def parse_row(data: bytes, known: Container[str] = ()) -> tuple[str, int, np.ndarray | None, list[str] | None,
+                                                               ModelMetrics]:
+    """One tfrecord row -> (hash, epochs, adjacency int8 [dim, dim], ops, metrics); adjacency and
+    ops are ``None`` (not parsed) when the hash is in ``known`` (a row of an architecture seen before).
 
     Raises:
         ValueError naming what is wrong (the caller adds the file and record number).
@@ -250,10 +264,12 @@ def parse_row(data: bytes) -> tuple[str, int, np.ndarray, list[str], ModelMetric
         raise ValueError("not a NAS-Bench-101 row (expected a JSON list [hash, epochs, adjacency, "
                          "operations, metrics])")
     h, epochs, raw_adj, raw_ops, raw_metrics = row
-    if not _hex32(h):
-        raise ValueError(f"module hash {h!r} is not 32 hex digits")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0:
         raise ValueError(f"epochs {epochs!r} is not a positive int")
+    if h in known:
+        return h, epochs, None, None, _parse_metrics(raw_metrics)
+    if not _hex32(h):
+        raise ValueError(f"module hash {h!r} is not 32 hex digits")
     if not isinstance(raw_adj, str) or not raw_adj or raw_adj.strip("01"):
         raise ValueError("adjacency is not a string of 0/1 digits")
     dim = math.isqrt(len(raw_adj))
@@ -268,6 +284,10 @@ def parse_row(data: bytes) -> tuple[str, int, np.ndarray, list[str], ModelMetric
     for op in ops:
         if op not in _OP_CODE:
             raise ValueError(f"unknown operation {op!r}; expected one of {OP_NAMES}")
+    return h, epochs, adj, ops, _parse_metrics(raw_metrics)
+
+
+def _parse_metrics(raw_metrics: Any) -> ModelMetrics:
     if not isinstance(raw_metrics, str):
         raise ValueError("metrics is not a base64 string")
     try:
@@ -281,7 +301,7 @@ def parse_row(data: bytes) -> tuple[str, int, np.ndarray, list[str], ModelMetric
     if len(metrics.evaluation_data) < 3:
         raise ValueError(f"ModelMetrics has {len(metrics.evaluation_data)} evaluation_data entries; a "
                          "NAS-Bench-101 run has 3 (initial, halfway, final)")
-    return h, epochs, adj, ops, metrics
+    return metrics
 
 
 # --------------------------------------------------------------------------------------------
@@ -377,11 +397,12 @@ def import_file(path: str | os.PathLike[str], *, cache: str | os.PathLike[str] |
         for rows, data in enumerate(iter_records(src, check_crc=check_crc, chunk_size=chunk_size,
                                                  progress=bar.update if bar is not None else None), start=1):
             try:
-                h, epochs, adj, op_list, mm = parse_row(data)
+                h, epochs, adj, op_list, mm = parse_row(data, index)
             except ValueError as exc:
                 raise ValueError(f"NAS-Bench-101 file {name!r}: record {rows - 1}: {exc}") from None
             k = index.get(h)
             if k is None:
+                assert adj is not None and op_list is not None
                 k = index[h] = len(index)
                 for g in (adjacency, ops_codes, num_vertices, params, *metrics.values(), *runs.values()):
                     g.ensure(k + 1)
