@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import pickle
 import random
 import tracemalloc
@@ -166,6 +165,9 @@ def test_space_reads_tfrecord_like_json(tmp_path: Path, monkeypatch):
         for metric in ("test", "valid", "train", "halfway_test", "training_time", "halfway_training_time"):
             assert via_tf.ground_truth(_arch(rec), metric=metric) == via_json.ground_truth(_arch(rec), metric=metric)
     assert sorted(SPACE.key(a) for a in via_tf.enumerate()) == sorted(r["hash"] for r in RECORDS)
+    # a tfrecord is served by the memory-mapped table, whose records are built one lookup at a time
+    assert isinstance(via_tf.records(), f.NB101Table)
+    assert not isinstance(via_tf.records().items(), (list, dict))
     # the converted table folder and $ZCFAST_NB101_PATH work too; pickling keeps the path only
     table = f.import_file(src, progress=False)
     assert table.cached
