@@ -167,7 +167,9 @@ def test_space_reads_tfrecord_like_json(tmp_path: Path, monkeypatch):
     assert sorted(SPACE.key(a) for a in via_tf.enumerate()) == sorted(r["hash"] for r in RECORDS)
     # a tfrecord is served by the memory-mapped table, whose records are built one lookup at a time
     assert isinstance(via_tf.records(), f.NB101Table)
-    assert not isinstance(via_tf.records().items(), (list, dict))
+    items = via_tf.records().items()
+    assert not isinstance(items, (list, dict)) and len(items) == 30
+    assert dict(items) == {r["hash"]: r for r in RECORDS} and len(list(via_tf.records().values())) == 30
     # the converted table folder and $ZCFAST_NB101_PATH work too; pickling keeps the path only
     table = f.import_file(src, progress=False)
     assert table.cached

@@ -42,7 +42,7 @@ import shutil
 import struct
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import ItemsView, Mapping, ValuesView
 from pathlib import Path
 from typing import Any, Container, Iterable, Iterator
 
@@ -466,11 +466,20 @@ def import_file(path: str | os.PathLike[str], *, cache: str | os.PathLike[str] |
                 "fingerprint": _cache.fingerprint(src), "entries": M, "rows": rows, "epochs": epochs_sorted,
                 "runs": MAX_RUNS, "metrics": list(METRICS), "ops": list(OP_NAMES), "check_crc": bool(check_crc)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        if target.exists():
+        if not force and _table_ok(target):
+            # another process converted the same source meanwhile: keep its table
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif target.exists():
             old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
             os.replace(target, old)
             shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, target)
+            os.replace(tmp, target)
+        else:
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                if not _table_ok(target):  # not a concurrent conversion of the same source
+                    raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -558,11 +567,28 @@ class NB101Table(Mapping):
             raise KeyError(h)
         return self.record(i)
 
-    def items(self) -> Any:  # a generator view: never all records at once
-        return ((self.hashes[i].decode("ascii"), self.record(i)) for i in range(len(self.hashes)))
+    def items(self) -> ItemsView[str, dict[str, Any]]:
+        """A lazy view (records built one at a time, in hash order)."""
+        return _TableItems(self)
 
-    def values(self) -> Any:
-        return (self.record(i) for i in range(len(self.hashes)))
+    def values(self) -> ValuesView[dict[str, Any]]:
+        """A lazy view (records built one at a time, in hash order)."""
+        return _TableValues(self)
+
+
+class _TableItems(ItemsView):
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        t = self._mapping
+        for i in range(len(t)):
+            rec = t.record(i)
+            yield rec["hash"], rec
+
+
+class _TableValues(ValuesView):
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        t = self._mapping
+        for i in range(len(t)):
+            yield t.record(i)
 
 
 def open_table(path: str | os.PathLike[str]) -> NB101Table:
