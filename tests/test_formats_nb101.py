@@ -318,6 +318,9 @@ def test_pickle_routes(tmp_path: Path):
     with pytest.raises(ValueError, match=r"refusing to unpickle.*model\.pkl"):
         NB101Space(foreign).ground_truth(_arch(RECORDS[0]))
     assert not marker.exists()
+    old_protocol = tmp_path / "records_p0"
+    old_protocol.write_bytes(pickle.dumps(RECORDS[:3], protocol=0))
+    assert len(f.load(old_protocol)) == 3
     json_no_suffix = tmp_path / "records_json"
     json_no_suffix.write_text(json.dumps(RECORDS[:2]))
     assert len(f.load(json_no_suffix)) == 2

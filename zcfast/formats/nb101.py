@@ -642,6 +642,10 @@ def load_records_file(path: str | os.PathLike[str], *, pickled: bool | None = No
     return {r["hash"]: r for r in data}
 
 
+#: First byte of a pickle: PROTO (protocol 2+), or EMPTY_LIST / EMPTY_DICT / MARK (protocols 0-1).
+_PICKLE_FIRST = (b"\x80", b"]", b"}", b"(")
+
+
 def _looks_like_tfrecord(p: Path) -> bool:
     if p.suffix.lower() in TFRECORD_SUFFIXES:
         return True
@@ -649,7 +653,7 @@ def _looks_like_tfrecord(p: Path) -> bool:
         return False
     with open(p, "rb") as fh:
         head = fh.read(64).lstrip()
-    return not head[:1] in (b"[", b"{", b"\x80")
+    return head[:1] not in (b"[", b"{") + _PICKLE_FIRST
 
 
 def load(path: str | os.PathLike[str], *, cache: str | os.PathLike[str] | None = None,
@@ -676,7 +680,7 @@ def load(path: str | os.PathLike[str], *, cache: str | os.PathLike[str] | None =
         return NB101Table(res.table)
     if p.suffix.lower() not in PICKLE_SUFFIXES + (".json",):
         with open(p, "rb") as fh:
-            return load_records_file(p, pickled=fh.read(1) == b"\x80")
+            return load_records_file(p, pickled=fh.read(1) in _PICKLE_FIRST)
     return load_records_file(p)
 
 
