@@ -233,7 +233,8 @@ def resolve_space(space: Any, *, ground_truth_for: str | None = None,
 
 
 def _with_benchmark(sp: Any, benchmark: str | os.PathLike[str], option: str) -> Any:
-    """``sp`` (a copy when it was the caller's object) with ``set_data_path(benchmark)`` applied."""
+    """``sp`` (a copy when it was the caller's object) with ``set_data_path(benchmark)`` applied and
+    the file read (``benchmark_table()`` / ``records()``, where the space has one)."""
     import copy
 
     setter = getattr(sp, "set_data_path", None)
@@ -248,6 +249,13 @@ def _with_benchmark(sp: Any, benchmark: str | os.PathLike[str], option: str) -> 
                                 f"of the {getattr(sp, 'name', 'space')} space)")
     sp = copy.deepcopy(sp)   # spaces from zcfast.spaces.get are fresh; a user's object stays as it was
     sp.set_data_path(path)
+    # read (convert once, cached) now: a file of the wrong kind or a damaged one is refused here,
+    # naming it, whichever metric is asked for later (never a silent fall-back to shipped data)
+    for reader in ("benchmark_table", "records"):
+        fn = getattr(sp, reader, None)
+        if callable(fn):
+            fn()
+            break
     return sp
 
 
