@@ -58,8 +58,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         source: how messages name the file (its path).
     """
 
-    def __init__(self, file: IO[bytes], source: str) -> None:
-        super().__init__(file)
+    def __init__(self, file: IO[bytes], source: str, *, encoding: str = "ASCII") -> None:
+        super().__init__(file, encoding=encoding)
         self._source = source
 
     def find_class(self, module: str, name: str) -> Any:
@@ -79,12 +79,15 @@ class RestrictedUnpickler(pickle.Unpickler):
                                 "loads plain containers and numpy arrays from pickles")
 
 
-def load(path_or_file: str | os.PathLike[str] | IO[bytes], *, source: str | None = None) -> Any:
+def load(path_or_file: str | os.PathLike[str] | IO[bytes], *, source: str | None = None,
+         encoding: str = "ASCII") -> Any:
     """Unpickle plain data from a path or a binary file object, never running code.
 
     Args:
         path_or_file: a file path or an open binary file.
         source: the name used in messages (default: the path, or the file object's ``name``).
+        encoding: how Python 2 byte strings are decoded (as :func:`pickle.load`); ``"latin1"``
+            reads the Python 2 pickles of CIFAR and ImageNet16 (and the numpy arrays in them).
 
     Raises:
         FileNotFoundError: a path that does not exist.
@@ -96,10 +99,10 @@ def load(path_or_file: str | os.PathLike[str] | IO[bytes], *, source: str | None
         if not p.is_file():
             raise FileNotFoundError(f"pickle file not found: {str(p)!r}")
         with open(p, "rb") as f:
-            return load(f, source=source or str(p))
+            return load(f, source=source or str(p), encoding=encoding)
     where = source or str(getattr(path_or_file, "name", "<pickle>"))
     try:
-        return RestrictedUnpickler(path_or_file, where).load()
+        return RestrictedUnpickler(path_or_file, where, encoding=encoding).load()
     except UnsafePickleError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
@@ -108,6 +111,6 @@ def load(path_or_file: str | os.PathLike[str] | IO[bytes], *, source: str | None
                          f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
 
 
-def loads(data: bytes, *, source: str = "<bytes>") -> Any:
+def loads(data: bytes, *, source: str = "<bytes>", encoding: str = "ASCII") -> Any:
     """:func:`load` from bytes."""
-    return load(io.BytesIO(data), source=source)
+    return load(io.BytesIO(data), source=source, encoding=encoding)

@@ -47,7 +47,7 @@ import pickle
 import re
 import struct
 from pathlib import Path
-from typing import IO, Any, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -114,23 +114,15 @@ class ImageSet(NamedTuple):
 
 
 # ------------------------------------------------------------------------------ reading pickles
-class _Latin1Unpickler(safe_pickle.RestrictedUnpickler):
-    """:class:`zcfast.safe_pickle.RestrictedUnpickler` (its ``find_class`` and ``persistent_load``)
-    reading Python 2 byte strings as latin-1 text, as ``pickle.load(f, encoding="latin1")`` (how
-    torchvision and NAS-Bench-201 read these files; numpy arrays pickled by Python 2 need it)."""
-
-    def __init__(self, file: IO[bytes], source: str) -> None:
-        pickle.Unpickler.__init__(self, file, encoding="latin1")
-        self._source = source
-
-
 def _unpickle(path: Path) -> Any:
     """The plain data in pickle ``path``; FileNotFoundError / UnsafePickleError / ValueError naming it."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
     try:
         with open(path, "rb") as f:
-            return _Latin1Unpickler(f, str(path)).load()
+            # Python 2 byte strings as latin-1, as torchvision and NAS-Bench-201 read these files
+            # (numpy arrays pickled by Python 2 need it); the restricted unpickler admits no code
+            return safe_pickle.RestrictedUnpickler(f, str(path), encoding="latin1").load()
     except safe_pickle.UnsafePickleError:
         raise
     except OSError as exc:
