@@ -313,3 +313,45 @@ def test_bench_official_style_functions_agree() -> None:
     off = o.official_modern_scores(net, x, y, proxies=list(NEW))
     assert got["gradsign"] == off["gradsign"] and got["linear_regions"] == pytest.approx(off["linear_regions"])
     assert got["ntk_cond"] == pytest.approx(off["ntk_cond"], rel=2e-3)
+
+
+# ---------------------------------------------------------------- speed paths keep the values
+@pytest.mark.parametrize("k,include_pad,shape", [(3, False, (3, 4, 9, 7)), (3, True, (2, 5, 8, 8)),
+                                                 (5, False, (2, 3, 7, 5)), (3, False, (4, 6, 6))])
+def test_box_avg_pools_bit_exact_with_pytorch(k, include_pad, shape) -> None:
+    """box_avg_pools_ (the NTK's and AZ-NAS's average pools): forward, backward and batched
+    backward equal PyTorch's CPU kernels bit for bit; other pools are left alone."""
+    from zcfast.proxies.builtin_needs import box_avg_pools_
+    native = nn.AvgPool2d(k, stride=1, padding=k // 2, count_include_pad=include_pad)
+    fast = copy.deepcopy(native)
+    assert box_avg_pools_(fast) == 1
+    g = torch.Generator().manual_seed(k)
+    x = torch.randn(*shape, generator=g, requires_grad=True)
+    v = torch.randn(3, *shape, generator=g)
+    y_ref, y = native(x), fast(x)
+    assert torch.equal(y, y_ref)
+    assert torch.equal(torch.autograd.grad(y, x, v[0])[0], torch.autograd.grad(y_ref, x, v[0])[0])
+    batched = torch.autograd.grad(fast(x), x, v, is_grads_batched=True)[0]
+    y_ref = native(x)
+    rows = torch.stack([torch.autograd.grad(y_ref, x, v[i], retain_graph=True)[0] for i in range(3)])
+    assert torch.equal(batched, rows)
+    assert box_avg_pools_(nn.Sequential(nn.AvgPool2d(2, 2), nn.AvgPool2d(3), nn.AvgPool2d(3, 1, 0))) == 0
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4, 8])
+def test_ntk_gram_rows_per_backward_same_gram(rows) -> None:
+    """Batched backwards of a few one-hot rows give the official per-row Gram (NB201 with an
+    average pool, BatchNorm coupling the batch), within float32 rounding."""
+    from zcfast.proxies.te_nas import ntk_gram_of
+    net = nb201(seed=4)
+    x, _ = batch(n=6, hw=8)
+    ref = copy.deepcopy(net).train()
+    ws = [p for n, p in ref.named_parameters() if "weight" in n]
+    logit = ref(x)
+    logit = logit[1] if isinstance(logit, tuple) else logit
+    g = torch.stack([torch.cat([t.reshape(-1) for t in torch.autograd.grad(logit[i].sum(), ws, retain_graph=True)])
+                     for i in range(len(x))])
+    gram = ntk_gram_of(copy.deepcopy(net), x, rows_per_backward=rows)
+    torch.testing.assert_close(gram, g @ g.t(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="rows_per_backward"):
+        ntk_gram_of(copy.deepcopy(net), x, rows_per_backward=0)
