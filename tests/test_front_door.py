@@ -356,3 +356,26 @@ def test_correlate_api_refuses_before_any_work(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=re.escape(match)):
         corr.correlate(**args, out=tmp_path / "o", progress=False)
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ --benchmark (issue #14)
+def test_benchmark_path_configures_a_copy_before_any_work(tmp_path):
+    from zcfast.search import resolve_search_space
+    from zcfast.spaces.nb101 import NB101Space
+
+    records = ROOT / "zcfast" / "assets" / "nb101" / "nb101_records_30.json"
+    mine = NB101Space()
+    sp = options.resolve_space(mine, ground_truth_for="correlate", dataset="cifar10", benchmark=str(records))
+    assert sp is not mine and mine._records_path() in (None, os.environ.get("ZCFAST_NB101_PATH"))
+    assert len(sp.records()) == 30
+    with pytest.raises(ValueError, match="the toy space takes no --benchmark"):
+        resolve_search_space("toy", benchmark=str(records))
+    with pytest.raises(FileNotFoundError, match="--benchmark .*absent.json.* does not exist"):
+        options.resolve_space("nb101", benchmark=str(tmp_path / "absent.json"))
+    with pytest.raises(ValueError, match="nb101_records_30.json"):   # not an NB201 file: refused, named
+        options.resolve_space("nb201", benchmark=str(records))
+    # the search over a 30-record benchmark stays inside it, and says how many it holds
+    sub = resolve_search_space("nb101", ground_truth_for="search", dataset="cifar10", benchmark=str(records))
+    assert sub.size() == 30 and sub.name == "nb101"
+    res = search(sub, "random", 5, seed=0)
+    assert all(r.error is None and math.isfinite(r.accuracy) for r in res.records)
