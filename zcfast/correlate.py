@@ -168,13 +168,27 @@ def _gt_column(sp: Any, ds: str, metric: str) -> str | None:
         return metric
 
 
+def _gt_summary(sp: Any, ds: str, metric: str, column: str | None) -> dict[str, Any]:
+    """summary.json's ``ground_truth``: metric and column; with a benchmark file also the file
+    (``benchmark``) and, for NB201 CIFAR-10, what the column is (``note``)."""
+    out: dict[str, Any] = {"metric": metric, "column": column}
+    source = _benchmark_source(sp)
+    if source is not None:
+        out["benchmark"] = source
+        note = METRIC_NOTES.get(metric) if sp.name == "nb201" and ds == "cifar10" else None
+        if note:
+            out["note"] = note
+    return out
+
+
 def _benchmark_source(sp: Any) -> str | None:
     """The benchmark file the space reads (``data_path``), or ``None`` for shipped ground truth."""
-    for attr in ("data_path", "_data_path"):
-        v = getattr(sp, attr, None)
-        if v is not None and not callable(v):
-            return str(v)
-    return None
+    records_path = getattr(sp, "_records_path", None)   # NB101: data_path or $ZCFAST_NB101_PATH
+    if callable(records_path):
+        v = records_path()
+        return None if v is None else str(v)
+    v = getattr(sp, "data_path", None)                  # NB201 / DARTS: data_path or its env variable
+    return None if v is None or callable(v) else str(v)
 #: Longest time (s) a computed score waits in memory before it is committed to the store.
 FLUSH_SECONDS: float = 2.0
 
@@ -618,8 +632,7 @@ def correlate(
         "dataset": ds,
         "n": len(archs),
         "sample": {"seed": seed, "n": "all" if n is None else n, "method": "uniform without replacement"},
-        "ground_truth": {"metric": metric, "column": gt_column, "benchmark": _benchmark_source(sp),
-                         "note": METRIC_NOTES.get(metric) if sp.name == "nb201" and ds == "cifar10" else None},
+        "ground_truth": _gt_summary(sp, ds, metric, gt_column),
         "batch": batch_key.to_dict(),
         "num_classes": num_classes,
         "init_seed": init_seed,
