@@ -477,9 +477,20 @@ def _rows(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)).reshape(x.shape[0], -1)
 
 
-def _writer_split(split: str, allowed: tuple[str, ...]) -> None:
+def _writer_start(folder: str | os.PathLike, x: np.ndarray, y: Sequence[int] | np.ndarray, *, size: int,
+                  labels: tuple[int, int], split: str, allowed: tuple[str, ...], batches: int | None,
+                  what: str) -> tuple[np.ndarray, list[int], Path]:
+    """A writer's checks (split, images of ``size`` x ``size``, labels in ``labels``, ``batches``)
+    and its folder (created with its parents): ``(x, labels, folder)``."""
     if split not in allowed:
         raise ValueError(f"split must be one of {', '.join(map(repr, allowed))}, got {split!r}")
+    x = _as_images(x, size, what)
+    out_labels = _as_labels(y, x.shape[0], labels[0], labels[1], what)
+    if batches is not None and (isinstance(batches, bool) or not isinstance(batches, int) or batches < 1):
+        raise ValueError(f"batches must be a positive integer, got {batches!r}")
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    return x, out_labels, out
 
 
 def write_cifar10_folder(folder: str | os.PathLike, x: np.ndarray, y: Sequence[int] | np.ndarray, *,
@@ -491,13 +502,8 @@ def write_cifar10_folder(folder: str | os.PathLike, x: np.ndarray, y: Sequence[i
     when absent. Keys as the originals: ``batch_label``, ``labels``, ``data``, ``filenames``.
     Returns the folder (created with its parents).
     """
-    _writer_split(split, ("train", "test"))
-    x = _as_images(x, 32, "write_cifar10_folder")
-    labels = _as_labels(y, x.shape[0], 0, 9, "write_cifar10_folder")
-    if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
-        raise ValueError(f"batches must be a positive integer, got {batches!r}")
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
+    x, labels, out = _writer_start(folder, x, y, size=32, labels=(0, 9), split=split, allowed=("train", "test"),
+                                   batches=batches, what="write_cifar10_folder")
     if not (out / "batches.meta").exists():
         _dump({"num_cases_per_batch": 10000, "label_names": list(_CIFAR10_NAMES), "num_vis": 3072},
               out / "batches.meta")
@@ -518,13 +524,10 @@ def write_cifar100_folder(folder: str | os.PathLike, x: np.ndarray, y_fine: Sequ
     ``batch_label``, ``fine_labels``, ``coarse_labels``, ``data``) and ``meta`` when absent.
     Returns the folder.
     """
-    _writer_split(split, ("train", "test"))
-    x = _as_images(x, 32, "write_cifar100_folder")
-    fine = _as_labels(y_fine, x.shape[0], 0, 99, "write_cifar100_folder")
+    x, fine, out = _writer_start(folder, x, y_fine, size=32, labels=(0, 99), split=split,
+                                 allowed=("train", "test"), batches=None, what="write_cifar100_folder")
     coarse = ([CIFAR100_COARSE_OF_FINE[v] for v in fine] if y_coarse is None
               else _as_labels(y_coarse, x.shape[0], 0, 19, "write_cifar100_folder (coarse)"))
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
     if not (out / "meta").exists():
         _dump({"fine_label_names": list(_CIFAR100_FINE_NAMES), "coarse_label_names": list(_CIFAR100_COARSE_NAMES)},
               out / "meta")
@@ -543,13 +546,8 @@ def write_imagenet16_folder(folder: str | os.PathLike, x: np.ndarray, y_1based: 
     ``data`` ``[n, 768]``, ``labels``, ``mean``: the float64 mean training row); ``"valid"``
     writes ``val_data`` (``data``, ``labels``). Returns the folder.
     """
-    _writer_split(split, ("train", "valid"))
-    x = _as_images(x, 16, "write_imagenet16_folder")
-    labels = _as_labels(y_1based, x.shape[0], 1, 1000, "write_imagenet16_folder")
-    if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
-        raise ValueError(f"batches must be a positive integer, got {batches!r}")
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
+    x, labels, out = _writer_start(folder, x, y_1based, size=16, labels=(1, 1000), split=split,
+                                   allowed=("train", "valid"), batches=batches, what="write_imagenet16_folder")
     rows = _rows(x)
     if split == "valid":
         _dump({"data": rows, "labels": labels}, out / "val_data")
