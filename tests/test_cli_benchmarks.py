@@ -306,3 +306,27 @@ def test_fixtures_command_prints_what_it_wrote(tmp_path):
     order = list(range(15625))
     random.Random(0).shuffle(order)
     assert fixtures.NB201_INDICES == tuple(order[:12])
+
+
+def test_search_computed_proxy_reads_data_and_shares_correlates_run(files, tmp_path):
+    """``search --data``: the computed warmup proxy is drawn from the user's CIFAR-100 folder, keyed
+    in the store as ``correlate --data`` keys it (one run, scores shared); another dataset's folder
+    is refused in one line before any work."""
+    store = tmp_path / "s.sqlite"
+    data = files / "cifar-100-python"
+    p = zc(["correlate", "--dataset", "cifar100", "--data", data, "--n", "3", "--proxies", "synflow",
+            "--batch-size", "8", "--store", store, "--out", tmp_path / "c"] + QUICK, tmp_path)
+    assert p.returncode == 0, p.stderr
+    p = zc(["search", "--dataset", "cifar100", "--data", data, "--algo", "random", "--warmup", "synflow", "--warmup-pool", "4",
+            "--budget", "3", "--seeds", "1", "--proxy-batch-size", "8", "--store", store,
+            "--out", tmp_path / "o", "--no-progress"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    from zcfast.store import ResultStore
+    with ResultStore(store) as st:
+        runs = [c for c in st.runs().values() if c.get("proxy") == "synflow"]
+    assert len(runs) == 1, runs                                 # the search reused correlate's run
+    assert runs[0]["batch"]["data"] == str(data)
+    bad = zc(["search", "--dataset", "cifar100", "--data", files / "cifar-10-batches-py", "--algo", "random",
+              "--warmup", "synflow", "--budget", "3", "--proxy-batch-size", "8", "--out", tmp_path / "o2"], tmp_path)
+    assert "holds cifar10" in _one_error_line(bad, "search")
+    assert not (tmp_path / "o2").exists()

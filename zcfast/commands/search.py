@@ -54,7 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--proxy-column", default=None, help="score column of a score table")
     parser.add_argument("--proxy-batch-size", type=count_type("--proxy-batch-size"), default=64,
                         help="batch of computed proxies (paper: 64 on NB201; zcfast ships only 20 "
-                             "CIFAR-100 images)")
+                             "CIFAR-100 images: give --data)")
+    parser.add_argument("--data", default=None,
+                        help="images of computed proxies' batch, as correlate --data: a shipped set or a user "
+                             ".npz / image folder / torchvision CIFAR-10 or CIFAR-100 folder / ImageNet16 folder "
+                             "(docs/benchmarks.md); default the dataset's shipped set")
     parser.add_argument("--batches", type=count_type("--batches"), default=1,
                         help="mini-batches of computed proxies (default 1): B disjoint batches of "
                              "--proxy-batch-size (zcfast.data.paper_batches); multi-batch proxies (zico) read "
@@ -113,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
                 if p is not None and not os.path.exists(p) and not p.endswith((".csv", ".csv.gz"))]
     for opt, p in computed:  # validate the names before opening (and possibly creating) a store
         zsearch.make_proxy(p, space, dataset, option=opt, device=args.device,
-                           batch_size=args.proxy_batch_size, n_batches=args.batches)
+                           batch_size=args.proxy_batch_size, n_batches=args.batches, data=args.data)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
     store = None
@@ -128,11 +132,11 @@ def run(args: argparse.Namespace) -> int:
         # Proxy sources are built once and shared by all seeds (table / cache reuse).
         warm = zsearch.make_proxy(args.warmup, space, dataset, store, column=args.proxy_column,
                                   device=args.device, batch_size=args.proxy_batch_size, option="--warmup",
-                                  n_batches=args.batches)
+                                  n_batches=args.batches, data=args.data)
         move = (warm if args.move is not None and args.move == args.warmup else
                 zsearch.make_proxy(args.move, space, dataset, store, column=args.proxy_column,
                                    device=args.device, batch_size=args.proxy_batch_size, option="--move",
-                                   n_batches=args.batches))
+                                   n_batches=args.batches, data=args.data))
         if not args.no_progress:
             from tqdm import tqdm
             bar = tqdm(total=args.budget * args.seeds, unit="arch", desc=f"{algo} search",

@@ -212,11 +212,15 @@ class ComputedProxy(ProxySource):
     n_batches)`` (``score_arch(..., batches=...)``: multi-batch proxies such as ``zico`` read all,
     single-batch ones the first), keyed by ``zcfast.data.batches_fingerprint`` of the list, as
     ``zcfast correlate --batches`` keys its runs; one batch is the paper's batch (run ids unchanged).
+
+    ``data`` (a user dataset: an ``.npz``, an image folder, torchvision's CIFAR folders or the
+    ImageNet16 batches, see :func:`zcfast.data.load_dataset`) replaces the dataset's shipped images;
+    the run is keyed by it as ``zcfast correlate --data`` keys its run, so the two share scores.
     """
 
     def __init__(self, space: Any, proxy: str, dataset: str = "cifar10", seed: int = 42,
                  batch_size: int = 64, batch_seed: int = 42, store: Any = None,
-                 device: str = "cpu", n_batches: int = 1) -> None:
+                 device: str = "cpu", n_batches: int = 1, data: str | None = None) -> None:
         super().__init__()
         from zcfast import options
         (self.proxy,) = options.resolve_proxies([proxy], option="proxy")
@@ -231,11 +235,12 @@ class ComputedProxy(ProxySource):
         self.device = str(device)
         self.device_type = options.resolve_device(device).type
         self.store = store
+        self.data = None if data is None else str(data)
         self._batches: list[tuple[Any, Any]] | None = None
         self._run_id: str | None = None
         self._cache: dict[str, float] = {}
-        if self.n_batches > 1:
-            self.batches()                 # n_batches x batch_size images must fit: refused now, not mid-search
+        if self.n_batches > 1 or self.data is not None:
+            self.batches()                 # the images must load and fit: refused now, not mid-search
         self.errors: dict[str, str] = {}   # arch_str -> why its score is not finite
         self.computed = 0              # architectures actually scored (not cache hits)
 
@@ -248,16 +253,18 @@ class ComputedProxy(ProxySource):
         if self._batches is None:
             from zcfast import data as zdata
             if self.n_batches == 1:
-                self._batches = [zdata.paper_batch(self.dataset, self.batch_size, self.batch_seed)]
+                self._batches = [zdata.paper_batch(self.dataset, self.batch_size, self.batch_seed, data=self.data)]
             else:
-                self._batches = zdata.paper_batches(self.dataset, self.batch_size, self.batch_seed, self.n_batches)
+                self._batches = zdata.paper_batches(self.dataset, self.batch_size, self.batch_seed, self.n_batches,
+                                                    data=self.data)
         return self._batches
 
     def run_config(self) -> Any:
         """The store run of this proxy: the :class:`zcfast.store.RunConfig` correlate builds."""
         from zcfast import data as zdata
         from zcfast.store import BatchKey, RunConfig
-        batch = BatchKey(fingerprint=zdata.batches_fingerprint(self.batches()), data=f"shipped:{self.dataset}",
+        batch = BatchKey(fingerprint=zdata.batches_fingerprint(self.batches()),
+                         data=self.data if self.data is not None else f"shipped:{self.dataset}",
                          size=self.batch_size, seed=self.batch_seed, augment=True, norm=self.dataset)
         return RunConfig(kind="proxy", space=self.space.name, proxies=(self.proxy,),
                          num_classes=self.num_classes, batch=batch, init_seed=self.seed,
@@ -365,7 +372,8 @@ class EnsembleProxy(ProxySource):
 
 def make_proxy(spec: Any, space: Any, dataset: str = "cifar10", store: Any = None,
                seed: int = 42, column: str | None = None, device: str = "cpu",
-               batch_size: int = 64, *, option: str = "proxy", n_batches: int = 1) -> ProxySource | None:
+               batch_size: int = 64, *, option: str = "proxy", n_batches: int = 1,
+               data: str | None = None) -> ProxySource | None:
     """A :class:`ProxySource` from a spec.
 
     ``spec`` may be ``None`` (no proxy), a :class:`ProxySource`, a mapping ``arch_str -> score``,
@@ -375,7 +383,8 @@ def make_proxy(spec: Any, space: Any, dataset: str = "cifar10", store: Any = Non
     batch_size, 42)``; zcfast ships 20 CIFAR-100 images, so CIFAR-100 needs ``batch_size <= 20``),
     resolved by :func:`zcfast.options.resolve_proxies` (``option`` names the argument in its
     messages, e.g. ``--warmup``); ``n_batches`` mini-batches of ``batch_size`` for a computed proxy
-    (:class:`ComputedProxy`). Anything else -> ``ValueError``.
+    (:class:`ComputedProxy`), drawn from ``data`` (a user dataset) when given. Anything else ->
+    ``ValueError``.
     """
     if spec is None:
         return None
@@ -392,7 +401,7 @@ def make_proxy(spec: Any, space: Any, dataset: str = "cifar10", store: Any = Non
         members, _ = options.resolve_scoring([spec.strip()], option=option)
         return EnsembleProxy(space, spec.strip(), {
             m: ComputedProxy(space, m, dataset=dataset, seed=seed, store=store, device=device,
-                             batch_size=batch_size, n_batches=n_batches) for m in members})
+                             batch_size=batch_size, n_batches=n_batches, data=data) for m in members})
     try:
         names = options.resolve_proxies(spec, option=option)
     except ValueError as exc:
@@ -401,7 +410,7 @@ def make_proxy(spec: Any, space: Any, dataset: str = "cifar10", store: Any = Non
     if len(names) != 1:
         raise ValueError(f"{option} takes one proxy, got {', '.join(names)}")
     return ComputedProxy(space, names[0], dataset=dataset, seed=seed, store=store, device=device,
-                         batch_size=batch_size, n_batches=n_batches)
+                         batch_size=batch_size, n_batches=n_batches, data=data)
 
 
 def rank_order(scores: np.ndarray) -> np.ndarray:
