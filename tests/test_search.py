@@ -346,3 +346,24 @@ def test_nb201_benchmark_oracle_and_warmup() -> None:
     for r in result.records:
         assert r.accuracy == pytest.approx(truth[r.arch_str])
     assert result.best_accuracy >= 72.0        # best of 3,000 by the truth itself
+
+
+def test_subset_space_neighbours_memoised_and_unchanged():
+    """SubsetSpace.neighbours is memoised per architecture: the same answer as computing it anew,
+    and a copy each call (a caller's edit never reaches the memo)."""
+    import json
+    from pathlib import Path
+
+    from zcfast.search.subset import SubsetSpace
+    from zcfast.spaces import nb101
+
+    recs = json.loads((Path(__file__).resolve().parent / "assets" / "nb101_records_30.json").read_text())
+    sp = nb101.NB101Space()
+    strs = [sp.encode(sp.spec(r["module_adjacency"], r["module_operations"])) for r in recs]
+    sub = SubsetSpace(sp, strs, by="key")
+    fresh = SubsetSpace(sp, strs, by="key")
+    for a in list(sub.enumerate())[:5]:
+        first = sub.neighbours(a)
+        assert first and all(n in sub for n in first)
+        first.clear()
+        assert [sp.encode(n) for n in sub.neighbours(a)] == [sp.encode(n) for n in fresh._neighbours(a)]

@@ -44,6 +44,7 @@ class SubsetSpace(SearchSpace):
             self._archs = list(firsts.values())
         self._strs = {self._id(a) for a in self._archs}
         self._choices: list[list[int]] | None = None
+        self._near: dict[str, list[Any]] = {}   # id -> neighbours (the subset is fixed, so is the answer)
 
     def _id(self, arch: Any) -> str:
         return self.base.key(arch) if self.by == "key" else self.base.encode(arch)
@@ -81,7 +82,14 @@ class SubsetSpace(SearchSpace):
         """The base space's one-edit neighbours that are in the subset. With ``by="key"`` (a
         benchmark smaller than its space), when none is, the subset's architectures nearest to
         ``arch`` in the padded choice encoding (fewest differing ``to_choices`` entries, other
-        keys only), so mutation and the move proposal stay inside the benchmark."""
+        keys only), so mutation and the move proposal stay inside the benchmark. Memoised per
+        architecture (a search asks for the same few architectures' neighbours many times)."""
+        ident = self._id(arch)
+        if ident not in self._near:
+            self._near[ident] = self._neighbours(arch)
+        return list(self._near[ident])
+
+    def _neighbours(self, arch: Any) -> list[Any]:
         near = [n for n in self.base.neighbours(arch) if self._id(n) in self._strs]
         if near or self.by != "key" or len(self._archs) < 2:
             return near
