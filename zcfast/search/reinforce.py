@@ -117,7 +117,7 @@ def _valid_draw(space: Any, policy: FactorisedPolicy,
                      f"of {space.name}")
 
 
-def _subset_draw(table: tuple[list[list[int]], list[Any]], policy: FactorisedPolicy,
+def _subset_draw(table: tuple[np.ndarray, list[Any]], policy: FactorisedPolicy,
                  rng: np.random.Generator) -> tuple[list[int], Any]:
     """A draw among a subset's architectures with probability ∝ π(their ``to_choices`` vector):
     the policy conditioned on the subset, exactly (rejection sampling would need ~size/len draws)."""
@@ -127,7 +127,7 @@ def _subset_draw(table: tuple[list[list[int]], list[Any]], policy: FactorisedPol
     scores = logp[np.arange(c.shape[1])[None, :], c].sum(axis=1)  # [A] log π(c_a)
     w = np.exp(scores - scores.max())
     i = int(rng.choice(len(archs), p=w / w.sum()))
-    return list(choices[i]), archs[i]
+    return [int(v) for v in c[i]], archs[i]
 
 
 def reinforce(space: Any, oracle: Oracle, budget: int, *, seed: int = 0, lr: float = DEFAULT_LR,

@@ -43,7 +43,7 @@ class SubsetSpace(SearchSpace):
                 firsts.setdefault(space.key(a), a)
             self._archs = list(firsts.values())
         self._strs = {self._id(a) for a in self._archs}
-        self._choices: list[list[int]] | None = None
+        self._choices: np.ndarray | None = None
         self._near: dict[str, list[Any]] = {}   # id -> neighbours (the subset is fixed, so is the answer)
 
     def _id(self, arch: Any) -> str:
@@ -58,10 +58,13 @@ class SubsetSpace(SearchSpace):
             raise AttributeError(name)
         return getattr(self.base, name)
 
-    def choice_table(self) -> tuple[list[list[int]], list[Any]]:
-        """``(choices, archs)``: each subset architecture's ``to_choices`` vector, in one order."""
+    def choice_table(self) -> tuple[np.ndarray, list[Any]]:
+        """``(choices, archs)``: each subset architecture's ``to_choices`` vector, in one order:
+        a read-only int64 array [A, D], built once (REINFORCE reads it on every draw)."""
         if self._choices is None:
-            self._choices = [list(self.base.to_choices(a)) for a in self._archs]
+            table = np.asarray([list(self.base.to_choices(a)) for a in self._archs], dtype=np.int64)
+            table.setflags(write=False)
+            self._choices = table
         return self._choices, self._archs
 
     def ground_truth_problem(self, dataset: str | None = None) -> str | None:
