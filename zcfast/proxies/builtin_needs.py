@@ -106,16 +106,9 @@ def _parameters(ctx: PassContext) -> None:
     if source is None:
         raise NeedError("the parameters need has no model behind this context")
     if ctx._options.get("read_only"):  # built-in readers only (engine._READ_ONLY_NEEDS): aliases
-        # named_parameters' names and order (each tensor once) from the engine's module walk
-        seen: set[int] = set()
-        out: dict[str, torch.Tensor] = {}
-        for mname, m in ctx._options["modules"]:
-            for pname, p in m._parameters.items():
-                if p is None or id(p) in seen:
-                    continue
-                seen.add(id(p))
-                out[f"{mname}.{pname}" if mname else pname] = p   # params reads numel only
-        ctx.data["parameters"] = out
+        # named_parameters' names and order (each tensor once) from the engine's module walk;
+        # params reads numel only
+        ctx.data["parameters"] = dict(ctx._options["parameters"])
         return
     ctx.data["parameters"] = {n: p.detach().clone() for n, p in source.named_parameters()}
 

@@ -211,9 +211,8 @@ def skipped_parameters(model: nn.Module, counted: Sequence[Counted], *,
     return skipped
 
 
-def _warn_skipped(model: nn.Module, counted: Sequence[Counted],
-                  modules: Sequence[tuple[str, nn.Module]] | None = None) -> None:
-    skipped = skipped_parameters(model, counted, _modules=modules)
+def _warn_skipped(skipped: Sequence[tuple[str, int]]) -> None:
+    """The warning naming the parameters the default rule leaves out (``skipped_parameters``)."""
     if not skipped:
         return
     total = sum(n for _, n in skipped)
@@ -221,6 +220,163 @@ def _warn_skipped(model: nn.Module, counted: Sequence[Counted],
     warnings.warn(f"zcfast.score: {len(skipped)} parameter tensor(s) ({total:,} parameters) are not "
                   f"counted by the default rule (every weight-bearing layer): {listed}; pass "
                   "layer_types=... to choose the counted modules", UserWarning, stacklevel=3)
+
+
+#: per-class rule of :func:`_fast_walk`, for ``layer_types=None`` and per normalised
+#: ``layer_types``: ``cls -> (weight kind, normalisation layer?, fisher dim of its weight)``.
+#: Kinds: 0 no counted weight; 1 ``weight``; 2 per instance (:func:`_weight_attrs`: attention,
+#: RNNs); -1 the class overrides ``named_modules`` (the general path walks it). Bounded.
+_CLASS_RULES: dict[tuple[type, ...] | None, dict[type, tuple[int, bool, int | None]]] = {}
+_CLASS_RULES_MAX = 4096
+
+
+def _class_rule(m: nn.Module, types: tuple[type[nn.Module], ...] | None) -> tuple[int, bool, int | None]:
+    """``m``'s class rule (:data:`_CLASS_RULES`), from the checks :func:`counted_weights` and
+    :func:`skipped_parameters` make on ``m``, cached by class."""
+    rules = _CLASS_RULES.get(types)
+    if rules is None or len(rules) > _CLASS_RULES_MAX:
+        if len(_CLASS_RULES) > 64:
+            _CLASS_RULES.clear()
+        rules = _CLASS_RULES[types] = {}
+    if type(m).named_modules is not nn.Module.named_modules:
+        kind = -1
+    elif isinstance(m, (nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase)):
+        kind = 2
+    elif isinstance(m, _SINGLE_WEIGHT_MODULES):
+        kind = 1
+    elif types is not None and isinstance(m, types):
+        kind = 1   # a layer_types match outside the table counts its ``weight``
+    else:
+        kind = 0
+    if kind > 0 and types is not None and not isinstance(m, types):
+        kind = 0
+    rule = (kind, isinstance(m, _NORM_MODULES), _fisher_dim(m, "weight"))
+    rules[type(m)] = rule
+    return rule
+
+
+class _Walk(NamedTuple):
+    """What one walk of a model gives :func:`score_detailed`, every check of
+    ``_check_not_meta`` and :func:`counted_weights` made."""
+
+    counted: list[Counted]
+    #: ``(qualified name, parameter)`` of every parameter once, in ``named_parameters`` order
+    #: (``[]`` when not asked for)
+    parameters: list[tuple[str, nn.Parameter]]
+    #: :func:`skipped_parameters` (``[]`` when not asked for)
+    skipped: list[tuple[str, int]]
+    #: whether a counted weight is parametrized (``torch.nn.utils.parametrize``)
+    parametrized: bool
+
+
+def _fast_walk(model: nn.Module, types: tuple[type[nn.Module], ...] | None, want_parameters: bool,
+               want_skipped: bool) -> _Walk | None:
+    """:func:`_walk` in one iterative pre-order walk (``named_modules``' order and
+    de-duplication) with per-class rules, or ``None`` where the general path must decide: a
+    meta tensor, an uninitialised (lazy) parameter, a parametrization, a class overriding
+    ``named_modules``, or no counted weight (the general path raises the same errors, in the
+    same order)."""
+    counted: list[Counted] = []
+    parameters: list[tuple[str, nn.Parameter]] = []
+    candidates: list[tuple[str, str, nn.Parameter]] = []
+    seen: set[int] = set()
+    memo: set[nn.Module] = set()
+    rules = _CLASS_RULES.get(types) or {}
+    parameter, uninitialised = nn.Parameter, nn.parameter.UninitializedParameter
+    new_counted = tuple.__new__   # Counted(...) without its Python-level __new__ (98 per NB201 call)
+    stack: list[tuple[str, nn.Module]] = [("", model)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        name, m = pop()
+        if m in memo:
+            continue
+        memo.add(m)
+        rule = rules.get(type(m))
+        if rule is None:
+            rule = _class_rule(m, types)
+            rules = _CLASS_RULES[types]
+        kind, norm, fisher_dim = rule
+        children = m._modules
+        if kind < 0 or "parametrizations" in children or "named_modules" in m.__dict__:
+            return None
+        own = m._parameters
+        if own:
+            prefix = name + "." if name else ""
+            for pname, p in own.items():
+                if p is None:
+                    continue
+                tp = type(p)
+                if p.is_meta or (tp is not parameter and issubclass(tp, uninitialised)):
+                    return None
+                if want_parameters and id(p) not in seen:
+                    seen.add(id(p))
+                    parameters.append((prefix + pname, p))
+                # a kind-1 module's "weight" is counted exactly when it is floating: never skipped
+                if (want_skipped and not norm and "bias" not in pname and (kind != 1 or pname != "weight")
+                        and p.is_floating_point()):
+                    candidates.append((prefix, pname, p))
+            if kind == 1:
+                w = own.get("weight")
+                if w is not None and w.is_floating_point():
+                    counted.append(new_counted(Counted, (name, m, "weight", fisher_dim)))
+            elif kind == 2:
+                for attr in _weight_attrs(m) or (["weight"] if types is not None else []):
+                    w = own.get(attr)
+                    if w is not None and w.is_floating_point():
+                        key = name if attr == "weight" else prefix + attr
+                        counted.append(Counted(key, m, attr, _fisher_dim(m, attr)))
+        buffers = m._buffers
+        if buffers:
+            for b in buffers.values():
+                if b is not None and b.is_meta:
+                    return None
+        if children:
+            prefix = name + "." if name else ""
+            for c, sub in reversed(children.items()):
+                if sub is not None:
+                    push((prefix + c, sub))
+    if not counted:
+        return None
+    skipped = []
+    if candidates:
+        ids = {id(c.module._parameters[c.attr]) for c in counted}
+        for prefix, pname, p in candidates:
+            if id(p) not in ids:
+                skipped.append((prefix + pname, p.numel()))
+                ids.add(id(p))
+    return _Walk(counted, parameters, skipped, False)
+
+
+def _walk(model: nn.Module, layer_types: LayerTypes, *, want_parameters: bool, want_skipped: bool) -> _Walk:
+    """The model's counted weights (:func:`counted_weights`), checked first for meta tensors;
+    with ``want_parameters`` every parameter once with its name (``named_parameters``), with
+    ``want_skipped`` :func:`skipped_parameters`. One walk of the module tree
+    (:func:`_fast_walk`), or the general functions where that declines.
+
+    Raises:
+        ValueError: a meta tensor, bad ``layer_types``, an uninitialised lazy module, or no
+            counted weight (the messages of ``_check_not_meta`` and :func:`counted_weights`).
+    """
+    try:
+        types = normalise_layer_types(layer_types)
+    except ValueError:  # raised below, after the meta check (the general path's order)
+        walk = None
+    else:
+        walk = _fast_walk(model, types, want_parameters, want_skipped)
+    if walk is not None:
+        return walk
+    modules = list(model.named_modules())
+    _check_not_meta(model, modules)
+    counted = counted_weights(model, layer_types, _modules=modules)
+    parameters: list[tuple[str, nn.Parameter]] = []
+    seen: set[int] = set()
+    for mname, m in modules if want_parameters else ():
+        for pname, p in m._parameters.items():
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                parameters.append((f"{mname}.{pname}" if mname else pname, p))
+    skipped = skipped_parameters(model, counted, _modules=modules) if want_skipped else []
+    return _Walk(counted, parameters, skipped, any(_is_parametrized(c.module, c.attr) for c in counted))
 
 
 # ------------------------------------------------------------------------------------------
@@ -991,13 +1147,15 @@ def score_detailed(model: nn.Module, inputs: torch.Tensor | None, targets: torch
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     inputs, targets, extra = split_batches(inputs, targets, batches)
-    # one walk of the module tree serves the meta check, the counted weights and the warning
-    # (each walked it on its own before: most of a no-pass call's fixed cost on NB201's ~600 modules)
-    modules = list(model.named_modules())
-    _check_not_meta(model, modules)
-    counted = counted_weights(model, layer_types, _modules=modules)
-    if layer_types is None and not _owned:
-        _warn_skipped(model, counted, modules)
+    # one walk of the module tree serves the meta check, the counted weights, the parameters
+    # and the warning (most of a no-pass call's fixed cost on NB201's ~300 modules)
+    warn = layer_types is None and not _owned
+    # built-in proxies whose needs only read the weights or parameters (l2_norm, params): see read_only
+    reader_only = all(spec.builtin and all(n in _READ_ONLY_NEEDS for n in spec.needs) for spec in specs)
+    walk = _walk(model, layer_types, want_parameters=reader_only, want_skipped=warn)
+    counted = walk.counted
+    if warn:
+        _warn_skipped(walk.skipped)
     device = _model_device(counted)
     plan = closure(dict.fromkeys(n for spec in specs for n in spec.needs))
     ctx = PassContext()
@@ -1024,7 +1182,7 @@ def score_detailed(model: nn.Module, inputs: torch.Tensor | None, targets: torch
     # copying every weight, parameter and the batch was most of such a call's cost
     read_only = (not main_needs and all(spec.builtin for spec in specs)
                  and all(need.name in _READ_ONLY_NEEDS for need in plan)
-                 and not any(_is_parametrized(c.module, c.attr) for c in counted))
+                 and not walk.parametrized)
     if plugin and not read_only:  # private copies: a need or proxy writing them cannot reach the caller's tensors
         ctx.batches = tuple((xb.detach().to(device).clone(),
                              yb.detach().to(device).clone() if need_targets and yb is not None else None)
@@ -1048,11 +1206,12 @@ def score_detailed(model: nn.Module, inputs: torch.Tensor | None, targets: torch
             # the caller's tensors themselves: the built-in readers detach what they reduce
             ctx.weights = [c.module._parameters[c.attr] for c in counted]
             ctx._options["read_only"] = True
-            ctx._options["modules"] = modules   # the parameters need reuses this call's walk
+            ctx._options["parameters"] = walk.parameters   # the parameters need reuses this call's walk
         else:
             ctx.weights = _weight_copies(model, counted, layer_types)
     try:
-        with _seeded(seed, device):
+        # the built-in readers draw no random number: the caller's RNG is left alone without a fork
+        with contextlib.nullcontext() if read_only else _seeded(seed, device):
             if main_needs:
                 net = model if _owned else clone_module(model, _main_copy)
                 _main_pass(net, x, t, loss_fn, layer_types, main_needs, ctx)

@@ -465,8 +465,12 @@ def l2_norm(ctx: PassContext) -> ProxyResult:
     named = ctx.data["weights"]
     if not named:
         return ProxyResult("l2_norm", 0.0, {})
-    norms = torch.stack([n.to(torch.float32).cpu() for n in torch._foreach_norm([w.detach() for _, w in named])])
-    values = norms.numpy()
+    with torch.no_grad():   # the caller's own tensors in a read-only call: no graph
+        norms = torch._foreach_norm([w for _, w in named])
+    if len({(n.dtype, n.device) for n in norms}) == 1:   # one conversion of the stacked norms
+        values = torch.stack(norms).to(torch.float32).cpu().numpy()
+    else:   # per norm: each converted exactly as the stacked form would
+        values = torch.stack([n.to(torch.float32).cpu() for n in norms]).numpy()
     total = float(np.cumsum(values, dtype=np.float32)[-1])   # sequential float32 sum, as sum_arr
     return ProxyResult("l2_norm", total, {name: float(v) for (name, _), v in zip(named, values)})
 
@@ -475,8 +479,9 @@ def l2_norm(ctx: PassContext) -> ProxyResult:
 def params(ctx: PassContext) -> ProxyResult:
     """Parameters in millions: every parameter tensor once (biases and BatchNorm affine
     included), as NAS-Bench-201 publishes (xautodl's ``count_parameters``) and NASLib reports."""
-    per = {name: p.numel() / 1e6 for name, p in ctx.data["parameters"].items()}
-    return ProxyResult("params", sum(p.numel() for p in ctx.data["parameters"].values()) / 1e6, per)
+    named = ctx.data["parameters"]
+    counts = [p.numel() for p in named.values()]
+    return ProxyResult("params", sum(counts) / 1e6, dict(zip(named, [k / 1e6 for k in counts])))
 
 
 @register_proxy("flops", needs=("flops_counts",), _builtin=True)
