@@ -302,17 +302,20 @@ def _fast_walk(model: nn.Module, types: tuple[type[nn.Module], ...] | None, want
         own = m._parameters
         if own:
             prefix = name + "." if name else ""
+            may_skip = want_skipped and not norm
             for pname, p in own.items():
                 if p is None:
                     continue
                 tp = type(p)
                 if p.is_meta or (tp is not parameter and issubclass(tp, uninitialised)):
                     return None
-                if want_parameters and id(p) not in seen:
-                    seen.add(id(p))
-                    parameters.append((prefix + pname, p))
+                if want_parameters:
+                    i = id(p)
+                    if i not in seen:
+                        seen.add(i)
+                        parameters.append((prefix + pname, p))
                 # a kind-1 module's "weight" is counted exactly when it is floating: never skipped
-                if (want_skipped and not norm and "bias" not in pname and (kind != 1 or pname != "weight")
+                if (may_skip and (kind != 1 or pname != "weight") and "bias" not in pname
                         and p.is_floating_point()):
                     candidates.append((prefix, pname, p))
             if kind == 1:
@@ -1203,7 +1206,7 @@ def score_detailed(model: nn.Module, inputs: torch.Tensor | None, targets: torch
     ctx.layer_names = [c.name for c in counted]
     if not main_needs:
         if read_only:
-            # the caller's tensors themselves: the built-in readers detach what they reduce
+            # the caller's tensors themselves: the built-in readers only read them (l2_norm under no_grad)
             ctx.weights = [c.module._parameters[c.attr] for c in counted]
             ctx._options["read_only"] = True
             ctx._options["parameters"] = walk.parameters   # the parameters need reuses this call's walk
