@@ -291,13 +291,15 @@ def _fast_walk(model: nn.Module, types: tuple[type[nn.Module], ...] | None, want
         if m in memo:
             continue
         memo.add(m)
+        children = m._modules
+        if "parametrizations" in children or "named_modules" in m.__dict__:
+            return None   # (before the class rule: a parametrized module's class is made per module)
         rule = rules.get(type(m))
         if rule is None:
             rule = _class_rule(m, types)
-            rules = _CLASS_RULES[types]
+            rules = _CLASS_RULES.get(types, rules)
         kind, norm, fisher_dim = rule
-        children = m._modules
-        if kind < 0 or "parametrizations" in children or "named_modules" in m.__dict__:
+        if kind < 0:
             return None
         own = m._parameters
         if own:
