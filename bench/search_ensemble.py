@@ -43,6 +43,7 @@ import math
 import os
 import shlex
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -244,6 +245,7 @@ def cmd_tables(args: argparse.Namespace) -> None:
           f"(selection.json: {check['reported']:.6f})")
     if abs(check["spearman"] - check["reported"]) > 1e-9:
         raise SystemExit("the ensemble does not reproduce selection.json's held-out rho")
+    read_at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
     if args.scores:
         arch, vals, source = rows_from_csvs(args.scores, ens.members)
     else:
@@ -270,7 +272,8 @@ def cmd_tables(args: argparse.Namespace) -> None:
             "check_heldout": check, "source": source, "versus_selection_scores": versus, "subset": sub.info,
             "spearman_on_subset_vs_test": gt, "tables": {k: _rel(os.path.abspath(v)) for k, v in paths.items()},
             "synflow_tables": {ds: _rel(p) for ds, p in SYNFLOW.items()},
-            "command": " ".join(["python", "bench/search_ensemble.py", *sys.argv[1:]])}
+            "command": " ".join(["python", "bench/search_ensemble.py", *sys.argv[1:]]),
+            "read_at_utc": read_at}
     with open(os.path.join(args.out_dir, "subset.json"), "w") as fh:
         json.dump(meta, fh, indent=1)
     print(json.dumps({k: meta[k] for k in ("subset", "spearman_on_subset_vs_test")}, indent=1))
@@ -371,7 +374,7 @@ def cmd_report(args: argparse.Namespace) -> None:
           f"`{meta['ensemble']['selection']}`; recomputed here on the shipped held-out half: ρ "
           f"{meta['check_heldout']['spearman']:.4f} (selection.json: {meta['check_heldout']['reported']:.4f}).", "",
           f"Searched subset: {sub['size']} NB201 architectures = {sub['complete']} with all four members scored "
-          f"({'store ' + src['store'] if 'store' in src else 'CSVs ' + ', '.join(src['scores'])}) minus "
+          f"({'store ' + src['store'] + ' as read at ' + str(meta.get('read_at_utc')) + ' UTC' if 'store' in src else 'CSVs ' + ', '.join(src['scores'])}) minus "
           f"{sub['dropped_selection_half']} of the ensemble's selection half, minus {sub['dropped_isolated']} left "
           "with no one-edit neighbour in the subset (evolution could not mutate them; removed to a fixed point). Non-finite member scores (ranked "
           f"worst): {sub['nan_per_member']} ({sub['archs_with_any_nan']} architectures with any). The ensemble "
