@@ -98,6 +98,12 @@ def main() -> None:
         print(f"{proxy}: official {r['official_s_per_arch']:.3f} s/arch, zcfast {r['zcfast_s_per_arch']:.3f} s/arch, "
               f"{r['ratio']:.2f}x, max rel diff {worst:.2e}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    # rows of proxies not run this time are kept (a run of some proxies updates only theirs)
+    old = args.out.with_suffix(".json")
+    if old.exists():
+        ran = {r["proxy"] for r in rows}
+        kept = [r for r in json.loads(old.read_text()) if r["proxy"] not in ran]
+        rows = sorted(kept + rows, key=lambda r: PROXIES.index(r["proxy"]) if r["proxy"] in PROXIES else len(PROXIES))
     args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = ["| proxy | archs | batch | official-style s/arch | zcfast s/arch | ratio | max rel diff |",
              "|---|---|---|---|---|---|---|"]

@@ -40,8 +40,11 @@ per-candidate copies):
 * zen_pass (Zen-NAS): per candidate N(0, 1) weights, z and ε from a generator seeded with the
   call's seed (the module network's draw order), two no-grad forwards of an all-edge network
   with BatchNorm running statistics (momentum 0.1, eps 1e-3): pre-pool features, running vars;
-* per_sample_grads (GradSign): per sample one forward of ``[1, K·3, H, W]`` (BatchNorm over that
-  sample, as the official loop) and one backward, stacked per candidate weight;
+* per_sample_grads (GradSign): one forward of the first batch with every BatchNorm per sample
+  (over that image's H·W positions: what the official forward of the image alone gives; the
+  samples are then independent), one backward of the summed per-sample losses, and each
+  layer's per-sample weight gradients from its recorded input and output gradient (one batched
+  matmul per layer); ``ZCFAST_BATCHED_PER_SAMPLE=loop`` runs the official one-sample loop;
 * labels, weights, parameters, flops_counts: no pass; the candidate's own tensors under the
   module network's names (dead edges included) and NAS-Bench-201's MACs per call from shapes.
 
@@ -658,12 +661,86 @@ def _multi_grads_pass(net, ctxs: list[PassContext], channels_last: bool) -> None
             c.data["multi_grads"] = grads
 
 
+def per_sample_route() -> str:
+    """How the stacked backend computes ``per_sample_grads``: ``"stacked"`` (default: one forward
+    with per-sample BatchNorm and one backward, :func:`_per_sample_pass`) or ``"loop"`` (the
+    official loop, one forward + backward per sample, :func:`_per_sample_loop`; the reference
+    the tests compare with), from ``ZCFAST_BATCHED_PER_SAMPLE``."""
+    env = os.environ.get("ZCFAST_BATCHED_PER_SAMPLE", "stacked")
+    if env not in ("stacked", "loop"):
+        raise ValueError(f"ZCFAST_BATCHED_PER_SAMPLE must be 'stacked' or 'loop', got {env!r}")
+    return env
+
+
 def _per_sample_pass(net, ctxs: list[PassContext], channels_last: bool) -> None:
-    """The ``per_sample_grads`` need of K candidates (GradSign's official per-sample loop): per
-    sample i of the first batch one training-mode forward of ``[1, K·3, H, W]`` (BatchNorm over
-    that one sample) and one backward of ``Σ_k CE(logits_k, y_i)`` (:func:`_sweep`); per
-    candidate one ``[N, *W.shape]`` tensor per weight of its ``ctx.weights`` (zeros where
-    unused). A candidate whose loss is not finite on a sample gets the module backend's reason."""
+    """The ``per_sample_grads`` need of K candidates (GradSign's official per-sample loop) in one
+    forward and one backward: per candidate one ``[N, *W.shape]`` tensor per weight of its
+    ``ctx.weights`` (zeros where unused), ∂ℓᵢ/∂W as a forward of sample i *alone* gives it.
+
+    How: a training-mode BatchNorm of one image normalises over its H·W positions, so the
+    forward of the whole first batch ``[N, K·3, H, W]`` with every BatchNorm per sample
+    (``bn="sample"``) gives every sample its official activations, and the samples are
+    independent (every other NB201 op is per sample: convolutions, ReLU, pools, the
+    classifier). The backward of ``Σ_k Σ_i CE(logits_k[i], y_i)`` then gives each sample its own
+    output gradient δᵢ at every layer, and :func:`zcfast.batched.nb201.per_sample_weight_grads`
+    forms gᵢ = δᵢ · unfold(xᵢ)ᵀ from the recorded inputs (one batched matmul per layer).
+    This relies on knowing the architecture; the module backend (any ``nn.Module``) keeps one
+    forward per sample. A candidate with a non-finite loss on some sample gets the loop's
+    reason (the first such sample's) and no gradients. ``ZCFAST_BATCHED_PER_SAMPLE=loop``:
+    :func:`_per_sample_loop`."""
+    if per_sample_route() == "loop":
+        _per_sample_loop(net, ctxs, channels_last)
+        return
+    from zcfast.batched.nb201 import per_sample_weight_grads
+    K = net.K
+    x, y = ctxs[0].batches[0]
+    layers = net.layers()
+    net.record_inputs = True
+    try:
+        logits = net.forward(_to_format(x.repeat(1, K, 1, 1), channels_last), bn="sample")   # [K, N, O]
+        losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat(K),
+                                 reduction="none").view(K, -1)                                 # [K, N]
+        finite = torch.isfinite(losses.detach())
+        bad: list[str | None] = [None] * K
+        if not bool(finite.all()):
+            for k in range(K):
+                if not bool(finite[k].all()):
+                    i = int((~finite[k]).nonzero()[0, 0])
+                    bad[k] = f"the loss of sample {i} is not finite ({float(losses[k, i])})"
+        ok = [k for k in range(K) if bad[k] is None]
+        per_layer: list[list[Tensor] | None] = [None] * len(layers)
+        if ok:
+            acts = [layer.act for layer in layers]
+            deltas = torch.autograd.grad(losses[ok].sum(), acts, allow_unused=True)
+            with torch.no_grad():
+                per_layer = [None if d is None else per_sample_weight_grads(layer, d)
+                             for layer, d in zip(layers, deltas)]
+    finally:
+        net.record_inputs = False
+        for layer in layers:
+            layer.act = None
+            layer.inp = None
+    per: list[list[Tensor | None]] = [[] for _ in range(K)]
+    for layer, gs in zip(layers, per_layer):
+        for gi, o in enumerate(layer.owners):
+            per[o].append(None if gs is None else gs[gi])
+    for k, c in enumerate(ctxs):
+        if bad[k] is not None:
+            c.problems.setdefault("per_sample_grads", bad[k])
+            continue
+        n = x.shape[0]
+        c.data["per_sample_grads"] = [
+            g.contiguous() if g is not None else torch.zeros((n,) + tuple(w.shape), dtype=w.dtype, device=w.device)
+            for g, w in zip(per[k], c.weights)]
+
+
+def _per_sample_loop(net, ctxs: list[PassContext], channels_last: bool) -> None:
+    """The ``per_sample_grads`` need of K candidates as GradSign's official loop: per sample i
+    of the first batch one training-mode forward of ``[1, K·3, H, W]`` (BatchNorm over that one
+    sample) and one backward of ``Σ_k CE(logits_k, y_i)`` (:func:`_sweep`); per candidate one
+    ``[N, *W.shape]`` tensor per weight of its ``ctx.weights`` (zeros where unused). A candidate
+    whose loss is not finite on a sample gets the module backend's reason. The reference of
+    :func:`_per_sample_pass` (``ZCFAST_BATCHED_PER_SAMPLE=loop``)."""
     x, y = ctxs[0].batches[0]
     steps = ((x[i:i + 1], y[i:i + 1], f"sample {i}") for i in range(x.shape[0]))
     for c, per in zip(ctxs, _sweep(net, ctxs, "per_sample_grads", steps, channels_last)):
