@@ -11,8 +11,15 @@ Official code read: cmu-catalyst/GradSign@26412be8, ``naswot-code/gradsign.py`` 
 - the network stays in train mode (it is never switched to eval), and each sample i runs its
   own forward ``net(inputs[[i]])`` and backward of ``cross_entropy(out, targets[[i]])``: BatchNorm
   normalises over that **one** image (its H·W positions). ``per_sample_grads`` reproduces this
-  with one forward of ``x[i:i+1]`` per sample on a private train-mode copy (not one batched
-  forward with per-sample backwards, whose BatchNorm statistics are the batch's: other numbers);
+  (not one batched forward with per-sample backwards, whose BatchNorm statistics are the
+  batch's: other numbers). The module backend (any ``nn.Module``) runs one forward of
+  ``x[i:i+1]`` per sample on a private train-mode copy: an arbitrary model may couple samples
+  in ways it cannot see. The stacked NAS-Bench-201 backend (``zcfast.batched``), where every
+  layer is known, runs ONE forward of the batch with each BatchNorm per sample (instance
+  normalisation with BatchNorm's affine and eps: the same numbers as a forward of the image
+  alone), one backward of the summed per-sample losses, and each layer's per-sample weight
+  gradients from its input and output gradient; equal to the loop to float32 rounding
+  (tests/test_batched_suite_zero.py), ``ZCFAST_BATCHED_PER_SAMPLE=loop`` runs the loop there;
 - gradients of the ``weight`` of every Conv2d/Linear (``isinstance``), a weight the loss does not
   reach contributing zeros; flattened and concatenated, ``np.sign`` (sign(0) = 0), summed over
   samples, ``abs``, then ``np.nansum``: a weight element whose gradient is NaN for *any* sample
