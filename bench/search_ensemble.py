@@ -119,12 +119,17 @@ def rows_from_store(path: str, members: Sequence[str]) -> tuple[dict[int, str], 
                 raise SystemExit(f"{path}: {len(ids)} nb201 10-class runs of {m!r} ({ids}); expected one")
             info["runs"][m] = {"run_id": ids[0], "config": runs[ids[0]]}
             vals[m] = {}
+            reasons: dict[str, int] = {}
             for r in store.rows(ids[0]):
                 i = sp.index(sp.decode(r.arch_str))
                 arch[i] = r.arch_str
                 v = r.values.get(m, math.nan) if r.error is None else math.nan
                 vals[m][i] = float(v) if v is not None else math.nan
+                if r.error is not None:
+                    head = r.error.split(":", 1)[-1].strip()[:80]
+                    reasons[head] = reasons.get(head, 0) + 1
             info["runs"][m]["rows"] = len(vals[m])
+            info["runs"][m]["errors"] = reasons      # first 80 characters of each reason: count
     return arch, vals, info
 
 
@@ -377,7 +382,10 @@ def cmd_report(args: argparse.Namespace) -> None:
           f"({'store ' + src['store'] + ' as read at ' + str(meta.get('read_at_utc')) + ' UTC' if 'store' in src else 'CSVs ' + ', '.join(src['scores'])}) minus "
           f"{sub['dropped_selection_half']} of the ensemble's selection half, minus {sub['dropped_isolated']} left "
           "with no one-edit neighbour in the subset (evolution could not mutate them; removed to a fixed point). Non-finite member scores (ranked "
-          f"worst): {sub['nan_per_member']} ({sub['archs_with_any_nan']} architectures with any). The ensemble "
+          f"worst): {sub['nan_per_member']} ({sub['archs_with_any_nan']} architectures with any)"
+          + ("; the store's reasons (all its rows): " + "; ".join(
+              f"{m}: {n} × \"{why}…\"" for m, r in src["runs"].items() for why, n in r.get("errors", {}).items())
+             if "runs" in src else "") + ". The ensemble "
           "is aggregated over the subset; synflow is Issue #6's table for each dataset (10-class head for "
           "CIFAR-10, 100-class for CIFAR-100) restricted to the same architectures. The ensemble's members are "
           "CIFAR-10 proxies (10-class head, CIFAR-10 batch), so on **CIFAR-100 the ensemble is a transfer**.", "",
