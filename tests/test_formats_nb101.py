@@ -156,6 +156,23 @@ def test_round_trip_30_records_exact(tmp_path: Path):
     assert clone[RECORDS[3]["hash"]] == RECORDS[3]
 
 
+def test_import_file_reads_a_records_file_as_it_is(tmp_path: Path):
+    src = tmp_path / "nb101_dict.pkl"
+    src.write_bytes(pickle.dumps({r["hash"]: r for r in RECORDS}))
+    for path in (ROOT / "assets" / "nb101_records_30.json", src):
+        res = f.import_file(path, cache=tmp_path / "c", progress=False, force=True)
+        assert isinstance(res, fcache.ImportResult)
+        assert (res.space, res.source, res.table, res.entries, res.seconds, res.cached, res.details) == \
+            ("nb101", str(path), str(path), 30, 0.0, True, {})
+        assert res.summary() == (f"nb101: 30 architectures in {path} (a records file: used directly by "
+                                 "--benchmark, no conversion needed)")
+    assert not (tmp_path / "c").exists()            # nothing converted, nothing cached
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="string 'hash'"):
+        f.import_file(bad, progress=False)
+
+
 def test_space_reads_tfrecord_like_json(tmp_path: Path, monkeypatch):
     src = tmp_path / "nb.tfrecord"
     f.write_tfrecord(src, RECORDS)

@@ -42,14 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cache is not None and os.path.exists(args.cache) and not os.path.isdir(args.cache):
         raise ValueError(f"--cache {args.cache!r} is an existing file, not a directory")
     module = importlib.import_module(IMPORTERS[args.space])
-    path = os.path.expanduser(args.path)
-    if args.space == "nb101" and os.path.isfile(path) and path.lower().endswith((".json", ".pkl", ".pickle")):
-        # NASLib's pickle / a records JSON: read as it is (restricted unpickler), nothing to convert
-        records = module.load_records_file(path)
-        print(f"nb101: {len(records):,} architectures in {args.path} (a records file: used directly by "
-              "--benchmark, no conversion needed)")
-        return 0
-    result = module.import_file(path, cache=args.cache, progress=not args.quiet,
+    result = module.import_file(os.path.expanduser(args.path), cache=args.cache, progress=not args.quiet,
                                 force=args.force)
     print(result.summary())
     return 0

@@ -55,7 +55,7 @@ from .tfrecord import TFRecordError, iter_records, write_records
 __all__ = ["OP_NAMES", "METRICS", "MAX_VERTICES", "TABLE_FORMAT", "TABLE_VERSION", "EvaluationData",
            "ModelMetrics", "decode_model_metrics", "encode_model_metrics", "parse_row", "import_file",
            "open_table", "NB101Table", "load", "load_records_file", "write_tfrecord",
-           "TFRECORD_SUFFIXES", "PICKLE_SUFFIXES", "TFRecordError"]
+           "TFRECORD_SUFFIXES", "PICKLE_SUFFIXES", "RECORDS_SUFFIXES", "RecordsFileResult", "TFRecordError"]
 
 #: Op of each code of the table's ``ops`` array.
 OP_NAMES: tuple[str, ...] = ("input", "conv1x1-bn-relu", "conv3x3-bn-relu", "maxpool3x3", "output")
@@ -69,6 +69,8 @@ TABLE_FORMAT = "zcfast-nb101-table"
 TABLE_VERSION = 1
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords")
 PICKLE_SUFFIXES = (".pkl", ".pickle")
+#: Suffixes of the records files (:func:`load_records_file`), read as they are (nothing converted).
+RECORDS_SUFFIXES = (".json",) + PICKLE_SUFFIXES
 _OP_CODE = {op: i for i, op in enumerate(OP_NAMES)}
 _BLOCK = 1 << 13  # rows per allocation of the growing arrays
 _ARRAYS = ("hashes", "adjacency", "num_vertices", "ops", "trainable_parameters", "metrics", "runs")
@@ -353,6 +355,16 @@ def _table_ok(folder: Path) -> bool:
             and meta.get("version") == TABLE_VERSION and all((folder / f"{a}.npy").is_file() for a in _ARRAYS))
 
 
+class RecordsFileResult(_cache.ImportResult):
+    """:func:`import_file`'s result for a records file: nothing converted, the file is its own
+    table (``table == source``, ``cached=True``, ``seconds=0.0``)."""
+
+    def summary(self) -> str:
+        """``nb101: 30 architectures in X (a records file: used directly by --benchmark, ...)``."""
+        return (f"{self.space}: {self.entries:,} architectures in {self.source} (a records file: used directly by "
+                "--benchmark, no conversion needed)")
+
+
 def import_file(path: str | os.PathLike[str], *, cache: str | os.PathLike[str] | None = None,
                 progress: bool = True, force: bool = False, check_crc: bool = True,
                 chunk_size: int = 4 << 20) -> _cache.ImportResult:
@@ -361,8 +373,14 @@ def import_file(path: str | os.PathLike[str], *, cache: str | os.PathLike[str] |
 
     Memory is bounded by the table (plus one read chunk), not by the file.
 
+    A records file (``.json``, NASLib's ``.pkl`` / ``.pickle``: :data:`RECORDS_SUFFIXES`) is only
+    read (:func:`load_records_file`, the restricted unpickler), nothing converted: a
+    :class:`RecordsFileResult` whose ``table`` is the file itself (``cache``, ``force``,
+    ``progress``, ``check_crc`` and ``chunk_size`` do not apply).
+
     Args:
-        path: ``nasbench_only108.tfrecord`` or ``nasbench_full.tfrecord`` (or a file in their format).
+        path: ``nasbench_only108.tfrecord`` or ``nasbench_full.tfrecord`` (or a file in their format),
+            or a records file.
         cache: the cache folder (default ``$ZCFAST_CACHE`` or ``~/.cache/zcfast``).
         progress: a tqdm progress bar on stderr (when tqdm is importable).
         force: convert again even when the table exists.
@@ -372,11 +390,13 @@ def import_file(path: str | os.PathLike[str], *, cache: str | os.PathLike[str] |
     Raises:
         FileNotFoundError naming the path; TFRecordError / ValueError naming the file and the record
         number for damaged framing, a row that is not NB101 JSON, more than 3 runs of one
-        (hash, epochs), or a file with no records.
+        (hash, epochs), or a file with no records; for a records file, :func:`load_records_file`'s.
     """
     src = Path(path)
     if not src.is_file():
         raise FileNotFoundError(f"NAS-Bench-101 tfrecord not found: {str(src)!r}")
+    if src.name.lower().endswith(RECORDS_SUFFIXES):
+        return RecordsFileResult("nb101", str(src), str(src), len(load_records_file(src)), 0.0, True)
     target = _cache.cached_path("nb101", src, "", cache)
     if not force and _table_ok(target):
         meta = json.loads((target / "meta.json").read_text())
@@ -649,7 +669,7 @@ _PICKLE_FIRST = (b"\x80", b"]", b"}", b"(")
 def _looks_like_tfrecord(p: Path) -> bool:
     if p.suffix.lower() in TFRECORD_SUFFIXES:
         return True
-    if p.suffix.lower() in PICKLE_SUFFIXES + (".json",):
+    if p.suffix.lower() in RECORDS_SUFFIXES:
         return False
     with open(p, "rb") as fh:
         head = fh.read(64).lstrip()
@@ -678,7 +698,7 @@ def load(path: str | os.PathLike[str], *, cache: str | os.PathLike[str] | None =
     if _looks_like_tfrecord(p):
         res = import_file(p, cache=cache, progress=progress)
         return NB101Table(res.table)
-    if p.suffix.lower() not in PICKLE_SUFFIXES + (".json",):
+    if p.suffix.lower() not in RECORDS_SUFFIXES:
         with open(p, "rb") as fh:
             return load_records_file(p, pickled=fh.read(1) in _PICKLE_FIRST)
     return load_records_file(p)
