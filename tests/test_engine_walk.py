@@ -238,3 +238,11 @@ def test_class_rules_follow_layer_types() -> None:
     assert "emb" in default and only_linear == ["attn.out_proj", "attn_kv.out_proj", "shared", "head", "tied"]
     again = [c.name for c in engine._walk(net, None, want_parameters=False, want_skipped=False).counted]
     assert again == default
+
+
+def test_parametrized_classes_stay_out_of_the_rule_cache() -> None:
+    for _ in range(3):   # each parametrization makes its module's class anew
+        net = DECLINED["weight_norm"]()
+        score(net, torch.randn(2, 3, 4, 4), None, ("params",))
+    cached = [cls for rules in engine._CLASS_RULES.values() for cls in rules]
+    assert nn.Flatten in cached and not [cls for cls in cached if cls.__name__.startswith("Parametrized")]
