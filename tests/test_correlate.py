@@ -170,6 +170,34 @@ def test_other_datasets_use_their_classes_and_ground_truth(tmp_path, fake_proxie
     assert r.summary["ground_truth"]["column"] == "imagenet16_120_test_nats"
 
 
+class _OwnNB201:
+    """A caller's own space object that calls itself nb201 but has no ``NB201Space.column_for``."""
+
+    name = "nb201"
+
+    def __init__(self) -> None:
+        self.inner = spaces.get("nb201")
+
+    def __getattr__(self, attr: str):
+        if attr == "column_for" or attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(self.__dict__["inner"], attr)
+
+
+def test_own_nb201_space_without_column_for_names_the_shipped_column(tmp_path):
+    own = _OwnNB201()
+    assert not hasattr(own, "column_for")
+
+    def scorer(space, arch, x, y, proxies, seed, num_classes, device):
+        return {p: float(len(space.encode(arch))) for p in proxies}
+
+    r = corr.correlate(own, "cifar10", "snip", 4, 0, store=tmp_path / "a.sqlite", batch_size=8, metric="test",
+                       score_fn=scorer, time_sample=0, progress=False)
+    assert r.summary["ground_truth"] == {"metric": "test", "column": "cifar10_test_nats"}
+    sp = spaces.get("nb201")
+    assert list(r.acc) == [sp.ground_truth(sp.decode(a), "cifar10", "test") for a in r.archs]
+
+
 @pytest.mark.parametrize(
     "argv, match",
     [

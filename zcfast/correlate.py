@@ -158,7 +158,7 @@ def _gt_column(sp: Any, ds: str, metric: str) -> str | None:
     if sp.name != "nb201":
         return None
     column_for = getattr(sp, "column_for", None)
-    if not callable(column_for):
+    if not callable(column_for):  # a caller's own space object named nb201 (tests/test_correlate.py)
         from .spaces import nb201
 
         column_for = nb201.column_for
