@@ -681,16 +681,15 @@ class NB201Space(SearchSpace):
 
     def column_for(self, dataset: str, metric: str = "test") -> str:
         """The column ``ground_truth(arch, dataset, metric)`` reads: the shipped table's for its
-        metrics and columns (:func:`column_for`), else the benchmark file's
-        (:data:`FILE_METRICS` via :func:`file_column`, or a raw column name of that table)."""
+        metrics and columns, and for any metric without a benchmark file (:func:`column_for`, the
+        one rule, with its messages), else the benchmark file's (:data:`FILE_METRICS` via
+        :func:`file_column`, or a raw column name of that table)."""
         shipped = table()
-        if (metric in shipped and metric not in _NON_NUMERIC) or (metric in METRICS and metric not in FILE_METRICS):
-            return column_for(dataset, metric)
-        bench = self.benchmark_table()
+        on_file = not ((metric in shipped and metric not in _NON_NUMERIC)
+                       or (metric in METRICS and metric not in FILE_METRICS))
+        bench = self.benchmark_table() if on_file else None  # a shipped metric never reads the file
         if bench is None:
-            if metric in FILE_METRICS or (isinstance(metric, str) and _FILE_COLUMN.search(metric)):
-                raise ValueError(_needs_file(metric))
-            return column_for(dataset, metric)  # unknown metric: the shipped table's message
+            return column_for(dataset, metric)
         if metric in bench and metric not in _NON_NUMERIC:
             return metric
         if metric not in FILE_METRICS:
