@@ -201,6 +201,30 @@ def test_report_of_a_scan_run_joins_the_ground_truth(tmp_path):
     assert "rendered from" in corr.format_table(res.summary)
 
 
+def test_report_of_a_store_with_an_nb201_benchmark_file_names_its_column(tmp_path, monkeypatch):
+    from zcfast.formats import fixtures
+    from zcfast.formats import nb201 as fmt
+    from zcfast.spaces import nb201 as space_nb201
+    from zcfast.store import BatchKey, ResultStore, RunConfig, ScoreRow
+
+    pth = fmt.write_pth(tmp_path / "NAS-Bench-201-v1_1-096897.pth", fixtures.nb201_entries(), "v1_1")
+    monkeypatch.setenv("ZCFAST_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ZCFAST_NB201_PATH", str(pth))
+    sp = spaces.get("nb201")
+    archs = [sp.arch_at(i) for i in fixtures.NB201_INDICES]
+    cfg = RunConfig(kind="scan", space="nb201", proxies=("a",), num_classes=10,
+                    batch=BatchKey("f", "shipped:cifar10", 8, 1), init_seed=0, device="cpu", dataset="cifar10",
+                    candidates="enumerate", scorer="zcfast")
+    with ResultStore(tmp_path / "s.sqlite") as st:
+        rid = st.run_id(cfg)
+        st.put_many(rid, [ScoreRow(sp.key(a), sp.encode(a), {"a": float(i)}) for i, a in enumerate(archs)])
+    res = corr.study_from_store(tmp_path / "s.sqlite", n_boot=0)
+    assert res.summary["ground_truth"] == {"metric": "paper", "column": "cifar10valid_oritest_acc_hp200"}
+    # the fixture file's paper column holds the shipped cifar10_test_nats (formats.fixtures)
+    shipped = space_nb201.table()["cifar10_test_nats"]
+    np.testing.assert_array_equal(np.sort(res.acc), np.sort(shipped[list(fixtures.NB201_INDICES)]))
+
+
 def test_report_bad_input_is_one_line(tmp_path, capsys, study):
     _, out = study
     assert cli_main(["report", str(tmp_path / "none.sqlite")]) == 2

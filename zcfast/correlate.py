@@ -1370,11 +1370,7 @@ def study_from_store(path: str | os.PathLike, *, run: str | None = None, dataset
         for label, m, c, _ in BASELINES.get((sp.name, ds), []):
             baselines[label] = (np.array([sp.ground_truth(a, ds, m) for a in decoded], dtype=np.float64),
                                 np.array([sp.ground_truth(a, ds, c) for a in decoded], dtype=np.float64))
-    gt_column = None
-    if sp.name == "nb201":
-        from .spaces import nb201
-
-        gt_column = nb201.column_for(ds, metric)
+    gt_column = sp.column_for(ds, metric) if sp.name == "nb201" else None  # with $ZCFAST_NB201_PATH: its column
     extra = {"source": {"store": str(path), "run_ids": g["run_ids"], "config": cfg},
              "ground_truth": {"metric": metric, "column": gt_column},
              "batch": batch, "init_seed": cfg.get("init_seed") if "init_seed" in cfg else cfg.get("seed"),
