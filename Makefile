@@ -10,6 +10,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+# make test runs pytest on PYTEST_WORKERS processes (pytest-xdist; 0 = in this process).
+# test-slow stays in one process: its tests are timing- and load-sensitive.
+PYTEST_WORKERS ?= 2
 
 .PHONY: setup build demo test test-slow bench clean
 
@@ -37,7 +40,7 @@ demo: build
 	$(BIN)/zcfast correlate --space nb201 --dataset cifar10 --proxies all --n 20 --seed 0 --out out/demo
 
 test: build
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test-slow: build
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
