@@ -44,7 +44,8 @@ from common import (  # noqa: E402
 
 import zcfast  # noqa: E402
 import zcfast.spaces  # noqa: E402
-from zcfast.proxies import build_seeded, score, score_arch, synflow_bn_rule  # noqa: E402
+from zcfast.proxies import score  # noqa: E402
+from zcfast.scoring import build_seeded, score_arch, synflow_bn_rule  # noqa: E402
 from zcfast.proxies.engine import remove_batchnorms  # noqa: E402
 
 SIX = ("grad_norm", "snip", "grasp", "fisher", "jacob_cov", "synflow")

@@ -58,7 +58,7 @@ import zcfast  # noqa: E402
 from common import command_line, machine_info, markdown_table, write_results  # noqa: E402
 from zcfast.batched import score_batch  # noqa: E402
 from zcfast.data import paper_batch  # noqa: E402
-from zcfast.proxies import score_arch  # noqa: E402
+from zcfast.scoring import score_arch  # noqa: E402
 from zcfast.store import ResultStore, ScoreRow  # noqa: E402
 
 try:  # issue #12 moves the per-architecture seed to its own module

@@ -43,7 +43,7 @@ import torch  # noqa: E402
 
 import zcfast  # noqa: E402
 from zcfast.batched import score_batch  # noqa: E402
-from zcfast.proxies import score_arch  # noqa: E402
+from zcfast.scoring import score_arch  # noqa: E402
 from plain_baseline import plain_score_arch  # noqa: E402
 
 SETS = {

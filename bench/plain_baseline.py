@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zcfast.proxies import build_seeded
+from zcfast.scoring import build_seeded
 
 GRAD_PROXIES = ("grad_norm", "snip", "fisher")
 

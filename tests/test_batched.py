@@ -21,7 +21,7 @@ import torch
 import zcfast
 from zcfast.batched import SUPPORTED_NEEDS, choose_k, fast_init_matches, score_batch, supports, supports_needs
 from zcfast.batched.nb201 import BatchedNB201, extract, fast_weights, weights_equal
-from zcfast.proxies import build_seeded, score_arch
+from zcfast.scoring import build_seeded, score_arch
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = zcfast.spaces.get("nb201")

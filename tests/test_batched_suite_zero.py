@@ -25,7 +25,8 @@ import torch
 import zcfast
 from zcfast import batched
 from zcfast.batched import SUPPORTED_NEEDS, fast_route_applies, score_batch
-from zcfast.proxies import PAPER_LAYER_TYPES, build_seeded, score_arch
+from zcfast.proxies import PAPER_LAYER_TYPES
+from zcfast.scoring import build_seeded, score_arch
 from zcfast.testing import live_tensor_count
 
 SPACE = zcfast.spaces.get("nb201")

@@ -15,7 +15,7 @@ import torch.nn as nn
 import zcfast.correlate as corr
 from zcfast import data, spaces
 from zcfast.cli import main as cli_main
-from zcfast.proxies.arch import build_seeded, score_arch, synflow_bn_rule
+from zcfast.scoring import build_seeded, score_arch, synflow_bn_rule
 from zcfast.spaces import nb201
 from zcfast.store import config_id
 

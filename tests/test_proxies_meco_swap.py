@@ -311,7 +311,7 @@ def test_score_arch_on_nb201_routes_these_needs_to_the_module_backend() -> None:
     x, y = batch(n=2, hw=8)
     arch = space.arch_at(7)
     got = zcfast.score_arch(space, arch, x, y, ("meco",), seed=42)["meco"]
-    net = zcfast.proxies.build_seeded(space, arch, seed=42)
+    net = zcfast.scoring.build_seeded(space, arch, seed=42)
     assert got == pytest.approx(meco_official(net, x[:1]), rel=1e-5, abs=1e-5)
 
 

@@ -17,7 +17,8 @@ import torch.nn as nn
 
 import zcfast.spaces
 from zcfast.metrics import vote_agreement
-from zcfast.proxies import (arch_seed, build_seeded, score_arch, score_detailed, synflow_bn_rule)
+from zcfast.proxies import arch_seed, score_detailed
+from zcfast.scoring import build_seeded, score_arch, synflow_bn_rule
 from zcfast.proxies.vote import pairwise_vote, rank_vote
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))

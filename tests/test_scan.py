@@ -282,7 +282,7 @@ def test_cli_scan_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 def _real_scorer_available() -> bool:
     try:
-        from zcfast.proxies import score_arch  # noqa: F401
+        from zcfast.scoring import score_arch  # noqa: F401
     except ImportError:
         return False
     return True

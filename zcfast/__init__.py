@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "score": ("zcfast.proxies", "score"),
     "score_detailed": ("zcfast.proxies", "score_detailed"),
-    "score_arch": ("zcfast.proxies", "score_arch"),
+    "score_arch": ("zcfast.scoring", "score_arch"),
     "available_proxies": ("zcfast.proxies", "available_proxies"),
     "register_proxy": ("zcfast.proxies", "register_proxy"),
     "unregister_proxy": ("zcfast.proxies", "unregister_proxy"),

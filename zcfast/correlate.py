@@ -438,7 +438,7 @@ def correlate(
     batch schemes never mix (and stores written before these options existed keep their keys).
     """
     from . import spaces
-    from .proxies.arch import check_space_variant
+    from .scoring import check_space_variant
     from .store import BatchKey, ResultStore, RunConfig, ScoreRow
 
     # ---- validate everything before touching the store (zcfast.options: the one front door)

@@ -234,7 +234,7 @@ def _score_one(spec: WorkerSpec, task: Task) -> ScoreRow:
     scorer = spec.scorer
     extra: dict[str, Any] = {}
     if scorer is None:
-        from zcfast.proxies import score_arch as scorer  # noqa: N813
+        from zcfast.scoring import score_arch as scorer  # noqa: N813
         extra["detailed"] = True   # ProxyResults: every non-finite value with its reason
     if spec.batches is not None:  # instead of inputs / targets
         extra["batches"] = list(spec.batches)

@@ -390,7 +390,7 @@ def scan(space: Any, proxies: Sequence[str] | str, n: int | None = None, *,
     if multi:
         from zcfast.parallel import takes_argument
         if scorer is None:
-            from zcfast.proxies import score_arch as default_scorer
+            from zcfast.scoring import score_arch as default_scorer
         if not takes_argument(scorer if scorer is not None else default_scorer, "batches"):
             raise ValueError(f"batches: the scorer {scorer_name if scorer is not None else 'zcfast.score_arch'} "
                              "has no batches parameter, so it cannot score several mini-batches; "

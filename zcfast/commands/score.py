@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
         info.append((args.model, -1, "", math.nan))
     else:
         import zcfast.spaces
-        from zcfast.proxies import score_arch
+        from zcfast.scoring import score_arch
 
         space = nb201_space or zcfast.spaces.get("nb201")
         archs = [space.arch_at(int(text)) if text.strip().isdigit() else space.decode(text)

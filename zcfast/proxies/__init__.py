@@ -8,14 +8,14 @@ Public API (design.md §3, §5)::
     available_proxies() -> list[str]
     register_proxy(name, needs=("grads",))          # decorator
     register_need(Need(name, run=fn, ...)); unregister_need(name); available_needs()
-    score_arch(space, arch, inputs, targets, proxies, seed=42, num_classes=10, device="cpu")
-                                                    # from zcfast.scoring (resolved on first use)
     counted_weights(model, layer_types=None) -> list[Counted]   # what the proxies sum over
     arch_seed(seed, key) -> int                     # from zcfast.seeding
 
 Layout: ``needs`` (the Need registry) <- ``registry`` (proxies, PassContext) <- ``engine`` (the
 module backend; registers the shared-pass needs and synflow) <- ``builtin`` (the proxies) and
-``builtin_needs`` (the plug-in needs). See docs/proxies.md for each proxy's exact definition.
+``builtin_needs`` (the plug-in needs). ``score_arch`` and ``build_seeded`` (a benchmark
+architecture, routed to a backend) live in :mod:`zcfast.scoring`, above this package. See
+docs/proxies.md for each proxy's exact definition.
 """
 from __future__ import annotations
 
@@ -33,27 +33,12 @@ from zcfast.proxies import az_nas  # noqa: F401  (AZ-NAS's four measures)
 from zcfast.proxies import reductions, vote
 from zcfast.seeding import arch_seed, bias_seed
 
-#: names of the neutral scoring layer (zcfast.scoring, above this package and zcfast.batched)
-#: re-exported here for compatibility, resolved on first use: importing them eagerly would run
-#: zcfast.scoring while a backend that imports this package is still initialising
-_SCORING_NAMES = ("build_seeded", "check_space_variant", "score_arch", "synflow_bn_rule")
-
-
-def __getattr__(name: str) -> object:
-    if name in _SCORING_NAMES:
-        from zcfast import scoring
-
-        value = getattr(scoring, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'zcfast.proxies' has no attribute {name!r}")
-
 __all__ = [
     "DEFAULT_PROXIES", "NEEDS", "Need", "NeedError", "PAPER_LAYER_TYPES", "PAPER_PROXIES", "PassContext",
     "ProxyResult", "available_needs", "register_need", "unregister_need",
-    "arch_seed", "available_proxies", "bias_seed", "build_seeded", "check_space_variant", "counted_weights",
+    "arch_seed", "available_proxies", "bias_seed", "counted_weights",
     "reductions",
     "register_proxy",
-    "remove_batchnorms", "score", "score_arch", "score_detailed", "synflow_bn_rule",
+    "remove_batchnorms", "score", "score_detailed",
     "unregister_proxy", "vote",
 ]

@@ -817,7 +817,7 @@ class NB201Space(SearchSpace):
                 (:func:`add_official_cell_form`). The weights are drawn first, in the same order
                 for both, so under the same seed the conv and linear weights are identical.
             bias_generator: where the ``official`` variant draws its cell conv biases (after
-                all weights); default torch's global generator. ``zcfast.proxies.build_seeded``
+                all weights); default torch's global generator. ``zcfast.scoring.build_seeded``
                 passes one seeded from (init seed, architecture).
 
         Raises:
