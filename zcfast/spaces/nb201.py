@@ -492,42 +492,37 @@ def _arch_index() -> dict[tuple[str, ...], int]:
 _DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet16_120": "imagenet16_120",
              "imagenet16-120": "imagenet16_120", "imagenet": "imagenet16_120"}
 
-#: metric name → column template; see ``NB201Space.ground_truth``. ``{d}`` is the dataset
-#: (cifar10 / cifar100 / imagenet16_120); ``{test}``, ``{valid}``, ``{train}``, ``{paper_test}``,
-#: ``{paper_valid}``, ``{paper_train}`` are the views of :data:`VIEWS` (benchmark-file metrics).
-METRICS: dict[str, str] = {
+#: shipped-table metric → column template (``{d}``: cifar10 / cifar100 / imagenet16_120).
+_SHIPPED_METRICS: dict[str, str] = {
     "test": "{d}_test_nats",
     "test_robot": "{d}_test_robot",
     "test_fewshotnas": "{d}_test_fewshotnas",
     "valid": "{d}_val_nbsuitezero",
     "hp12_valacc": "cifar10valid_hp12_valacc_robot",
     "hp12_cost": "cifar10valid_hp12_cost_robot",
-    # read from a benchmark file (NB201Space(data_path=...)), columns of zcfast.formats.nb201
-    "paper": "{paper_test}_acc_hp200",
-    "paper_valid": "{paper_valid}_acc_hp200",
-    "paper_train": "{paper_train}_acc_hp200",
-    "test_hp200": "{test}_acc_hp200",
-    "test_hp12": "{test}_acc_hp12",
-    "valid_hp200": "{valid}_acc_hp200",
-    "valid_hp12": "{valid}_acc_hp12",
-    "train_hp200": "{train}_acc_hp200",
-    "train_hp12": "{train}_acc_hp12",
 }
-#: the METRICS that need a benchmark file (they are not in the shipped table).
-FILE_METRICS: frozenset[str] = frozenset(
-    ["paper", "paper_valid", "paper_train"] + [f"{v}_hp{h}" for v in ("test", "valid", "train") for h in (200, 12)])
-#: dataset → view → column prefix of a benchmark file's table (``{dataset}_{split}``).
+#: the metrics that need a benchmark file (they are not in the shipped table) → (view of
+#: :data:`VIEWS`, training epochs); the column is ``zcfast.formats.nb201.column_name`` of that
+#: view's official dataset and split at those epochs (:func:`file_column`).
+FILE_METRICS: dict[str, tuple[str, int]] = {
+    "paper": ("paper_test", 200), "paper_valid": ("paper_valid", 200), "paper_train": ("paper_train", 200),
+    **{f"{v}_hp{h}": (v, h) for v in ("test", "valid", "train") for h in (200, 12)},
+}
+#: every metric name of ``NB201Space.ground_truth``: the shipped table's, then the benchmark file's.
+METRICS: tuple[str, ...] = (*_SHIPPED_METRICS, *FILE_METRICS)
+#: dataset → view → the official (dataset, split) of a benchmark file's column.
 #: ``test`` / ``valid`` / ``train``: the NATS-Bench API's own mapping of a dataset's test / valid /
 #: train set (CIFAR-10: ``cifar10`` ori-test and train, ``cifar10-valid`` x-valid; the others:
 #: x-test, x-valid, train of their own run). ``paper_*``: what the zero-cost paper's
 #: ``get_more_info('cifar10-valid' if cifar10 else dataset, hp='200')`` reads (CIFAR-10: the
 #: ``cifar10-valid`` run's ori-test / x-valid / train).
-VIEWS: dict[str, dict[str, str]] = {
-    "cifar10": {"test": "cifar10_oritest", "valid": "cifar10valid_valid", "train": "cifar10_train",
-                "paper_test": "cifar10valid_oritest", "paper_valid": "cifar10valid_valid",
-                "paper_train": "cifar10valid_train"},
-    **{d: {"test": f"{d}_test", "valid": f"{d}_valid", "train": f"{d}_train", "paper_test": f"{d}_test",
-           "paper_valid": f"{d}_valid", "paper_train": f"{d}_train"} for d in ("cifar100", "imagenet16_120")},
+VIEWS: dict[str, dict[str, tuple[str, str]]] = {
+    "cifar10": {"test": ("cifar10", "ori-test"), "valid": ("cifar10-valid", "x-valid"), "train": ("cifar10", "train"),
+                "paper_test": ("cifar10-valid", "ori-test"), "paper_valid": ("cifar10-valid", "x-valid"),
+                "paper_train": ("cifar10-valid", "train")},
+    **{d: {"test": (o, "x-test"), "valid": (o, "x-valid"), "train": (o, "train"), "paper_test": (o, "x-test"),
+           "paper_valid": (o, "x-valid"), "paper_train": (o, "train")}
+       for d, o in (("cifar100", "cifar100"), ("imagenet16_120", "ImageNet16-120"))},
 }
 #: Environment variable naming the benchmark file of ``NB201Space()`` without ``data_path``.
 ENV_PATH = "ZCFAST_NB201_PATH"
@@ -557,8 +552,10 @@ def file_column(dataset: str, metric: str) -> str:
     if metric not in FILE_METRICS:
         raise ValueError(f"NB201 metric {metric!r} is not a benchmark-file metric; expected one of "
                          f"{sorted(FILE_METRICS)}")
-    d = _dataset(dataset)
-    return METRICS[metric].format(d=d, **VIEWS[d])
+    from ..formats import nb201 as fmt
+
+    view, epochs = FILE_METRICS[metric]
+    return fmt.column_name(*VIEWS[_dataset(dataset)][view], epochs)
 
 
 def column_for(dataset: str, metric: str = "test") -> str:
@@ -577,7 +574,7 @@ def column_for(dataset: str, metric: str = "test") -> str:
         raise ValueError(f"NB201 unknown metric {metric!r}; expected one of {sorted(METRICS)} or a column name")
     if metric.startswith("hp12") and d != "cifar10":
         raise ValueError(f"NB201 metric {metric!r} exists only for cifar10 (cifar10-valid, 12 epochs)")
-    col = METRICS[metric].format(d=d)
+    col = _SHIPPED_METRICS[metric].format(d=d)
     if col not in t:
         raise ValueError(f"NB201 metric {metric!r} is not available for dataset {d!r} (no column {col!r})")
     return col
