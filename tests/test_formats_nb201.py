@@ -313,6 +313,20 @@ def test_space_reads_the_benchmark_file(files, cache_env) -> None:
     assert len(list(cache_env.iterdir())) == 1  # converted once into the cache
 
 
+def test_every_file_metric_reads_a_column_the_converter_writes(files) -> None:
+    """spaces.nb201.file_column names its columns with formats.nb201.column_name (one naming
+    scheme): every 200-epoch benchmark-file metric of every dataset is a column of a converted
+    file, with the entries' values; the fixture has 12-epoch results on cifar10-valid only."""
+    table, _ = fmt.read_benchmark(files["v1_1"])
+    for d in ("cifar10", "cifar100", "imagenet16_120"):
+        for metric, (view, epochs) in nb201.FILE_METRICS.items():
+            col = nb201.file_column(d, metric)
+            assert col == fmt.column_name(*nb201.VIEWS[d][view], epochs)
+            if epochs == 200:
+                assert col in table and np.isfinite(table[col][list(IDX)]).all(), (d, metric, col)
+    assert nb201.file_column("cifar10", "valid_hp12") in table
+
+
 def test_space_without_a_file_is_unchanged(files, cache_env) -> None:
     sp = NB201Space()
     a = sp.arch_at(11)
