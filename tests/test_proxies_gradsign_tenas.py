@@ -319,7 +319,7 @@ def test_bench_official_style_functions_agree() -> None:
 @pytest.mark.parametrize("k,include_pad,shape", [(3, False, (3, 4, 9, 7)), (3, True, (2, 5, 8, 8)),
                                                  (5, False, (2, 3, 7, 5)), (3, False, (4, 6, 6))])
 def test_box_avg_pools_bit_exact_with_pytorch(k, include_pad, shape) -> None:
-    """box_avg_pools_ (the NTK's and AZ-NAS's average pools): forward, backward and batched
+    """box_avg_pools_ (the average pools of the NTK, AZ-NAS, SWAP and linear regions): forward, backward and batched
     backward equal PyTorch's CPU kernels bit for bit; other pools are left alone."""
     from zcfast.proxies.builtin_needs import box_avg_pools_
     native = nn.AvgPool2d(k, stride=1, padding=k // 2, count_include_pad=include_pad)

@@ -20,7 +20,7 @@
 Every need stores only detached tensors and its default ``clear`` drops them; hooks are removed
 before ``run`` returns, whatever happens.
 
-Speed helper for needs that run many backward passes on a private copy: :func:`box_avg_pools_`
+Speed helper for needs that run many passes on a private copy: :func:`box_avg_pools_`
 gives every stride-1 "same" ``nn.AvgPool2d`` of that copy (NAS-Bench-201's ``avg_pool_3x3``) a
 forward and backward written as k² shifted adds, bit for bit the values of PyTorch's CPU kernels
 (same summation order, same divisions) at ~1/8 of their CPU time, and usable under

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from zcfast import ops
-from zcfast.proxies.builtin_needs import call_generator, normal_init_
+from zcfast.proxies.builtin_needs import box_avg_pools_, call_generator, normal_init_
 from zcfast.proxies.engine import _forward
 from zcfast.proxies.needs import Need, NeedError, register_need
 from zcfast.proxies.registry import PassContext, ProxyResult, register_proxy
@@ -109,7 +109,8 @@ def swap_count(net: nn.Module, x: torch.Tensor) -> int:
 def swap_patterns_need(name: str, *, repeats: int = SWAP_REPEATS, description: str = "") -> Need:
     """A need giving ``ctx.data[name]`` = ``{"counts": [int] * repeats, "params_k": float}``.
 
-    One private train-mode copy; ``repeats`` times: :func:`swap_init` (every draw from one
+    One private train-mode copy (its stride-1 average pools as
+    :func:`~zcfast.proxies.builtin_needs.box_avg_pools_`: the same values); ``repeats`` times: :func:`swap_init` (every draw from one
     ``torch.Generator`` seeded with ``ctx.seed``, the stream continuing across repeats; the
     global RNG when ``ctx.seed`` is None), then :func:`swap_count` on the whole batch. The
     official draws from the global RNG the same way (its ``seed`` argument never reaches
@@ -126,6 +127,7 @@ def swap_patterns_need(name: str, *, repeats: int = SWAP_REPEATS, description: s
                             f"{str(x.dtype).replace('torch.', '')} inputs")
         net = ctx.fresh_copy()
         net.train()
+        box_avg_pools_(net)   # the same values, a faster forward of NB201's 3x3 average pools on CPU
         gen = call_generator(ctx, x.device)
         counts = []
         for _ in range(repeats):

@@ -111,14 +111,16 @@ def _ntk_gram(ctx: PassContext) -> None:
 
 
 def relu_sign_patterns_of(net: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """Bit-packed ReLU codes [N, W] int64 of ``net`` (switched to train mode) on ``z`` [N, ...]:
-    a no-grad forward; every call of an ``nn.ReLU`` whose input is 4-D adds
-    ``ops.sign_pack(out.reshape(N, -1))`` (its codes ``out > 0``, packed when the call runs).
+    """Bit-packed ReLU codes [N, W] int64 of ``net`` (modified: switched to train mode, its
+    stride-1 average pools take :func:`~zcfast.proxies.builtin_needs.box_avg_pools_`, the same
+    values) on ``z`` [N, ...]: a no-grad forward; every call of an ``nn.ReLU`` whose input is 4-D
+    adds ``ops.sign_pack(out.reshape(N, -1))`` (its codes ``out > 0``, packed when the call runs).
 
     Raises:
         NeedError: no such ReLU call, or a ReLU output that is NaN (the official count is NaN).
     """
     net.train()
+    box_avg_pools_(net)
     n = z.shape[0]
     packed: list[torch.Tensor] = []
     bad: list[str] = []
