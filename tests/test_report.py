@@ -273,3 +273,55 @@ def test_correlate_reports_an_ensemble_as_a_column_of_its_members(tmp_path):
     assert res.summary["ensembles"]["majority_vote"]["members"] == list(members)
     cols, _ = corr.read_table(tmp_path / "o" / "scores.csv")
     assert "majority_vote" in cols and "majority_vote_error" in cols
+
+
+def test_report_joins_tables_of_one_sample(study, tmp_path, capsys):
+    """Several correlate folders / score tables of the same architectures report as one table:
+    each proxy's statistics are those of its own run, rows are the ones every table holds."""
+    res, out = study
+    other = tmp_path / "other"
+    res2 = corr.correlate("nb201", "cifar10", "grad_norm,snip", 40, 0, out=other, score_fn=_scorer,
+                          time_sample=0, progress=False, n_boot=100)
+    assert res2.archs == res.archs                                # the same seed-0 sample
+    assert cli_main(["report", str(out), str(other / "scores.json"), "--out", str(tmp_path / "j"),
+                     "--bootstrap", "100", "--no-plots"]) == 0
+    assert "2 joined tables" in capsys.readouterr().out
+    got = json.loads((tmp_path / "j" / "summary.json").read_text())
+    assert list(got["proxies"]) == ["synflow", "snip", "jacob_cov", "grad_norm"]   # snip once: equal values
+    for p, src in (("synflow", res), ("jacob_cov", res), ("grad_norm", res2)):
+        for k in ("spearman", "kendall", "spearman_ci95", "n_nan"):
+            assert got["proxies"][p][k] == pytest.approx(src.summary["proxies"][p][k]), (p, k)
+    assert got["source"]["joined_rows"] == 40
+    cols, rows = corr.read_table(tmp_path / "j" / "scores.csv")
+    assert cols == corr.table_columns(["synflow", "snip", "jacob_cov", "grad_norm"], ["train_12ep"])
+    np.testing.assert_array_equal([r["grad_norm"] for r in rows], res2.scores["grad_norm"])
+
+    # only the rows every table holds, in the first table's order
+    cols2, rows2 = corr.read_table(other / "scores.csv")
+    part = tmp_path / "part.csv"
+    corr.write_table(cols2, rows2[5:30][::-1], part)
+    jc, jr, _ = corr.join_tables([out / "scores.csv", part])
+    assert [r["arch_str"] for r in jr] == res.archs[5:30]
+
+    # a differing ground truth, or one proxy with two different columns: an error naming both tables
+    bad = [dict(r) for r in rows2]
+    bad[3]["accuracy"] += 1.0
+    corr.write_table(cols2, bad, tmp_path / "acc.csv")
+    with pytest.raises(ValueError, match=r"acc\.csv hold different values of accuracy"):
+        corr.join_tables([out / "scores.csv", tmp_path / "acc.csv"])
+    bad = [dict(r) for r in rows2]
+    bad[0]["snip"] += 1.0
+    corr.write_table(cols2, bad, tmp_path / "snip.csv")
+    with pytest.raises(ValueError, match=r"column 'snip'"):
+        corr.join_tables([out / "scores.csv", tmp_path / "snip.csv"])
+    corr.write_table(cols2, rows2 + rows2[:1], tmp_path / "twice.csv")
+    with pytest.raises(ValueError, match="in two rows"):
+        corr.join_tables([out / "scores.csv", tmp_path / "twice.csv"])
+
+    # bad input on the command line: one line each
+    assert cli_main(["report", str(out), str(out / "results.sqlite")]) == 2
+    assert "a store is reported alone" in capsys.readouterr().err
+    assert cli_main(["report", str(out), str(other), "--out", str(other)]) == 2
+    assert "would overwrite" in capsys.readouterr().err
+    assert cli_main(["report", str(out), str(tmp_path / "none")]) == 2
+    assert "no such score table" in capsys.readouterr().err

@@ -70,6 +70,7 @@ __all__ = [
     "result_records",
     "write_table",
     "read_table",
+    "join_tables",
     "table_proxies",
     "export_table",
     "subsample_spread",
@@ -952,6 +953,8 @@ def format_table(summary: Mapping[str, Any]) -> str:
     src = summary.get("source") or {}
     if src.get("store") or src.get("table"):
         title += f"; rendered from {src.get('store') or src.get('table')}"
+    elif src.get("tables"):
+        title += f"; rendered from {len(src['tables'])} joined tables ({', '.join(src['tables'])})"
     lines = [title, fmt_row(head), line] + [fmt_row(r) for r in rows]
     notes = ["rho = Spearman, tau = Kendall tau-b; paper = |rho| of Abdelfattah et al. (all 15,625 NB201 archs); "
              "s/arch = median seconds per architecture, each proxy alone"]
@@ -1243,28 +1246,125 @@ def _study(space_name: str, ds: str, archs: list[str], index: np.ndarray, keys: 
     return StudyResult(archs, index, acc, scores, errors, baselines, seconds, summary, keys=keys)
 
 
-def study_from_table(path: str | os.PathLike, *, space: str | None = None, dataset: str | None = None,
-                     nan_policy: str | None = None, n_boot: int = 1000) -> StudyResult:
-    """A :class:`StudyResult` from a score table (:func:`read_table`: CSV, JSON or Parquet,
-    e.g. a correlate run's ``scores.csv``), recomputing no proxy: the statistics, intervals and
-    plots are computed from the stored scores and the table's ``accuracy`` column. Space,
-    dataset, NaN policy and the per-proxy cost come from the ``summary.json`` beside the table
-    when there is one (else nb201 / cifar10 / omit); the arguments override them."""
-    path = Path(path)
-    cols, rows = read_table(path)
-    meta: dict[str, Any] = {}
+def _table_meta(path: Path) -> dict[str, Any]:
+    """The ``summary.json`` beside a score table, or ``{}``."""
     side = path.parent / "summary.json"
     if side.is_file():
         try:
-            meta = json.loads(side.read_text())
+            return json.loads(side.read_text())
         except ValueError:
-            meta = {}
+            return {}
+    return {}
+
+
+def _same_values(a: Sequence[Any], b: Sequence[Any]) -> bool:
+    """Whether two columns hold the same values (NaN equal to NaN, text compared as text)."""
+    for x, y in zip(a, b):
+        if isinstance(x, float) and isinstance(y, float):
+            if not (x == y or (math.isnan(x) and math.isnan(y))):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def join_tables(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Several score tables of the same architectures (e.g. correlate runs of different proxies
+    on one sample) as one: ``(columns, rows, metas)``, ``metas`` the ``summary.json`` beside each
+    table (``{}`` where none).
+
+    Rows are joined on the benchmark ``index`` when every row of every table has one (>= 0),
+    else on ``key`` when every table has that column, else on ``arch_str``; the rows every table
+    holds are kept, in the first table's order. A proxy (or baseline) column found in several
+    tables is kept once when its values (and errors) agree, ``seconds`` is the sum over the
+    tables, and the space, dataset and ground truth of the tables' summaries must agree.
+
+    Raises:
+        ValueError: no path; an architecture twice in one table; tables with no architecture in
+            common; differing ``accuracy`` values, spaces, datasets or ground truths; or one
+            proxy column with different values in two tables (each message names the tables).
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("no score table to read")
+    tables = [read_table(p) for p in paths]
+    metas = [_table_meta(p) for p in paths]
+    if len(paths) == 1:
+        return tables[0][0], tables[0][1], metas
+    for field in ("space", "dataset", "ground_truth"):
+        seen = {json.dumps(m[field], sort_keys=True): p for p, m in zip(paths, metas) if m.get(field) is not None}
+        if len(seen) > 1:
+            raise ValueError(f"the score tables differ in their {field}: " +
+                             "; ".join(f"{p}: {v}" for v, p in seen.items()))
+    if all(r.get("index", -1) >= 0 for _, rows in tables for r in rows):
+        on = "index"
+    elif all("key" in cols for cols, _ in tables):
+        on = "key"
+    else:
+        on = "arch_str"
+    by: list[dict[Any, dict[str, Any]]] = []
+    for p, (_, rows) in zip(paths, tables):
+        d: dict[Any, dict[str, Any]] = {}
+        for r in rows:
+            if r[on] in d:
+                raise ValueError(f"{p}: {on} {r[on]!r} is in two rows; a table to join holds each architecture once")
+            d[r[on]] = r
+        by.append(d)
+    keep = [r[on] for r in tables[0][1] if all(r[on] in d for d in by[1:])]
+    if not keep:
+        raise ValueError(f"the score tables share no architecture (joined on {on}): " + ", ".join(map(str, paths)))
+    columns: list[str] = []
+    rows_out: list[dict[str, Any]] = [{} for _ in keep]
+    owner: dict[str, Path] = {}
+    for p, (cols, _), d in zip(paths, tables, by):
+        for c in cols:
+            vals = [d[k].get(c) for k in keep]
+            if c == "seconds":
+                if c not in owner:
+                    owner[c] = p
+                    columns.append(c)
+                    for o in rows_out:
+                        o[c] = 0.0
+                for o, v in zip(rows_out, vals):
+                    o[c] = o[c] + (0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else v)
+                continue
+            if c in owner:
+                if not _same_values([o[c] for o in rows_out], vals):
+                    what = "accuracy (the ground truth)" if c == "accuracy" else f"column {c!r}"
+                    raise ValueError(f"{owner[c]} and {p} hold different values of {what} for the same "
+                                     "architectures; join tables of one ground truth, each proxy once")
+                continue
+            owner[c] = p
+            columns.append(c)
+            for o, v in zip(rows_out, vals):
+                o[c] = v
+    # the schema's order: identity and ground truth, baselines, proxies, their errors, seconds
+    proxies = table_proxies(columns)
+    bl = [c[:-4] for c in columns if c.endswith("_acc") and f"{c[:-4]}_cost" in columns]
+    ordered = [c for c in ("arch_str", "index", "key", "accuracy") if c in columns]
+    ordered += [c for b in bl for c in (f"{b}_acc", f"{b}_cost")] + proxies + [f"{q}_error" for q in proxies]
+    ordered += [c for c in columns if c not in ordered]
+    return ordered, rows_out, metas
+
+
+def study_from_table(path: str | os.PathLike | Sequence[str | os.PathLike], *, space: str | None = None,
+                     dataset: str | None = None, nan_policy: str | None = None, n_boot: int = 1000) -> StudyResult:
+    """A :class:`StudyResult` from a score table (:func:`read_table`: CSV, JSON or Parquet,
+    e.g. a correlate run's ``scores.csv``), or from several of the same architectures joined
+    into one (:func:`join_tables`: e.g. the runs of different proxies on one sample, reported
+    as one table), recomputing no proxy: the statistics, intervals and plots are computed from
+    the stored scores and the ``accuracy`` column. Space, dataset, NaN policy and the per-proxy
+    cost come from the ``summary.json`` beside the (first) table when there is one (else nb201 /
+    cifar10 / omit; the costs from every table's); the arguments override them."""
+    paths = [Path(p) for p in ([path] if isinstance(path, (str, os.PathLike)) else path)]
+    cols, rows, metas = join_tables(paths)
+    meta = metas[0]
     space_name = space or meta.get("space", "nb201")
     ds = zdata.canonical_dataset(dataset or meta.get("dataset", "cifar10"))
     policy = nan_policy or meta.get("nan_policy", "omit")
     proxies = table_proxies(cols)
     if not proxies:
-        raise ValueError(f"{path}: no proxy columns (a proxy column P has a P_error column beside it)")
+        raise ValueError(f"{paths[0]}: no proxy columns (a proxy column P has a P_error column beside it)")
     bl = [c[:-4] for c in cols if c.endswith("_acc") and f"{c[:-4]}_cost" in cols]
     archs = [r["arch_str"] for r in rows]
     acc = np.array([r.get("accuracy", math.nan) for r in rows], dtype=np.float64)
@@ -1282,10 +1382,16 @@ def study_from_table(path: str | os.PathLike, *, space: str | None = None, datas
     computed = {"proxies", "baselines", "vote", "nan_policy", "anchor_sources", "min_points", "bootstrap",
                 "space", "dataset", "n", "notes"}
     extra: dict[str, Any] = {k: v for k, v in meta.items() if k not in computed}
-    extra["source"] = {"table": str(path)}
-    extra["cost_units"] = {b: e.get("cost_unit") for b, e in meta.get("baselines", {}).items() if e.get("cost_unit")}
-    extra["seconds_per_arch_alone"] = {p: e.get("seconds_per_arch_alone")
-                                       for p, e in meta.get("proxies", {}).items()}
+    if len(paths) == 1:
+        extra["source"] = {"table": str(paths[0])}
+    else:
+        extra["source"] = {"tables": [str(p) for p in paths], "joined_rows": len(rows)}
+        if len({json.dumps(m.get("batch"), sort_keys=True) for m in metas}) > 1:
+            extra["batches_of_tables"] = {str(p): m.get("batch") for p, m in zip(paths, metas)}
+    extra["cost_units"] = {b: e.get("cost_unit") for m in reversed(metas)
+                           for b, e in m.get("baselines", {}).items() if e.get("cost_unit")}
+    extra["seconds_per_arch_alone"] = {p: e.get("seconds_per_arch_alone") for m in reversed(metas)
+                                       for p, e in m.get("proxies", {}).items() if p in proxies}
     return _study(space_name, ds, archs, np.array([r.get("index", -1) for r in rows], dtype=np.int64), keys, acc,
                   {p: np.array([r[p] for r in rows], dtype=np.float64) for p in proxies},
                   {p: [r.get(f"{p}_error", "") for r in rows] for p in proxies},

@@ -11,12 +11,17 @@ PATH is one of:
 - a ``zcfast search --out`` folder (``seed_*.json``; several folders: one line each): the
   best-so-far curve (``best_so_far.png`` / ``.csv``);
 - a ``zcfast correlate --out`` folder: its ``scores.csv`` (else ``.json``, ``.parquet``, else
-  its ``results.sqlite``).
+  its ``results.sqlite``);
+- several score tables or correlate folders of the same architectures (e.g. runs of different
+  proxies on one sample): joined into one table (:func:`zcfast.correlate.join_tables`: on the
+  benchmark index, the rows every table holds, each proxy once; different ground truths are
+  an error) and reported as one study.
 
 Example::
 
     zcfast report runs/c10/results.sqlite --out runs/c10_report
     zcfast report docs/results/nb201_cifar10_1000/scores.csv --out /tmp/r --format json
+    zcfast report docs/results/nb201_cifar10_1000 docs/results/nb201_cifar10_modern_1000 --no-plots
 """
 from __future__ import annotations
 
@@ -33,8 +38,9 @@ HELP = "render a stored run (store, score table or search folder) into the corre
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH",
-                        help="a result store (.sqlite), a score table (.csv/.json/.parquet) or search --out "
-                             "folder(s)")
+                        help="a result store (.sqlite), a score table (.csv/.json/.parquet), a correlate "
+                             "--out folder, several tables / correlate folders of one sample (joined), or "
+                             "search --out folder(s)")
     parser.add_argument("--out", default=None,
                         help="write scores.csv/.json/.parquet, summary.json, table.txt and the PNGs here "
                              "(default: print only)")
@@ -85,10 +91,15 @@ def run(args: argparse.Namespace) -> int:
         if not found:
             raise ValueError(f"{paths[0]}: no seed_*.json, scores.csv/.json/.parquet or results.sqlite to report")
         paths = found[:1]
-    if all(p.is_dir() for p in paths):
+    if all(p.is_dir() for p in paths) and any(_is_search_dir(p) for p in paths):
         return _search_report(paths, args.out)
-    if len(paths) != 1:
-        raise ValueError("give one store or score table (several PATHs: search --out folders only)")
+    if len(paths) > 1:   # several correlate folders / score tables of one sample: joined into one table
+        tables = [_table_in(p) for p in paths]
+        if args.out and any(Path(args.out).resolve() == t.parent.resolve() for t in tables):
+            raise ValueError(f"--out {args.out} would overwrite a table being read; give another folder")
+        res = corr.study_from_table(tables, space=args.space, dataset=args.dataset, nan_policy=args.nan_policy,
+                                    n_boot=args.bootstrap)
+        return _render(res, args)
     path = paths[0]
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such store, table or folder")
@@ -98,9 +109,32 @@ def run(args: argparse.Namespace) -> int:
     else:
         res = corr.study_from_store(path, run=args.run, dataset=args.dataset, metric=args.metric,
                                     nan_policy=args.nan_policy or "omit", n_boot=args.bootstrap)
+    if args.out and Path(args.out).resolve() == path.parent.resolve() and path.name.startswith("scores."):
+        raise ValueError(f"--out {args.out} would overwrite the table being read; give another folder")
+    return _render(res, args)
+
+
+def _table_in(path: Path) -> Path:
+    """A score table given as itself or as the correlate ``--out`` folder holding it."""
+    if path.is_dir():
+        found = [path / n for n in ("scores.csv", "scores.json", "scores.parquet") if (path / n).is_file()]
+        if not found:
+            raise ValueError(f"{path}: no scores.csv/.json/.parquet to join (several PATHs: score tables, or "
+                             "search --out folders)")
+        return found[0]
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such score table or folder")
+    if path.suffix not in (".csv", ".json", ".parquet"):
+        raise ValueError(f"{path}: several PATHs are joined as score tables (.csv/.json/.parquet); a store is "
+                         "reported alone")
+    return path
+
+
+def _render(res, args: argparse.Namespace) -> int:
+    """Write (with ``--out``) and print a study as ``--format`` says."""
+    from zcfast import correlate as corr
+
     if args.out:
-        if Path(args.out).resolve() == path.parent.resolve() and path.name.startswith("scores."):
-            raise ValueError(f"--out {args.out} would overwrite the table being read; give another folder")
         res.files = corr.write_outputs(res, args.out, plots=not args.no_plots)
     if args.format == "table":
         print(corr.format_table(res.summary))
