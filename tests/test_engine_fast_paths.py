@@ -5,6 +5,7 @@ values equal a plain re-statement, the caller's model is unchanged, bad input er
 skipped-parameter warning is given."""
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -103,3 +104,25 @@ def test_checks_still_run_on_the_fast_path() -> None:
     assert any("not counted by the default rule" in str(w.message) for w in caught)
     with pytest.raises(ValueError, match="unknown"):
         zcfast.score(net, torch.randn(2, 3, 8, 8), None, ["no_such_proxy"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_one_sum_finite_and_nan_checks_equal_the_elementwise_ones(dtype) -> None:
+    """reductions.all_finite / has_nan (the hot-path checks of the input check, SWAP and TE-NAS's
+    linear regions) equal torch's element-wise tests on every case: clean, one NaN, +inf, -inf,
+    inf and -inf together (a NaN sum without a NaN), finite values whose sum overflows, empty."""
+    from zcfast.proxies.reductions import all_finite, has_nan
+
+    big = torch.finfo(dtype).max
+    base = torch.rand(7, 33, dtype=torch.float64).to(dtype)
+    cases = {"clean": base, "empty": base[:0]}
+    for name, vals in {"nan": [math.nan], "inf": [math.inf], "-inf": [-math.inf], "both-infs": [math.inf, -math.inf],
+                       "overflow": [big, big, big], "nan-and-inf": [math.nan, math.inf]}.items():
+        t = base.clone()
+        t.view(-1)[torch.arange(len(vals)) * 17] = torch.tensor(vals, dtype=torch.float64).to(dtype)
+        cases[name] = t
+    cases["transposed view"] = cases["nan"].t()
+    for name, t in cases.items():
+        assert all_finite(t) == bool(torch.isfinite(t).all()), name
+        assert has_nan(t) == bool(torch.isnan(t).any()), name
+    assert all_finite(cases["overflow"]) and not has_nan(cases["both-infs"])   # the fallbacks decided these

@@ -397,7 +397,7 @@ def _check_inputs(inputs: torch.Tensor, targets: torch.Tensor | None, need_targe
         raise ValueError(f"inputs must be a floating-point tensor, got dtype {inputs.dtype}")
     if inputs.dim() < 1 or inputs.shape[0] < 1 or (inputs.dim() < 2 and inputs.is_floating_point()):
         raise ValueError(f"inputs must be a batch [N, ...] with N >= 1, got shape {tuple(inputs.shape)}")
-    if check_values and inputs.is_floating_point() and not torch.isfinite(inputs).all():
+    if check_values and inputs.is_floating_point() and not reductions.all_finite(inputs):
         raise ValueError("inputs contain NaN or inf")
     if need_targets:
         if not isinstance(targets, torch.Tensor):

@@ -42,6 +42,7 @@ from zcfast import ops
 from zcfast.proxies.engine import _forward
 from zcfast.proxies.builtin_needs import box_avg_pools_, call_generator
 from zcfast.proxies.needs import Need, NeedError, register_need
+from zcfast.proxies.reductions import has_nan
 from zcfast.proxies.registry import PassContext, ProxyResult, register_proxy
 
 __all__ = ["NTK_NAN_VALUE", "NTK_ROWS_PER_BACKWARD", "ntk_condition", "ntk_gram_of", "relu_sign_patterns_of"]
@@ -129,7 +130,7 @@ def relu_sign_patterns_of(net: nn.Module, z: torch.Tensor) -> torch.Tensor:
         if not (args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4 and isinstance(out, torch.Tensor)):
             return   # the official hook records ReLUs on 4-D inputs only
         flat = out.detach().reshape(n, -1)
-        if bool(torch.isnan(flat).any()):
+        if has_nan(flat):
             bad.append(_n)
         packed.append(ops.sign_pack(flat))
 
