@@ -99,6 +99,18 @@ def test_distinct_rows_of_arbitrary_words_and_views():
     assert ops.distinct_rows(big) == 7777
 
 
+@pytest.mark.parametrize("distinct", [1, 511, 512, 513, 2048, 60000])
+def test_distinct_rows_across_the_table_growth(distinct):
+    """The CPU table starts small and grows 4x when half full: counts at and around each growth
+    (the rows repeated in a shuffled order, two words each) equal Python's set of tuples."""
+    g = torch.Generator().manual_seed(distinct)
+    rows = torch.randint(-2**62, 2**62, (distinct, 2), generator=g, dtype=torch.int64)
+    p = rows[torch.randint(0, distinct, (3 * distinct,), generator=g)]
+    p = torch.cat([rows, p])[torch.randperm(4 * distinct, generator=g)]
+    assert ops.distinct_rows(p) == len({tuple(r) for r in p.tolist()}) == distinct
+    assert ops.distinct_rows(p[:, :1]) == len(set(p[:, 0].tolist()))
+
+
 # ---- sign_sum -------------------------------------------------------------------------------------
 
 def _numpy_sign_sum(grads) -> list[float]:

@@ -11,7 +11,7 @@
 // sign_pack reads rows in place when either dimension is contiguous: a row-contiguous x is packed
 // row by row; a column-contiguous x (SWAP's transposed activations) is packed 64 columns at a time
 // across a block of rows, so every read is sequential. distinct_rows hashes every row (parallel)
-// and inserts the rows into an open-addressing table (serial, O(R W)). sign_sum accumulates the
+// and inserts the rows into a growing open-addressing table (serial, O(R W)). sign_sum accumulates the
 // per-element sign sums of a block of columns over the N samples in int16 (16-bit inputs with
 // N < 2^15) or int32, then |.| in int64: integers, so exact and independent of the thread split.
 #include <ATen/Dispatch.h>
@@ -180,7 +180,15 @@ C10_ALWAYS_INLINE uint64_t mix64(uint64_t h) {  // splitmix64's finaliser
   return h ^ (h >> 31);
 }
 
-// Distinct rows of a row-major [R, W] word matrix.
+// Distinct rows of a row-major [R, W] word matrix. The open-addressing table holds (hash, row)
+// pairs and starts small, growing 4x whenever it is half full: SWAP's ~10^6 neuron rows have only
+// ~10^4 distinct patterns, so the table stays in cache (a table sized for R rows was 16 MB of
+// random accesses). The count does not depend on the insertion order or the table's size.
+struct DistinctSlot {
+  uint64_t hash;
+  int64_t row;  // -1: empty
+};
+
 int64_t count_distinct(const uint64_t* p, int64_t R, int64_t W) {
   if (R == 0) return 0;
   if (W == 0) return 1;
@@ -192,22 +200,37 @@ int64_t count_distinct(const uint64_t* p, int64_t R, int64_t W) {
       hash[r] = h;
     }
   });
-  int64_t cap = 16;
-  while (cap < 2 * R) cap <<= 1;
-  std::vector<int64_t> slot(static_cast<size_t>(cap), -1);
-  const uint64_t mask = static_cast<uint64_t>(cap - 1);
+  int64_t cap = 1024;
+  while (cap < 2 * R && cap < 4096) cap <<= 1;
+  std::vector<DistinctSlot> table(static_cast<size_t>(cap), DistinctSlot{0, -1});
+  uint64_t mask = static_cast<uint64_t>(cap - 1);
   int64_t distinct = 0;
+  const size_t row_bytes = static_cast<size_t>(W) * sizeof(uint64_t);
   for (int64_t r = 0; r < R; ++r) {
-    uint64_t s = hash[r] & mask;
+    const uint64_t h = hash[r];
+    uint64_t s = h & mask;
     const uint64_t* row = p + r * W;
     while (true) {
-      const int64_t q = slot[s];
-      if (q < 0) {
-        slot[s] = r;
+      const DistinctSlot e = table[s];
+      if (e.row < 0) {
+        table[s] = DistinctSlot{h, r};
         ++distinct;
+        if (2 * distinct > cap) {  // half full: 4x larger, the distinct rows re-inserted (no compares)
+          std::vector<DistinctSlot> grown(static_cast<size_t>(cap) * 4, DistinctSlot{0, -1});
+          const uint64_t gmask = static_cast<uint64_t>(cap) * 4 - 1;
+          for (const DistinctSlot& o : table) {
+            if (o.row < 0) continue;
+            uint64_t t = o.hash & gmask;
+            while (grown[t].row >= 0) t = (t + 1) & gmask;
+            grown[t] = o;
+          }
+          table.swap(grown);
+          cap *= 4;
+          mask = gmask;
+        }
         break;
       }
-      if (hash[q] == hash[r] && std::memcmp(p + q * W, row, static_cast<size_t>(W) * sizeof(uint64_t)) == 0) break;
+      if (e.hash == h && std::memcmp(p + e.row * W, row, row_bytes) == 0) break;
       s = (s + 1) & mask;
     }
   }
