@@ -10,6 +10,15 @@ JSON and markdown tables go to bench/results/modern_speed.{json,md}.
 
 ``--side zcfast|official`` only computes that side (no check, no files): for timing the two as
 whole processes, pair by pair, with an external timer.
+
+``--alone`` times, instead, each proxy alone through ``zcfast.score(net, x, y, [p])`` (the module
+backend on the built network, as bench/bench_suite_zero.py's part (b)) against the **bare passes**
+it needs in plain PyTorch (:func:`bare_passes`: a deep copy and the passes, no checks, no
+reduction beyond what the passes return, no NaN reasons): issue #13 item 7's "each alone
+<= 1.2x its bare passes". zcfast's value is checked against the official-style value first.
+Tables: bench/results/modern_alone.{json,md}.
+
+    .venv/bin/python bench/bench_modern_speed.py --alone --archs 3 --batch 32
 """
 from __future__ import annotations
 
@@ -17,9 +26,11 @@ import argparse
 import json
 import math
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -33,6 +44,158 @@ from zcfast.proxies.az_nas import AZ_NAS  # noqa: E402
 from zcfast.scoring import build_seeded  # noqa: E402
 
 PROXIES = ("gradsign", "ntk_cond", "linear_regions", "az_nas")
+#: the proxies of ``--alone`` (az_nas: its four measures in one call, against one bare pass)
+ALONE = ("meco", "meco_opt", "swap", "gradsign", "ntk_cond", "linear_regions", "az_nas")
+#: what each bare baseline of ``--alone`` contains (printed with the table)
+BARE_DESC = {
+    "meco": "deep copy + 1 no-grad train-mode forward of x[:1], every module's output[0] kept",
+    "meco_opt": "the same as meco (its sampled rows are a reduction)",
+    "swap": "deep copy + 32 x (N(0,1) re-init of Conv/Linear + 1 no-grad forward keeping every nn.ReLU output)",
+    "gradsign": "deep copy + per sample: 1 forward of x[[i]] (BatchNorm over one image) + autograd.grad of its CE "
+                "to the Conv/Linear weights",
+    "ntk_cond": "deep copy + 1 train-mode forward + N autograd.grad calls (one logits row each) to the 'weight' "
+                "parameters",
+    "linear_regions": "deep copy + 1 no-grad train-mode forward of N(0,1) inputs keeping every nn.ReLU output",
+    "az_nas": "deep copy + AZ init + 1 forward of N(0,1) inputs to the last cell + one autograd.grad per cell "
+              "(Rademacher cotangent) + 1 no-grad eval forward of one sample (FLOPs)",
+}
+
+
+def bare_passes(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Callable[[], Any]]:
+    """The bare passes of each ``--alone`` proxy in plain PyTorch (:data:`BARE_DESC`), on a
+    private copy of ``net`` (x: [N, 3, H, W] float32, y: [N] int64)."""
+    import copy
+
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    def relu_forward(c: nn.Module, inp: torch.Tensor) -> list[torch.Tensor]:
+        acts: list[torch.Tensor] = []
+        hs = [m.register_forward_hook(lambda m, a, o: acts.append(o)) for m in c.modules() if isinstance(m, nn.ReLU)]
+        with torch.no_grad():
+            c(inp)
+        for h in hs:
+            h.remove()
+        return acts
+
+    def meco() -> list[torch.Tensor]:
+        c = copy.deepcopy(net).train()
+        outs: list[torch.Tensor] = []
+        hs = [m.register_forward_hook(lambda m, a, o: outs.append(o[0])) for m in c.modules()]
+        with torch.no_grad():
+            c(x[:1])
+        for h in hs:
+            h.remove()
+        return outs
+
+    def swap() -> list[torch.Tensor]:
+        c = copy.deepcopy(net).train()
+        g = torch.Generator().manual_seed(0)
+        acts: list[torch.Tensor] = []
+        for _ in range(32):
+            with torch.no_grad():
+                for m in c.modules():
+                    if isinstance(m, (nn.Conv2d, nn.Linear)):
+                        m.weight.normal_(generator=g)
+            acts = relu_forward(c, x)
+        return acts
+
+    def gradsign() -> list:
+        c = copy.deepcopy(net).train()
+        ws = [m.weight for m in c.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        return [torch.autograd.grad(F.cross_entropy(c(x[[i]]), y[[i]]), ws, allow_unused=True)
+                for i in range(x.shape[0])]
+
+    def ntk() -> list:
+        c = copy.deepcopy(net).train()
+        ws = [p for n, p in c.named_parameters() if "weight" in n]
+        out = c(x)
+        rows = []
+        for i in range(x.shape[0]):
+            v = torch.zeros_like(out)
+            v[i] = 1
+            rows.append(torch.autograd.grad(out, ws, v, retain_graph=i + 1 < x.shape[0], allow_unused=True))
+        return rows
+
+    def linear_regions() -> list[torch.Tensor]:
+        c = copy.deepcopy(net).train()
+        return relu_forward(c, torch.randn(x.shape, generator=torch.Generator().manual_seed(0)))
+
+    def az() -> list:
+        from zcfast.proxies.az_nas import az_init
+        from zcfast.proxies.cells import record_cells
+
+        c = copy.deepcopy(net).train()
+        g = torch.Generator().manual_seed(0)
+        az_init(c, g)
+        z = torch.randn(x.shape, generator=g).requires_grad_(True)
+        feats = record_cells(c, z)
+        gs = []
+        for i in reversed(range(1, len(feats))):
+            f_out, f_in = feats[i][1], feats[i - 1][1]
+            cot = (torch.bernoulli(torch.full_like(f_out.detach(), 0.5), generator=g) - 0.5) * 2
+            gs.append(torch.autograd.grad(f_out, f_in, cot, retain_graph=True, allow_unused=True))
+        e = copy.deepcopy(net).eval()
+        with torch.no_grad():
+            e(x[:1])
+        return gs
+
+    return {"meco": meco, "meco_opt": meco, "swap": swap, "gradsign": gradsign, "ntk_cond": ntk,
+            "linear_regions": linear_regions, "az_nas": az}
+
+
+def _median_time(fn: Callable[[], Any], repeats: int) -> float:
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def alone(args: argparse.Namespace, space, archs, x: torch.Tensor, y: torch.Tensor) -> None:
+    """``--alone``: each proxy alone in zcfast.score against its bare passes (values checked first)."""
+    names = {p: (list(AZ_NAS) if p == "az_nas" else [p]) for p in ALONE}
+    rows = []
+    for p in ALONE:
+        ratios, ts, tb, worst = [], [], [], 0.0
+        for arch in archs:
+            net = build_seeded(space, arch, args.seed, 10)
+            got = zcfast.score(net, x, y, names[p], seed=args.seed)
+            if p == "meco":
+                want = {p: o.meco_official(net, x, y)}
+            elif p == "meco_opt":   # its 8 sampled channels from random.Random(seed), as zcfast draws them
+                want = {p: o.meco_official(net, x, y, opt=True, seed=args.seed)}
+            elif p == "swap":       # the official init after torch.manual_seed(seed), as zcfast seeds it
+                want = {p: o.swap_official(net, x, y, seed=args.seed)}
+            else:
+                want = official(p, net, x, y, args.seed)
+            for k, b in want.items():
+                worst = max(worst, rel(float(got[k]), float(b)))
+            bare = bare_passes(net, x, y)[p]
+            t_z = _median_time(lambda: zcfast.score(net, x, y, names[p], seed=args.seed), args.repeats)
+            t_b = _median_time(bare, args.repeats)
+            ts.append(t_z)
+            tb.append(t_b)
+            ratios.append(t_z / t_b)
+        if worst > args.rtol:
+            print(f"VALUE MISMATCH: {p} differs from its official-style value by {worst:.2e} (> {args.rtol})",
+                  file=sys.stderr)
+            raise SystemExit(1)
+        rows.append({"proxy": p, "archs": len(archs), "batch": args.batch, "bare": BARE_DESC[p],
+                     "zcfast_s": statistics.median(ts), "bare_s": statistics.median(tb),
+                     "ratio_median": statistics.median(ratios), "ratios": ratios, "max_rel_diff": worst})
+        r = rows[-1]
+        print(f"{p}: zcfast {r['zcfast_s']:.3f} s, bare {r['bare_s']:.3f} s, {r['ratio_median']:.2f}x "
+              f"(per arch {', '.join(f'{v:.2f}' for v in ratios)}), max rel diff {worst:.1e}", flush=True)
+    out = args.out.with_name("modern_alone")
+    out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
+    lines = [f"Command: `{' '.join(['python', 'bench/bench_modern_speed.py', *sys.argv[1:]])}`", "",
+             "| proxy | bare passes (plain PyTorch) | zcfast s | bare s | ratio (median over archs) | per arch | "
+             "max rel diff vs official-style |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['proxy']} | {r['bare']} | {r['zcfast_s']:.3f} | {r['bare_s']:.3f} | {r['ratio_median']:.2f}x | "
+              f"{', '.join(f'{v:.2f}' for v in r['ratios'])} | {r['max_rel_diff']:.1e} |" for r in rows]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
 def official(proxy: str, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> dict[str, float]:
@@ -61,6 +224,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--side", choices=("zcfast", "official"), default=None)
+    ap.add_argument("--alone", action="store_true",
+                    help="each proxy alone in zcfast.score against its bare passes (bench/results/modern_alone.*)")
+    ap.add_argument("--repeats", type=int, default=1, help="--alone: timed calls per side and arch (median)")
+    ap.add_argument("--rtol", type=float, default=2e-3, help="--alone: value check tolerance (default 2e-3)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "modern_speed")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -70,6 +237,10 @@ def main() -> None:
     g = torch.Generator().manual_seed(args.seed)
     x = torch.randn(args.batch, 3, 32, 32, generator=g)
     y = torch.randint(0, 10, (args.batch,), generator=g)
+    if args.alone:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        alone(args, space, archs, x, y)
+        return
     if args.side is not None:
         for proxy in args.proxies:
             for arch in archs:
