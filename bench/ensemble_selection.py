@@ -52,7 +52,9 @@ from zcfast.metrics import bootstrap_ci, kendall, rankdata, spearman  # noqa: E4
 
 DEFAULT_SCORES = ("docs/results/nb201_cifar10_1000/scores.csv",
                   "docs/results/nb201_cifar10_suite_zero_1000/scores.csv",
-                  "docs/results/nb201_cifar10_modern_1000/scores.csv")
+                  "docs/results/nb201_cifar10_modern_1000/scores.csv",
+                  "docs/results/nb201_cifar10_swap_1000/scores.csv",
+                  "docs/results/nb201_cifar10_tenas_1000/scores.csv")
 DEFAULT_OUT = "docs/results/nb201_cifar10_ensemble_heldout"
 METHODS = ("mean_rank", "log_rank", "vote")
 LOWER_IS_BETTER = frozenset({"ntk_cond"})
