@@ -19,6 +19,7 @@ import torch
 
 from zcfast import ops
 
+
 def all_finite(t: torch.Tensor) -> bool:
     """``bool(torch.isfinite(t).all())`` of a floating tensor, exactly, in one reduction in the
     common case: a NaN or ±inf element makes ``t.sum()`` NaN or ±inf (NaN propagates through every
