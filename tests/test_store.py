@@ -424,10 +424,14 @@ def test_forked_child_does_not_hold_the_lock(tmp_path: Path) -> None:
     pid = os.fork()
     if pid == 0:  # the child: its inherited lock descriptor was closed at fork
         os.close(r)
+        os.write(w, b"1")  # os.fork() returned here, so the at-fork handler has run
         time.sleep(30)
         os._exit(0)
     try:
         os.close(w)
+        # wait for the child to be past fork: until its handler runs, the child's copy of the
+        # descriptor holds the lock (a window of microseconds that a loaded CI machine widens)
+        assert os.read(r, 1) == b"1"
         st.close()  # the parent lets go: the child must not keep the store locked
         with ResultStore(path) as again:
             again.put_many(rid, _rows(1))
