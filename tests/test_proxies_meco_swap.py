@@ -167,6 +167,61 @@ def test_meco_equals_the_official_restatement_on_nb201(index: int) -> None:
                                                 rel=1e-5, abs=1e-5)
 
 
+
+def test_meco_features_share_a_containers_unchanged_tensor_but_not_an_in_place_change() -> None:
+    """Sequential(conv, BN, ReLU(inplace)): the ReLU returns BN's tensor changed in place (a new
+    copy), the root Sequential returns the ReLU's unchanged tensor (the same copy); every call
+    still counts, so the value equals the official restatement."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True))
+    x, y = batch()
+    captured = {}
+
+    @register_proxy("meco_probe", needs=("meco_features",))
+    def _probe(c):
+        captured["feats"] = list(c.data["meco_features"])
+        return ProxyResult("meco_probe", 0.0)
+
+    try:
+        score_detailed(net, x, y, proxies=("meco_probe",))
+    finally:
+        unregister_proxy("meco_probe")
+    feats = captured["feats"]
+    assert [n for n, _ in feats] == ["0", "1", "2", ""]
+    f = {n: t for n, t in feats}
+    assert f["2"] is f[""]                   # the root returns the ReLU's tensor, unchanged
+    assert f["1"] is not f["2"]              # the ReLU changed BN's tensor in place
+    assert (f["1"] < 0).any() and (f["2"] >= 0).all()
+    r = score_detailed(net, x, y, proxies=("meco",))["meco"]
+    assert r.value == pytest.approx(meco_official(net, x[:1]), rel=1e-5, abs=1e-6)
+
+
+def test_meco_lambda_min_is_zero_without_a_solve_when_positions_do_not_exceed_channels(monkeypatch) -> None:
+    """P <= C: the centred rows span <= P - 1 dimensions, so corrcoef is singular and λmin = 0
+    exactly; numpy's solver gives rounding noise there. P > C, [C, 1] and non-finite F as before."""
+    g = torch.Generator().manual_seed(5)
+    wide = torch.randn(6, 40, generator=g, dtype=torch.float64)          # P > C: solved
+    square = torch.randn(8, 8, generator=g, dtype=torch.float64)         # P == C: 0
+    tall = torch.randn(12, 5, generator=g, dtype=torch.float64)          # P < C: 0
+    tall_degenerate = tall.clone()
+    tall_degenerate[3] = 2.0                                             # a zero-variance row: still 0
+    bad = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    bad[1, 2] = float("nan")                                             # non-finite: solved
+    feats = [wide, square, tall, tall_degenerate, bad, torch.randn(4, 1, generator=g, dtype=torch.float64)]
+    solved = []
+    real = meco_mod.ops.channel_spectra
+    monkeypatch.setattr(meco_mod.ops, "channel_spectra", lambda fs, kind: solved.extend(fs) or real(fs, kind))
+    got = meco_mod._lambda_min(feats)
+    assert [id(f) for f in solved] == [id(wide), id(bad)]
+    for f, v in zip(feats, got):
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            corr = np.corrcoef(f.numpy())
+        corr[~np.isfinite(corr)] = 0
+        want = float(np.min(np.real(np.linalg.eigvals(np.atleast_2d(corr)))))
+        assert v == pytest.approx(want, abs=1e-12)
+    assert got[1] == got[2] == got[3] == got[5] == 0.0
+
 def test_meco_reads_the_first_sample_only() -> None:
     net = tiny_cnn()
     x, y = batch()

@@ -421,6 +421,9 @@ def channel_spectra(feats: Sequence[Tensor], kind: str = "corr") -> list[Tensor]
 
     Args:
         feats: T float tensors ``[C_t, P_t]`` sharing one dtype and one device (any strides).
+            The same tensor object listed more than once is solved once (MeCo lists a
+            container's output, which is its last child's tensor, twice); each place still gets
+            its own result tensor.
         kind: ``"corr"`` or ``"cov"``.
 
     Returns:
@@ -436,7 +439,24 @@ def channel_spectra(feats: Sequence[Tensor], kind: str = "corr") -> list[Tensor]
         raise ValueError(f"channel_spectra: kind must be 'corr' or 'cov', got {kind!r}")
     if not feats:
         return []
-    return list(torch.ops.zcfast.channel_spectra.default(feats, kind))
+    first: dict[int, int] = {}       # id(tensor) -> its index among the distinct tensors
+    distinct: list[Tensor] = []
+    where = []
+    for f in feats:
+        i = first.get(id(f))
+        if i is None:
+            i = first[id(f)] = len(distinct)
+            distinct.append(f)
+        where.append(i)
+    out = list(torch.ops.zcfast.channel_spectra.default(distinct, kind))
+    if len(distinct) == len(feats):
+        return out
+    seen: set[int] = set()
+    res = []
+    for i in where:
+        res.append(out[i] if i not in seen else out[i].clone())
+        seen.add(i)
+    return res
 
 
 # ---- fake (meta) kernels, for torch.compile / export -------------------------------------------

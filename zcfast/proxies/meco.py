@@ -15,8 +15,10 @@ Needs registered here (module backend only; :mod:`zcfast.batched` does not produ
 - ``meco_features``: ``ctx.data["meco_features"]`` = ``[(module name, F [C, P] float), ...]``,
   one per call (in the order the calls return, as forward hooks fire) of every module, the
   containers and the whole network included, from one no-grad train-mode forward of the
-  **first sample alone** ``x[:1]`` on a private copy. :func:`meco_features_need` builds the
-  variant on Gaussian input (the packaged measure's ``randn(1, 3, 64, 64)``).
+  **first sample alone** ``x[:1]`` on a private copy. A call that returns the tensor the
+  previous call returned, unchanged (a container and its last child), lists the *same* F object
+  (read-only), which :func:`zcfast.ops.channel_spectra` solves once. :func:`meco_features_need`
+  builds the variant on Gaussian input (the packaged measure's ``randn(1, 3, 64, 64)``).
 
 Quirks kept from the official code (each written where it applies below):
 
@@ -39,6 +41,7 @@ import torch.nn as nn
 from zcfast import ops
 from zcfast.proxies.engine import _forward
 from zcfast.proxies.builtin_needs import call_generator
+from zcfast.proxies import reductions
 from zcfast.proxies.needs import Need, NeedError, register_need
 from zcfast.proxies.registry import PassContext, ProxyResult, register_proxy
 
@@ -82,14 +85,23 @@ def meco_features_need(name: str, *, gaussian_shape: Sequence[int] | None = None
         net = ctx.fresh_copy()
         net.train()
         feats: list[tuple[str, torch.Tensor]] = []
+        # a container returns its last child's very tensor: while that tensor is unchanged (same
+        # object, same version counter: no in-place op since) the call shares the child's copy,
+        # so channel_spectra solves it once; the call still counts, as official
+        last: list = [None, -1, None]   # [output tensor, its _version, the copy made of it]
 
         def hook(module: nn.Module, args: tuple, out: object, _n: str = "") -> None:
-            # computed at once: a later in-place op (ReLU(inplace=True)) must not change it, as
+            # copied at once: a later in-place op (ReLU(inplace=True)) must not change it, as
             # the official hook computes its eigenvalue inside the hook
             if not isinstance(out, torch.Tensor) or out.dim() < 2 or not out.is_floating_point():
                 return
+            if out is last[0] and out._version == last[1]:
+                feats.append((_n, last[2]))
+                return
             fea = out[0].detach()
-            feats.append((_n, fea.reshape(fea.shape[0], -1).clone()))
+            copy = fea.reshape(fea.shape[0], -1).clone()
+            last[:] = [out, out._version, copy]
+            feats.append((_n, copy))
 
         handles = [m.register_forward_hook(lambda mod, args, out, _n=n: hook(mod, args, out, _n))
                    for n, m in net.named_modules()]
@@ -101,6 +113,7 @@ def meco_features_need(name: str, *, gaussian_shape: Sequence[int] | None = None
         finally:
             for h in handles:
                 h.remove()
+            last[:] = [None, -1, None]
         if not any(f.shape[1] > 1 for _, f in feats):
             raise NeedError(f"{name}: no module output has channels x positions (every output is [N, K] "
                             "or smaller: one position per channel, so each correlation is undefined, which "
@@ -122,15 +135,36 @@ def _finite_sum(values: list[float]) -> tuple[float, int]:
     return float(sum(kept)), len(values) - len(kept)
 
 
+def _rank_deficient(f: torch.Tensor) -> bool:
+    """Whether ``corrcoef(F)`` of a finite ``F [C, P]`` with no more positions than channels (``P <= C``) is
+    singular: its centred rows span at most P − 1 dimensions (the centring removes one), so the
+    C×C matrix has rank ≤ P − 1 < C and λmin = 0 exactly (zeroed degenerate rows keep it so). The
+    official float32 ``eig`` returns rounding noise around 0 there (~1e-7 per call); a solve in
+    float64 returns ~1e-16. A non-finite F (NaN entries set to 0 are no longer a Gram matrix) is
+    solved."""
+    return f.shape[1] <= f.shape[0] and reductions.all_finite(f)
+
+
+def _lambda_min(fs: Sequence[torch.Tensor]) -> list[float]:
+    """λmin of each ``nan_to_num(corrcoef(F))``: 0 without a solve for ``[C, 1]`` features (the
+    all-NaN matrix set to 0, the official value) and for rank-deficient ones
+    (:func:`_rank_deficient`: NB201's last stage at 32×32, 64 channels × 64 positions); the rest in
+    one :func:`zcfast.ops.channel_spectra` call (float64, symmetric solver: the official general
+    ``eig`` on float32 returns the same real spectrum up to rounding)."""
+    solve = [i for i, f in enumerate(fs) if f.shape[1] > 1 and not _rank_deficient(f)]
+    values = [0.0] * len(fs)
+    for i, s in zip(solve, ops.channel_spectra([fs[i] for i in solve], "corr") if solve else []):
+        values[i] = float(s[0])
+    return values
+
+
 def meco_score(feats: Sequence[tuple[str, torch.Tensor]]) -> tuple[float, dict[str, float]]:
     """MeCo on ``[(name, F [C, P])]``: ``(Σ λmin, per module Σ of its calls' λmin)``.
 
-    λmin of the C×C ``corrcoef`` with NaN/inf set to 0 (:func:`zcfast.ops.channel_spectra`,
-    float64, symmetric solver: the official general ``eig`` on float32 returns the same real
-    spectrum up to rounding). ``[C, 1]`` features add 0 (the official value) without a solve."""
+    λmin of the C×C ``corrcoef`` with NaN/inf set to 0 (:func:`_lambda_min`). ``[C, 1]``
+    features add 0 (the official value) and are left out of ``per``, as before."""
     live = [(n, f) for n, f in feats if f.shape[1] > 1]
-    spectra = ops.channel_spectra([f for _, f in live], "corr") if live else []
-    values = [float(s[0]) for s in spectra]
+    values = _lambda_min([f for _, f in live])
     per: dict[str, float] = {}
     for (n, _), v in zip(live, values):
         if math.isfinite(v):
@@ -157,8 +191,7 @@ def meco_opt_score(feats: Sequence[tuple[str, torch.Tensor]], rng: random.Random
         idx = rng.sample(range(c), channels)
         if f.shape[1] > 1:
             picked.append((n, f[idx], c))
-    spectra = ops.channel_spectra([f for _, f, _ in picked], "corr") if picked else []
-    values = [float(s[0]) * c / channels for (_, _, c), s in zip(picked, spectra)]
+    values = [v * c / channels for (_, _, c), v in zip(picked, _lambda_min([f for _, f, _ in picked]))]
     per: dict[str, float] = {}
     for (n, _, _), v in zip(picked, values):
         if math.isfinite(v):
