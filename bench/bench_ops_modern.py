@@ -21,7 +21,9 @@ The #13 kernels (``--only signs``), each against its plain-PyTorch composition:
   sign_sum            GradSign on NB201's 291 parameter shapes with 8 per-sample gradients each,
                       vs ``sign(g).sum(0).abs().sum()`` per tensor;
   channel_spectra     MeCo's per-layer channel correlation spectra over NB201's 189 ReLU inputs
-                      (one image), vs ``eigvalsh(nan_to_num(corrcoef(F)))`` per layer.
+                      (one image), vs ``eigvalsh(nan_to_num(corrcoef(F)))`` per layer; and AZ-NAS
+                      expressivity's covariance spectra of the 17 cell outputs of a batch of 64
+                      ([C, 64·H·W]), vs a float64 covariance and ``eigvalsh`` per cell.
 
 Results are checked equal before anything is timed.
 
@@ -287,6 +289,31 @@ def meco_plain(feats: list[torch.Tensor]) -> list[torch.Tensor]:
                                                    neginf=0.0)) for f in feats]
 
 
+def az_cov_plain(feats: list[torch.Tensor]) -> list[torch.Tensor]:
+    """AZ-NAS expressivity's spectra, plain PyTorch: float64 ddof-1 covariance, eigvalsh, per cell."""
+    out = []
+    for f in feats:
+        d = f.double()
+        d = d - d.mean(1, keepdim=True)
+        out.append(torch.linalg.eigvalsh(d @ d.T / max(d.shape[1] - 1, 1)))
+    return out
+
+
+def cell_outputs(net: torch.nn.Module, batch: int, device: str) -> list[torch.Tensor]:
+    """Every NB201 cell's (and reduction block's) output as AZ-NAS reads it: [C, N·H·W], train mode."""
+    feats: list[torch.Tensor] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: feats.append(
+                 out.detach().transpose(0, 1).reshape(out.shape[1], -1))) for m in net.cells]
+    try:
+        net.train()
+        with torch.no_grad():
+            net(torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(2)).to(device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return feats
+
+
 def bench_signs(device: str, rounds: int, min_time: float) -> dict[str, Any]:
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
@@ -346,6 +373,20 @@ def bench_signs(device: str, rounds: int, min_time: float) -> dict[str, Any]:
                    "timings": t, "fused_s": t["zcfast channel_spectra"]["median_s"],
                    "speedup_vs_plain": t["eigvalsh(nan_to_num(corrcoef)) per layer"]["median_s"]
                    / t["zcfast channel_spectra"]["median_s"]}
+    # AZ-NAS expressivity: every cell's output of a batch of 64, [C, 64·H·W] (up to 65,536 positions).
+    feats = cell_outputs(nb201_net(device), 64, device)
+    want_s = az_cov_plain(feats)
+    for g_, w_ in zip(ops.channel_spectra(feats, "cov"), want_s):
+        if not torch.allclose(g_, w_, rtol=1e-9, atol=1e-9 * float(w_.abs().max())):
+            raise AssertionError("az_nas: zcfast spectra differ from the plain float64 covariance")
+    fns = {"zcfast channel_spectra": timed(lambda: ops.channel_spectra(feats, "cov")),
+           "float64 cov + eigvalsh per cell": timed(lambda: az_cov_plain(feats))}
+    t = time_rounds(fns, rounds, min_time)
+    out["az_nas"] = {"layers": len(feats), "channels": sorted({f.shape[0] for f in feats}),
+                     "positions": sorted({f.shape[1] for f in feats}), "timings": t,
+                     "fused_s": t["zcfast channel_spectra"]["median_s"],
+                     "speedup_vs_plain": t["float64 cov + eigvalsh per cell"]["median_s"]
+                     / t["zcfast channel_spectra"]["median_s"]}
     return out
 
 
@@ -354,7 +395,9 @@ def signs_markdown(sg: dict[str, Any]) -> list[str]:
               "te_nas": "sign_pattern_count: TE-NAS linear regions, {shape[0]:,} samples × {shape[1]:,} neurons",
               "gradsign": "sign_sum: GradSign, {tensors} tensors × {per_sample} per-sample gradients "
                           "({elements:,} elements)",
-              "meco": "channel_spectra: MeCo, {layers} layers (channels {channels})"}
+              "meco": "channel_spectra: MeCo, {layers} layers (channels {channels})",
+              "az_nas": "channel_spectra: AZ-NAS expressivity, {layers} cells (channels {channels}, "
+                        "positions {positions})"}
     lines: list[str] = []
     for key, title in titles.items():
         r = sg[key]

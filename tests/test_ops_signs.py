@@ -211,6 +211,45 @@ def test_channel_spectra_degenerate_channels_empty_and_views():
                           atol=1e-12)
 
 
+
+def test_channel_spectra_solves_a_repeated_tensor_once_and_returns_separate_results(monkeypatch):
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(6, 20, generator=g, dtype=torch.float64), torch.randn(4, 9, generator=g, dtype=torch.float64)
+    seen = []
+    real = torch.ops.zcfast.channel_spectra.default
+
+    class Spy:
+        @staticmethod
+        def default(feats, kind):
+            seen.append(len(feats))
+            return real(feats, kind)
+
+    monkeypatch.setattr(torch.ops.zcfast, "channel_spectra", Spy)
+    got = ops.channel_spectra([a, b, a, a.clone()], "corr")
+    assert seen == [3]                       # a, b and the clone (a different object)
+    want = ref.channel_spectra([a, b, a, a], "corr")
+    for x, y in zip(got, want):
+        assert torch.allclose(x, y, rtol=1e-10, atol=1e-10)
+    assert got[0] is not got[2] and got[0].data_ptr() != got[2].data_ptr()
+    got[2].zero_()                           # each place owns its result
+    assert torch.allclose(got[0], want[0], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["corr", "cov"])
+def test_channel_spectra_across_scratch_segments_and_a_feature_larger_than_one(kind):
+    """The CPU kernel writes its float64 rows into segments of at most 2**21 values: features of
+    one (C, P) split across segments, and one feature larger than a segment, match the
+    reference like any other."""
+    g = torch.Generator().manual_seed(3)
+    shapes = [(16, 65536)] * 3 + [(4, 600_000), (8, 64), (16, 65536), (3, 7)]   # 2**20 each; 2.4e6
+    feats = [torch.randn(s, generator=g) for s in shapes]
+    feats[3][1] = 0.5                                                      # a constant row in the large one
+    got = ops.channel_spectra(feats, kind)
+    want = ref.channel_spectra(feats, kind)
+    for f, x, y in zip(feats, got, want):
+        assert x.shape == (f.shape[0],)
+        assert torch.allclose(x, y, rtol=1e-9, atol=1e-12), (f.shape, (x - y).abs().max())
+
 # ---- bad input ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("call, match", [
