@@ -144,20 +144,29 @@ def bare_passes(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[
             "linear_regions": linear_regions, "az_nas": az}
 
 
-def _median_time(fn: Callable[[], Any], repeats: int) -> float:
-    ts = []
+def _paired_medians(a: Callable[[], Any], b: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    """Median seconds of ``a`` and of ``b`` over ``repeats`` interleaved pairs (a, b, a, b, ...),
+    so that a change of the machine's load falls on both sides alike."""
+    ta, tb = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+        a()
+        t1 = time.perf_counter()
+        b()
+        ta.append(t1 - t0)
+        tb.append(time.perf_counter() - t1)
+    return statistics.median(ta), statistics.median(tb)
 
 
 def alone(args: argparse.Namespace, space, archs, x: torch.Tensor, y: torch.Tensor) -> None:
-    """``--alone``: each proxy alone in zcfast.score against its bare passes (values checked first)."""
+    """``--alone``: each proxy alone in zcfast.score against its bare passes (values checked first).
+
+    ``--proxies`` picks some of them; their rows replace the same proxies' rows of an existing
+    ``modern_alone.json`` (each row keeps the command that measured it)."""
     names = {p: (list(AZ_NAS) if p == "az_nas" else [p]) for p in ALONE}
+    command = " ".join(["python", "bench/bench_modern_speed.py", *sys.argv[1:]])
     rows = []
-    for p in ALONE:
+    for p in args.proxies:
         ratios, ts, tb, worst = [], [], [], 0.0
         for arch in archs:
             net = build_seeded(space, arch, args.seed, 10)
@@ -173,8 +182,8 @@ def alone(args: argparse.Namespace, space, archs, x: torch.Tensor, y: torch.Tens
             for k, b in want.items():
                 worst = max(worst, rel(float(got[k]), float(b)))
             bare = bare_passes(net, x, y)[p]
-            t_z = _median_time(lambda: zcfast.score(net, x, y, names[p], seed=args.seed), args.repeats)
-            t_b = _median_time(bare, args.repeats)
+            t_z, t_b = _paired_medians(lambda: zcfast.score(net, x, y, names[p], seed=args.seed), bare,
+                                       args.repeats)
             ts.append(t_z)
             tb.append(t_b)
             ratios.append(t_z / t_b)
@@ -182,19 +191,26 @@ def alone(args: argparse.Namespace, space, archs, x: torch.Tensor, y: torch.Tens
             print(f"VALUE MISMATCH: {p} differs from its official-style value by {worst:.2e} (> {args.rtol})",
                   file=sys.stderr)
             raise SystemExit(1)
-        rows.append({"proxy": p, "archs": len(archs), "batch": args.batch, "bare": BARE_DESC[p],
+        rows.append({"proxy": p, "command": command, "archs": len(archs), "batch": args.batch, "bare": BARE_DESC[p],
                      "zcfast_s": statistics.median(ts), "bare_s": statistics.median(tb),
                      "ratio_median": statistics.median(ratios), "ratios": ratios, "max_rel_diff": worst})
         r = rows[-1]
         print(f"{p}: zcfast {r['zcfast_s']:.3f} s, bare {r['bare_s']:.3f} s, {r['ratio_median']:.2f}x "
               f"(per arch {', '.join(f'{v:.2f}' for v in ratios)}), max rel diff {worst:.1e}", flush=True)
     out = args.out.with_name("modern_alone")
+    old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else []
+    mine = {r["proxy"]: r for r in rows}
+    kept = {r["proxy"]: r for r in old if r.get("proxy") in ALONE and r["proxy"] not in mine}
+    rows = [mine.get(p) or kept[p] for p in ALONE if p in mine or p in kept]
     out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
-    lines = [f"Command: `{' '.join(['python', 'bench/bench_modern_speed.py', *sys.argv[1:]])}`", "",
+    lines = ["Each row: the command that measured it (time: the median of interleaved zcfast/bare pairs "
+             "per architecture, then the median over architectures).", "",
              "| proxy | bare passes (plain PyTorch) | zcfast s | bare s | ratio (median over archs) | per arch | "
-             "max rel diff vs official-style |", "|---|---|---|---|---|---|---|"]
+             "max rel diff vs official-style | command |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['proxy']} | {r['bare']} | {r['zcfast_s']:.3f} | {r['bare_s']:.3f} | {r['ratio_median']:.2f}x | "
-              f"{', '.join(f'{v:.2f}' for v in r['ratios'])} | {r['max_rel_diff']:.1e} |" for r in rows]
+              f"{', '.join(f'{v:.2f}' for v in r['ratios'])} | {r['max_rel_diff']:.1e} | "
+              f"`{r.get('command', 'python bench/bench_modern_speed.py --alone --archs 3 --batch 32')}` |"
+              for r in rows]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -219,7 +235,8 @@ def rel(a: float, b: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--proxies", nargs="+", default=list(PROXIES), choices=PROXIES)
+    ap.add_argument("--proxies", nargs="+", default=None, choices=sorted(set(PROXIES) | set(ALONE)),
+                    help=f"default: {' '.join(PROXIES)} (with --alone: {' '.join(ALONE)})")
     ap.add_argument("--archs", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
@@ -230,6 +247,10 @@ def main() -> None:
     ap.add_argument("--rtol", type=float, default=2e-3, help="--alone: value check tolerance (default 2e-3)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "modern_speed")
     args = ap.parse_args()
+    if args.proxies is None:
+        args.proxies = list(ALONE if args.alone else PROXIES)
+    elif not args.alone and not set(args.proxies) <= set(PROXIES):
+        ap.error(f"--proxies: without --alone, choose from {', '.join(PROXIES)}")
     torch.set_num_threads(1)
     space = zcfast.spaces.get("nb201")
     rng = random.Random(0)
