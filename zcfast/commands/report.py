@@ -86,8 +86,7 @@ def run(args: argparse.Namespace) -> int:
     check_out_dir(args.out)
     if len(paths) == 1 and paths[0].is_dir() and not _is_search_dir(paths[0]):
         # a correlate --out folder: its score table (with summary.json), else its store
-        inside = [paths[0] / n for n in ("scores.csv", "scores.json", "scores.parquet", "results.sqlite")]
-        found = [p for p in inside if p.is_file()]
+        found = _files_in(paths[0], SCORE_TABLES + ("results.sqlite",))
         if not found:
             raise ValueError(f"{paths[0]}: no seed_*.json, scores.csv/.json/.parquet or results.sqlite to report")
         paths = found[:1]
@@ -114,10 +113,19 @@ def run(args: argparse.Namespace) -> int:
     return _render(res, args)
 
 
+#: the score tables a correlate ``--out`` folder may hold, in the order they are preferred
+SCORE_TABLES = ("scores.csv", "scores.json", "scores.parquet")
+
+
+def _files_in(folder: Path, names: tuple[str, ...]) -> list[Path]:
+    """The files of ``names`` that ``folder`` holds, in the order of ``names``."""
+    return [folder / n for n in names if (folder / n).is_file()]
+
+
 def _table_in(path: Path) -> Path:
     """A score table given as itself or as the correlate ``--out`` folder holding it."""
     if path.is_dir():
-        found = [path / n for n in ("scores.csv", "scores.json", "scores.parquet") if (path / n).is_file()]
+        found = _files_in(path, SCORE_TABLES)
         if not found:
             raise ValueError(f"{path}: no scores.csv/.json/.parquet to join (several PATHs: score tables, or "
                              "search --out folders)")
