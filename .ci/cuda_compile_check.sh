@@ -73,7 +73,9 @@ import torch
 torch.ops.load_library(sys.argv[1])
 version = torch.ops.zcfast.cuda_version()
 assert version > 0, f"cuda_version() = {version}: the CUDA kernels were not built"
-for op in ("saliency_reduce", "fisher_reduce", "jacob_cov_score"):
+for op in ("saliency_reduce", "fisher_reduce", "jacob_cov_score", "hamming_kernel_", "moments_update_",
+           "zico_reduce", "sign_pack", "distinct_rows", "sign_pattern_count", "sign_sum", "channel_spectra",
+           "box_sum"):
     for key in ("CPU", "CUDA"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"zcfast::{op}", key), (op, key)
 print(f"cuda_compile_check: OK: loads without a GPU, CUDA {version}, CPU and CUDA kernels registered")

@@ -23,7 +23,9 @@ The #13 kernels (``--only signs``), each against its plain-PyTorch composition:
   channel_spectra     MeCo's per-layer channel correlation spectra over NB201's 189 ReLU inputs
                       (one image), vs ``eigvalsh(nan_to_num(corrcoef(F)))`` per layer; and AZ-NAS
                       expressivity's covariance spectra of the 17 cell outputs of a batch of 64
-                      ([C, 64·H·W]), vs a float64 covariance and ``eigvalsh`` per cell.
+                      ([C, 64·H·W]), vs a float64 covariance and ``eigvalsh`` per cell;
+  box_sum             NB201's stride-1 3x3 average pool on [32, 16, 32, 32] (box_avg_pools_), vs
+                      nine shifted adds and ``F.avg_pool2d``, all bit-identical.
 
 Results are checked equal before anything is timed.
 
@@ -41,6 +43,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -373,6 +376,19 @@ def bench_signs(device: str, rounds: int, min_time: float) -> dict[str, Any]:
                    "timings": t, "fused_s": t["zcfast channel_spectra"]["median_s"],
                    "speedup_vs_plain": t["eigvalsh(nan_to_num(corrcoef)) per layer"]["median_s"]
                    / t["zcfast channel_spectra"]["median_s"]}
+    # box_sum: the 3x3 average pool of an NB201 stage-1 cell on a batch of 32, as box_avg_pools_ runs it
+    z = torch.randn(32, 16, 32, 32, generator=gen).to(device)
+    cnt = F.avg_pool2d(torch.ones(1, 1, 32, 32, device=device), 3, 1, 1, count_include_pad=False, divisor_override=1)
+    native = F.avg_pool2d(z, 3, 1, 1, count_include_pad=False)
+    if not torch.equal(ops.box_sum(z, 3, 3), ref.box_sum(z, 3, 3)) or not torch.equal(ops.box_sum(z, 3, 3) / cnt, native):
+        raise AssertionError("box_sum: differs from the shifted adds or from avg_pool2d")
+    fns = {"zcfast box_sum / count": timed(lambda: ops.box_sum(z, 3, 3) / cnt),
+           "9 shifted adds / count (the previous route)": timed(lambda: ref.box_sum(z, 3, 3) / cnt),
+           "F.avg_pool2d(count_include_pad=False)": timed(lambda: F.avg_pool2d(z, 3, 1, 1, count_include_pad=False))}
+    t = time_rounds(fns, rounds, min_time)
+    out["box_sum"] = {"shape": list(z.shape), "timings": t, "fused_s": t["zcfast box_sum / count"]["median_s"],
+                      "speedup_vs_plain": t["9 shifted adds / count (the previous route)"]["median_s"]
+                      / t["zcfast box_sum / count"]["median_s"]}
     # AZ-NAS expressivity: every cell's output of a batch of 64, [C, 64·H·W] (up to 65,536 positions).
     feats = cell_outputs(nb201_net(device), 64, device)
     want_s = az_cov_plain(feats)
@@ -397,7 +413,8 @@ def signs_markdown(sg: dict[str, Any]) -> list[str]:
                           "({elements:,} elements)",
               "meco": "channel_spectra: MeCo, {layers} layers (channels {channels})",
               "az_nas": "channel_spectra: AZ-NAS expressivity, {layers} cells (channels {channels}, "
-                        "positions {positions})"}
+                        "positions {positions})",
+              "box_sum": "box_sum: NB201's 3×3 average pool on {shape} (box_avg_pools_), bit-identical to avg_pool2d"}
     lines: list[str] = []
     for key, title in titles.items():
         r = sg[key]

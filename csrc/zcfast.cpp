@@ -47,6 +47,9 @@ TORCH_LIBRARY(zcfast, m) {
   m.def("sign_pattern_count(Tensor x) -> Tensor");
   m.def("sign_sum(Tensor[] grads) -> Tensor");
   m.def("channel_spectra(Tensor[] feats, str kind) -> Tensor[]");
+  // Stride-1 "same" window sums (NB201's 3x3 average pools on the private copies of TE-NAS,
+  // SWAP, ...): csrc/cpu/box_cpu.cpp, csrc/cuda/box_cuda.cu, math in zcfast/box.h.
+  m.def("box_sum(Tensor z, int kh, int kw) -> Tensor");
   // #14: CRC-32C of byte segments of one CPU buffer (TFRecord framing); csrc/cpu/crc32c_cpu.cpp.
   m.def("crc32c_segments(Tensor data, Tensor offsets, Tensor lengths) -> Tensor");
   m.def("cuda_version() -> int", &zcfast::cuda_version);
@@ -70,6 +73,7 @@ TORCH_LIBRARY_IMPL(zcfast, Autograd, m) {
   m.impl("sign_pattern_count", torch::CppFunction::makeFallthrough());
   m.impl("sign_sum", torch::CppFunction::makeFallthrough());
   m.impl("channel_spectra", torch::CppFunction::makeFallthrough());
+  m.impl("box_sum", torch::CppFunction::makeFallthrough());
   m.impl("crc32c_segments", torch::CppFunction::makeFallthrough());
 }
 

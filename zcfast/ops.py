@@ -644,6 +644,65 @@ def _channel_spectra_fake(feats: list[Tensor], kind: str) -> list[Tensor]:
     return [f.new_empty((f.shape[0],), dtype=torch.float64) for f in feats]
 
 
+# ---- stride-1 window sums (NB201's average pools on the proxies' private copies) ---------------
+# Kernels: csrc/cpu/box_cpu.cpp, csrc/cuda/box_cuda.cu; math and checks in csrc/include/zcfast/box.h;
+# reference in zcfast/reference.py.
+__all__ += ["box_sum"]
+
+
+def box_sum(z: Tensor, kh: int, kw: int) -> Tensor:
+    """Σ of ``z`` over the centred ``kh × kw`` window of each position (stride 1, positions outside
+    the image left out): ``out[..., i, j] = Σ_{|dh| ≤ kh//2, |dw| ≤ kw//2} z[..., i+dh, j+dw]``.
+
+    Added in the window's row-major order, from 0, in ``z``'s dtype: the order of PyTorch's CPU
+    ``avg_pool2d``, so ``box_sum(x, 3, 3) / count`` is ``avg_pool2d(x, 3, 1, 1,
+    count_include_pad=False)`` bit for bit in float32/float64, and ``box_sum(g / count, 3, 3)`` its
+    backward (zcfast.proxies.builtin_needs.box_avg_pools_ uses both). Not differentiable itself
+    (builtin_needs wraps it in an autograd Function; the window is symmetric, so the sum is its
+    own adjoint); under ``torch.vmap`` the batch dimension is one more leading dimension.
+
+    Args:
+        z: ``[..., H, W]`` float32, float64, bfloat16 or float16 (at least 2 dims), any strides,
+            CPU or CUDA.
+        kh, kw: the window, odd and ≥ 1.
+
+    Returns:
+        ``[..., H, W]`` contiguous, z's dtype and device.
+
+    Raises:
+        ValueError: z is not a float tensor of ≥ 2 dims, or kh / kw is not an odd int ≥ 1.
+    """
+    z = _one_tensor("box_sum", "z", z)
+    for name, k in (("kh", kh), ("kw", kw)):
+        if not isinstance(k, int) or isinstance(k, bool):
+            raise ValueError(f"box_sum: {name} must be an int, got {type(k).__name__}")
+    return torch.ops.zcfast.box_sum.default(z, kh, kw)
+
+
+def _check_box_fake(z: Tensor, kh: int, kw: int) -> None:
+    _fake_float("box_sum", "z", z)
+    if z.dim() < 2:
+        raise ValueError(f"box_sum: z must have shape [..., H, W] (at least 2 dims), got shape {list(z.shape)}")
+    if kh < 1 or kw < 1 or kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"box_sum: the window must be odd and >= 1 in both dims (a centred window), "
+                         f"got kh={kh}, kw={kw}")
+
+
+@torch.library.register_fake("zcfast::box_sum")
+def _box_sum_fake(z: Tensor, kh: int, kw: int) -> Tensor:
+    _check_box_fake(z, kh, kw)
+    return torch.empty(z.shape, dtype=z.dtype, device=z.device)
+
+
+@torch.library.register_vmap("zcfast::box_sum")
+def _box_sum_vmap(info, in_dims, z: Tensor, kh: int, kw: int):
+    """The batch dimension moved to the front is one more leading dimension of [..., H, W]."""
+    bdim = in_dims[0]
+    if bdim is None:
+        return torch.ops.zcfast.box_sum.default(z, kh, kw), None
+    return torch.ops.zcfast.box_sum.default(z.movedim(bdim, 0), kh, kw), 0
+
+
 # ---- CRC-32C of byte segments (TFRecord framing, issue #14) ------------------------------------
 # Kernel: csrc/cpu/crc32c_cpu.cpp (CPU only: file bytes live in CPU memory); reference in
 # zcfast/reference.py.

@@ -232,6 +232,29 @@ def sign_sum(grads: Sequence[Tensor]) -> Tensor:
     return torch.stack(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
+def box_sum(z: Tensor, kh: int, kw: int) -> Tensor:
+    """Reference of :func:`zcfast.ops.box_sum`: the zero-padded input's kh·kw shifted slices added
+    one at a time in the window's row-major order (each add in z's dtype), from the first.
+
+    Args:
+        z: ``[..., H, W]`` float; kh, kw: odd ≥ 1.
+
+    Returns:
+        ``[..., H, W]``: Σ over the centred window of each position, positions outside left out
+        (they add the padding's 0).
+    """
+    if kh < 1 or kw < 1 or kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"box_sum: the window must be odd and >= 1 in both dims, got kh={kh}, kw={kw}")
+    h, w = z.shape[-2], z.shape[-1]
+    zp = torch.nn.functional.pad(z, (kw // 2, kw // 2, kh // 2, kh // 2))
+    acc = zp[..., 0:h, 0:w].clone()
+    for dh in range(kh):
+        for dw in range(kw):
+            if dh or dw:
+                acc.add_(zp[..., dh:dh + h, dw:dw + w])
+    return acc
+
+
 def channel_spectra(feats: Sequence[Tensor], kind: str = "corr") -> list[Tensor]:
     """Reference of :func:`zcfast.ops.channel_spectra`: eigenvalues of many small channel matrices.
 
