@@ -1,6 +1,6 @@
 """zcfast.ops.box_sum (the stride-1 window sums behind box_avg_pools_: NB201's 3x3 average pools
 on the private copies of TE-NAS, SWAP and AZ-NAS): CPU against the plain-PyTorch reference
-(zcfast/reference.py) and against PyTorch's avg_pool2d bit for bit; its autograd wrapper (double
+(zcfast/reference.py) and against PyTorch's avg_pool2d bit for bit; ops.avg_pool_same (double
 backward, vmap); fake kernel and opcheck; bad input; CUDA (skipped without a GPU)."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import zcfast.ops as ops
 import zcfast.reference as ref
-from zcfast.proxies.builtin_needs import _box_pool
+
 from zcfast.testing import DTYPES, cuda_usable
 
 needs_cuda = pytest.mark.skipif(not cuda_usable(), reason="needs zcfast's CUDA build and a GPU")
@@ -46,7 +46,7 @@ def test_box_pool_is_pytorchs_avg_pool_bit_for_bit_with_double_backward(dtype, i
     x = torch.randn(2, 4, 9, 8, generator=g, dtype=dtype, requires_grad=True)
     v = torch.randn(2, 4, 9, 8, generator=g, dtype=dtype)
     native = F.avg_pool2d(x, 3, 1, 1, count_include_pad=include_pad)
-    fast = _box_pool(x, 3, 3, include_pad)
+    fast = ops.avg_pool_same(x, 3, 3, include_pad)
     assert torch.equal(fast, native)
     gn = torch.autograd.grad(native, x, v, create_graph=True)[0]
     gf = torch.autograd.grad(fast, x, v, create_graph=True)[0]
@@ -56,7 +56,7 @@ def test_box_pool_is_pytorchs_avg_pool_bit_for_bit_with_double_backward(dtype, i
     v2 = v.clone().requires_grad_(True)
     hn = torch.autograd.grad((torch.autograd.grad(F.avg_pool2d(x, 3, 1, 1, count_include_pad=include_pad), x, v2,
                                                   create_graph=True)[0] * w).sum(), v2)[0]
-    hf = torch.autograd.grad((torch.autograd.grad(_box_pool(x, 3, 3, include_pad), x, v2, create_graph=True)[0]
+    hf = torch.autograd.grad((torch.autograd.grad(ops.avg_pool_same(x, 3, 3, include_pad), x, v2, create_graph=True)[0]
                               * w).sum(), v2)[0]
     assert torch.allclose(hf, hn, rtol=1e-6, atol=1e-7)
 

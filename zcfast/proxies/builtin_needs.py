@@ -114,56 +114,6 @@ def _parameters(ctx: PassContext) -> None:
     ctx.data["parameters"] = {n: p.detach().clone() for n, p in source.named_parameters()}
 
 
-class _BoxSum(torch.autograd.Function):
-    """:func:`zcfast.ops.box_sum` with its gradient. The window is symmetric, so the sum is its own
-    adjoint: the backward is ``box_sum`` of the output gradient, which adds each output's gradient
-    into its window's inputs in row-major output order, as PyTorch's CPU ``avg_pool2d`` backward
-    does. The backward is itself a ``_BoxSum`` (differentiable again)."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(z: torch.Tensor, kh: int, kw: int) -> torch.Tensor:   # type: ignore[override]
-        return ops.box_sum(z, kh, kw)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:   # type: ignore[override]
-        ctx.kh, ctx.kw = inputs[1], inputs[2]
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):   # type: ignore[override]
-        return _BoxSum.apply(g, ctx.kh, ctx.kw), None, None
-
-
-_POOL_COUNTS: dict[tuple, torch.Tensor] = {}
-
-
-def _pool_counts(h: int, w: int, kh: int, kw: int, include_pad: bool, like: torch.Tensor) -> torch.Tensor:
-    """The divisor [H, W] of a stride-1 "same" average pool: kh·kw, or (count_include_pad=False)
-    the number of the window's positions inside the image, as PyTorch's kernel counts them
-    (in-bounds rows × in-bounds columns). Cached per shape, dtype and device; read-only."""
-    key = (h, w, kh, kw, include_pad, like.dtype, like.device)
-    cnt = _POOL_COUNTS.get(key)
-    if cnt is None:
-        if include_pad:
-            cnt = torch.full((h, w), float(kh * kw), dtype=like.dtype, device=like.device)
-        else:
-            def inside(n: int, k: int) -> torch.Tensor:
-                i = torch.arange(n)
-                return (torch.clamp(i + k // 2, max=n - 1) - torch.clamp(i - k // 2, min=0) + 1).to(torch.int64)
-            cnt = torch.outer(inside(h, kh), inside(w, kw)).to(dtype=like.dtype, device=like.device)
-        _POOL_COUNTS[key] = cnt
-    return cnt
-
-
-def _box_pool(x: torch.Tensor, kh: int, kw: int, include_pad: bool) -> torch.Tensor:
-    """Stride-1 "same" avg_pool2d (odd kh × kw, padding kh//2 × kw//2) of x [..., H, W]: forward
-    Σ window / count, backward Σ window of (grad / count), in the orders of PyTorch's CPU kernels
-    (``cpu_avg_pool``: per output the window row-major, then one division), so the values are
-    the same (tests/test_engine_fast_paths.py)."""
-    return _BoxSum.apply(x, kh, kw) / _pool_counts(x.shape[-2], x.shape[-1], kh, kw, include_pad, x)
-
-
 def _pair(v: object) -> tuple[int, int] | None:
     if isinstance(v, int) and not isinstance(v, bool):
         return v, v
@@ -176,13 +126,13 @@ def _box_pool_forward(self: nn.AvgPool2d, x: torch.Tensor) -> torch.Tensor:
     if x.device.type != "cpu" or not x.is_floating_point() or x.dim() not in (3, 4):
         return nn.AvgPool2d.forward(self, x)
     kh, kw = _pair(self.kernel_size)   # type: ignore[misc]
-    return _box_pool(x, kh, kw, bool(self.count_include_pad))
+    return ops.avg_pool_same(x, kh, kw, bool(self.count_include_pad))
 
 
 def box_avg_pools_(net: nn.Module) -> int:
     """In place on a private copy: every ``nn.AvgPool2d`` (the exact type) of ``net`` with an odd
     kernel, stride 1, padding kernel//2 and no ``divisor_override`` computes its CPU forward and
-    backward with :func:`_box_pool` (the same values as PyTorch's kernels, about 8x faster on
+    backward with :func:`zcfast.ops.avg_pool_same` (the same values as PyTorch's kernels, about 8x faster on
     NCHW float32, and batched-gradient friendly); other devices and inputs take the module's own
     forward. Module names, hooks and parameters are kept. Returns how many modules it changed."""
     n = 0
