@@ -65,18 +65,24 @@ def nb201_net(device: str) -> torch.nn.Module:
     return space.build(space.decode(NB201_ALL_CONV3)).to(device)
 
 
+def _train_forward(net: torch.nn.Module, hooks: list, batch: int, seed: int, device: str) -> None:
+    """One no-grad train-mode forward of N(0, 1) images ``[batch, 3, 32, 32]`` (seeded), then the
+    hooks removed."""
+    try:
+        net.train()
+        with torch.no_grad():
+            net(torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(seed)).to(device))
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 def relu_inputs(net: torch.nn.Module, batch: int, device: str) -> list[torch.Tensor]:
     """The input of every module whose type name contains "ReLU" (NWOT v2's hooks), train mode."""
     acts: list[torch.Tensor] = []
     hooks = [m.register_forward_pre_hook(lambda _m, inp: acts.append(inp[0].detach()))
              for m in net.modules() if "ReLU" in type(m).__name__]
-    try:
-        net.train()
-        with torch.no_grad():
-            net(torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(1)).to(device))
-    finally:
-        for h in hooks:
-            h.remove()
+    _train_forward(net, hooks, batch, 1, device)
     return acts
 
 
@@ -307,13 +313,7 @@ def cell_outputs(net: torch.nn.Module, batch: int, device: str) -> list[torch.Te
     feats: list[torch.Tensor] = []
     hooks = [m.register_forward_hook(lambda _m, _i, out: feats.append(
                  out.detach().transpose(0, 1).reshape(out.shape[1], -1))) for m in net.cells]
-    try:
-        net.train()
-        with torch.no_grad():
-            net(torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(2)).to(device))
-    finally:
-        for h in hooks:
-            h.remove()
+    _train_forward(net, hooks, batch, 2, device)
     return feats
 
 

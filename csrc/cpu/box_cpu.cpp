@@ -36,55 +36,35 @@ void box_plane(const scalar_t* in, scalar_t* out, int64_t H, int64_t W, int64_t 
   }
 }
 
-// The 3x3 window (NB201's pools): each output row in one loop over its columns, the 9 additions of
+// One window row's three additions, left to right, onto acc.
+template <typename scalar_t>
+inline scalar_t add_row3(scalar_t acc, const scalar_t* __restrict__ r, int64_t j) {
+  acc = acc + r[j - 1];
+  acc = acc + r[j];
+  return acc + r[j + 1];
+}
+
+// The 3x3 window (NB201's pools): each output row in one loop over its columns, the additions of
 // an interior column written out in the window's order (from 0, so -0.0 sums to +0.0 as in
-// PyTorch's kernel); the first and last columns take box_window_sum. Loads from three input rows,
-// one store per output: vectorised and several times faster than nine passes over the row.
+// PyTorch's kernel; the rows above and below only where they exist, tests the compiler hoists out
+// of the loop); the first and last columns take box_window_sum. Loads from three input rows, one
+// store per output: vectorised and several times faster than nine passes over the row.
 template <typename scalar_t>
 void box_plane_3x3(const scalar_t* __restrict__ in, scalar_t* __restrict__ out, int64_t H, int64_t W) {
   for (int64_t i = 0; i < H; ++i) {
     scalar_t* __restrict__ o = out + i * W;
     o[0] = box_window_sum<scalar_t>(in, H, W, i, 0, 1, 1);
     if (W > 1) o[W - 1] = box_window_sum<scalar_t>(in, H, W, i, W - 1, 1, 1);
-    const scalar_t* __restrict__ a = in + (i - 1) * W;
+    const bool up = i > 0, down = i + 1 < H;
+    const scalar_t* __restrict__ a = in + (up ? i - 1 : i) * W;
     const scalar_t* __restrict__ b = in + i * W;
-    const scalar_t* __restrict__ c = in + (i + 1) * W;
-    if (i > 0 && i + 1 < H) {
-      for (int64_t j = 1; j + 1 < W; ++j) {
-        scalar_t acc = scalar_t(0) + a[j - 1];
-        acc = acc + a[j];
-        acc = acc + a[j + 1];
-        acc = acc + b[j - 1];
-        acc = acc + b[j];
-        acc = acc + b[j + 1];
-        acc = acc + c[j - 1];
-        acc = acc + c[j];
-        o[j] = acc + c[j + 1];
-      }
-    } else if (i > 0) {  // the last row: rows i - 1 and i
-      for (int64_t j = 1; j + 1 < W; ++j) {
-        scalar_t acc = scalar_t(0) + a[j - 1];
-        acc = acc + a[j];
-        acc = acc + a[j + 1];
-        acc = acc + b[j - 1];
-        acc = acc + b[j];
-        o[j] = acc + b[j + 1];
-      }
-    } else if (i + 1 < H) {  // the first row: rows i and i + 1
-      for (int64_t j = 1; j + 1 < W; ++j) {
-        scalar_t acc = scalar_t(0) + b[j - 1];
-        acc = acc + b[j];
-        acc = acc + b[j + 1];
-        acc = acc + c[j - 1];
-        acc = acc + c[j];
-        o[j] = acc + c[j + 1];
-      }
-    } else {  // a single row
-      for (int64_t j = 1; j + 1 < W; ++j) {
-        scalar_t acc = scalar_t(0) + b[j - 1];
-        acc = acc + b[j];
-        o[j] = acc + b[j + 1];
-      }
+    const scalar_t* __restrict__ c = in + (down ? i + 1 : i) * W;
+    for (int64_t j = 1; j + 1 < W; ++j) {
+      scalar_t acc = scalar_t(0);
+      if (up) acc = add_row3(acc, a, j);
+      acc = add_row3(acc, b, j);
+      if (down) acc = add_row3(acc, c, j);
+      o[j] = acc;
     }
   }
 }
