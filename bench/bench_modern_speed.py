@@ -177,8 +177,6 @@ def alone(args: argparse.Namespace, space, archs, x: torch.Tensor, y: torch.Tens
                 want = {p: o.meco_official(net, x, y)}
             elif p == "meco_opt":   # its 8 sampled channels from random.Random(seed), as zcfast draws them
                 want = {p: o.meco_official(net, x, y, opt=True, seed=args.seed)}
-            elif p == "swap":       # the official init after torch.manual_seed(seed), as zcfast seeds it
-                want = {p: o.swap_official(net, x, y, seed=args.seed)}
             else:
                 want = official(p, net, x, y, args.seed)
             for k, b in want.items():

@@ -657,9 +657,9 @@ def box_sum(z: Tensor, kh: int, kw: int) -> Tensor:
     Added in the window's row-major order, from 0, in ``z``'s dtype: the order of PyTorch's CPU
     ``avg_pool2d``, so ``box_sum(x, 3, 3) / count`` is ``avg_pool2d(x, 3, 1, 1,
     count_include_pad=False)`` bit for bit in float32/float64, and ``box_sum(g / count, 3, 3)`` its
-    backward (zcfast.proxies.builtin_needs.box_avg_pools_ uses both). Not differentiable itself
-    (builtin_needs wraps it in an autograd Function; the window is symmetric, so the sum is its
-    own adjoint); under ``torch.vmap`` the batch dimension is one more leading dimension.
+    backward. Not differentiable itself: :func:`avg_pool_same` is the differentiable pool built on
+    it (the window is symmetric, so the sum is its own adjoint); under ``torch.vmap`` the batch
+    dimension is one more leading dimension.
 
     Args:
         z: ``[..., H, W]`` float32, float64, bfloat16 or float16 (at least 2 dims), any strides,

@@ -34,7 +34,6 @@ import types
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from zcfast import ops
 from zcfast.proxies.engine import _forward, counted_weights, _weight_leaves, _weights_of
