@@ -113,6 +113,16 @@ def test_overflow_in_float32_is_caught() -> None:
     assert not ok(torch.ones(1, 1, 10), [[torch.tensor([1e37])]])      # within 1 % of float32's max
     assert not ok(torch.ones(1, 1, 10), [[torch.tensor([1e-30, 0.0])]])  # near underflow
     assert ok(torch.ones(1, 1, 10), [[torch.zeros(4), None]])           # no path: exactly 0
+    # where the norm bounds (max|g| <= ||g||_2, ||g||_2 / sqrt(numel) <= max|g|) leave the
+    # decision open, the exact maximum decides: both of these are inside the safe range
+    assert ok(torch.ones(1, 1, 10), [[torch.full((100,), 1e36)]])        # ||g||_2 = 1e37
+    tiny = torch.zeros(10_000)
+    tiny[7] = 1e-19                                                      # ||g||_2 / 100 = 1e-21
+    assert ok(torch.ones(1, 1, 10), [[tiny]])
+    assert not ok(torch.ones(1, 1, 10), [[torch.full((100,), 1e36), torch.tensor([1e37])]])
+    # float64 copies (as the pass hands them over) decide the same
+    assert not ok(torch.ones(1, 1, 10), [[torch.tensor([1e-30, 0.0], dtype=torch.float64)]])
+    assert ok(torch.ones(1, 1, 10), [[torch.ones(3, dtype=torch.float64)], [None]])
 
 
 def test_bad_precision_setting(monkeypatch) -> None:
