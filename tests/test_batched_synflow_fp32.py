@@ -110,6 +110,7 @@ def test_overflow_in_float32_is_caught() -> None:
     assert not ok(torch.full((1, 1, 10), float("inf")), finite)
     assert not ok(torch.ones(1, 1, 10), [[torch.tensor([1.0, float("inf")])]])
     assert not ok(torch.ones(1, 1, 10), [[torch.tensor([float("nan")])]])
+    assert not ok(torch.ones(1, 1, 10), [[torch.ones(3), torch.tensor([float("nan")])]])  # NaN after a finite tensor
     assert not ok(torch.ones(1, 1, 10), [[torch.tensor([1e37])]])      # within 1 % of float32's max
     assert not ok(torch.ones(1, 1, 10), [[torch.tensor([1e-30, 0.0])]])  # near underflow
     assert ok(torch.ones(1, 1, 10), [[torch.zeros(4), None]])           # no path: exactly 0

@@ -1030,16 +1030,15 @@ def _synflow_fp32_ok(logits: Tensor, grads: list[list[Tensor | None]]) -> bool:
         present = [g.double() for g in gk if g is not None]   # .double() of a float64 tensor is itself
         if not present:
             continue
-        norms, _ = ops.saliency(None, present, "grad_norm")   # [T] float64, ‖g_t‖₂
-        hi = float(norms.max())
-        if not math.isfinite(hi):
+        norms = ops.saliency(None, present, "grad_norm")[0].tolist()   # ‖g_t‖₂ in float64
+        if not all(map(math.isfinite, norms)):   # (Python's max would not propagate a NaN)
             return False
+        hi = max(norms)
         if hi == 0.0:
             continue
-        if hi < SYNFLOW_FP32_MAX:
-            numel = torch.tensor([g.numel() for g in present], dtype=torch.float64, device=norms.device)
-            if float((norms / numel.sqrt()).max()) > SYNFLOW_FP32_MIN_GRAD:
-                continue
+        lo = max(n / math.sqrt(g.numel()) for n, g in zip(norms, present))
+        if hi < SYNFLOW_FP32_MAX and lo > SYNFLOW_FP32_MIN_GRAD:
+            continue
         top = float(torch.stack([g.abs().amax() for g in present]).max())   # the bounds left it open
         if not (SYNFLOW_FP32_MIN_GRAD < top < SYNFLOW_FP32_MAX):
             return False
