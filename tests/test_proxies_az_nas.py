@@ -20,7 +20,7 @@ import torch.nn as nn
 import zcfast
 from zcfast import scoring
 from zcfast.proxies import score_detailed
-from zcfast.proxies.az_nas import AZ_NAS
+from zcfast.proxies.az_nas import AZ_NAS, rademacher_like
 from zcfast.proxies.cells import CellsError, model_cells, record_cells
 from zcfast.proxies.registry import resolve
 from zcfast.scoring import build_seeded
@@ -160,6 +160,38 @@ def _hooks(net: nn.Module) -> int:
 # ------------------------------------------------------------------------------------------
 # values
 # ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(1,), (3, 5), (4, 16, 8, 8), (2, 3, 7, 9)])
+def test_rademacher_like_draws_the_official_bernoulli_numbers(dtype: torch.dtype, shape: tuple[int, ...]) -> None:
+    """Bit for bit the official ``(bernoulli(ones_like(t) * .5) - .5) * 2``, and the generator left
+    in the same state (the next cell's draw and anything after it unchanged)."""
+    t = torch.zeros(shape, dtype=dtype)
+    for seed in (0, 1, 12345):
+        g_ref, g_ours = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        for _ in range(3):   # consecutive draws from one stream, as the cells make them
+            want = (torch.bernoulli(torch.ones_like(t) * 0.5, generator=g_ref) - 0.5) * 2
+            got = rademacher_like(t, g_ours)
+            assert got.dtype == dtype and got.shape == t.shape
+            assert torch.equal(got, want)
+        assert torch.equal(torch.rand(4, generator=g_ref), torch.rand(4, generator=g_ours))
+    assert set(got.unique().tolist()) <= {-1.0, 1.0}
+
+
+def test_rademacher_like_global_rng_and_other_layouts() -> None:
+    """``generator=None`` reads the global RNG as the official does; a non-contiguous or float16
+    tensor takes ``torch.bernoulli`` itself (same numbers by definition)."""
+    t = torch.zeros(2, 4, 5, 5)
+    torch.manual_seed(7)
+    want = (torch.bernoulli(torch.ones_like(t) * 0.5) - 0.5) * 2
+    torch.manual_seed(7)
+    assert torch.equal(rademacher_like(t, None), want)
+    for other in (t.permute(0, 2, 3, 1), t.half()):
+        g_ref, g_ours = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+        want = (torch.bernoulli(torch.full_like(other, 0.5), generator=g_ref) - 0.5) * 2
+        got = rademacher_like(other, g_ours)
+        assert got.dtype == other.dtype and torch.equal(got, want)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_nb201_matches_the_official_restatement(arch: str) -> None:
     net = small_nb201(arch)

@@ -40,8 +40,8 @@ from zcfast.proxies.builtin_needs import box_avg_pools_, call_generator
 from zcfast.proxies.needs import Need, NeedError, register_need
 from zcfast.proxies.registry import PassContext, ProxyResult, register_proxy
 
-__all__ = ["AZ_NAS", "AZ_BATCH", "AZ_LOG_EPS", "AZ_SIGMA_EPS", "az_init", "spectrum_entropy",
-           "trainability_score"]
+__all__ = ["AZ_NAS", "AZ_BATCH", "AZ_LOG_EPS", "AZ_SIGMA_EPS", "az_init", "rademacher_like",
+           "spectrum_entropy", "trainability_score"]
 
 #: the four measures, in the official aggregation's order (complexity is the notebook's FLOPs)
 AZ_NAS: tuple[str, ...] = ("az_expressivity", "az_progressivity", "az_trainability", "az_complexity")
@@ -71,6 +71,37 @@ def az_init(model: nn.Module, generator: torch.Generator | None = None) -> None:
             elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.affine:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+
+#: mantissa bits of the uniform draw behind CPU ``torch.bernoulli`` for each dtype of p
+_UNIFORM_BITS = {torch.float32: 24, torch.float64: 53}
+
+
+def rademacher_like(t: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """The official Rademacher cotangent ``(torch.bernoulli(torch.ones_like(t) * 0.5) - 0.5) * 2``
+    (±1 of ``t``'s shape and dtype), bit for bit and leaving ``generator`` in the same state.
+
+    On CPU, ``bernoulli`` with a float32 (float64) probability tensor draws one 32-bit (64-bit)
+    mt19937 number per element, in memory order, takes its low 24 (53) bits as a uniform
+    u = bits · 2⁻²⁴ (2⁻⁵³), and returns u < 0.5: 1 exactly when bit 23 (52) is clear.
+    ``torch.randint(0, 2²⁴ (2⁵³))`` draws the same numbers in the same order and keeps the same
+    bits (``random() % 2²⁴``), 5–6× faster on [32, 16, 32, 32] (one serial draw per element, no
+    probability tensor, no float compare per element).
+    Other devices, dtypes and non-contiguous ``t`` take ``torch.bernoulli`` itself.
+
+    Args:
+        t: any tensor [*S]; only its shape, dtype, device and layout are read.
+        generator: the stream to draw from (``None``: the global RNG).
+    Returns:
+        [*S] tensor of ±1 in ``t.dtype``.
+    """
+    bits = _UNIFORM_BITS.get(t.dtype)
+    if t.device.type != "cpu" or bits is None or not t.is_contiguous():
+        return (torch.bernoulli(torch.full_like(t, 0.5), generator=generator) - 0.5) * 2
+    # the draws as floats of t's dtype (exact: every value < 2**bits fits its mantissa), then in
+    # place: 1 where bit (bits-1) is set, i.e. u >= 0.5, mapped to -1, else +1
+    r = torch.randint(0, 1 << bits, t.shape, generator=generator, dtype=t.dtype)
+    return r.ge_(1 << (bits - 1)).mul_(-2.0).add_(1.0)
 
 
 def spectrum_entropy(eig: torch.Tensor) -> float:
@@ -121,7 +152,8 @@ def _az_pass(ctx: PassContext) -> None:
     batch's shape (after the weights, as the official order), a train-mode forward
     with autograd recording up to the last listed cell, each feature's channel-covariance
     spectrum (:func:`zcfast.ops.channel_spectra`, ``kind="cov"``), then the cells from last to
-    first, each drawing its Rademacher vector (``torch.bernoulli(0.5)``, global RNG) and
+    first, each drawing its Rademacher vector (``torch.bernoulli(0.5)``, global RNG: drawn by
+    :func:`rademacher_like`, the same numbers) and
     differentiating its output w.r.t. the feature before it.
 
     Every draw comes from one generator seeded with the call's ``seed`` (the official draws from
@@ -152,7 +184,7 @@ def _az_pass(ctx: PassContext) -> None:
     error: str | None = None
     for i in reversed(range(1, len(feats))):
         f_out, f_in = feats[i][1], feats[i - 1][1]
-        g_out = (torch.bernoulli(torch.full_like(f_out.detach(), 0.5), generator=gen) - 0.5) * 2
+        g_out = rademacher_like(f_out.detach(), gen)
         if not f_out.requires_grad:
             error = f"az_trainability: the output of cell {names[i]!r} has no autograd graph (it depends on nothing)"
             break
