@@ -13,6 +13,11 @@ ratio is taken pair by pair (median quoted), so a drifting machine moves both al
 four and prints each one's Spearman ρ, and that of the official log-rank aggregate
 Σ log(rank/N), against CIFAR-10 test accuracy (200 epochs, ``ground_truth(arch, "cifar10")``).
 
+``--phases`` instead checks ``rademacher_like`` against ``torch.bernoulli`` on one
+[batch, 16, 32, 32] draw (equal first, then both timed), and times each step of zcfast's call
+(wrappers around the steps of ``zcfast.proxies.az_nas``; the ``flops`` need alone as its own call),
+per architecture over ``--archs`` architectures x ``--repeats`` rounds.
+
 ``--bare`` instead times the three ``az_pass`` measures in one ``zcfast.score`` call against
 their bare passes alone (copy, init, Gaussian input, forward to the last cell, one
 vector-Jacobian product per cell; no statistics), in alternating pairs.
@@ -114,7 +119,7 @@ def bare_passes(net: nn.Module, shape: tuple[int, ...], seed: int) -> None:
     """What az_pass cannot avoid: the copy, the init, the input, the forward, the VJPs."""
     import copy
 
-    from zcfast.proxies.az_nas import az_init
+    from zcfast.proxies.az_nas import az_init, rademacher_like
 
     gen = torch.Generator().manual_seed(seed)
     m = copy.deepcopy(net).train()
@@ -124,8 +129,7 @@ def bare_passes(net: nn.Module, shape: tuple[int, ...], seed: int) -> None:
     for cell in m.cells:
         feats.append(cell(feats[-1]))
     for i in reversed(range(1, len(feats))):
-        # bernoulli(0.5)'s numbers by the cheapest plain draw (zcfast.proxies.az_nas.rademacher_like)
-        g = torch.randint(0, 1 << 24, feats[i].shape, generator=gen, dtype=feats[i].dtype).ge_(1 << 23).mul_(-2.0).add_(1.0)
+        g = rademacher_like(feats[i].detach(), gen)   # bernoulli(0.5)'s numbers, its cheapest draw
         torch.autograd.grad(feats[i], feats[i - 1], g, retain_graph=True)
 
 
@@ -149,6 +153,74 @@ def bare(n_archs: int, repeats: int, batch: int, seed: int) -> None:
           f"(min {min(ratios):.2f}, max {max(ratios):.2f}); batch {batch}, one torch thread")
 
 
+def phases(n_archs: int, repeats: int, batch: int, seed: int) -> None:
+    """``--phases``: the draw against ``torch.bernoulli``, then ms per architecture of each step."""
+    from collections import defaultdict
+
+    from zcfast.proxies import az_nas, engine
+
+    t = torch.zeros(batch, 16, 32, 32)
+    for dtype in (torch.float32, torch.float64):
+        t = t.to(dtype)
+        g1, g2 = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        if not torch.equal((torch.bernoulli(torch.full_like(t, 0.5), generator=g1) - 0.5) * 2,
+                           az_nas.rademacher_like(t, g2)):
+            raise SystemExit(f"rademacher_like differs from torch.bernoulli in {dtype}")
+        ms = []
+        for f in (lambda: (torch.bernoulli(torch.full_like(t, 0.5), generator=g1) - 0.5) * 2,
+                  lambda: az_nas.rademacher_like(t, g2)):
+            f()
+            t0 = time.perf_counter()
+            for _ in range(20):
+                f()
+            ms.append((time.perf_counter() - t0) / 20 * 1e3)
+        print(f"{list(t.shape)} {str(dtype).replace('torch.', '')}: bernoulli {ms[0]:.2f} ms, "
+              f"rademacher_like {ms[1]:.2f} ms (equal)")
+    spent: dict[str, float] = defaultdict(float)
+
+    def timed(owner: object, name: str, label: str) -> None:
+        fn = getattr(owner, name)
+
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[label] += time.perf_counter() - t0
+        setattr(owner, name, wrapper)
+
+    for name, label in (("record_cells", "forward to the last cell"), ("rademacher_like", "draws"),
+                        ("trainability_score", "trainability matrices + SVD"), ("az_init", "AZ init")):
+        timed(az_nas, name, label)
+    timed(az_nas.ops, "channel_spectra", "channel_spectra")
+    timed(engine, "_private_copy", "private copies")
+    timed(az_nas.torch.autograd, "grad", "per-cell vector-Jacobian products")
+    space = zcfast.spaces.get("nb201")
+    rng = random.Random(0)
+    nets = [build_seeded(space, space.sample(rng), seed, 10) for _ in range(n_archs)]
+    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    whole, flops = "AZ-NAS's four", "the flops need alone"
+    calls = {whole: list(AZ_NAS), flops: ["flops"]}
+    for net in nets:   # untimed first calls
+        for props in calls.values():
+            zcfast.score(net, x, y, props, seed=seed)
+    totals = {}
+    for label, props in calls.items():
+        spent.clear()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            for net in nets:
+                zcfast.score(net, x, y, props, seed=seed)
+        totals[label] = (time.perf_counter() - t0) / (repeats * len(nets)) * 1e3
+        if label == whole:
+            steps = sorted(spent.items(), key=lambda kv: -kv[1])
+    print(f"ms per architecture, batch {batch}, {n_archs} archs x {repeats} rounds, one torch thread:")
+    print(f"  {whole}, whole call: {totals[whole]:.1f}")
+    for label, s_ in steps:
+        print(f"    {label}: {s_ / (repeats * len(nets)) * 1e3:.1f}")
+    print(f"  {flops} (a flops call): {totals[flops]:.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--archs", type=int, default=3)
@@ -157,8 +229,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--correlation", type=int, default=0, metavar="N")
     ap.add_argument("--bare", action="store_true")
+    ap.add_argument("--phases", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.phases:
+        phases(args.archs, args.repeats, args.batch, args.seed)
+        return
     if args.bare:
         bare(args.archs, args.repeats, args.batch, args.seed)
         return

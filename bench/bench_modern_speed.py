@@ -59,7 +59,7 @@ BARE_DESC = {
                 "parameters",
     "linear_regions": "deep copy + 1 no-grad train-mode forward of N(0,1) inputs keeping every nn.ReLU output",
     "az_nas": "deep copy + AZ init + 1 forward of N(0,1) inputs to the last cell + one autograd.grad per cell "
-              "(Rademacher cotangent drawn by randint) + 1 no-grad eval forward of one sample (FLOPs)",
+              "(Rademacher cotangent by rademacher_like, as zcfast) + 1 no-grad eval forward of one sample (FLOPs)",
 }
 
 
@@ -124,7 +124,7 @@ def bare_passes(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[
         return relu_forward(c, torch.randn(x.shape, generator=torch.Generator().manual_seed(0)))
 
     def az() -> list:
-        from zcfast.proxies.az_nas import az_init
+        from zcfast.proxies.az_nas import az_init, rademacher_like
         from zcfast.proxies.cells import record_cells
 
         c = copy.deepcopy(net).train()
@@ -135,9 +135,7 @@ def bare_passes(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[
         gs = []
         for i in reversed(range(1, len(feats))):
             f_out, f_in = feats[i][1], feats[i - 1][1]
-            # the official numbers by the cheapest plain draw (randint keeps bernoulli's bits; see
-            # zcfast.proxies.az_nas.rademacher_like), so the bare side pays no more than zcfast
-            cot = torch.randint(0, 1 << 24, f_out.shape, generator=g, dtype=f_out.dtype).ge_(1 << 23).mul_(-2.0).add_(1.0)
+            cot = rademacher_like(f_out.detach(), g)   # bernoulli(0.5)'s numbers, as cheap as zcfast draws them
             gs.append(torch.autograd.grad(f_out, f_in, cot, retain_graph=True, allow_unused=True))
         e = copy.deepcopy(net).eval()
         with torch.no_grad():

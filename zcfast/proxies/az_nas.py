@@ -152,9 +152,8 @@ def _az_pass(ctx: PassContext) -> None:
     batch's shape (after the weights, as the official order), a train-mode forward
     with autograd recording up to the last listed cell, each feature's channel-covariance
     spectrum (:func:`zcfast.ops.channel_spectra`, ``kind="cov"``), then the cells from last to
-    first, each drawing its Rademacher vector (``torch.bernoulli(0.5)``, global RNG: drawn by
-    :func:`rademacher_like`, the same numbers) and
-    differentiating its output w.r.t. the feature before it.
+    first, each drawing its Rademacher vector (the official ``torch.bernoulli(0.5)`` numbers, by
+    :func:`rademacher_like`) and differentiating its output w.r.t. the feature before it.
 
     Every draw comes from one generator seeded with the call's ``seed`` (the official draws from
     the global RNG: after ``torch.manual_seed(seed)`` the CPU streams are the same), so the
