@@ -25,7 +25,11 @@ The #13 kernels (``--only signs``), each against its plain-PyTorch composition:
                       expressivity's covariance spectra of the 17 cell outputs of a batch of 64
                       ([C, 64·H·W]), vs a float64 covariance and ``eigvalsh`` per cell;
   box_sum             NB201's stride-1 3x3 average pool on [32, 16, 32, 32] (box_avg_pools_), vs
-                      nine shifted adds and ``F.avg_pool2d``, all bit-identical.
+                      nine shifted adds and ``F.avg_pool2d``, all bit-identical;
+  batch_norm_cl       (CPU) train-mode BatchNorm2d forward + backward on a channels_last
+                      [32, 16, 32, 32] map (the channels_last_ copies of TE-NAS's NTK), vs
+                      ``F.batch_norm`` on the same tensor and on its NCHW copy; the error of each
+                      against float64 is recorded (checked first: zcfast's within 1e-5).
 
 Results are checked equal before anything is timed.
 
@@ -389,6 +393,36 @@ def bench_signs(device: str, rounds: int, min_time: float) -> dict[str, Any]:
     out["box_sum"] = {"shape": list(z.shape), "timings": t, "fused_s": t["zcfast box_sum / count"]["median_s"],
                       "speedup_vs_plain": t["9 shifted adds / count (the previous route)"]["median_s"]
                       / t["zcfast box_sum / count"]["median_s"]}
+    # batch_norm_cl: train-mode BatchNorm2d forward + backward on a channels_last NB201 stage-1
+    # feature map of a batch of 32 (the channels_last_ copies of ntk_gram)
+    if device == "cpu":
+        xb = (torch.randn(32, 16, 32, 32, generator=gen) * 3 + 1).contiguous(memory_format=torch.channels_last)
+        wb, bb = torch.randn(16, generator=gen), torch.randn(16, generator=gen)
+        gyb = torch.randn(32, 16, 32, 32, generator=gen).contiguous(memory_format=torch.channels_last)
+        want = ref.batch_norm_train(xb, wb, bb, 1e-5)[0]
+        got = ops.batch_norm_cl(xb, wb, bb, 1e-5)[0]
+        if float((got.double() - want).abs().max()) > 1e-5:
+            raise AssertionError("batch_norm_cl: differs from the float64 reference")
+
+        def fwd_bwd(fn, x) -> Callable[[], None]:
+            def run() -> None:
+                xr, wr = x.clone().requires_grad_(True), wb.clone().requires_grad_(True)
+                torch.autograd.grad(fn(xr, wr), (xr, wr), gyb if x.is_contiguous(memory_format=torch.channels_last)
+                                    and not x.is_contiguous() else gyb.contiguous())
+            return run
+        fns = {"zcfast batch_norm_train_cl": fwd_bwd(lambda x, w: ops.batch_norm_train_cl(x, w, bb, 1e-5)[0], xb),
+               "F.batch_norm, channels_last": fwd_bwd(lambda x, w: F.batch_norm(x, None, None, w, bb, True), xb),
+               "F.batch_norm, NCHW": fwd_bwd(lambda x, w: F.batch_norm(x, None, None, w, bb, True), xb.contiguous())}
+        t = time_rounds(fns, rounds, min_time)
+        err = {"zcfast": float((got.double() - want).abs().max()),
+               "F.batch_norm, channels_last": float((F.batch_norm(xb, None, None, wb, bb, True).double() - want).abs().max()),
+               "F.batch_norm, NCHW": float((F.batch_norm(xb.contiguous(), None, None, wb, bb, True).double()
+                                            - want).abs().max())}
+        out["batch_norm_cl"] = {"shape": list(xb.shape), "timings": t, "max_abs_err_vs_float64": err,
+                                "errors": ", ".join(f"{k} {v:.1e}" for k, v in err.items()),
+                                "fused_s": t["zcfast batch_norm_train_cl"]["median_s"],
+                                "speedup_vs_plain": t["F.batch_norm, channels_last"]["median_s"]
+                                / t["zcfast batch_norm_train_cl"]["median_s"]}
     # AZ-NAS expressivity: every cell's output of a batch of 64, [C, 64·H·W] (up to 65,536 positions).
     feats = cell_outputs(nb201_net(device), 64, device)
     want_s = az_cov_plain(feats)
@@ -414,9 +448,13 @@ def signs_markdown(sg: dict[str, Any]) -> list[str]:
               "meco": "channel_spectra: MeCo, {layers} layers (channels {channels})",
               "az_nas": "channel_spectra: AZ-NAS expressivity, {layers} cells (channels {channels}, "
                         "positions {positions})",
-              "box_sum": "box_sum: NB201's 3×3 average pool on {shape} (box_avg_pools_), bit-identical to avg_pool2d"}
+              "box_sum": "box_sum: NB201's 3×3 average pool on {shape} (box_avg_pools_), bit-identical to avg_pool2d",
+              "batch_norm_cl": "batch_norm_cl: train-mode BatchNorm2d forward + backward on channels_last {shape} "
+                               "(max |error| vs float64: {errors})"}
     lines: list[str] = []
     for key, title in titles.items():
+        if key not in sg:
+            continue
         r = sg[key]
         lines += [f"## {title.format(**r)}", ""]
         rows = [[k, fmt_time(v["median_s"]), f"{v['median_s'] / r['fused_s']:.2f}×"]

@@ -50,6 +50,13 @@ TORCH_LIBRARY(zcfast, m) {
   // Stride-1 "same" window sums (NB201's 3x3 average pools on the private copies of TE-NAS,
   // SWAP, ...): csrc/cpu/box_cpu.cpp, csrc/cuda/box_cuda.cu, math in zcfast/box.h.
   m.def("box_sum(Tensor z, int kh, int kw) -> Tensor");
+  // Train-mode BatchNorm2d of channels_last tensors with float64 statistics (the channels_last
+  // private copies of TE-NAS's NTK): csrc/cpu/batch_norm_cl_cpu.cpp,
+  // csrc/cuda/batch_norm_cl_cuda.cu, math in zcfast/batch_norm_cl.h. Returns (y, mean, var), the
+  // statistics [C] float64 (var biased); the backward returns (gx, gweight, gbias).
+  m.def("batch_norm_cl(Tensor x, Tensor? weight, Tensor? bias, float eps) -> (Tensor, Tensor, Tensor)");
+  m.def("batch_norm_cl_backward(Tensor gy, Tensor x, Tensor? weight, Tensor mean, Tensor var, float eps) "
+        "-> (Tensor, Tensor, Tensor)");
   // #14: CRC-32C of byte segments of one CPU buffer (TFRecord framing); csrc/cpu/crc32c_cpu.cpp.
   m.def("crc32c_segments(Tensor data, Tensor offsets, Tensor lengths) -> Tensor");
   m.def("cuda_version() -> int", &zcfast::cuda_version);
@@ -74,6 +81,8 @@ TORCH_LIBRARY_IMPL(zcfast, Autograd, m) {
   m.impl("sign_sum", torch::CppFunction::makeFallthrough());
   m.impl("channel_spectra", torch::CppFunction::makeFallthrough());
   m.impl("box_sum", torch::CppFunction::makeFallthrough());
+  m.impl("batch_norm_cl", torch::CppFunction::makeFallthrough());   // differentiated by zcfast.ops
+  m.impl("batch_norm_cl_backward", torch::CppFunction::makeFallthrough());
   m.impl("crc32c_segments", torch::CppFunction::makeFallthrough());
 }
 

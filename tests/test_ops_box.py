@@ -104,3 +104,25 @@ def test_cuda_box_sum_matches_cpu(dtype):
         for k in ((3, 3), (5, 1)):
             got = ops.box_sum(z.cuda(), *k)
             assert got.is_cuda and torch.equal(got.cpu(), ops.box_sum(z, *k))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("k", [(3, 3), (1, 5), (5, 3)], ids=str)
+def test_box_sum_keeps_channels_last_with_the_same_bits(dtype, k):
+    # the channels_last private copies (builtin_needs.channels_last_) pool in their own layout
+    z = torch.randn(3, 5, 9, 7, generator=torch.Generator().manual_seed(k[0])).to(dtype)
+    cl = z.contiguous(memory_format=torch.channels_last)
+    got = ops.box_sum(cl, *k)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got, ops.box_sum(z, *k)) and torch.equal(got, ref.box_sum(z, *k))
+    if dtype not in (torch.float32, torch.float64):   # PyTorch's pool: bit for bit in these two
+        return
+    x = cl.clone().requires_grad_(True)
+    y = ops.avg_pool_same(x, *k)
+    want = F.avg_pool2d(z, k, 1, (k[0] // 2, k[1] // 2), count_include_pad=False)
+    assert torch.equal(y, want)
+    (gx,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    x2 = z.clone().requires_grad_(True)
+    (gx2,) = torch.autograd.grad(F.avg_pool2d(x2, k, 1, (k[0] // 2, k[1] // 2), count_include_pad=False), x2,
+                                 torch.ones_like(want))
+    assert torch.equal(gx, gx2)

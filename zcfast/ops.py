@@ -667,7 +667,8 @@ def box_sum(z: Tensor, kh: int, kw: int) -> Tensor:
         kh, kw: the window, odd and ≥ 1.
 
     Returns:
-        ``[..., H, W]`` contiguous, z's dtype and device.
+        ``[..., H, W]`` contiguous, z's dtype and device; on CPU a channels_last 4-D ``z`` gives a
+        channels_last result (the same values, bit for bit).
 
     Raises:
         ValueError: z is not a float tensor of ≥ 2 dims, or kh / kw is not an odd int ≥ 1.
@@ -824,3 +825,106 @@ def _crc32c_segments_fake(data: Tensor, offsets: Tensor, lengths: Tensor) -> Ten
     torch._check(offsets.shape[0] == lengths.shape[0],
                  lambda: "crc32c_segments: offsets and lengths must have the same number of entries")
     return offsets.new_empty(offsets.shape, dtype=torch.int64)
+
+
+# ---- train-mode BatchNorm2d on channels_last tensors (TE-NAS's channels_last NTK copies) --
+# Kernels: csrc/cpu/batch_norm_cl_cpu.cpp, csrc/cuda/batch_norm_cl_cuda.cu; math in
+# csrc/include/zcfast/batch_norm_cl.h; reference: zcfast.reference.batch_norm_train.
+__all__ += ["batch_norm_cl", "batch_norm_cl_backward", "batch_norm_train_cl"]
+
+
+def batch_norm_cl(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Train-mode BatchNorm2d of ``x`` with float64 statistics: ``(y, mean, var)``.
+
+    With R = N·H·W: mean_c = Σ x / R, var_c = Σ (x − mean_c)² / R (biased, two passes, float64),
+    y = (x − mean_c) / √(var_c + eps) · w_c + b_c computed in float64 and rounded once. The sums
+    run over fixed blocks of rows added in order: deterministic whatever the thread count.
+    Not differentiable itself (:func:`batch_norm_train_cl` is).
+
+    Args:
+        x: ``[N, C, H, W]`` float32 or float64, CPU or CUDA; read as channels_last (a copy if it
+            is not).
+        weight, bias: ``[C]`` of x's dtype and device, or ``None`` (1 and 0).
+        eps: finite, ≥ 0.
+
+    Returns:
+        ``y`` ``[N, C, H, W]`` channels_last, x's dtype; ``mean``, ``var`` ``[C]`` float64.
+
+    Raises:
+        ValueError: a wrong dtype, rank, shape or device (named), or a bad eps.
+    """
+    x = _one_tensor("batch_norm_cl", "x", x)
+    return tuple(torch.ops.zcfast.batch_norm_cl.default(x, weight, bias, float(eps)))  # type: ignore[return-value]
+
+
+def batch_norm_cl_backward(gy: Tensor, x: Tensor, weight: Tensor | None, mean: Tensor, var: Tensor,
+                           eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """The backward of :func:`batch_norm_cl` (train mode, batch statistics): ``(gx, gweight,
+    gbias)`` for the output gradient ``gy`` (x's shape, dtype and device), from the forward's
+    ``mean`` and ``var`` [C] float64. With sg = Σ gy and sgx = Σ gy (x − mean) per channel
+    (float64): gbias = sg, gweight = sgx / √(var + eps), gx = w / √(var + eps) · (gy − sg/R −
+    (x − mean) · sgx / ((var + eps) R)); gx channels_last, gweight/gbias [C] of x's dtype."""
+    gy = _one_tensor("batch_norm_cl_backward", "gy", gy)
+    x = _one_tensor("batch_norm_cl_backward", "x", x)
+    return tuple(torch.ops.zcfast.batch_norm_cl_backward.default(gy, x, weight, mean, var, float(eps)))  # type: ignore[return-value]
+
+
+class _BatchNormCL(torch.autograd.Function):
+    """:func:`batch_norm_cl` with its gradient (once differentiable: its backward records no
+    graph, so a double backward through it raises)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):   # type: ignore[override]
+        y, mean, var = batch_norm_cl(x, weight, bias, eps)
+        ctx.save_for_backward(x, weight, mean, var)
+        ctx.eps = eps
+        ctx.has_bias = bias is not None
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy: Tensor, _gm: Tensor | None, _gv: Tensor | None):   # type: ignore[override]
+        x, weight, mean, var = ctx.saved_tensors
+        gx, gw, gb = batch_norm_cl_backward(gy, x, weight, mean, var, ctx.eps)
+        return (gx if ctx.needs_input_grad[0] else None, gw if weight is not None and ctx.needs_input_grad[1] else None,
+                gb if ctx.has_bias and ctx.needs_input_grad[2] else None, None)
+
+
+def batch_norm_train_cl(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+                        ) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`batch_norm_cl`, differentiable once w.r.t. ``x``, ``weight`` and ``bias``
+    (:func:`batch_norm_cl_backward`); ``mean`` and ``var`` are not differentiable."""
+    return _BatchNormCL.apply(x, weight, bias, eps)
+
+
+def _check_bn_cl_fake(op: str, x: Tensor, weight: Tensor | None, bias: Tensor | None) -> None:
+    if x.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{op}: x must be float32 or float64, got {x.dtype}")
+    if x.dim() != 4:
+        raise ValueError(f"{op}: x must have shape [N, C, H, W], got shape {list(x.shape)}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is None:
+            continue
+        if t.dim() != 1 or t.shape[0] != x.shape[1]:
+            raise ValueError(f"{op}: {name} must have shape [C] = [{x.shape[1]}], got shape {list(t.shape)}")
+        if t.dtype != x.dtype:
+            raise ValueError(f"{op}: {name} has dtype {t.dtype} but x has dtype {x.dtype}")
+
+
+@torch.library.register_fake("zcfast::batch_norm_cl")
+def _batch_norm_cl_fake(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
+    _check_bn_cl_fake("batch_norm_cl", x, weight, bias)
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    return y, x.new_empty((x.shape[1],), dtype=torch.float64), x.new_empty((x.shape[1],), dtype=torch.float64)
+
+
+@torch.library.register_fake("zcfast::batch_norm_cl_backward")
+def _batch_norm_cl_backward_fake(gy: Tensor, x: Tensor, weight: Tensor | None, mean: Tensor, var: Tensor,
+                                 eps: float):
+    _check_bn_cl_fake("batch_norm_cl_backward", x, weight, None)
+    if gy.shape != x.shape or gy.dtype != x.dtype:
+        raise ValueError(f"batch_norm_cl_backward: gy must match x (shape {list(x.shape)}, {x.dtype}), "
+                         f"got shape {list(gy.shape)}, {gy.dtype}")
+    gx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    return gx, x.new_empty((x.shape[1],)), x.new_empty((x.shape[1],))

@@ -255,6 +255,30 @@ def box_sum(z: Tensor, kh: int, kw: int) -> Tensor:
     return acc
 
 
+def batch_norm_train(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+                     ) -> tuple[Tensor, Tensor, Tensor]:
+    """Reference of :func:`zcfast.ops.batch_norm_cl` (and, differentiated by autograd, of its
+    backward): train-mode batch normalisation written out in float64 plain PyTorch.
+
+    Args:
+        x: ``[N, C, H, W]`` float; weight, bias: ``[C]`` or ``None``; eps: ≥ 0.
+
+    Returns:
+        ``y`` ``[N, C, H, W]`` float64 (differentiable w.r.t. x, weight and bias when they require
+        grad); ``mean`` and the biased ``var`` ``[C]`` float64 over the N·H·W positions.
+    """
+    xd = x.double()
+    mean = xd.mean(dim=(0, 2, 3))
+    centred = xd - mean.view(1, -1, 1, 1)
+    var = (centred * centred).mean(dim=(0, 2, 3))
+    y = centred / torch.sqrt(var + eps).view(1, -1, 1, 1)
+    if weight is not None:
+        y = y * weight.double().view(1, -1, 1, 1)
+    if bias is not None:
+        y = y + bias.double().view(1, -1, 1, 1)
+    return y, mean.detach(), var.detach()
+
+
 def channel_spectra(feats: Sequence[Tensor], kind: str = "corr") -> list[Tensor]:
     """Reference of :func:`zcfast.ops.channel_spectra`: eigenvalues of many small channel matrices.
 

@@ -4,6 +4,7 @@
 // outer loops and the columns the inner one, so every output still receives its additions in the
 // window's row-major order while the inner loop runs over contiguous memory (vectorised).
 // Replaces kh·kw shifted-slice adds over the whole tensor (plus a pad and a clone) by one pass.
+// A channels_last input keeps its layout (box_rows_cl: the same additions, channels inner).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -69,8 +70,48 @@ void box_plane_3x3(const scalar_t* __restrict__ in, scalar_t* __restrict__ out, 
   }
 }
 
+// A channels_last [N, C, H, W] tensor (memory [N, H, W, C]): the same additions per output in the
+// same (window row-major) order, from 0, with the C contiguous channels as the inner loop; so the
+// values are the NCHW kernel's bit for bit, in the input's layout. One at::parallel_for over the
+// N·H output rows.
+template <typename scalar_t>
+void box_rows_cl(const scalar_t* __restrict__ in, scalar_t* __restrict__ out, int64_t n_rows, int64_t H, int64_t W,
+                 int64_t C, int64_t rh, int64_t rw, int64_t lo, int64_t hi) {
+  const int64_t row = W * C;
+  for (int64_t t = lo; t < hi; ++t) {
+    const int64_t n = t / H, i = t % H;
+    scalar_t* __restrict__ o = out + t * row;
+    std::fill(o, o + row, scalar_t(0));
+    for (int64_t dh = -rh; dh <= rh; ++dh) {
+      const int64_t r = i + dh;
+      if (r < 0 || r >= H) continue;
+      const scalar_t* __restrict__ src = in + (n * H + r) * row;
+      for (int64_t dw = -rw; dw <= rw; ++dw) {
+        const int64_t j0 = std::max<int64_t>(0, -dw), j1 = std::min<int64_t>(W, W - dw);
+        const scalar_t* __restrict__ s = src + dw * C;
+        for (int64_t k = j0 * C; k < j1 * C; ++k) o[k] += s[k];
+      }
+    }
+  }
+  (void)n_rows;
+}
+
 at::Tensor box_sum_cpu(const at::Tensor& z_in, int64_t kh, int64_t kw) {
   check_box_sum_inputs(z_in, kh, kw);
+  if (z_in.dim() == 4 && !z_in.is_contiguous() && z_in.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+      z_in.numel() > 0) {
+    at::Tensor out = at::empty_like(z_in, at::MemoryFormat::ChannelsLast);
+    const int64_t N = z_in.size(0), C = z_in.size(1), H = z_in.size(2), W = z_in.size(3);
+    const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(W * C * kh * kw, 1));
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z_in.scalar_type(), "box_sum_cpu_cl", [&] {
+      const scalar_t* in = z_in.const_data_ptr<scalar_t>();
+      scalar_t* o = out.mutable_data_ptr<scalar_t>();
+      at::parallel_for(0, N * H, grain, [&](int64_t lo, int64_t hi) {
+        box_rows_cl<scalar_t>(in, o, N * H, H, W, C, kh / 2, kw / 2, lo, hi);
+      });
+    });
+    return out;
+  }
   const at::Tensor z = z_in.contiguous();
   at::Tensor out = at::empty_like(z, at::MemoryFormat::Contiguous);
   const int64_t H = z.size(-2), W = z.size(-1);

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import os
 import types
 
 import torch
@@ -40,7 +41,7 @@ from zcfast.proxies.engine import _forward, counted_weights, _weight_leaves, _we
 from zcfast.proxies.needs import Need, NeedError, register_need
 from zcfast.proxies.registry import PassContext
 
-__all__ = ["activation_need", "box_avg_pools_", "gaussian_init", "gaussian_need", "grad_copy", "is_relu"]
+__all__ = ["CHANNELS_LAST_ATTR", "activation_need", "box_avg_pools_", "channels_last_", "gaussian_init", "gaussian_need", "grad_copy", "is_relu"]
 
 #: which tensor of a module's call an activation need records
 _WHERE = ("input", "output")
@@ -144,6 +145,64 @@ def box_avg_pools_(net: nn.Module) -> int:
         m.forward = types.MethodType(_box_pool_forward, m)   # type: ignore[method-assign]
         n += 1
     return n
+
+
+#: the attribute by which a model says its forward runs unchanged on channels_last tensors (no
+#: ``.view`` of a 4-D feature map, no layout-dependent op): ``NB201Network`` sets it
+CHANNELS_LAST_ATTR = "zcfast_channels_last"
+
+
+def _cl_batch_norm_forward(self: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """nn.BatchNorm2d.forward with batch statistics from :func:`zcfast.ops.batch_norm_train_cl`
+    (float64 statistics; PyTorch's channels_last CPU kernel's are ~100x less accurate) for a
+    channels_last CPU float32/float64 input; the running statistics updated as PyTorch does
+    (momentum, or the cumulative average when it is None; the unbiased variance). Anything else
+    (eval with running statistics, other layouts, one value per channel) takes the module's own
+    forward."""
+    batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+    if not (batch_stats and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.dim() == 4
+            and x.is_contiguous(memory_format=torch.channels_last) and x.shape[0] * x.shape[2] * x.shape[3] > 1
+            and x.shape[1] == self.num_features):
+        return nn.BatchNorm2d.forward(self, x)
+    y, mean, var = ops.batch_norm_train_cl(x, self.weight, self.bias, self.eps)
+    if self.training and self.track_running_stats and self.running_mean is not None:
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            n = x.numel() // x.shape[1]
+            self.running_mean.mul_(1 - f).add_(mean.to(self.running_mean.dtype), alpha=f)
+            self.running_var.mul_(1 - f).add_((var * (n / (n - 1))).to(self.running_var.dtype), alpha=f)
+    return y
+
+
+def channels_last_(net: nn.Module) -> torch.memory_format:
+    """In place on a private CPU copy whose model declares ``zcfast_channels_last = True``
+    (:data:`CHANNELS_LAST_ATTR`): its 4-D parameters and buffers become channels_last, and every
+    ``nn.BatchNorm2d`` (the exact type) takes :func:`_cl_batch_norm_forward`, so that a pass on a
+    channels_last input runs PyTorch's channels_last (oneDNN) convolutions without reorders and
+    float64-statistics BatchNorms (TE-NAS's NTK: one forward and a backward per sample, ~10%
+    faster on NAS-Bench-201 at batch 32, bench/RESULTS.md), its value as close to float64 as the
+    NCHW pass's (tests/test_ops_batch_norm_cl.py; deep weight gradients can move more:
+    docs/proxies.md, "Channels-last private copies"). Returns the memory format the caller should give its input:
+    ``torch.channels_last``, or ``torch.contiguous_format`` (nothing changed) for a model that does
+    not declare it, one with a parameter off the CPU, or with ``ZCFAST_CHANNELS_LAST=0`` in the
+    environment (the NCHW passes, e.g. to compare both).
+
+    Raises:
+        ValueError: ``ZCFAST_CHANNELS_LAST`` is set to anything but ``0`` or ``1``.
+    """
+    env = os.environ.get("ZCFAST_CHANNELS_LAST", "1")
+    if env not in ("0", "1"):
+        raise ValueError(f"ZCFAST_CHANNELS_LAST must be '0' or '1', got {env!r}")
+    if env == "0" or getattr(net, CHANNELS_LAST_ATTR, False) is not True:
+        return torch.contiguous_format
+    if any(p.device.type != "cpu" for p in net.parameters()):
+        return torch.contiguous_format
+    net.to(memory_format=torch.channels_last)
+    for m in net.modules():
+        if type(m) is nn.BatchNorm2d:
+            m.forward = types.MethodType(_cl_batch_norm_forward, m)   # type: ignore[method-assign]
+    return torch.channels_last
 
 
 def grad_copy(ctx: PassContext) -> tuple[nn.Module, list]:

@@ -40,7 +40,7 @@ import torch.nn as nn
 
 from zcfast import ops
 from zcfast.proxies.engine import _forward
-from zcfast.proxies.builtin_needs import box_avg_pools_, call_generator
+from zcfast.proxies.builtin_needs import box_avg_pools_, call_generator, channels_last_
 from zcfast.proxies.needs import Need, NeedError, register_need
 from zcfast.proxies.reductions import has_nan
 from zcfast.proxies.registry import PassContext, ProxyResult, register_proxy
@@ -63,7 +63,8 @@ NTK_ROWS_PER_BACKWARD = 1
 def ntk_gram_of(net: nn.Module, x: torch.Tensor, rows_per_backward: int = NTK_ROWS_PER_BACKWARD) -> torch.Tensor:
     """The NTK Gram matrix [N, N] (the weights' dtype: float32 as official) of ``net`` (train
     mode, modified: its "weight" parameters are set to require grad, its stride-1 average pools
-    take :func:`~zcfast.proxies.builtin_needs.box_avg_pools_`) on ``x`` [N, ...]: one forward,
+    take :func:`~zcfast.proxies.builtin_needs.box_avg_pools_`, and a CPU NB201 copy becomes
+    channels_last by :func:`~zcfast.proxies.builtin_needs.channels_last_`) on ``x`` [N, ...]: one forward,
     then row i = the gradient of Σ_c logits[i, c] w.r.t. every parameter named "...weight...",
     concatenated into G [N, P]; G Gᵀ.
 
@@ -80,6 +81,8 @@ def ntk_gram_of(net: nn.Module, x: torch.Tensor, rows_per_backward: int = NTK_RO
         p.requires_grad_(True)
     net.train()
     box_avg_pools_(net)
+    # NB201 on CPU: channels_last convolutions, float64-statistics BatchNorms (~1.8x faster backwards)
+    x = x.contiguous(memory_format=channels_last_(net))
     logits = _forward(net, x)
     if logits.shape[0] != x.shape[0]:
         raise NeedError(f"ntk_cond: the model returned {logits.shape[0]} rows for {x.shape[0]} samples; the NTK "

@@ -332,6 +332,10 @@ class NB201Network(nn.Module):
     ``cell_stem_final_batchnorms()`` partition all BatchNorm2d modules of the network.
     """
 
+    #: its forward runs unchanged on channels_last tensors (no ``.view`` of a feature map), so the
+    #: proxies' private copies may switch to that layout (``zcfast.proxies.builtin_needs.channels_last_``)
+    zcfast_channels_last = True
+
     def __init__(self, arch: tuple[str, ...], num_classes: int = 10, channels: int = 16,
                  cells_per_stage: int = 5) -> None:
         super().__init__()
