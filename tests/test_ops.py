@@ -498,6 +498,14 @@ for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
         out += per.double().tolist() + [float(total)]
     out += ops.fisher(torch.randn(8, 4, 33, generator=torch.Generator().manual_seed(1)).to(dtype),
                       torch.randn(8, 4, 33, generator=torch.Generator().manual_seed(2)).to(dtype))[0].double().tolist()
+for dtype in (torch.float32, torch.float64):   # batch_norm_cl: AVX2 and baseline copies
+    x = (torch.randn(4, 24, 17, 9, generator=torch.Generator().manual_seed(3)) * 3 + 1).to(dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(24, generator=torch.Generator().manual_seed(4)).to(dtype)
+    b = torch.randn(24, generator=torch.Generator().manual_seed(5)).to(dtype)
+    y, m, v = ops.batch_norm_cl(x, w, b, 1e-5)
+    gx, gw, gb = ops.batch_norm_cl_backward(torch.ones_like(x) + x, x, w, m, v, 1e-5)
+    out += [t.double().flatten().tolist() for t in (y, m, v, gx, gw, gb)]
 print(repr(out))
 """
 
