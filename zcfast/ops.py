@@ -836,7 +836,8 @@ __all__ += ["batch_norm_cl", "batch_norm_cl_backward", "batch_norm_train_cl"]
 def batch_norm_cl(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """Train-mode BatchNorm2d of ``x`` with float64 statistics: ``(y, mean, var)``.
 
-    With R = N·H·W: mean_c = Σ x / R, var_c = Σ (x − mean_c)² / R (biased, two passes, float64),
+    With R = N·H·W: mean_c = Σ x / R, var_c = Σ (x − mean_c)² / R (biased, float64: one pass of
+    shifted sums on CPU, two passes on CUDA),
     y = (x − mean_c) / √(var_c + eps) · w_c + b_c computed in float64 and rounded once. The sums
     run over fixed blocks of rows added in order: deterministic whatever the thread count.
     Not differentiable itself (:func:`batch_norm_train_cl` is).

@@ -55,7 +55,7 @@ C10_ALWAYS_INLINE void normalise_block(const scalar_t* C10_RESTRICT x, scalar_t*
     const scalar_t* C10_RESTRICT row = x + r * C;
     scalar_t* C10_RESTRICT out = y + r * C;
     for (int64_t c = 0; c < C; ++c)
-      out[c] = static_cast<scalar_t>((static_cast<double>(row[c]) - mean[c]) * scale[c] + shift[c]);
+      out[c] = static_cast<scalar_t>(bn_normalise(static_cast<double>(row[c]), mean[c], scale[c], shift[c]));
   }
 }
 
@@ -77,8 +77,7 @@ C10_ALWAYS_INLINE void grad_sums_block(const scalar_t* C10_RESTRICT x, const sca
   }
 }
 
-// gx = a · (gy - sg/R) - b · (x - mean) with a = w·invstd, b = w·invstd³·sgx/R (bn_input_grad
-// regrouped per channel), over rows [r0, r1).
+// gx = bn_input_grad over rows [r0, r1), from the per-channel coefficients (bn_grad_coefs).
 template <typename scalar_t>
 C10_ALWAYS_INLINE void input_grad_block(const scalar_t* C10_RESTRICT x, const scalar_t* C10_RESTRICT g,
                                         scalar_t* C10_RESTRICT gx, const double* C10_RESTRICT mean,
@@ -89,8 +88,8 @@ C10_ALWAYS_INLINE void input_grad_block(const scalar_t* C10_RESTRICT x, const sc
     const scalar_t* C10_RESTRICT gr = g + r * C;
     scalar_t* C10_RESTRICT out = gx + r * C;
     for (int64_t c = 0; c < C; ++c)
-      out[c] = static_cast<scalar_t>(a[c] * (static_cast<double>(gr[c]) - gmean[c]) -
-                                     b[c] * (static_cast<double>(xr[c]) - mean[c]));
+      out[c] = static_cast<scalar_t>(bn_input_grad(static_cast<double>(gr[c]), static_cast<double>(xr[c]), mean[c],
+                                                   a[c], gmean[c], b[c]));
   }
 }
 
@@ -230,9 +229,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_cl_backward_cpu(
       const double sg = both[c], sgx = both[C + c];
       gwp[c] = static_cast<scalar_t>(sgx * invstd[c]);
       gbp[c] = static_cast<scalar_t>(sg);
-      a[c] = w[c] * invstd[c];
-      gmean[c] = sg / R;
-      bcoef[c] = w[c] * invstd[c] * invstd[c] * invstd[c] * sgx / R;
+      const BnGradCoefs k = bn_grad_coefs(w[c], invstd[c], sg, sgx, R);
+      a[c] = k.a;
+      gmean[c] = k.gmean;
+      bcoef[c] = k.b;
     }
     scalar_t* gxp = gx.mutable_data_ptr<scalar_t>();
     const auto ig = ZCFAST_BN_PICK(input_grad_block);

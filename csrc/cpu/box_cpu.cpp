@@ -75,8 +75,8 @@ void box_plane_3x3(const scalar_t* __restrict__ in, scalar_t* __restrict__ out, 
 // values are the NCHW kernel's bit for bit, in the input's layout. One at::parallel_for over the
 // N·H output rows.
 template <typename scalar_t>
-void box_rows_cl(const scalar_t* __restrict__ in, scalar_t* __restrict__ out, int64_t n_rows, int64_t H, int64_t W,
-                 int64_t C, int64_t rh, int64_t rw, int64_t lo, int64_t hi) {
+void box_rows_cl(const scalar_t* __restrict__ in, scalar_t* __restrict__ out, int64_t H, int64_t W, int64_t C,
+                 int64_t rh, int64_t rw, int64_t lo, int64_t hi) {
   const int64_t row = W * C;
   for (int64_t t = lo; t < hi; ++t) {
     const int64_t n = t / H, i = t % H;
@@ -93,7 +93,6 @@ void box_rows_cl(const scalar_t* __restrict__ in, scalar_t* __restrict__ out, in
       }
     }
   }
-  (void)n_rows;
 }
 
 at::Tensor box_sum_cpu(const at::Tensor& z_in, int64_t kh, int64_t kw) {
@@ -107,7 +106,7 @@ at::Tensor box_sum_cpu(const at::Tensor& z_in, int64_t kh, int64_t kw) {
       const scalar_t* in = z_in.const_data_ptr<scalar_t>();
       scalar_t* o = out.mutable_data_ptr<scalar_t>();
       at::parallel_for(0, N * H, grain, [&](int64_t lo, int64_t hi) {
-        box_rows_cl<scalar_t>(in, o, N * H, H, W, C, kh / 2, kw / 2, lo, hi);
+        box_rows_cl<scalar_t>(in, o, H, W, C, kh / 2, kw / 2, lo, hi);
       });
     });
     return out;

@@ -93,7 +93,7 @@ __global__ void bn_normalise_kernel(const scalar_t* __restrict__ x, const double
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < total; k += step) {
     const int64_t c = k % C;
-    y[k] = static_cast<scalar_t>(bn_normalise(static_cast<double>(x[k]), mean[c], bn_invstd(var[c], eps), w[c],
+    y[k] = static_cast<scalar_t>(bn_normalise(static_cast<double>(x[k]), mean[c], bn_invstd(var[c], eps) * w[c],
                                               bias[c]));
   }
 }
@@ -106,8 +106,9 @@ __global__ void bn_input_grad_kernel(const scalar_t* __restrict__ g, const scala
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < total; k += step) {
     const int64_t c = k % C;
-    gx[k] = static_cast<scalar_t>(bn_input_grad(static_cast<double>(g[k]), static_cast<double>(x[k]), mean[c],
-                                                bn_invstd(var[c], eps), w[c], sums[c], sums[C + c], rows));
+    const BnGradCoefs q = bn_grad_coefs(w[c], bn_invstd(var[c], eps), sums[c], sums[C + c], rows);
+    gx[k] = static_cast<scalar_t>(bn_input_grad(static_cast<double>(g[k]), static_cast<double>(x[k]), mean[c], q.a,
+                                                q.gmean, q.b));
   }
 }
 

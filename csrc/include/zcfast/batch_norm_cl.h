@@ -1,6 +1,6 @@
 // Train-mode BatchNorm2d on channels_last tensors, with float64 statistics (the private copies
-// of TE-NAS's ntk_gram, zcfast/proxies/builtin_needs.py,
-// channels_last_copy_). With R = N·H·W rows of C channels (x[r, c] in NHWC memory):
+// of TE-NAS's ntk_gram, zcfast/proxies/builtin_needs.py, channels_last_). With R = N·H·W rows of
+// C channels (x[r, c] in NHWC memory):
 //   mean_c  = (1/R) Σ_r x[r, c]                          (float64)
 //   var_c   = (1/R) Σ_r (x[r, c] - mean_c)²              (float64, biased)
 //   invstd_c = 1 / sqrt(var_c + eps)
@@ -11,13 +11,13 @@
 // The CPU kernel takes both statistics in one pass of shifted sums, s = Σ (x - K_c) and
 // q = Σ (x - K_c)² with K_c the first row's value (mean = K + s/R, var = q/R - (s/R)²: in float64
 // with the shift, no cancellation that float32 outputs could see); the CUDA kernel in two passes
-// (the mean, then the centred squares). Every sum runs over fixed blocks of kBnRowBlock rows (the same blocks on CPU and CUDA, whatever
-// the thread count), each block's partial sums added in row order, then the blocks' partials in
-// block order: deterministic, no atomics. PyTorch's own channels_last CPU kernel (one pass in
+// (the mean, then the centred squares). Every sum runs over fixed blocks of kBnRowBlock rows (the
+// same blocks on CPU and CUDA, whatever the thread count), each block's partial sums added in row
+// order, then the blocks' partials in block order: deterministic, no atomics. PyTorch's own channels_last CPU kernel (one pass in
 // float32) differs from float64 statistics by ~3e-5 on unit-scale inputs with a mean of 1, ~100x
 // its NCHW kernel; this one by ~1e-7 (tests/test_ops_batch_norm_cl.py).
-// Shared by csrc/cpu/batch_norm_cl_cpu.cpp and csrc/cuda/batch_norm_cl_cuda.cu (the CPU kernel
-// regroups bn_input_grad per channel: a·(gy - sg/R) - b·(x - mean)).
+// The per-element math (bn_normalise, bn_grad_coefs, bn_input_grad) is shared by
+// csrc/cpu/batch_norm_cl_cpu.cpp and csrc/cuda/batch_norm_cl_cuda.cu.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -76,15 +76,25 @@ inline void check_bn_cl_backward_inputs(const at::Tensor& gy, const at::Tensor& 
 
 C10_HOST_DEVICE inline double bn_invstd(double var, double eps) { return 1.0 / ::sqrt(var + eps); }
 
-// y of one element, in float64 (w = 1, b = 0 for an affine-free BatchNorm).
-C10_HOST_DEVICE inline double bn_normalise(double x, double mean, double invstd, double w, double b) {
-  return (x - mean) * invstd * w + b;
+// y of one element, in float64, from the channel's scale = invstd · w and shift = b (w = 1, b = 0
+// for an affine-free BatchNorm).
+C10_HOST_DEVICE inline double bn_normalise(double x, double mean, double scale, double shift) {
+  return (x - mean) * scale + shift;
 }
 
-// gx of one element from the channel's sums sg = Σ gy, sgx = Σ gy (x - mean) over R rows.
-C10_HOST_DEVICE inline double bn_input_grad(double gy, double x, double mean, double invstd, double w,
-                                            double sg, double sgx, double rows) {
-  return w * invstd * (gy - sg / rows - (x - mean) * invstd * invstd * sgx / rows);
+// The per-channel coefficients of gx from the channel's sums sg = Σ gy, sgx = Σ gy (x - mean) over
+// R rows: gx = a · (gy - gmean) - b · (x - mean), a = w·invstd, gmean = sg/R, b = w·invstd³·sgx/R.
+struct BnGradCoefs {
+  double a, gmean, b;
+};
+
+C10_HOST_DEVICE inline BnGradCoefs bn_grad_coefs(double w, double invstd, double sg, double sgx, double rows) {
+  return {w * invstd, sg / rows, w * invstd * invstd * invstd * sgx / rows};
+}
+
+// gx of one element.
+C10_HOST_DEVICE inline double bn_input_grad(double gy, double x, double mean, double a, double gmean, double b) {
+  return a * (gy - gmean) - b * (x - mean);
 }
 
 }  // namespace zcfast
